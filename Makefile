@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make demo` and `make test` (each sets up .venv first).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PKGS := spec_schema/pyproject.toml regulator/pyproject.toml producer/pyproject.toml consumer/pyproject.toml
+
+.PHONY: setup test lint demo bench clean
+
+setup: $(STAMP)
+
+# torch first: 2.13.0 is the CPU build on this machine's disk; anything else would download CUDA.
+$(STAMP): $(PKGS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check \
+		-e "./spec_schema[test]" -e "./regulator[cpu,test]" -e "./producer[cpu,test]" -e "./consumer[cpu,test]"
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -u scripts/demo.py
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs/demo

@@ -1,0 +1,1 @@
+"""lassi.consumer: the consumer role of LASSI."""

@@ -1,0 +1,1 @@
+"""lassi.producer: the producer role of LASSI."""

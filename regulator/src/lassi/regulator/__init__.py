@@ -1,0 +1,1 @@
+"""LASSI regulator: data, Glow flow, attribute vectors and similarity specs."""

@@ -1,0 +1,459 @@
+"""The artifact kinds exchanged between regulator, producer and consumer (pydantic v2).
+
+Every artifact is one ``.safetensors`` file: the metadata model below, validated and stored
+as JSON under ``__metadata__["lassi"]``, plus the tensors its ``tensor_specs`` declare.
+Every artifact records the tool that wrote it, when, and the SHA-256 of each artifact it was
+made from (``parents``), so a verification report traces back to the exact similarity spec.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import IntEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Probability = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+# The dtypes artifacts may contain (safetensors names).
+FLOAT_DTYPES = ("F64", "F32", "F16")
+INT_DTYPES = ("I64", "I32", "I16", "I8", "U8", "BOOL")
+
+
+class Model(BaseModel):
+    """Strict base: unknown fields are errors, instances are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorSpec(Model):
+    """A tensor an artifact must (or may) contain; shape entries are sizes or None (free)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+    required: bool = True
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+class ArtifactBase(Model):
+    """Fields shared by every artifact kind."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: str
+    tool: str = Field(description="name and version of the tool that wrote the file")
+    created: datetime = Field(default_factory=now_utc)
+    parents: dict[str, Sha256] = Field(
+        default_factory=dict,
+        description="SHA-256 of each artifact this one was made from, by kind (with ancestors)",
+    )
+
+    # Free-form float weight groups (a module's state dict under a prefix).
+    weight_prefixes: ClassVar[tuple[str, ...]] = ()
+
+    def tensor_specs(self) -> list[TensorSpec]:
+        """The named tensors this artifact declares (besides the weight groups)."""
+        return []
+
+    def check_values(self, tensors: dict[str, Any]) -> str | None:
+        """Kind-specific checks of tensor values; returns a problem description or None."""
+        return None
+
+
+# --------------------------------------------------------------------------- regulator
+
+
+class GlowConfig(Model):
+    """Architecture of the multi-scale Glow (Kingma & Dhariwal 2018)."""
+
+    image_size: int = Field(64, ge=4, le=1024)
+    channels: Literal[3] = 3
+    n_levels: int = Field(3, ge=1, le=8)
+    n_steps: int = Field(8, ge=1, le=64)
+    hidden: int = Field(128, ge=1, le=2048)
+    coupling: Literal["additive", "affine"] = "additive"
+    n_bits: int = Field(5, ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _divisible(self) -> GlowConfig:
+        if self.image_size % (2**self.n_levels):
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2**n_levels = {2**self.n_levels}"
+            )
+        return self
+
+    @property
+    def latent_dim(self) -> int:
+        return self.channels * self.image_size * self.image_size
+
+
+class Preprocessing(Model):
+    """How images become Glow inputs: center crop, resize, quantise, x / 2**n_bits - 0.5."""
+
+    image_size: int = Field(64, ge=4, le=1024)
+    crop: Literal["center"] = "center"
+    n_bits: int = Field(5, ge=1, le=8)
+    scale: Literal["x/2**n_bits-0.5"] = "x/2**n_bits-0.5"
+
+
+class DataProvenance(Model):
+    """Which data an artifact was computed from."""
+
+    dataset: Literal["shapes3d", "celeba", "folder"]
+    root: str | None = None
+    split: str = "train"
+    n_samples: int = Field(ge=0)
+    seed: int = Field(0, ge=0)
+    options: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
+class GlowTraining(Model):
+    steps: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    lr: PositiveFloat
+    warmup_steps: int = Field(ge=0)
+    seed: int = Field(ge=0)
+    train_bits_per_dim: FiniteFloat | None = None
+    val_bits_per_dim: FiniteFloat | None = None
+    seconds: float = Field(ge=0, allow_inf_nan=False)
+
+
+class GlowArtifact(ArtifactBase):
+    """A trained Glow flow (regulator, ``train-glow``)."""
+
+    kind: Literal["glow"] = "glow"
+    flow: GlowConfig
+    preprocessing: Preprocessing
+    data: DataProvenance
+    training: GlowTraining
+    weight_prefixes: ClassVar[tuple[str, ...]] = ("glow.",)
+
+
+class AttributeInfo(Model):
+    """One sensitive attribute and how its vector was computed (average_diff)."""
+
+    name: Name
+    num_values: int = Field(ge=2)
+    positive: str = Field(description="which samples count as having the attribute")
+    negative: str = Field(description="which samples count as not having it")
+    n_positive: int = Field(ge=1)
+    n_negative: int = Field(ge=1)
+    vector_norm: PositiveFloat
+
+
+class Fidelity(Model):
+    """How well the attribute vector follows the ground truth (3D Shapes only, 1.0 = useless)."""
+
+    overall: FiniteFloat
+    per_shape: dict[str, FiniteFloat]
+    n_images: int = Field(ge=1)
+    min_angle_deg: float = 20.0
+    t_range: FiniteFloat
+
+
+class SimilaritySpec(ArtifactBase):
+    """Who counts as similar: S(x) = {D_G(E_G(x) + sum_i t_i a_i) : ||t||_2 <= epsilon}."""
+
+    kind: Literal["similarity_spec"] = "similarity_spec"
+    flow: GlowConfig
+    preprocessing: Preprocessing
+    data: DataProvenance
+    attributes: list[AttributeInfo] = Field(min_length=1, max_length=16)
+    attribute_method: Literal["average_diff"] = "average_diff"
+    epsilon: PositiveFloat
+    norm: Literal["l2"] = "l2"
+    fidelity: Fidelity | None = None
+    weight_prefixes: ClassVar[tuple[str, ...]] = ("glow.",)
+
+    @field_validator("attributes")
+    @classmethod
+    def _unique(cls, attributes: list[AttributeInfo]) -> list[AttributeInfo]:
+        names = [a.name for a in attributes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"attribute names repeat: {names}")
+        return attributes
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return [a.name for a in self.attributes]
+
+    def tensor_specs(self) -> list[TensorSpec]:
+        return [
+            TensorSpec(
+                name="attribute_vectors",
+                dtype="F32",
+                shape=(len(self.attributes), self.flow.latent_dim),
+            )
+        ]
+
+
+# --------------------------------------------------------------------------- producer
+
+
+class LossWeights(Model):
+    """lambda_adv, lambda_contr, lambda_rec and the margins; all zero gives the baseline."""
+
+    adv: float = Field(0.0, ge=0, allow_inf_nan=False)
+    contr: float = Field(0.0, ge=0, allow_inf_nan=False)
+    rec: float = Field(0.0, ge=0, allow_inf_nan=False)
+    delta_contr: PositiveFloat = 10.0
+    delta_adv: float = Field(0.0, ge=0, allow_inf_nan=False)
+    attack_points: int = Field(100, ge=1)
+
+
+class EncoderTraining(Model):
+    epochs: int = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    lr: PositiveFloat
+    seed: int = Field(ge=0)
+    best_epoch: int = Field(ge=0)
+    train_accuracy: float = Field(ge=0, le=1)
+    val_accuracy: float = Field(ge=0, le=1)
+    n_train: int = Field(ge=1)
+    seconds: float = Field(ge=0, allow_inf_nan=False)
+
+
+class EncoderCard(ArtifactBase):
+    """The producer's fair encoder E_L (and its auxiliary head)."""
+
+    kind: Literal["encoder"] = "encoder"
+    architecture: Literal["latent_mlp", "image_resnet18"]
+    input_dim: int = Field(ge=1)
+    hidden: list[int] = Field(default_factory=list)
+    width: int = Field(64, ge=1)
+    k: int = Field(ge=1, le=65536)
+    task: Name
+    num_classes: int = Field(ge=2)
+    loss: LossWeights
+    training: EncoderTraining
+    data: DataProvenance
+    weight_prefixes: ClassVar[tuple[str, ...]] = ("encoder.", "aux.", "decoder.")
+
+
+class CenterStatus(IntEnum):
+    """Outcome of center smoothing for one sample (stored as U8)."""
+
+    CERTIFIED = 0
+    ABSTAIN_DELTA = 1
+    ABSTAIN_Q = 2
+
+
+class CertificateParams(Model):
+    """Parameters of center smoothing (Kumar & Goldstein 2021; paper Sec. 4.3)."""
+
+    sigma_enc: PositiveFloat
+    epsilon: PositiveFloat
+    n0: int = Field(ge=1)
+    n: int = Field(ge=1)
+    alpha1: Probability
+    alpha2: Probability
+    delta: Probability
+    beta: PositiveFloat = 2.0
+    seed: int = Field(ge=0)
+
+
+class RepresentationBundle(ArtifactBase):
+    """Representations z = E_L(E_G(x)) of one data split; certified bundles add z_CS and r_CS."""
+
+    kind: Literal["representations"] = "representations"
+    split: Name
+    n_samples: int = Field(ge=0)
+    k: int = Field(ge=1, le=65536)
+    label_names: list[Name] = Field(default_factory=list)
+    label_classes: dict[str, int] = Field(default_factory=dict)
+    certified: bool = False
+    certificate: CertificateParams | None = None
+    attributes: list[Name] = Field(default_factory=list)
+    data: DataProvenance | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RepresentationBundle:
+        if self.certified != (self.certificate is not None):
+            raise ValueError("certified bundles need certificate parameters, plain ones none")
+        if set(self.label_names) != set(self.label_classes):
+            raise ValueError("label_names and label_classes name different labels")
+        if any(c < 1 for c in self.label_classes.values()):
+            raise ValueError("label_classes must be positive")
+        return self
+
+    def tensor_specs(self) -> list[TensorSpec]:
+        n, k = self.n_samples, self.k
+        specs = [
+            TensorSpec(name="z", dtype="F32", shape=(n, k)),
+            TensorSpec(name="ids", dtype="I64", shape=(n,)),
+        ]
+        specs += [
+            TensorSpec(name=f"labels.{name}", dtype="I64", shape=(n,)) for name in self.label_names
+        ]
+        if self.certified:
+            specs += [
+                TensorSpec(name="z_cs", dtype="F32", shape=(n, k)),
+                TensorSpec(name="r_cs", dtype="F32", shape=(n,)),
+                TensorSpec(name="status", dtype="U8", shape=(n,)),
+                TensorSpec(name="center_shift", dtype="F32", shape=(n,)),
+                TensorSpec(name="seconds", dtype="F32", shape=(n,)),
+            ]
+        return specs
+
+    def check_values(self, tensors: dict[str, Any]) -> str | None:
+        ids = tensors["ids"]
+        if (ids < 0).any():
+            return "tensor 'ids' has negative sample ids"
+        if len(set(ids.tolist())) != len(ids):
+            return "tensor 'ids' has repeated sample ids"
+        for name, classes in self.label_classes.items():
+            y = tensors[f"labels.{name}"]
+            if ((y < 0) | (y >= classes)).any():
+                return f"tensor 'labels.{name}' has labels outside [0, {classes})"
+        if self.certified:
+            if (tensors["r_cs"] < 0).any():
+                return "tensor 'r_cs' has negative radii"
+            if (tensors["status"] > max(CenterStatus)).any():
+                return "tensor 'status' has unknown status codes"
+            if (tensors["seconds"] < 0).any() or (tensors["center_shift"] < 0).any():
+                return "tensors 'seconds'/'center_shift' have negative values"
+        return None
+
+
+# --------------------------------------------------------------------------- consumer
+
+
+class ClassifierTraining(Model):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: PositiveFloat
+    seed: int = Field(ge=0)
+    n_train: int = Field(ge=1)
+    val_accuracy_noisy: float | None = Field(None, ge=0, le=1)
+    val_accuracy_clean: float | None = Field(None, ge=0, le=1)
+    seconds: float = Field(ge=0, allow_inf_nan=False)
+
+
+class ClassifierCard(ArtifactBase):
+    """The consumer's noise-augmented classifier C_L on representations."""
+
+    kind: Literal["classifier"] = "classifier"
+    architecture: Literal["linear", "mlp"] = "linear"
+    k: int = Field(ge=1, le=65536)
+    hidden: int = Field(0, ge=0)
+    sigma_cls: PositiveFloat
+    task: Name
+    classes: list[str] = Field(min_length=2)
+    training: ClassifierTraining
+    weight_prefixes: ClassVar[tuple[str, ...]] = ("classifier.",)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class SmoothingParams(Model):
+    """Parameters of randomized smoothing (Cohen et al. 2019, CERTIFY)."""
+
+    sigma_cls: PositiveFloat
+    n0: int = Field(ge=1)
+    n: int = Field(ge=1)
+    alpha: Probability
+    seed: int = Field(ge=0)
+
+
+class ReportStatus(IntEnum):
+    """Per-sample outcome of verification (stored as U8)."""
+
+    CERTIFIED = 0
+    NOT_CERTIFIED = 1
+    ABSTAIN_CENTER = 2
+    ABSTAIN_CLASSIFIER = 3
+
+
+class ReportSummary(Model):
+    """Fractions in [0, 1]; abstentions count as errors for accuracy."""
+
+    n: int = Field(ge=0)
+    accuracy: float | None = Field(None, ge=0, le=1)
+    certified_fairness: float = Field(ge=0, le=1)
+    certified_fair_and_accurate: float | None = Field(None, ge=0, le=1)
+    abstain_center: float = Field(ge=0, le=1)
+    abstain_classifier: float = Field(ge=0, le=1)
+    not_certified: float = Field(ge=0, le=1)
+    guarantee_probability: float = Field(ge=0, le=1)
+
+
+class VerificationReport(ArtifactBase):
+    """Per-sample certified fairness: certified iff both smoothings succeed and r_CS < R."""
+
+    kind: Literal["verification_report"] = "verification_report"
+    n_samples: int = Field(ge=0)
+    task: Name
+    classes: list[str] = Field(min_length=2)
+    has_labels: bool
+    smoothing: SmoothingParams
+    certificate: CertificateParams
+    summary: ReportSummary
+
+    def tensor_specs(self) -> list[TensorSpec]:
+        n = self.n_samples
+        specs = [
+            TensorSpec(name="ids", dtype="I64", shape=(n,)),
+            TensorSpec(name="prediction", dtype="I64", shape=(n,)),
+            TensorSpec(name="radius", dtype="F32", shape=(n,)),
+            TensorSpec(name="r_cs", dtype="F32", shape=(n,)),
+            TensorSpec(name="status", dtype="U8", shape=(n,)),
+        ]
+        if self.has_labels:
+            specs.append(TensorSpec(name="labels", dtype="I64", shape=(n,)))
+        return specs
+
+    def check_values(self, tensors: dict[str, Any]) -> str | None:
+        if (tensors["radius"] < 0).any() or (tensors["r_cs"] < 0).any():
+            return "radii must be non-negative"
+        if (tensors["status"] > max(ReportStatus)).any():
+            return "tensor 'status' has unknown status codes"
+        if ((tensors["prediction"] < -1) | (tensors["prediction"] >= len(self.classes))).any():
+            return "tensor 'prediction' has classes out of range"
+        return None
+
+
+# --------------------------------------------------------------------------- training state
+
+
+class Checkpoint(ArtifactBase):
+    """Resumable state of a long-running step (model, optimiser, progress); local, not shared."""
+
+    kind: Literal["checkpoint"] = "checkpoint"
+    stage: Name
+    run_key: str = Field(description="hash of the arguments; a resume needs the same run_key")
+    step: int = Field(ge=0)
+    state: dict[str, Any] = Field(default_factory=dict)
+    weight_prefixes: ClassVar[tuple[str, ...]] = ("model.", "optim.", "rng.", "extra.")
+
+
+ARTIFACT_KINDS: dict[str, type[ArtifactBase]] = {
+    model.model_fields["kind"].default: model
+    for model in (
+        GlowArtifact,
+        SimilaritySpec,
+        EncoderCard,
+        RepresentationBundle,
+        ClassifierCard,
+        VerificationReport,
+        Checkpoint,
+    )
+}

@@ -1,0 +1,131 @@
+"""Validation of ONNX graphs handed over by another party, before onnxruntime sees them.
+
+Checks, in order: the file is a parseable ONNX model of bounded size; every external-data
+reference stays inside the model's folder (no path traversal); every operator comes from a
+standard domain (no custom ops); ``onnx.checker`` accepts it; the declared inputs and outputs
+are those the caller expects (names and ranks). Provenance travels as JSON in the model's
+``metadata_props["lassi"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lassi.spec.errors import InvalidArtifactError, UsageError
+
+STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
+MAX_ONNX_BYTES = int(os.environ.get("LASSI_MAX_ONNX_BYTES", 4 * 1024**3))
+METADATA_KEY = "lassi"
+
+
+def _rank_of(value_info: Any) -> int:
+    return len(value_info.type.tensor_type.shape.dim)
+
+
+def load_checked_onnx(
+    path: str | Path,
+    inputs: Mapping[str, int] | None = None,
+    outputs: Mapping[str, int] | None = None,
+) -> Any:
+    """Load and validate an ONNX model; ``inputs``/``outputs`` map expected names to ranks."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(path, "no such file")
+    if path.stat().st_size > MAX_ONNX_BYTES:
+        raise InvalidArtifactError(path, "ONNX file is larger than the limit")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:
+        raise InvalidArtifactError(
+            path, f"not a readable ONNX model ({type(error).__name__})"
+        ) from None
+    folder = path.parent.resolve()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            location = entries.get("location", "")
+            target = (folder / location).resolve()
+            if Path(location).is_absolute() or folder not in target.parents:
+                raise InvalidArtifactError(
+                    path, f"external data of '{tensor.name}' points outside the model's folder"
+                )
+            if not target.is_file():
+                raise InvalidArtifactError(path, f"external data file '{location}' is missing")
+    for node in model.graph.node:
+        if node.domain not in STANDARD_DOMAINS:
+            raise InvalidArtifactError(
+                path, f"uses operator '{node.op_type}' from unknown domain '{node.domain}'"
+            )
+    for opset in model.opset_import:
+        if opset.domain not in STANDARD_DOMAINS and opset.domain != "":
+            raise InvalidArtifactError(path, f"imports unknown operator domain '{opset.domain}'")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as error:
+        message = " ".join(str(error).split())[:200]
+        raise InvalidArtifactError(path, f"onnx.checker rejects the model ({message})") from None
+    for kind, expected, declared in (
+        ("input", inputs, model.graph.input),
+        ("output", outputs, model.graph.output),
+    ):
+        if expected is None:
+            continue
+        initializers = {t.name for t in model.graph.initializer}
+        got = {v.name: _rank_of(v) for v in declared if v.name not in initializers}
+        if set(got) != set(expected):
+            raise InvalidArtifactError(
+                path, f"declares {kind}s {sorted(got)}, expected {sorted(expected)}"
+            )
+        for name, rank in expected.items():
+            if got[name] != rank:
+                raise InvalidArtifactError(
+                    path, f"{kind} '{name}' has rank {got[name]}, expected {rank}"
+                )
+    return model
+
+
+def onnx_card(model: Any) -> dict[str, Any]:
+    """The lassi provenance JSON stored in the model's metadata (empty if none)."""
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                card = json.loads(prop.value)
+            except json.JSONDecodeError:
+                return {}
+            return card if isinstance(card, dict) else {}
+    return {}
+
+
+def set_onnx_card(model: Any, card: Mapping[str, Any]) -> None:
+    """Store lassi provenance JSON in the model's metadata (replacing an earlier one)."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(dict(card), sort_keys=True)
+
+
+def describe_onnx(path: str | Path) -> str:
+    """Human-readable summary of a validated ONNX file (``inspect``)."""
+    model = load_checked_onnx(path)
+
+    def shape(v: Any) -> list[str | int]:
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+    lines = [f"file:    {path}", "kind:    onnx"]
+    lines += [f"opset:   {o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import]
+    lines += [f"input:   {v.name} {shape(v)}" for v in model.graph.input]
+    lines += [f"output:  {v.name} {shape(v)}" for v in model.graph.output]
+    lines.append(f"nodes:   {len(model.graph.node)}")
+    card = onnx_card(model)
+    if card:
+        lines.append("metadata:")
+        lines += ["  " + line for line in json.dumps(card, indent=2).splitlines()]
+    return "\n".join(lines)

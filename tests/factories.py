@@ -1,0 +1,189 @@
+"""Small valid artifacts of every kind, for contract, corpus and CLI tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lassi.spec import (
+    AttributeInfo,
+    CertificateParams,
+    Checkpoint,
+    ClassifierCard,
+    ClassifierTraining,
+    DataProvenance,
+    EncoderCard,
+    EncoderTraining,
+    GlowArtifact,
+    GlowConfig,
+    GlowTraining,
+    LossWeights,
+    Preprocessing,
+    ReportSummary,
+    RepresentationBundle,
+    SimilaritySpec,
+    SmoothingParams,
+    VerificationReport,
+)
+
+HASH_A = "a" * 64
+HASH_B = "b" * 64
+FLOW = GlowConfig(image_size=8, n_levels=2, n_steps=1, hidden=4)
+DATA = DataProvenance(dataset="shapes3d", n_samples=10, seed=1)
+CERT = CertificateParams(
+    sigma_enc=0.65, epsilon=1.0, n0=100, n=100, alpha1=0.005, alpha2=0.005, delta=0.05, seed=0
+)
+
+
+def make(kind: str, n: int = 5, k: int = 4) -> tuple:
+    """(metadata, tensors) of a small valid artifact of ``kind``."""
+    rng = np.random.default_rng(0)
+    tool = "lassi-test 0"
+    if kind == "glow":
+        meta = GlowArtifact(
+            tool=tool,
+            flow=FLOW,
+            preprocessing=Preprocessing(image_size=8),
+            data=DATA,
+            training=GlowTraining(
+                steps=1, batch_size=2, lr=1e-3, warmup_steps=0, seed=0, seconds=0.1
+            ),
+        )
+        return meta, {"glow.w": rng.normal(size=(3, 3)).astype(np.float32)}
+    if kind == "similarity_spec":
+        attr = AttributeInfo(
+            name="orientation",
+            num_values=15,
+            positive="high",
+            negative="low",
+            n_positive=5,
+            n_negative=5,
+            vector_norm=1.5,
+        )
+        meta = SimilaritySpec(
+            tool=tool,
+            flow=FLOW,
+            preprocessing=Preprocessing(image_size=8),
+            data=DATA,
+            attributes=[attr],
+            epsilon=1.0,
+            parents={"glow": HASH_A},
+        )
+        return meta, {
+            "attribute_vectors": rng.normal(size=(1, FLOW.latent_dim)).astype(np.float32),
+            "glow.w": rng.normal(size=(3, 3)).astype(np.float32),
+        }
+    if kind == "encoder":
+        meta = EncoderCard(
+            tool=tool,
+            architecture="latent_mlp",
+            input_dim=FLOW.latent_dim,
+            hidden=[8],
+            k=k,
+            task="object_hue",
+            num_classes=10,
+            loss=LossWeights(adv=0.1),
+            data=DATA,
+            training=EncoderTraining(
+                epochs=1,
+                batch_size=4,
+                lr=1e-3,
+                seed=0,
+                best_epoch=0,
+                train_accuracy=0.5,
+                val_accuracy=0.5,
+                n_train=10,
+                seconds=1.0,
+            ),
+            parents={"similarity_spec": HASH_A},
+        )
+        return meta, {"encoder.0.weight": rng.normal(size=(8, 192)).astype(np.float32)}
+    if kind == "representations":
+        meta = RepresentationBundle(
+            tool=tool,
+            split="test",
+            n_samples=n,
+            k=k,
+            label_names=["object_hue"],
+            label_classes={"object_hue": 10},
+            certified=True,
+            certificate=CERT,
+            parents={"encoder": HASH_B, "similarity_spec": HASH_A},
+        )
+        return meta, {
+            "z": rng.normal(size=(n, k)).astype(np.float32),
+            "ids": np.arange(n, dtype=np.int64),
+            "labels.object_hue": rng.integers(0, 10, n).astype(np.int64),
+            "z_cs": rng.normal(size=(n, k)).astype(np.float32),
+            "r_cs": rng.uniform(0, 1, n).astype(np.float32),
+            "status": np.zeros(n, dtype=np.uint8),
+            "center_shift": rng.uniform(0, 1, n).astype(np.float32),
+            "seconds": rng.uniform(0, 1, n).astype(np.float32),
+        }
+    if kind == "classifier":
+        meta = ClassifierCard(
+            tool=tool,
+            k=k,
+            sigma_cls=1.0,
+            task="object_hue",
+            classes=[str(i) for i in range(10)],
+            training=ClassifierTraining(
+                epochs=1, batch_size=4, lr=1e-3, seed=0, n_train=10, seconds=1.0
+            ),
+            parents={"representations": HASH_B, "encoder": HASH_B, "similarity_spec": HASH_A},
+        )
+        return meta, {
+            "classifier.weight": rng.normal(size=(10, k)).astype(np.float32),
+            "classifier.bias": np.zeros(10, dtype=np.float32),
+        }
+    if kind == "verification_report":
+        meta = VerificationReport(
+            tool=tool,
+            n_samples=n,
+            task="object_hue",
+            classes=[str(i) for i in range(10)],
+            has_labels=True,
+            smoothing=SmoothingParams(sigma_cls=1.0, n0=10, n=100, alpha=0.001, seed=0),
+            certificate=CERT,
+            summary=ReportSummary(
+                n=n,
+                accuracy=0.8,
+                certified_fairness=0.6,
+                certified_fair_and_accurate=0.6,
+                abstain_center=0.0,
+                abstain_classifier=0.2,
+                not_certified=0.2,
+                guarantee_probability=0.989,
+            ),
+            parents={"classifier": HASH_B, "representations": HASH_B, "similarity_spec": HASH_A},
+        )
+        return meta, {
+            "ids": np.arange(n, dtype=np.int64),
+            "prediction": np.zeros(n, dtype=np.int64),
+            "radius": np.ones(n, dtype=np.float32),
+            "r_cs": np.ones(n, dtype=np.float32) / 2,
+            "status": np.zeros(n, dtype=np.uint8),
+            "labels": np.zeros(n, dtype=np.int64),
+        }
+    if kind == "checkpoint":
+        meta = Checkpoint(tool=tool, stage="train", run_key="abc", step=3, state={"epoch": 1})
+        return meta, {
+            "model.w": np.ones((2, 2), dtype=np.float32),
+            "rng.torch": np.zeros(8, dtype=np.uint8),
+        }
+    raise KeyError(kind)
+
+
+def write_raw(path, meta_json: str, tensors: dict, checksum: bool = True) -> None:
+    """Write a file in the artifact format WITHOUT the writer's validation (hostile inputs).
+
+    The checksum is recomputed so that the file reaches the validation it is meant to test.
+    """
+    from safetensors.numpy import save
+
+    from lassi.spec.io import CHECKSUM_KEY, METADATA_KEY, content_digest
+
+    metadata = {METADATA_KEY: meta_json}
+    if checksum:
+        metadata[CHECKSUM_KEY] = content_digest(meta_json, tensors)
+    with open(path, "wb") as f:
+        f.write(save(tensors, metadata=metadata))
