@@ -1,6 +1,14 @@
-"""``lassi-consumer``: a thin click layer over the Python API of lassi.consumer."""
+"""``lassi-consumer``: a thin click layer over the Python API of lassi.consumer.
+
+Imports stay lazy: ``predict`` needs only numpy and onnxruntime, never torch.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
 
 from lassi.spec.cli import role_group, tool_name
 
@@ -11,6 +19,188 @@ main = role_group(
     TOOL.split(" ", 1)[1],
     "The consumer: trains a noise-augmented classifier on representations and verifies individual fairness.",
 )
+
+PATH = click.Path(dir_okay=False, path_type=Path)
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@main.command("train")
+@click.option(
+    "--bundle", type=PATH, required=True, help="Representation bundle (from lassi-producer encode)."
+)
+@click.option("--task", required=True, help="Label to predict (any label the bundle carries).")
+@click.option("--out", type=PATH, required=True, help="Classifier artifact to write.")
+@click.option(
+    "--sigma",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Training noise sigma_cls (also used for smoothing).",
+)
+@click.option(
+    "--architecture", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True
+)
+@click.option("--hidden", type=int, default=256, show_default=True, help="Hidden width of the MLP.")
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=128, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option("--quiet", is_flag=True)
+def train_command(
+    bundle: Path,
+    task: str,
+    out: Path,
+    sigma: float,
+    architecture: str,
+    hidden: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    val_fraction: float,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Train the noise-augmented classifier C_L on a bundle's representations."""
+    from lassi.consumer.verification import train_consumer_classifier
+    from lassi.spec import UsageError
+
+    if not sigma > 0 or epochs < 1 or batch_size < 1 or not lr > 0:
+        raise UsageError(None, "need --sigma > 0, --epochs >= 1, --batch-size >= 1 and --lr > 0")
+    _threads(threads)
+    train_consumer_classifier(
+        bundle,
+        task,
+        out,
+        sigma,
+        architecture,
+        hidden,
+        epochs,
+        batch_size,
+        lr,
+        seed,
+        val_fraction,
+        progress=not quiet,
+    )
+    click.echo(f"wrote {out}")
+
+
+@main.command("verify")
+@click.option("--classifier", "classifier_path", type=PATH, required=True)
+@click.option(
+    "--bundle", type=PATH, required=True, help="Certified representation bundle (encode --certify)."
+)
+@click.option(
+    "--out",
+    type=PATH,
+    required=True,
+    help="Report artifact (.safetensors; .json/.md/.png beside it).",
+)
+@click.option("--n0", type=int, default=2_000, show_default=True)
+@click.option("--n", type=int, default=100_000, show_default=True)
+@click.option("--alpha", type=float, default=0.001, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=10_000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option("--threads", type=int, default=None)
+@click.option("--quiet", is_flag=True)
+def verify_command(
+    classifier_path: Path,
+    bundle: Path,
+    out: Path,
+    n0: int,
+    n: int,
+    alpha: float,
+    seed: int,
+    batch_size: int,
+    as_json: bool,
+    threads: int | None,
+    quiet: bool,
+) -> None:
+    """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
+    from lassi.consumer.verification import summary_markdown, verify
+    from lassi.spec import UsageError
+
+    if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
+        raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
+    _threads(threads)
+    report = verify(
+        classifier_path,
+        bundle,
+        out,
+        n0=n0,
+        n=n,
+        alpha=alpha,
+        seed=seed,
+        batch_size=batch_size,
+        progress=not quiet and not as_json,
+    )
+    if as_json:
+        click.echo(json.dumps(report.meta.summary.model_dump(mode="json"), indent=2))
+        return
+    click.echo(summary_markdown(report.meta))
+    base = out.with_suffix("")
+    click.echo(f"wrote {out}, {base}.json, {base}.md, {base}.png")
+
+
+@main.command("export-onnx")
+@click.option("--classifier", "classifier_path", type=PATH, required=True)
+@click.option("--out", type=PATH, required=True, help="ONNX file to write.")
+def export_onnx_command(classifier_path: Path, out: Path) -> None:
+    """Export C_L as ONNX (input z [batch, k] -> logits), provenance in its metadata."""
+    from lassi.consumer.onnx_export import export_classifier
+
+    error = export_classifier(classifier_path, out)
+    click.echo(f"wrote {out} (max |onnxruntime - torch| = {error:.2e})")
+
+
+@main.command("predict")
+@click.option(
+    "--onnx", "onnx_path", type=PATH, required=True, help="Classifier ONNX (from export-onnx)."
+)
+@click.option("--bundle", type=PATH, required=True)
+@click.option("--n", type=int, default=100_000, show_default=True)
+@click.option("--alpha", type=float, default=0.001, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=int, default=None)
+@click.option("--gpu", is_flag=True, help="Use CUDA if the installed onnxruntime offers it.")
+@click.option("--json", "as_json", is_flag=True, help="Print per-sample predictions as JSON.")
+def predict_command(
+    onnx_path: Path,
+    bundle: Path,
+    n: int,
+    alpha: float,
+    seed: int,
+    limit: int | None,
+    gpu: bool,
+    as_json: bool,
+) -> None:
+    """Smoothed predictions with onnxruntime alone (no torch); prints the provider used."""
+    from lassi.consumer.predict import predict_bundle
+    from lassi.spec import UsageError
+
+    if n < 1 or not 0 < alpha < 1:
+        raise UsageError(None, "need --n >= 1 and 0 < --alpha < 1")
+    rows, provider = predict_bundle(
+        onnx_path, bundle, n=n, alpha=alpha, seed=seed, prefer_gpu=gpu, limit=limit
+    )
+    click.echo(f"onnxruntime provider: {provider}", err=True)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    abstained = sum(row["prediction"] is None for row in rows)
+    for row in rows:
+        click.echo(f"{row['id']}\t{'abstain' if row['prediction'] is None else row['prediction']}")
+    click.echo(f"{len(rows)} samples, {abstained} abstained", err=True)
+
 
 if __name__ == "__main__":
     main()

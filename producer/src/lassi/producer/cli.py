@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
+from lassi.spec import LossWeights, SimilaritySpec, UsageError, read_artifact
 from lassi.spec.cli import role_group, tool_name
 
 TOOL = tool_name("lassi-producer")
@@ -11,6 +19,250 @@ main = role_group(
     TOOL.split(" ", 1)[1],
     "The producer: trains the fair encoder and exports center-smoothed representations with certified radii.",
 )
+
+PATH = click.Path(dir_okay=False, path_type=Path)
+
+
+def _validated(model: type, where: str, **values: Any) -> Any:
+    try:
+        return model(**values)
+    except (ValidationError, ValueError) as error:
+        if isinstance(error, ValidationError):
+            first = error.errors()[0]
+            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        else:
+            message = str(error)
+        raise UsageError(None, f"{where}: {message}") from None
+
+
+def _data_for_spec(spec: Path, options: dict[str, Any]) -> DatasetConfig:
+    """Data options; unless given, the image size follows the spec's Glow."""
+    meta = read_artifact(spec, expect=SimilaritySpec).meta
+    return dataset_config_from_options(options, image_size=meta.flow.image_size)
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+@main.command("train")
+@click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
+@dataset_options
+@click.option("--task", required=True, help="Attribute to predict (e.g. object_hue).")
+@click.option("--out", type=PATH, required=True, help="Encoder artifact to write.")
+@click.option(
+    "--architecture",
+    type=click.Choice(["latent_mlp", "image_resnet18"]),
+    default="latent_mlp",
+    show_default=True,
+)
+@click.option(
+    "--hidden", default="2048,1024", show_default=True, help="Hidden widths of the latent MLP."
+)
+@click.option(
+    "--width", type=int, default=64, show_default=True, help="Base width of the ResNet-18."
+)
+@click.option("--k", type=int, default=512, show_default=True, help="Representation size.")
+@click.option(
+    "--lambda-adv",
+    "adv",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Weight of the adversarial term (0: baseline).",
+)
+@click.option(
+    "--lambda-contr",
+    "contr",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight of the contrastive term.",
+)
+@click.option(
+    "--lambda-rec",
+    "rec",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight of latent reconstruction (transfer).",
+)
+@click.option(
+    "--delta",
+    "delta_contr",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Contrastive margin delta.",
+)
+@click.option(
+    "--attack-points",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Random-attack points per sample.",
+)
+@click.option("--epochs", type=int, default=5, show_default=True)
+@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-train", type=int, default=None, help="Use at most this many train images.")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Glow latent cache (default: OUT's folder/.cache).",
+)
+@click.option("--threads", type=int, default=None)
+@click.option("--quiet", is_flag=True)
+def train_command(
+    spec: Path,
+    out: Path,
+    hidden: str,
+    adv: float,
+    contr: float,
+    rec: float,
+    delta_contr: float,
+    attack_points: int,
+    cache_dir: Path | None,
+    threads: int | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Train the fair encoder E_L on the spec's Glow latents (resumes an interrupted run)."""
+    from lassi.producer.training import EncoderTrainConfig, train_encoder
+
+    data = _data_for_spec(spec, options)
+    try:
+        widths = [int(w) for w in hidden.split(",") if w.strip()]
+    except ValueError:
+        raise UsageError(
+            None, f"--hidden must be comma-separated integers, got {hidden!r}"
+        ) from None
+    loss = _validated(
+        LossWeights,
+        "loss",
+        adv=adv,
+        contr=contr,
+        rec=rec,
+        delta_contr=delta_contr,
+        attack_points=attack_points,
+    )
+    config = _validated(
+        EncoderTrainConfig, "training", hidden=widths, loss=loss, data=data, **options
+    )
+    _threads(threads)
+    train_encoder(config, spec, out, cache_dir=cache_dir, progress=not quiet)
+
+
+@main.command("encode")
+@click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
+@click.option(
+    "--encoder", "encoder_path", type=PATH, required=True, help="Encoder artifact (from train)."
+)
+@dataset_options
+@click.option(
+    "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
+)
+@click.option("--limit", type=int, default=None, help="At most this many samples.")
+@click.option(
+    "--every", type=int, default=1, show_default=True, help="Take every K-th sample of the split."
+)
+@click.option("--out", type=PATH, required=True, help="Representation bundle to write.")
+@click.option("--certify", is_flag=True, help="Center-smooth every sample (z_CS, r_CS).")
+@click.option(
+    "--sigma", type=float, default=0.65, show_default=True, help="Std of the t-noise sigma_enc."
+)
+@click.option("--n0", type=int, default=10_000, show_default=True)
+@click.option("--n", type=int, default=10_000, show_default=True)
+@click.option("--alpha1", type=float, default=0.005, show_default=True)
+@click.option("--alpha2", type=float, default=0.005, show_default=True)
+@click.option(
+    "--delta", type=float, default=0.05, show_default=True, help="Abstain threshold Delta."
+)
+@click.option(
+    "--batch-size", type=int, default=2_000, show_default=True, help="Draws per network call."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--threads", type=int, default=None)
+@click.option("--quiet", is_flag=True)
+def encode_command(
+    spec: Path,
+    encoder_path: Path,
+    split: str,
+    limit: int | None,
+    every: int,
+    out: Path,
+    certify: bool,
+    sigma: float,
+    n0: int,
+    n: int,
+    alpha1: float,
+    alpha2: float,
+    delta: float,
+    batch_size: int,
+    seed: int,
+    cache_dir: Path | None,
+    threads: int | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Encode a data split into a representation bundle (certified with --certify)."""
+    from lassi.producer.center_smoothing import CenterSmoothingParams
+    from lassi.producer.encode import encode_split
+
+    data = _data_for_spec(spec, options)
+    params = None
+    if certify:
+        epsilon = read_artifact(spec, expect=SimilaritySpec).meta.epsilon
+        params = _validated(
+            CenterSmoothingParams,
+            "certificate",
+            sigma=sigma,
+            epsilon=epsilon,
+            n0=n0,
+            n=n,
+            alpha1=alpha1,
+            alpha2=alpha2,
+            delta=delta,
+            batch_size=batch_size,
+        )
+    _threads(threads)
+    encode_split(
+        spec,
+        encoder_path,
+        data,
+        split,
+        out,
+        limit=limit,
+        every=every,
+        certify=params,
+        seed=seed,
+        cache_dir=cache_dir,
+        progress=not quiet,
+    )
+
+
+@main.command("export-onnx")
+@click.option("--spec", type=PATH, required=True)
+@click.option("--encoder", "encoder_path", type=PATH, required=True)
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for pipeline.onnx and base_function.onnx.",
+)
+def export_onnx_command(spec: Path, encoder_path: Path, out_dir: Path) -> None:
+    """Export x -> E_L(E_G(x)) and the smoothing base function (z_G, t) -> representation as ONNX."""
+    from lassi.producer.onnx_export import export_producer_onnx
+
+    for path, error in export_producer_onnx(spec, encoder_path, out_dir):
+        click.echo(f"wrote {path} (max |onnxruntime - torch| = {error:.2e})")
+
 
 if __name__ == "__main__":
     main()

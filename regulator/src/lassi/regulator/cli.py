@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from lassi.regulator.data_config import dataset_config_from_options, dataset_options
+from lassi.spec import GlowConfig, UsageError
 from lassi.spec.cli import role_group, tool_name
 
 TOOL = tool_name("lassi-regulator")
@@ -11,6 +19,169 @@ main = role_group(
     TOOL.split(" ", 1)[1],
     "The regulator: trains the Glow flow, computes attribute vectors, fixes epsilon and writes the similarity spec.",
 )
+
+
+def _validated(model: type, where: str, **values: Any) -> Any:
+    try:
+        return model(**values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise UsageError(None, f"{where}: {field}: {first['msg']}") from None
+
+
+@main.command("train-glow")
+@dataset_options
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Glow artifact to write.",
+)
+@click.option("--levels", "n_levels", type=int, default=3, show_default=True, help="Glow blocks L.")
+@click.option(
+    "--depth", "n_steps", type=int, default=8, show_default=True, help="Flow steps per block K."
+)
+@click.option("--hidden", type=int, default=128, show_default=True, help="Coupling network width.")
+@click.option(
+    "--coupling", type=click.Choice(["additive", "affine"]), default="additive", show_default=True
+)
+@click.option("--n-bits", type=int, default=5, show_default=True, help="Bits per colour channel.")
+@click.option("--steps", type=int, default=2000, show_default=True, help="Optimisation steps.")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option(
+    "--warmup",
+    "warmup_steps",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Linear LR warm-up steps.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=100, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: Any) -> None:
+    """Train a Glow on the images; resumes from OUT.ckpt if a run was interrupted."""
+    from lassi.regulator.training import GlowTrainConfig, train_glow
+
+    data = dataset_config_from_options(options, image_size=None)
+    flow = _validated(
+        GlowConfig,
+        "flow",
+        image_size=data.image_size,
+        **{k: options.pop(k) for k in ("n_levels", "n_steps", "hidden", "coupling", "n_bits")},
+    )
+    config = _validated(GlowTrainConfig, "training", flow=flow, data=data, **options)
+    _threads(threads)
+    train_glow(config, out, progress=not quiet)
+
+
+@main.command("define")
+@click.option(
+    "--glow",
+    "glow_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Glow artifact (from train-glow).",
+)
+@click.option(
+    "--attribute",
+    "attributes",
+    multiple=True,
+    required=True,
+    help="Sensitive attribute (repeat for several: the l2 ball ||t|| <= eps).",
+)
+@click.option(
+    "--epsilon",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Radius of the similarity ball in t-space.",
+)
+@dataset_options
+@click.option(
+    "--max-images",
+    type=int,
+    default=None,
+    help="Use at most this many train images for the vectors.",
+)
+@click.option(
+    "--fidelity-images",
+    type=int,
+    default=32,
+    show_default=True,
+    help="3D Shapes: test images for the fidelity figure.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Similarity spec to write.",
+)
+@click.option("--threads", type=int, default=None)
+@click.option("--quiet", is_flag=True)
+def define_command(
+    glow_path: Path,
+    attributes: tuple[str, ...],
+    epsilon: float,
+    out: Path,
+    max_images: int | None,
+    fidelity_images: int,
+    threads: int | None,
+    quiet: bool,
+    **options: Any,
+) -> None:
+    """Compute attribute vectors (average_diff) and write the similarity spec."""
+    from lassi.regulator.similarity import define_spec
+
+    data = dataset_config_from_options(options)
+    _threads(threads)
+    define_spec(
+        glow_path,
+        list(attributes),
+        epsilon,
+        data,
+        out,
+        max_images=max_images,
+        fidelity_images=fidelity_images,
+        progress=not quiet,
+    )
+
+
+@main.command("show")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="PNG to write (default: SPEC with .strips.png).",
+)
+@click.option("--inputs", "n_inputs", type=int, default=6, show_default=True)
+@click.option(
+    "--steps", type=int, default=9, show_default=True, help="Points on each strip over [-eps, eps]."
+)
+def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> None:
+    """Render the interpolation strips (and 3D Shapes ground-truth siblings) of a spec."""
+    from lassi.regulator.similarity import show_spec
+    from lassi.spec import SimilaritySpec, read_artifact
+
+    out = out or spec.with_name(spec.stem + ".strips.png")
+    show_spec(spec, out, n_inputs=n_inputs, steps=steps)
+    meta = read_artifact(spec, expect=SimilaritySpec).meta
+    if meta.fidelity is not None:
+        per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
+        click.echo(f"fidelity {meta.fidelity.overall:.3f} ({per})")
+    click.echo(f"wrote {out}")
+
+
+def _threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
 
 if __name__ == "__main__":
     main()

@@ -134,7 +134,8 @@ def content_digest(metadata_json: str, tensors: Mapping[str, np.ndarray]) -> str
     """
     digest = hashlib.sha256(metadata_json.encode("utf-8"))
     for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+        array = np.asarray(tensors[name])
+        array = array if array.flags.c_contiguous else array.copy(order="C")
         digest.update(f"\0{name}\0{_dtype_name(array)}\0{list(array.shape)}\0".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
@@ -310,7 +311,8 @@ def write_artifact(path: str | Path, meta: ArtifactBase, tensors: Mapping[str, A
     for name, value in tensors.items():
         if hasattr(value, "detach"):  # a torch tensor, without importing torch here
             value = value.detach().cpu().numpy()
-        arrays[name] = np.ascontiguousarray(value)
+        array = np.asarray(value)  # (np.ascontiguousarray would turn 0-d arrays into 1-d)
+        arrays[name] = array if array.flags.c_contiguous else array.copy(order="C")
     meta = type(meta).model_validate(meta.model_dump())  # re-validate (catches post-hoc edits)
     _check_tensors(meta, arrays, path)
     meta_json = meta.model_dump_json()

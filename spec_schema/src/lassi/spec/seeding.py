@@ -27,18 +27,27 @@ def _check(seed: int, sample_id: int) -> None:
         raise ValueError(f"seed and sample id must be non-negative (got {seed}, {sample_id})")
 
 
-def seed_sequence(seed: int, sample_id: int, stage: Stage | int) -> np.random.SeedSequence:
-    """The SeedSequence of one sample's stage; the root of every per-sample stream."""
+def seed_sequence(
+    seed: int, sample_id: int, stage: Stage | int, purpose: int = 0
+) -> np.random.SeedSequence:
+    """The SeedSequence of one sample's stage; the root of every per-sample stream.
+
+    ``purpose`` separates several streams of the same stage (e.g. batch order and attack
+    draws during training); purpose 0 leaves the entropy words as they are.
+    """
     _check(int(seed), int(sample_id))
-    return np.random.SeedSequence([int(seed), int(sample_id), int(stage)])
+    words = [int(seed), int(sample_id), int(stage)] + ([int(purpose)] if purpose else [])
+    return np.random.SeedSequence(words)
 
 
-def numpy_rng(seed: int, sample_id: int, stage: Stage | int) -> np.random.Generator:
+def numpy_rng(
+    seed: int, sample_id: int, stage: Stage | int, purpose: int = 0
+) -> np.random.Generator:
     """A numpy Generator (PCG64) for one sample's stage: identical on every machine."""
-    return np.random.Generator(np.random.PCG64(seed_sequence(seed, sample_id, stage)))
+    return np.random.Generator(np.random.PCG64(seed_sequence(seed, sample_id, stage, purpose)))
 
 
-def torch_seed(seed: int, sample_id: int, stage: Stage | int) -> int:
+def torch_seed(seed: int, sample_id: int, stage: Stage | int, purpose: int = 0) -> int:
     """A 63-bit integer seed for ``torch.Generator.manual_seed`` of one sample's stage."""
-    state = seed_sequence(seed, sample_id, stage).generate_state(2, dtype=np.uint32)
+    state = seed_sequence(seed, sample_id, stage, purpose).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & ((1 << 63) - 1)

@@ -20,6 +20,16 @@ from lassi.spec.io import read_artifact, write_artifact
 from lassi.spec.models import Checkpoint
 
 
+def checkpoint_interval() -> float:
+    """Seconds between checkpoints of long loops (``LASSI_CHECKPOINT_SECONDS``, default 20)."""
+    import os
+
+    try:
+        return max(0.0, float(os.environ.get("LASSI_CHECKPOINT_SECONDS", "20")))
+    except ValueError:
+        return 20.0
+
+
 def run_key(**arguments: Any) -> str:
     """A short hash of the arguments of a run; a checkpoint resumes only the same run."""
     text = json.dumps(arguments, sort_keys=True, default=str)
@@ -39,7 +49,9 @@ def load_module(module: Any, weights: Mapping[str, np.ndarray], where: str | Pat
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     if missing:
-        raise InvalidArtifactError(where, f"weights are missing tensor '{missing[0]}' ({len(missing)} missing)")
+        raise InvalidArtifactError(
+            where, f"weights are missing tensor '{missing[0]}' ({len(missing)} missing)"
+        )
     if unexpected:
         raise InvalidArtifactError(where, f"weights have unexpected tensor '{unexpected[0]}'")
     state = {}
@@ -47,7 +59,8 @@ def load_module(module: Any, weights: Mapping[str, np.ndarray], where: str | Pat
         array = weights[name]
         if tuple(array.shape) != tuple(target.shape):
             raise InvalidArtifactError(
-                where, f"weight '{name}' has shape {list(array.shape)}, the model needs {list(target.shape)}"
+                where,
+                f"weight '{name}' has shape {list(array.shape)}, the model needs {list(target.shape)}",
             )
         state[name] = torch.from_numpy(np.array(array)).to(dtype=target.dtype)
     module.load_state_dict(state)
@@ -66,7 +79,9 @@ def optimizer_tensors(optimizer: Any) -> tuple[dict[str, np.ndarray], list[dict[
     return tensors, state["param_groups"]
 
 
-def load_optimizer(optimizer: Any, tensors: Mapping[str, np.ndarray], groups: list[dict[str, Any]]) -> None:
+def load_optimizer(
+    optimizer: Any, tensors: Mapping[str, np.ndarray], groups: list[dict[str, Any]]
+) -> None:
     import torch
 
     state: dict[int, dict[str, Any]] = {}

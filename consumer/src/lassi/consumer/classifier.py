@@ -1,0 +1,227 @@
+"""The consumer's classifier C_L on representations, trained for randomized smoothing.
+
+Following Cohen et al. (2019) and LASSI (paper Sec. 4.3, "Training C_L"), C_L is trained on
+representations with Gaussian noise N(0, σ_cls² I) added to its inputs, so that the smoothed
+classifier is accurate and the certified radii are large. The authors' default is a linear head
+Linear(k, C) trained 1 epoch, batch 128, Adam 1e-3 (DESIGN.md §2).
+
+The trained classifier is shared as ONNX (dynamic batch) so that a party can run it without this
+code; :func:`ort_session` reports the execution provider onnxruntime actually uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from lassi.consumer.randomized_smoothing import onnx_logits_fn, ort_session
+from lassi.spec.seeding import Stage, torch_seed
+
+__all__ = [
+    "LinearClassifier",
+    "MLPClassifier",
+    "make_classifier",
+    "train_classifier",
+    "evaluate_accuracy",
+    "export_classifier_onnx",
+    "ort_session",
+    "onnx_logits_fn",
+]
+
+# Streams of the training stage: sample id 0 drives shuffling and training noise, sample id 1 the
+# (fixed) validation noise, sample id 2 the parameter initialisation of make_classifier.
+_TRAIN_STREAM, _VALIDATION_STREAM, _INIT_STREAM = 0, 1, 2
+
+
+class LinearClassifier(nn.Linear):
+    """C_L(z) = W z + b: representations [B, k] → logits [B, C] (the authors' default)."""
+
+    def __init__(self, k: int, num_classes: int) -> None:
+        super().__init__(k, num_classes)
+        self.k = int(k)
+        self.num_classes = int(num_classes)
+
+
+class MLPClassifier(nn.Module):
+    """C_L(z) = Linear(ReLU(Linear(z))): representations [B, k] → logits [B, C]."""
+
+    def __init__(self, k: int, num_classes: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.k = int(k)
+        self.num_classes = int(num_classes)
+        self.hidden = int(hidden)
+        self.net = nn.Sequential(
+            nn.Linear(k, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def make_classifier(
+    kind: str, k: int, num_classes: int, hidden: int = 256, seed: int = 0
+) -> LinearClassifier | MLPClassifier:
+    """A ``"linear"`` or ``"mlp"`` classifier whose initial parameters depend only on ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(torch_seed(seed, _INIT_STREAM, Stage.TRAINING))
+        if kind == "linear":
+            return LinearClassifier(k, num_classes)
+        if kind == "mlp":
+            return MLPClassifier(k, num_classes, hidden=hidden)
+    raise ValueError(f"unknown classifier kind {kind!r} (expected 'linear' or 'mlp')")
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _generator(seed: int, stream: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(torch_seed(seed, stream, Stage.TRAINING))
+
+
+@torch.inference_mode()
+def evaluate_accuracy(
+    model: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 4096,
+) -> float:
+    """Accuracy of ``model`` on (z, y), with one N(0, σ² I) draw per sample when σ > 0 (seeded)."""
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    generator = _generator(seed, _VALIDATION_STREAM)
+    correct = 0
+    for start in range(0, len(z), batch_size):
+        batch = z[start : start + batch_size].to(dtype=torch.float32)
+        if sigma > 0:
+            batch = batch + sigma * torch.randn(batch.shape, generator=generator)
+        logits = model(batch.to(device))
+        correct += int((logits.argmax(dim=1).cpu() == y[start : start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(z))
+
+
+def train_classifier(
+    model: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float,
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    z_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train C_L with Gaussian noise augmentation: minimise CE(C_L(z + ε), y), ε ~ N(0, σ² I), Adam.
+
+    Shuffling and noise come from one CPU generator seeded from (seed, TRAINING), so the run is
+    deterministic for a seed on a given device. Returns the history per epoch: mean training loss,
+    training accuracy under noise, and when (z_val, y_val) are given the validation accuracy under
+    noise (one seeded draw per validation sample, the same draws every epoch) and without noise.
+    """
+    if sigma < 0 or epochs < 1 or batch_size < 1:
+        raise ValueError("need sigma >= 0, epochs >= 1 and batch_size >= 1")
+    z = torch.as_tensor(z, dtype=torch.float32).cpu()
+    y = torch.as_tensor(y, dtype=torch.int64).cpu()
+    if z.dim() != 2 or y.shape != (z.shape[0],):
+        raise ValueError(f"expected z [N, k] and y [N], got {tuple(z.shape)} and {tuple(y.shape)}")
+    device = _device_of(model)
+    generator = _generator(seed, _TRAIN_STREAM)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = nn.CrossEntropyLoss()
+    history: dict[str, Any] = {
+        "epoch": [],
+        "loss": [],
+        "train_accuracy_noisy": [],
+        "val_accuracy_noisy": [],
+        "val_accuracy_clean": [],
+        "sigma": float(sigma),
+    }
+    start_time = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(len(z), generator=generator)
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(
+            range(0, len(z), batch_size),
+            desc=f"C_L epoch {epoch}/{epochs}",
+            disable=not progress,
+            leave=False,
+        )
+        for start in bar:
+            index = order[start : start + batch_size]
+            noise = sigma * torch.randn((len(index), z.shape[1]), generator=generator)
+            inputs = (z[index] + noise).to(device)
+            targets = y[index].to(device)
+            logits = model(inputs)
+            loss = loss_fn(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(index)
+            correct += int((logits.detach().argmax(dim=1) == targets).sum())
+            seen += len(index)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        history["epoch"].append(epoch)
+        history["loss"].append(total_loss / seen)
+        history["train_accuracy_noisy"].append(correct / seen)
+        if z_val is not None and y_val is not None:
+            z_v = torch.as_tensor(z_val, dtype=torch.float32).cpu()
+            y_v = torch.as_tensor(y_val, dtype=torch.int64).cpu()
+            history["val_accuracy_noisy"].append(
+                evaluate_accuracy(model, z_v, y_v, sigma=sigma, seed=seed)
+            )
+            history["val_accuracy_clean"].append(evaluate_accuracy(model, z_v, y_v))
+    model.eval()
+    history["seconds"] = time.perf_counter() - start_time
+    return history
+
+
+def export_classifier_onnx(model: nn.Module, path: str | Path, k: int) -> Path:
+    """Export C_L to a self-contained ONNX file: input ``z`` [batch, k] → ``logits`` [batch, C].
+
+    Uses torch's dynamo exporter (needs onnxscript) with a symbolic batch dimension and the
+    weights stored inside the file, then validates the graph with ``onnx.checker``.
+    """
+    import onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu_model = copy.deepcopy(model).to("cpu").eval()
+    example = torch.zeros(2, k, dtype=torch.float32)
+    registration_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    previous_level = registration_logger.level
+    registration_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notices
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            torch.onnx.export(
+                cpu_model,
+                (example,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                input_names=["z"],
+                output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                verbose=False,
+            )
+    finally:
+        registration_logger.setLevel(previous_level)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    return path

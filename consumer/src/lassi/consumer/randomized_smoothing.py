@@ -1,0 +1,340 @@
+"""Randomized smoothing of the consumer's classifier C_L (Cohen et al., 2019).
+
+The smoothed classifier is g(z) = argmax_c P(C_L(z + ε) = c) with ε ~ N(0, σ² I), the noise added
+in representation space. Cohen et al. (2019), Theorem 1: if p_A lower-bounds the probability of
+the top class c_A (and p_A ≥ 1/2 so that p_B = 1 − p_A bounds every other class), then g(z + δ) = c_A
+for every ||δ||₂ < R = σ · Φ⁻¹(p_A).
+
+This module follows their CERTIFY and PREDICT procedures (Cohen et al., 2019, Pseudocode; the
+reference implementation is locuslab/smoothing ``core.py``):
+
+* CERTIFY: n0 *selection* draws pick the guess ĉ; n *fresh estimation* draws count n_A = #{ĉ};
+  p_A = one-sided Clopper–Pearson lower bound at level α; abstain if p_A < 1/2, else R = σ Φ⁻¹(p_A).
+* PREDICT: n draws; two-sided binomial test of the top two counts; abstain if its p-value > α.
+
+Every draw comes from a per-sample stream of :mod:`lassi.spec.seeding` (selection from
+``Stage.SELECTION``, estimation and PREDICT from ``Stage.ESTIMATION``), generated on the CPU in
+chunks whose size depends only on the noise dimension, so a sample's certificate is the same
+whatever batch size, sample order or process computed it. Reusing the selection draws for the
+estimation would make the bound unsound (DESIGN.md §5).
+
+Two implementations share the algorithm: :class:`Smooth` (torch, any device) and
+:class:`SmoothNumpy` (numpy + a logits callable such as an onnxruntime session). This module imports
+torch only inside :class:`Smooth`, so the numpy path runs where torch is not installed. The two use
+different random generators (torch vs numpy PCG64), so their certificates differ draw by draw
+while being equally valid.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy.stats import beta, binomtest, norm
+
+from lassi.spec.seeding import Stage, numpy_rng, torch_seed
+
+if TYPE_CHECKING:
+    import torch
+
+ABSTAIN = -1
+
+# Noise is drawn in chunks of at most this many numbers (16 MiB of float32); the row count of a
+# chunk depends only on the noise dimension, never on the evaluation batch size.
+NOISE_CHUNK_ELEMENTS = 1 << 22
+
+
+@dataclass(frozen=True)
+class SmoothCertificate:
+    """Result of CERTIFY for one sample.
+
+    prediction: the certified class, or ``ABSTAIN`` (-1); radius: the certified ℓ2 radius R in
+    representation space (0.0 when abstained); count: n_A, the estimation count of the selected
+    class; p_lower: the Clopper–Pearson lower bound p_A; seconds: wall time of the certification.
+    """
+
+    prediction: int
+    radius: float
+    count: int
+    p_lower: float
+    seconds: float
+
+    @property
+    def abstained(self) -> bool:
+        return self.prediction == ABSTAIN
+
+
+def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
+    """One-sided (1 − α) Clopper–Pearson lower bound on p from n_a successes in n trials.
+
+    It is the α-quantile of Beta(n_a, n − n_a + 1) (0 when n_a = 0); the same bound Cohen et al.
+    compute as the lower end of the two-sided interval at level 2α.
+    """
+    if not 0 <= n_a <= n or n < 1:
+        raise ValueError(f"need 0 <= n_a <= n and n >= 1 (got n_a={n_a}, n={n})")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1) (got {alpha})")
+    if n_a == 0:
+        return 0.0
+    return float(beta.ppf(alpha, n_a, n - n_a + 1))
+
+
+def _radius_from_bound(p_lower: float, sigma: float) -> float | None:
+    """Theorem 1 with p_B = 1 − p_A: R = σ Φ⁻¹(p_A); None (abstain) iff p_A < 1/2."""
+    if p_lower < 0.5:
+        return None
+    return float(sigma * norm.ppf(p_lower))
+
+
+def certified_radius(n_a: int, n: int, alpha: float, sigma: float) -> float | None:
+    """The certified radius σ Φ⁻¹(p_A) for n_a of n estimation draws; None (abstain) iff p_A < 1/2."""
+    return _radius_from_bound(lower_confidence_bound(n_a, n, alpha), sigma)
+
+
+def _check_arguments(n: int, alpha: float, n0: int = 1) -> None:
+    if n0 < 1 or n < 1:
+        raise ValueError(f"need n0 >= 1 and n >= 1 (got n0={n0}, n={n})")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1) (got {alpha})")
+
+
+def chunk_rows(dim: int) -> int:
+    """Rows of one noise chunk for noise of dimension ``dim`` (independent of the batch size)."""
+    return max(1, NOISE_CHUNK_ELEMENTS // max(1, dim))
+
+
+class _SmoothedClassifier(ABC):
+    """CERTIFY and PREDICT of Cohen et al. (2019); subclasses supply the Monte Carlo counts."""
+
+    num_classes: int
+    sigma: float
+
+    @abstractmethod
+    def sample_counts(
+        self, z: Any, num: int, seed: int, sample_id: int, stage: Stage
+    ) -> np.ndarray:
+        """Class counts [num_classes] of the base classifier at ``num`` draws z + N(0, σ² I),
+        taken from the stream (seed, sample_id, stage)."""
+
+    def certify(
+        self, z: Any, n0: int, n: int, alpha: float, seed: int, sample_id: int
+    ) -> SmoothCertificate:
+        """CERTIFY (Cohen et al., 2019): with probability ≥ 1 − α over the draws, a non-abstaining
+        prediction ĉ satisfies g(z + δ) = ĉ for all ||δ||₂ < radius."""
+        _check_arguments(n, alpha, n0)
+        start = time.perf_counter()
+        # 1. Selection: guess the top class from n0 draws of their own stream.
+        counts_selection = self.sample_counts(z, n0, seed, sample_id, Stage.SELECTION)
+        c_hat = int(np.argmax(counts_selection))
+        # 2. Estimation: n fresh draws, independent of the selection.
+        counts_estimation = self.sample_counts(z, n, seed, sample_id, Stage.ESTIMATION)
+        n_a = int(counts_estimation[c_hat])
+        # 3. p_A = Clopper–Pearson lower bound; 4. R = σ Φ⁻¹(p_A) unless p_A < 1/2 (Theorem 1).
+        p_lower = lower_confidence_bound(n_a, n, alpha)
+        radius = _radius_from_bound(p_lower, self.sigma)
+        seconds = time.perf_counter() - start
+        if radius is None:
+            return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds)
+        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds)
+
+    def predict(self, z: Any, n: int, alpha: float, seed: int, sample_id: int) -> int:
+        """PREDICT (Cohen et al., 2019): the top class of n draws, or ABSTAIN when a two-sided
+        binomial test cannot tell the top two counts apart at level α (so a returned class differs
+        from g(z) with probability ≤ α)."""
+        _check_arguments(n, alpha)
+        counts = self.sample_counts(z, n, seed, sample_id, Stage.ESTIMATION)
+        order = np.argsort(-counts, kind="stable")
+        count_1 = int(counts[order[0]])
+        count_2 = int(counts[order[1]]) if len(order) > 1 else 0
+        if binomtest(count_1, count_1 + count_2, p=0.5).pvalue > alpha:
+            return ABSTAIN
+        return int(order[0])
+
+
+class Smooth(_SmoothedClassifier):
+    """Randomized smoothing of a torch classifier mapping representations [B, k] to logits [B, C].
+
+    Noise is generated on the CPU from ``torch.Generator`` streams and moved to ``device``; the
+    classifier is evaluated under ``torch.inference_mode`` in batches of at most ``batch_size``
+    (and at most one noise chunk). The classifier must already live on ``device``.
+    """
+
+    def __init__(
+        self,
+        classifier: Callable[[torch.Tensor], torch.Tensor],
+        num_classes: int,
+        sigma: float,
+        batch_size: int = 10_000,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        import torch
+
+        if sigma <= 0 or num_classes < 1 or batch_size < 1:
+            raise ValueError("need sigma > 0, num_classes >= 1 and batch_size >= 1")
+        self.classifier = classifier
+        self.num_classes = int(num_classes)
+        self.sigma = float(sigma)
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device)
+        self.dtype = torch.float32
+        # Set by for_linear_head: R with Wᵀ = QR, so that W ε = Rᵀ η with η ~ N(0, I).
+        self._logit_noise_factor: torch.Tensor | None = None
+
+    @classmethod
+    def for_linear_head(
+        cls,
+        linear: torch.nn.Linear,
+        sigma: float,
+        batch_size: int = 10_000,
+        device: str | torch.device = "cpu",
+    ) -> Smooth:
+        """Smoothing of a linear head C_L(z) = W z + b with the noise drawn in logit space.
+
+        C_L(z + ε) = (W z + b) + W ε and W ε ~ N(0, σ² W Wᵀ). With the reduced QR factorisation
+        Wᵀ = Q R (Q [k, d] with orthonormal columns, d = min(k, C)), W ε = Rᵀ (Qᵀ ε) and
+        Qᵀ ε ~ N(0, σ² I_d) exactly, so d-dimensional draws replace k-dimensional ones (Rᵀ is a
+        Cholesky factor of W Wᵀ that stays valid when W Wᵀ is singular). The smoothed classifier,
+        hence every guarantee, is the same as with input-space noise; only the random stream (and
+        so individual certificates) differs. The default input-space path is kept for other heads.
+        """
+        import torch
+
+        smooth = cls(linear, linear.out_features, sigma, batch_size=batch_size, device=device)
+        weight = linear.weight.detach().to(device="cpu", dtype=torch.float64)
+        _, r = torch.linalg.qr(weight.T, mode="reduced")
+        smooth._logit_noise_factor = r.to(device=smooth.device, dtype=smooth.dtype)
+        return smooth
+
+    @property
+    def logit_space(self) -> bool:
+        """Whether noise is drawn in logit space (see :meth:`for_linear_head`)."""
+        return self._logit_noise_factor is not None
+
+    def _as_tensor(self, z: Any) -> torch.Tensor:
+        import torch
+
+        z = torch.as_tensor(z).detach().to(device=self.device, dtype=self.dtype)
+        if z.dim() != 1:
+            raise ValueError(f"expected one representation of shape [k], got {tuple(z.shape)}")
+        return z
+
+    def _generator(self, seed: int, sample_id: int, stage: Stage) -> torch.Generator:
+        import torch
+
+        return torch.Generator(device="cpu").manual_seed(torch_seed(seed, sample_id, stage))
+
+    def _count(self, logits: torch.Tensor, counts: torch.Tensor) -> None:
+        import torch
+
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"classifier returned shape {tuple(logits.shape)}, expected [B, {self.num_classes}]"
+            )
+        counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes).cpu()
+
+    def sample_counts(
+        self, z: Any, num: int, seed: int, sample_id: int, stage: Stage
+    ) -> np.ndarray:
+        """Counts of argmax C_L(z + ε), ε ~ N(0, σ² I), over ``num`` draws of one stream."""
+        import torch
+
+        z = self._as_tensor(z)
+        generator = self._generator(seed, sample_id, stage)
+        factor = self._logit_noise_factor
+        counts = torch.zeros(self.num_classes, dtype=torch.int64)
+        with torch.inference_mode():
+            # Logit-space path: the clean logits once, then noise σ η R with η ~ N(0, I_d).
+            base = None if factor is None else self.classifier(z[None])
+            dim = z.shape[0] if factor is None else factor.shape[0]
+            rows = chunk_rows(dim)
+            for chunk_start in range(0, num, rows):
+                chunk_size = min(rows, num - chunk_start)
+                noise = torch.empty(chunk_size, dim, dtype=self.dtype)
+                noise.normal_(0.0, self.sigma, generator=generator)
+                noise = noise.to(self.device)
+                for start in range(0, chunk_size, self.batch_size):
+                    batch = noise[start : start + self.batch_size]
+                    if factor is None:
+                        logits = self.classifier(batch.add_(z))
+                    else:
+                        logits = torch.addmm(base, batch, factor)
+                    self._count(logits, counts)
+        return counts.numpy()
+
+
+class SmoothNumpy(_SmoothedClassifier):
+    """Randomized smoothing of a numpy logits callable [B, k] float32 → [B, C] (no torch needed).
+
+    ``logits_fn`` may wrap an onnxruntime session (see :func:`onnx_logits_fn`). Noise comes from
+    ``numpy_rng(seed, sample_id, stage)`` in fixed chunks, evaluated in batches of ``batch_size``.
+    """
+
+    def __init__(
+        self,
+        logits_fn: Callable[[np.ndarray], np.ndarray],
+        num_classes: int,
+        sigma: float,
+        batch_size: int = 10_000,
+    ) -> None:
+        if sigma <= 0 or num_classes < 1 or batch_size < 1:
+            raise ValueError("need sigma > 0, num_classes >= 1 and batch_size >= 1")
+        self.logits_fn = logits_fn
+        self.num_classes = int(num_classes)
+        self.sigma = float(sigma)
+        self.batch_size = int(batch_size)
+
+    def sample_counts(
+        self, z: Any, num: int, seed: int, sample_id: int, stage: Stage
+    ) -> np.ndarray:
+        """Counts of argmax C_L(z + ε), ε ~ N(0, σ² I), over ``num`` draws of one stream."""
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim != 1:
+            raise ValueError(f"expected one representation of shape [k], got {z.shape}")
+        rng = numpy_rng(seed, sample_id, stage)
+        sigma = np.float32(self.sigma)
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        rows = chunk_rows(z.shape[0])
+        for chunk_start in range(0, num, rows):
+            chunk_size = min(rows, num - chunk_start)
+            noise = rng.standard_normal((chunk_size, z.shape[0]), dtype=np.float32)
+            noise *= sigma
+            noise += z
+            for start in range(0, chunk_size, self.batch_size):
+                logits = np.asarray(self.logits_fn(noise[start : start + self.batch_size]))
+                if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+                    raise ValueError(
+                        f"logits_fn returned shape {logits.shape}, expected [B, {self.num_classes}]"
+                    )
+                counts += np.bincount(logits.argmax(axis=1), minlength=self.num_classes)
+        return counts
+
+
+def ort_session(path: str | Path, prefer_gpu: bool = False) -> tuple[Any, str]:
+    """An onnxruntime session for ``path`` and the execution provider it actually uses.
+
+    CUDA is requested only when ``prefer_gpu`` and the installed onnxruntime offers it; the provider
+    reported is ``session.get_providers()[0]`` (what runs), not what is merely available.
+    """
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if prefer_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = ort.InferenceSession(str(path), providers=providers)
+    return session, session.get_providers()[0]
+
+
+def onnx_logits_fn(session: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A logits callable [B, k] → [B, C] running the single-input graph of an onnxruntime session."""
+    input_name = session.get_inputs()[0].name
+
+    def logits_fn(batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        return session.run(None, {input_name: batch})[0]
+
+    return logits_fn

@@ -1,0 +1,267 @@
+"""Training the producer's fair encoder E_L (paper Sec. 4.2).
+
+Loss = CE(aux(E_L(z)), y) + λ_adv · adversarial + λ_contr · contrastive (+ λ_rec · ||dec(E_L(z)) − z||²),
+z = E_G(x) the Glow latent (cached: it never changes). The adversary is the random attack of
+the brief: m points t uniform in the ε-ball, the farthest representation taken with the encoder
+in eval mode. λ = 0 is the baseline. The best epoch on the validation split is kept; every epoch
+is checkpointed and a rerun with the same arguments resumes. Batch order and attack draws
+derive from ``(seed, epoch/step)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from tqdm import tqdm
+
+from lassi.producer.encoders import AuxClassifier, ImageResNet18, LatentDecoder, LatentMLP
+from lassi.producer.latents import TOOL, glow_latents
+from lassi.producer.losses import adversarial_loss, contrastive_loss, random_attack
+from lassi.regulator.data_config import DatasetConfig, make_source
+from lassi.regulator.similarity import SimilaritySet
+from lassi.spec import EncoderCard, EncoderTraining, LossWeights, UsageError, write_artifact
+from lassi.spec.seeding import Stage, numpy_rng, torch_seed
+from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
+
+PURPOSE_ORDER, PURPOSE_ATTACK = 1, 2
+
+
+class EncoderTrainConfig(BaseModel):
+    """Everything that determines an encoder training run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: Literal["latent_mlp", "image_resnet18"] = "latent_mlp"
+    hidden: list[int] = Field(default_factory=lambda: [2048, 1024])
+    width: int = Field(64, ge=1)
+    k: int = Field(512, ge=1)
+    task: str
+    loss: LossWeights = LossWeights()
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(500, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = Field(0, ge=0)
+    data: DatasetConfig
+    max_train: int | None = Field(None, ge=1)
+
+
+class LatentPipeline(nn.Module):
+    """E_L as a function of the Glow latent: the MLP directly, or ResNet-18 on D_G(z)."""
+
+    def __init__(self, encoder: nn.Module, glow: nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.glow = [glow]  # not a submodule: the Glow is the regulator's, frozen, not saved
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        glow = self.glow[0]
+        if glow is None:
+            return self.encoder(z)
+        with torch.no_grad():
+            x = glow.decode(z)
+        return self.encoder(x)
+
+
+def build_encoder(card: EncoderCard | EncoderTrainConfig, sim: SimilaritySet) -> LatentPipeline:
+    """The encoder module described by a card/config, mapping Glow latents to representations."""
+    if card.architecture == "latent_mlp":
+        return LatentPipeline(LatentMLP(sim.glow.latent_dim, tuple(card.hidden), card.k))
+    return LatentPipeline(ImageResNet18(card.k, width=card.width), sim.glow)
+
+
+def _accuracy(
+    pipeline: LatentPipeline, aux: nn.Module, z: torch.Tensor, y: torch.Tensor, batch: int = 1024
+) -> float:
+    pipeline.eval()
+    aux.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(z), batch):
+            logits = aux(pipeline(z[start : start + batch]))
+            correct += int((logits.argmax(1) == y[start : start + batch]).sum())
+    return correct / max(len(z), 1)
+
+
+def train_encoder(
+    config: EncoderTrainConfig,
+    spec_path: Path,
+    out: Path,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train E_L on the producer's data for ``config.task`` and write the ``encoder`` artifact."""
+    out = Path(out)
+    sim = SimilaritySet.load(spec_path)
+    data = config.data
+    if data.image_size != sim.glow.image_size:
+        raise UsageError(
+            None,
+            f"data image size {data.image_size} differs from the spec's Glow ({sim.glow.image_size})",
+        )
+    source = make_source(data)
+    if config.task not in source.attribute_names:
+        raise UsageError(
+            None,
+            f"unknown task attribute '{config.task}' (known: {', '.join(source.attribute_names[:12])})",
+        )
+    num_classes = source.num_classes(config.task)
+    train_ids = source.split_ids("train")
+    if config.max_train is not None:
+        train_ids = train_ids[: config.max_train]
+    val_ids = source.split_ids("val")
+    cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / ".cache"
+    z_train = glow_latents(
+        sim, source, data, train_ids, cache_dir, progress=progress, desc="glow latents (train)"
+    )
+    z_val = glow_latents(
+        sim, source, data, val_ids, cache_dir, progress=progress, desc="glow latents (val)"
+    )
+    y_train = torch.from_numpy(source.attributes(train_ids)[config.task].astype(np.int64))
+    y_val = torch.from_numpy(source.attributes(val_ids)[config.task].astype(np.int64))
+
+    torch.manual_seed(config.seed)
+    pipeline = build_encoder(config, sim)
+    aux = AuxClassifier(config.k, num_classes)
+    decoder = (
+        LatentDecoder(config.k, sim.glow.latent_dim, hidden=max(config.hidden or [256]))
+        if config.loss.rec > 0
+        else None
+    )
+    modules: dict[str, nn.Module] = {"encoder": pipeline.encoder, "aux": aux}
+    if decoder is not None:
+        modules["decoder"] = decoder
+    params = [p for m in modules.values() for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    best = {name: copy.deepcopy(m) for name, m in modules.items()}
+    checkpoint = out.with_name(out.name + ".ckpt")
+    key = run_key(config=config.model_dump(mode="json"), spec=sim.sha256)
+    start_epoch, state = 0, {"best_val": -1.0, "best_epoch": 0, "train_acc": 0.0, "seconds": 0.0}
+    restored = load_checkpoint(
+        checkpoint,
+        stage="train-encoder",
+        key=key,
+        modules={**modules, **{f"best_{n}": m for n, m in best.items()}},
+        optimizer=optimizer,
+    )
+    if restored is not None:
+        start_epoch, state, _ = restored
+        if progress:
+            print(f"resuming {out.name} after epoch {start_epoch} ({checkpoint})")
+
+    vectors, eps = sim.vectors, sim.epsilon
+    lam = config.loss
+    n = len(train_ids)
+    steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc="train encoder",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        order = numpy_rng(config.seed, epoch, Stage.TRAINING, PURPOSE_ORDER).permutation(n)
+        correct = 0
+        for step in range(steps_per_epoch):
+            idx = torch.from_numpy(order[step * config.batch_size : (step + 1) * config.batch_size])
+            if len(idx) < 2:
+                continue
+            z, y = z_train[idx], y_train[idx]
+            for m in modules.values():
+                m.train()
+            pipeline.train()
+            terms: dict[str, torch.Tensor] = {}
+            if lam.adv > 0:
+                generator = torch.Generator().manual_seed(
+                    torch_seed(
+                        config.seed, epoch * steps_per_epoch + step, Stage.TRAINING, PURPOSE_ATTACK
+                    )
+                )
+                z_adv = random_attack(pipeline, z, vectors, eps, lam.attack_points, generator)
+                both = pipeline(torch.cat([z, z_adv]))
+                r, r_adv = both[: len(z)], both[len(z) :]
+                terms["adv"] = adversarial_loss(r, r_adv, lam.delta_adv)
+            else:
+                r = pipeline(z)
+            logits = aux(r)
+            terms["ce"] = F.cross_entropy(logits, y)
+            if lam.contr > 0:
+                terms["contr"] = contrastive_loss(r, y, lam.delta_contr)
+            if decoder is not None:
+                terms["rec"] = F.mse_loss(decoder(r), z)
+            loss = terms["ce"] + sum(
+                getattr(lam, name) * value for name, value in terms.items() if name != "ce"
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            correct += int((logits.argmax(1) == y).sum())
+            bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
+            bar.update(1)
+        train_acc = correct / n
+        val_acc = _accuracy(pipeline, aux, z_val, y_val)
+        state["seconds"] = float(state["seconds"]) + time.perf_counter() - t0
+        if val_acc > float(state["best_val"]):
+            state.update(best_val=val_acc, best_epoch=epoch, train_acc=train_acc)
+            for name, module in modules.items():
+                best[name].load_state_dict(module.state_dict())
+        if progress:
+            bar.write(
+                f"epoch {epoch + 1}/{config.epochs}: train acc {train_acc:.3f}, val acc {val_acc:.3f}"
+            )
+        save_checkpoint(
+            checkpoint,
+            tool=TOOL,
+            stage="train-encoder",
+            key=key,
+            step=epoch + 1,
+            modules={**modules, **{f"best_{n}": m for n, m in best.items()}},
+            optimizer=optimizer,
+            state=state,
+        )
+    bar.close()
+
+    card = EncoderCard(
+        tool=TOOL,
+        architecture=config.architecture,
+        input_dim=sim.glow.latent_dim,
+        hidden=list(config.hidden),
+        width=config.width,
+        k=config.k,
+        task=config.task,
+        num_classes=num_classes,
+        loss=config.loss,
+        training=EncoderTraining(
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            seed=config.seed,
+            best_epoch=int(state["best_epoch"]),
+            train_accuracy=float(state["train_acc"]),
+            val_accuracy=max(float(state["best_val"]), 0.0),
+            n_train=n,
+            seconds=float(state["seconds"]),
+        ),
+        data=data.provenance("train", n),
+        parents={"similarity_spec": sim.sha256},
+    )
+    tensors: dict[str, np.ndarray] = {}
+    for name, module in best.items():
+        tensors.update(module_tensors(module, f"{name}."))
+    write_artifact(out, card, tensors)
+    checkpoint.unlink(missing_ok=True)
+    if progress:
+        print(
+            f"wrote {out} (best val acc {card.training.val_accuracy:.3f} at epoch {card.training.best_epoch + 1})"
+        )
+    return out

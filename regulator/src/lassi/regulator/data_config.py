@@ -1,0 +1,191 @@
+"""Which images a command works on: a pydantic config validated at the CLI edge.
+
+The same options serve the regulator (Glow training, attribute vectors) and the producer
+(encoder training and encoding), so both parties can describe their data identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from lassi.spec import DataProvenance, UsageError
+
+
+class DatasetConfig(BaseModel):
+    """A data source and its splits (3D Shapes is rendered; CelebA/folder read from disk)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: Literal["shapes3d", "celeba", "folder"] = "shapes3d"
+    root: Path | None = None
+    csv: Path | None = None
+    image_size: int = Field(64, ge=4, le=1024)
+    seed: int = Field(0, ge=0)
+    n_train: int = Field(20_000, ge=1)
+    n_val: int = Field(1_000, ge=1)
+    n_test: int = Field(1_000, ge=1)
+    correlate: str | None = Field(
+        None,
+        description="shapes3d only: 'SENSITIVE:TARGET:STRENGTH', e.g. orientation:object_hue:0.9",
+    )
+
+    @model_validator(mode="after")
+    def _needs_root(self) -> DatasetConfig:
+        if self.dataset != "shapes3d" and self.root is None:
+            raise ValueError(f"--data-root is required for --dataset {self.dataset}")
+        if self.correlate is not None:
+            parts = self.correlate.split(":")
+            if len(parts) != 3:
+                raise ValueError("--correlate must look like SENSITIVE:TARGET:STRENGTH")
+            try:
+                strength = float(parts[2])
+            except ValueError:
+                raise ValueError("--correlate STRENGTH must be a number in [0, 1]") from None
+            if not 0.0 <= strength <= 1.0:
+                raise ValueError("--correlate STRENGTH must be a number in [0, 1]")
+        return self
+
+    def correlation(self) -> tuple[str, str, float] | None:
+        if self.correlate is None:
+            return None
+        sensitive, target, strength = self.correlate.split(":")
+        return sensitive, target, float(strength)
+
+    def provenance(self, split: str, n_samples: int) -> DataProvenance:
+        options: dict[str, Any] = {"image_size": self.image_size}
+        if self.dataset == "shapes3d":
+            options.update(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
+            options["correlate"] = self.correlate
+        if self.csv is not None:
+            options["csv"] = str(self.csv)
+        return DataProvenance(
+            dataset=self.dataset,
+            root=None if self.root is None else str(self.root),
+            split=split,
+            n_samples=n_samples,
+            seed=self.seed,
+            options=options,
+        )
+
+    @classmethod
+    def from_provenance(cls, data: DataProvenance) -> DatasetConfig:
+        """Rebuild the config an artifact was made from (e.g. the spec's data for the producer)."""
+        options = dict(data.options)
+        kwargs: dict[str, Any] = {"dataset": data.dataset, "seed": data.seed}
+        if data.root is not None:
+            kwargs["root"] = Path(data.root)
+        for key in ("image_size", "n_train", "n_val", "n_test", "correlate", "csv"):
+            if options.get(key) is not None:
+                kwargs[key] = options[key]
+        return cls(**kwargs)
+
+
+def make_source(config: DatasetConfig) -> Any:
+    """Open the configured data source (an ``ImageSource`` of ``lassi.regulator.datasets``)."""
+    from lassi.regulator.datasets import CelebASource, FolderSource, Shapes3DSource
+
+    if config.dataset == "shapes3d":
+        return Shapes3DSource(
+            image_size=config.image_size,
+            seed=config.seed,
+            n_train=config.n_train,
+            n_val=config.n_val,
+            n_test=config.n_test,
+            correlate=config.correlation(),
+        )
+    if config.dataset == "celeba":
+        return CelebASource(config.root, image_size=config.image_size)
+    return FolderSource(config.root, csv=config.csv, image_size=config.image_size)
+
+
+def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """click options that build a ``DatasetConfig`` (passed on as ``data_config``)."""
+    options = [
+        click.option(
+            "--dataset",
+            type=click.Choice(["shapes3d", "celeba", "folder"]),
+            default="shapes3d",
+            show_default=True,
+            help="Data source.",
+        ),
+        click.option(
+            "--data-root",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Folder of CelebA (official layout) or of an image folder.",
+        ),
+        click.option(
+            "--csv",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Folder source: attribute CSV (default ROOT/attributes.csv).",
+        ),
+        click.option(
+            "--image-size", type=int, default=None, help="Image size (default: 64, or the spec's)."
+        ),
+        click.option(
+            "--data-seed",
+            type=int,
+            default=0,
+            show_default=True,
+            help="Seed of the 3D Shapes splits.",
+        ),
+        click.option(
+            "--n-train",
+            type=int,
+            default=20_000,
+            show_default=True,
+            help="3D Shapes: train split size.",
+        ),
+        click.option(
+            "--n-val",
+            type=int,
+            default=1_000,
+            show_default=True,
+            help="3D Shapes: validation split size.",
+        ),
+        click.option(
+            "--n-test",
+            type=int,
+            default=1_000,
+            show_default=True,
+            help="3D Shapes: test split size.",
+        ),
+        click.option(
+            "--correlate",
+            default=None,
+            help="3D Shapes: correlated train split SENSITIVE:TARGET:STRENGTH.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def dataset_config_from_options(
+    options: dict[str, Any], image_size: int | None = None
+) -> DatasetConfig:
+    """Pop the ``dataset_options`` from a click kwargs dict and validate them."""
+    from pydantic import ValidationError
+
+    size = options.pop("image_size") or image_size or 64
+    try:
+        return DatasetConfig(
+            dataset=options.pop("dataset"),
+            root=options.pop("data_root"),
+            csv=options.pop("csv"),
+            image_size=size,
+            seed=options.pop("data_seed"),
+            n_train=options.pop("n_train"),
+            n_val=options.pop("n_val"),
+            n_test=options.pop("n_test"),
+            correlate=options.pop("correlate"),
+        )
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UsageError(None, f"data options: {first['msg']}") from None

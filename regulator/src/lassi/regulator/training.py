@@ -1,0 +1,211 @@
+"""Training the regulator's Glow by maximum likelihood (bits/dim), resumable.
+
+All randomness is derived from ``(seed, step)`` (which images, which dequantisation noise), so a
+run stopped at any point and started again from its last checkpoint follows the very same
+trajectory as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from tqdm import tqdm
+
+from lassi.regulator.data_config import DatasetConfig, make_source
+from lassi.regulator.glow import Glow, postprocess, preprocess
+from lassi.spec import GlowArtifact, GlowConfig, GlowTraining, Preprocessing, write_artifact
+from lassi.spec.cli import tool_name
+from lassi.spec.seeding import Stage, numpy_rng, torch_seed
+from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
+
+TOOL = tool_name("lassi-regulator")
+ACTNORM_INIT_BATCH = 256
+
+
+class GlowTrainConfig(BaseModel):
+    """Everything that determines a Glow training run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    flow: GlowConfig
+    data: DatasetConfig
+    steps: int = Field(2_000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(200, ge=0)
+    grad_clip: float = Field(50.0, gt=0)
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(100, ge=1)
+
+
+def build_glow(flow: GlowConfig) -> Glow:
+    return Glow(
+        image_size=flow.image_size,
+        n_levels=flow.n_levels,
+        n_steps=flow.n_steps,
+        hidden=flow.hidden,
+        coupling=flow.coupling,
+        n_bits=flow.n_bits,
+        channels=flow.channels,
+    )
+
+
+def _batch_ids(train_ids: np.ndarray, seed: int, step: int, batch_size: int) -> np.ndarray:
+    """The images of one step: a seeded draw (without replacement) from the train split."""
+    rng = numpy_rng(seed, step, Stage.TRAINING)
+    return np.sort(rng.choice(train_ids, size=min(batch_size, len(train_ids)), replace=False))
+
+
+def learning_rate(config: GlowTrainConfig, step: int) -> float:
+    """Linear warm-up to ``lr`` over ``warmup_steps`` steps, then constant."""
+    if config.warmup_steps == 0:
+        return config.lr
+    return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+
+
+@torch.no_grad()
+def evaluate_bits_per_dim(
+    glow: Glow, source, ids: np.ndarray, n_bits: int, batch_size: int = 128
+) -> float:
+    """Mean bits/dim of the (un-noised) quantised images ``ids``."""
+    glow.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(ids), batch_size):
+        x = preprocess(source.images(ids[start : start + batch_size]), n_bits)
+        total += float(glow.bits_per_dim(x).sum())
+        count += len(x)
+    return total / max(count, 1)
+
+
+def save_sample_grid(
+    glow: Glow, path: Path, n: int = 36, temperature: float = 0.7, seed: int = 0
+) -> None:
+    """Write a PNG grid of images sampled from the Glow's priors."""
+    glow.eval()
+    generator = torch.Generator().manual_seed(seed)
+    with glow.inverse_cached():
+        images = postprocess(glow.sample(n, temperature, generator))
+    save_image_grid(images, path, columns=int(math.ceil(math.sqrt(n))))
+
+
+def save_image_grid(images: np.ndarray, path: Path, columns: int, pad: int = 2) -> None:
+    """uint8 [N, H, W, 3] -> one PNG with ``columns`` images per row, written atomically."""
+    from PIL import Image
+
+    from lassi.spec import atomic_path
+
+    n, h, w, _ = images.shape
+    rows = int(math.ceil(n / columns))
+    canvas = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        canvas[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + c * (w + pad) : pad + c * (w + pad) + w,
+        ] = image
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas).save(tmp, format="PNG")
+
+
+def train_glow(config: GlowTrainConfig, out: Path, progress: bool = True) -> Path:
+    """Train a Glow on the configured data and write it as a ``glow`` artifact to ``out``.
+
+    A checkpoint beside ``out`` (``<out>.ckpt``) is written every ``checkpoint_every`` steps;
+    running the same configuration again resumes from it.
+    """
+    out = Path(out)
+    source = make_source(config.data)
+    train_ids = source.split_ids("train")
+    val_ids = source.split_ids("val")
+    torch.manual_seed(config.seed)
+    glow = build_glow(config.flow)
+    optimizer = torch.optim.Adam(glow.parameters(), lr=config.lr)
+    checkpoint = out.with_name(out.name + ".ckpt")
+    key = run_key(config=config.model_dump(mode="json"))
+    start, seconds = 0, 0.0
+    restored = load_checkpoint(
+        checkpoint, stage="train-glow", key=key, modules={"glow": glow}, optimizer=optimizer
+    )
+    if restored is not None:
+        start, state, _ = restored
+        seconds = float(state.get("seconds", 0.0))
+        if progress:
+            print(f"resuming {out.name} from step {start} ({checkpoint})")
+    else:
+        init_ids = _batch_ids(train_ids, config.seed, 10**9, ACTNORM_INIT_BATCH)
+        glow.initialize_actnorm(preprocess(source.images(init_ids), config.flow.n_bits))
+
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        desc="train-glow",
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    bpd_avg = float("nan")
+    glow.train()
+    for step in range(start, config.steps):
+        t0 = time.perf_counter()
+        ids = _batch_ids(train_ids, config.seed, step, config.batch_size)
+        x = preprocess(source.images(ids), config.flow.n_bits)
+        noise = torch.Generator().manual_seed(torch_seed(config.seed, step, Stage.TRAINING))
+        x = x + torch.rand(x.shape, generator=noise) / 2**config.flow.n_bits
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        bpd = glow.bits_per_dim(x).mean()
+        optimizer.zero_grad(set_to_none=True)
+        bpd.backward()
+        torch.nn.utils.clip_grad_norm_(glow.parameters(), config.grad_clip)
+        optimizer.step()
+        value = float(bpd.detach())
+        if not math.isfinite(value):
+            raise RuntimeError(f"training diverged at step {step} (bits/dim {value}); lower --lr")
+        bpd_avg = value if math.isnan(bpd_avg) else 0.95 * bpd_avg + 0.05 * value
+        elapsed = time.perf_counter() - t0
+        seconds += elapsed
+        bar.set_postfix(bpd=f"{bpd_avg:.3f}", img_s=f"{len(ids) / elapsed:.0f}", refresh=False)
+        bar.update(1)
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+            save_checkpoint(
+                checkpoint,
+                tool=TOOL,
+                stage="train-glow",
+                key=key,
+                step=step + 1,
+                modules={"glow": glow},
+                optimizer=optimizer,
+                state={"seconds": seconds},
+            )
+    bar.close()
+
+    val_bpd = evaluate_bits_per_dim(glow, source, val_ids[:512], config.flow.n_bits)
+    meta = GlowArtifact(
+        tool=TOOL,
+        flow=config.flow,
+        preprocessing=Preprocessing(image_size=config.flow.image_size, n_bits=config.flow.n_bits),
+        data=config.data.provenance("train", len(train_ids)),
+        training=GlowTraining(
+            steps=config.steps,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            warmup_steps=config.warmup_steps,
+            seed=config.seed,
+            train_bits_per_dim=None if math.isnan(bpd_avg) else bpd_avg,
+            val_bits_per_dim=val_bpd,
+            seconds=seconds,
+        ),
+    )
+    write_artifact(out, meta, module_tensors(glow, "glow."))
+    save_sample_grid(glow, out.with_name(out.stem + ".samples.png"), seed=config.seed)
+    checkpoint.unlink(missing_ok=True)
+    if progress:
+        print(
+            f"wrote {out} (validation bits/dim {val_bpd:.3f}, {seconds / 60:.1f} min of training)"
+        )
+    return out
