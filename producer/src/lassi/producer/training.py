@@ -206,7 +206,7 @@ def train_encoder(
             loss.backward()
             optimizer.step()
             correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()}, refresh=False)
+            bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
             bar.update(1)
         train_acc = correct / n
         val_acc = _accuracy(pipeline, aux, z_val, y_val)

@@ -338,13 +338,19 @@ class _GeometryCache:
     def __init__(self, size: int) -> None:
         self.size = size
         self.weights = np.zeros((_N_GEOMETRIES, size * size, 3), dtype=np.float32)
-        self.coverage = np.zeros((_N_GEOMETRIES, size * size, 3), dtype=np.float32)
+        # coverage in sub-ray counts (0..ss^2): a quarter of the memory of float32
+        self.coverage = np.zeros((_N_GEOMETRIES, size * size, 3), dtype=np.uint8)
         self.ready = np.zeros(_N_GEOMETRIES, dtype=bool)
 
     def ensure(self, geometry_ids: np.ndarray) -> None:
-        for gid in np.unique(geometry_ids[~self.ready[geometry_ids]]):
-            self.weights[gid], self.coverage[gid] = cast_geometry(int(gid), self.size)
+        missing = np.unique(geometry_ids[~self.ready[geometry_ids]])
+        for gid in missing:  # sorted: orientation varies fastest, so views are reused
+            weights, coverage = cast_geometry(int(gid), self.size)
+            self.weights[gid] = weights
+            self.coverage[gid] = np.rint(coverage * _SUPERSAMPLE**2).astype(np.uint8)
             self.ready[gid] = True
+        if missing.size:
+            _view.cache_clear()  # the per-orientation rays are only needed while casting
 
 
 _CACHES: dict[int, _GeometryCache] = {}
@@ -396,7 +402,8 @@ class Shapes3D:
         geometry = _geometry_id(factors)
         self._cache.ensure(geometry)
         size = self.image_size
-        return self._cache.coverage[geometry].reshape(len(factors), size, size, 3)
+        counts = self._cache.coverage[geometry].reshape(len(factors), size, size, 3)
+        return counts.astype(np.float32) / np.float32(_SUPERSAMPLE**2)
 
     def precompute(self) -> None:
         """Ray-cast all 480 geometries now (otherwise each is cast on first use)."""

@@ -1,0 +1,341 @@
+"""The three CLIs in sequence through files, at tiny sizes: the chain and its provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from lassi.consumer.cli import main as consumer
+from lassi.producer.cli import main as producer
+from lassi.regulator.cli import main as regulator
+from lassi.spec import (
+    EXIT_CODES,
+    ClassifierCard,
+    EncoderCard,
+    GlowArtifact,
+    ReportStatus,
+    RepresentationBundle,
+    SimilaritySpec,
+    VerificationReport,
+    read_artifact,
+    sha256_file,
+)
+
+DATA = [
+    "--image-size",
+    "16",
+    "--n-train",
+    "400",
+    "--n-val",
+    "100",
+    "--n-test",
+    "100",
+    "--correlate",
+    "orientation:object_hue:0.9",
+]
+
+
+def run(main, args: list[str]) -> str:
+    result = CliRunner().invoke(main, [*args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("chain")
+    p = {
+        name: d / f"{name}.safetensors"
+        for name in ("glow", "spec", "encoder", "train", "test", "classifier", "report")
+    }
+    run(
+        regulator,
+        [
+            "train-glow",
+            *DATA,
+            "--levels",
+            "2",
+            "--depth",
+            "2",
+            "--hidden",
+            "16",
+            "--steps",
+            "40",
+            "--batch-size",
+            "16",
+            "--warmup",
+            "5",
+            "--quiet",
+            "--out",
+            str(p["glow"]),
+        ],
+    )
+    run(
+        regulator,
+        [
+            "define",
+            "--glow",
+            str(p["glow"]),
+            "--attribute",
+            "orientation",
+            "--epsilon",
+            "1.0",
+            *DATA,
+            "--fidelity-images",
+            "4",
+            "--quiet",
+            "--out",
+            str(p["spec"]),
+        ],
+    )
+    run(
+        producer,
+        [
+            "train",
+            "--spec",
+            str(p["spec"]),
+            *DATA,
+            "--task",
+            "object_hue",
+            "--hidden",
+            "64,32",
+            "--k",
+            "16",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--attack-points",
+            "4",
+            "--lambda-contr",
+            "0.1",
+            "--delta",
+            "1",
+            "--quiet",
+            "--out",
+            str(p["encoder"]),
+        ],
+    )
+    run(
+        producer,
+        [
+            "encode",
+            "--spec",
+            str(p["spec"]),
+            "--encoder",
+            str(p["encoder"]),
+            *DATA,
+            "--split",
+            "train",
+            "--quiet",
+            "--out",
+            str(p["train"]),
+        ],
+    )
+    run(
+        producer,
+        [
+            "encode",
+            "--spec",
+            str(p["spec"]),
+            "--encoder",
+            str(p["encoder"]),
+            *DATA,
+            "--split",
+            "test",
+            "--limit",
+            "6",
+            "--certify",
+            "--n0",
+            "1500",
+            "--n",
+            "2000",
+            "--quiet",
+            "--out",
+            str(p["test"]),
+        ],
+    )
+    run(
+        consumer,
+        [
+            "train",
+            "--bundle",
+            str(p["train"]),
+            "--task",
+            "object_hue",
+            "--sigma",
+            "0.5",
+            "--quiet",
+            "--out",
+            str(p["classifier"]),
+        ],
+    )
+    run(
+        consumer,
+        [
+            "verify",
+            "--classifier",
+            str(p["classifier"]),
+            "--bundle",
+            str(p["test"]),
+            "--n0",
+            "100",
+            "--n",
+            "2000",
+            "--quiet",
+            "--out",
+            str(p["report"]),
+        ],
+    )
+    return p
+
+
+def test_report_fields_and_decision_rule(chain: dict[str, Path]) -> None:
+    report = read_artifact(chain["report"], expect=VerificationReport)
+    meta, t = report.meta, report.tensors
+    assert meta.n_samples == 6 and meta.task == "object_hue" and meta.has_labels
+    status = t["status"]
+    certified = status == ReportStatus.CERTIFIED
+    np.testing.assert_array_equal(
+        certified,
+        (t["prediction"] >= 0)
+        & (t["r_cs"] < t["radius"])
+        & (status != ReportStatus.ABSTAIN_CENTER),
+    )
+    assert meta.summary.certified_fairness == pytest.approx(certified.mean())
+    correct = (t["prediction"] == t["labels"]) & (t["prediction"] >= 0)
+    assert meta.summary.accuracy == pytest.approx(correct.mean())
+    side = json.loads(chain["report"].with_suffix(".json").read_text())
+    assert len(side["samples"]) == 6 and {
+        "id",
+        "label",
+        "prediction",
+        "R",
+        "r_cs",
+        "status",
+    } <= set(side["samples"][0])
+    assert chain["report"].with_suffix(".png").stat().st_size > 1000
+    assert "certified fairness" in chain["report"].with_suffix(".md").read_text()
+
+
+def test_provenance_chain_traces_back_to_the_spec(chain: dict[str, Path]) -> None:
+    h = {name: sha256_file(path) for name, path in chain.items()}
+    spec = read_artifact(chain["spec"], expect=SimilaritySpec, parents={"glow": chain["glow"]})
+    assert spec.meta.attribute_names == ["orientation"]
+    read_artifact(chain["glow"], expect=GlowArtifact)
+    read_artifact(chain["encoder"], expect=EncoderCard, parents={"similarity_spec": chain["spec"]})
+    bundle = read_artifact(
+        chain["test"],
+        expect=RepresentationBundle,
+        parents={"encoder": chain["encoder"], "similarity_spec": chain["spec"]},
+    )
+    assert bundle.meta.certified and bundle.meta.certificate.n0 == 1500
+    read_artifact(
+        chain["classifier"],
+        expect=ClassifierCard,
+        parents={
+            "representations": chain["train"],
+            "encoder": h["encoder"],
+            "similarity_spec": h["spec"],
+        },
+    )
+    report = read_artifact(chain["report"], expect=VerificationReport)
+    assert report.meta.parents == {
+        "classifier": h["classifier"],
+        "representations": h["test"],
+        "encoder": h["encoder"],
+        "similarity_spec": h["spec"],
+    }
+
+
+def test_verify_refuses_mismatched_inputs(chain: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "r.safetensors"
+    plain = CliRunner().invoke(
+        consumer,
+        [
+            "verify",
+            "--classifier",
+            str(chain["classifier"]),
+            "--bundle",
+            str(chain["train"]),
+            "--out",
+            str(out),
+        ],
+    )
+    assert (
+        plain.exit_code == EXIT_CODES["usage"]
+        and "plain bundle" in plain.output
+        and not out.exists()
+    )
+    other = tmp_path / "other_encoder.safetensors"
+    run(
+        producer,
+        [
+            "train",
+            "--spec",
+            str(chain["spec"]),
+            *DATA,
+            "--task",
+            "object_hue",
+            "--hidden",
+            "32",
+            "--k",
+            "16",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--lambda-adv",
+            "0",
+            "--max-train",
+            "128",
+            "--seed",
+            "1",
+            "--quiet",
+            "--out",
+            str(other),
+        ],
+    )
+    bundle = tmp_path / "other_bundle.safetensors"
+    run(
+        producer,
+        [
+            "encode",
+            "--spec",
+            str(chain["spec"]),
+            "--encoder",
+            str(other),
+            *DATA,
+            "--limit",
+            "2",
+            "--certify",
+            "--n0",
+            "1500",
+            "--n",
+            "1500",
+            "--quiet",
+            "--out",
+            str(bundle),
+        ],
+    )
+    result = CliRunner().invoke(
+        consumer,
+        [
+            "verify",
+            "--classifier",
+            str(chain["classifier"]),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+        ],
+    )
+    assert (
+        result.exit_code == EXIT_CODES["integrity"]
+        and "encoder" in result.output
+        and not out.exists()
+    )
