@@ -269,7 +269,7 @@ def test_folder_source(folder: Path) -> None:
 def test_folder_source_custom_csv(folder: Path, tmp_path: Path) -> None:
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text("file,split,smiling\nimg/p0.png,train,1\nimg/p1.png,validation,0\n")
-    source = FolderSource(folder, csv_path, image_size=8, name="mine")
+    source = FolderSource(folder, csv=csv_path, image_size=8, name="mine")
     assert source.name == "mine"
     np.testing.assert_array_equal(source.split_ids("val"), [1])
 

@@ -31,7 +31,7 @@ from lassi.consumer.randomized_smoothing import (
     certified_radius,
     lower_confidence_bound,
 )
-from lassi.spec.seeding import Stage
+from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 
 SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
@@ -242,6 +242,33 @@ def test_selection_and_estimation_draw_fresh_noise(backend: str) -> None:
     smooth.certify(np.zeros(3), n0=50, n=80, alpha=0.01, seed=0, sample_id=0)
     assert np.array_equal(recorder.batches[4], selection)
     assert np.array_equal(recorder.batches[5], estimation)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_noise_is_the_documented_stream_in_chunk_order(backend: str, monkeypatch) -> None:
+    """Many small (prefetched) chunks reproduce serial draws from the stage's generator."""
+    import lassi.consumer.randomized_smoothing as rs
+
+    monkeypatch.setattr(rs, "NOISE_CHUNK_ELEMENTS", 300)  # 100 rows of k = 3 per chunk
+    recorder = Recorder(numpy=backend == "numpy")
+    z = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+    if backend == "torch":
+        Smooth(recorder, 2, sigma=0.7, batch_size=64).sample_counts(z, 1050, 4, 8, Stage.ESTIMATION)
+        generator = torch.Generator().manual_seed(torch_seed(4, 8, Stage.ESTIMATION))
+        chunks = [torch.empty(r, 3).normal_(0.0, 0.7, generator=generator) for r in [100] * 10]
+        chunks.append(torch.empty(50, 3).normal_(0.0, 0.7, generator=generator))
+        expected = torch.cat(chunks).numpy() + z
+    else:
+        SmoothNumpy(recorder, 2, sigma=0.7, batch_size=64).sample_counts(
+            z, 1050, 4, 8, Stage.ESTIMATION
+        )
+        rng = numpy_rng(4, 8, Stage.ESTIMATION)
+        sizes = [100] * 10 + [50]
+        expected = np.concatenate(
+            [rng.standard_normal((r, 3), dtype=np.float32) * np.float32(0.7) + z for r in sizes]
+        )
+    assert max(len(b) for b in recorder.batches) == 64
+    assert np.array_equal(np.concatenate(recorder.batches), expected)
 
 
 def make_linear_smooth(kind: str, batch_size: int):

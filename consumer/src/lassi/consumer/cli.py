@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from lassi.spec.cli import role_group, tool_name
+from lassi.spec.cli import role_group, tool_name, trusted_inputs
 
 TOOL = tool_name("lassi-consumer")
 
@@ -31,6 +31,7 @@ def _threads(threads: int | None) -> None:
 
 
 @main.command("train")
+@trusted_inputs("bundle")
 @click.option(
     "--bundle", type=PATH, required=True, help="Representation bundle (from lassi-producer encode)."
 )
@@ -94,6 +95,7 @@ def train_command(
 
 
 @main.command("verify")
+@trusted_inputs("bundle")
 @click.option("--classifier", "classifier_path", type=PATH, required=True)
 @click.option(
     "--bundle", type=PATH, required=True, help="Certified representation bundle (encode --certify)."
@@ -163,6 +165,7 @@ def export_onnx_command(classifier_path: Path, out: Path) -> None:
 
 
 @main.command("predict")
+@trusted_inputs("bundle")
 @click.option(
     "--onnx", "onnx_path", type=PATH, required=True, help="Classifier ONNX (from export-onnx)."
 )

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from scipy.stats import beta, binomtest, norm
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     import torch
 
 ABSTAIN = -1
+T = TypeVar("T")
 
 # Noise is drawn in chunks of at most this many numbers (16 MiB of float32); the row count of a
 # chunk depends only on the noise dimension, never on the evaluation batch size.
@@ -103,9 +105,27 @@ def _check_arguments(n: int, alpha: float, n0: int = 1) -> None:
         raise ValueError(f"alpha must lie in (0, 1) (got {alpha})")
 
 
-def chunk_rows(dim: int) -> int:
-    """Rows of one noise chunk for noise of dimension ``dim`` (independent of the batch size)."""
-    return max(1, NOISE_CHUNK_ELEMENTS // max(1, dim))
+def chunk_sizes(num: int, dim: int) -> list[int]:
+    """Row counts of the noise chunks for ``num`` draws of dimension ``dim``: full chunks of
+    NOISE_CHUNK_ELEMENTS // dim rows and a final remainder, independent of the batch size."""
+    rows = max(1, NOISE_CHUNK_ELEMENTS // max(1, dim))
+    return [min(rows, num - start) for start in range(0, num, rows)]
+
+
+def prefetched(draw: Callable[[int], T], sizes: list[int]) -> Iterator[T]:
+    """Yield ``draw(size)`` for each size in order, drawing the next chunk in a background thread
+    while the caller evaluates the current one (torch and numpy release the GIL while sampling).
+    Draws stay sequential on one generator, so the stream is the same as without prefetching."""
+    if len(sizes) <= 1:
+        yield from (draw(size) for size in sizes)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(draw, sizes[0])
+        for next_size in [*sizes[1:], None]:
+            chunk = pending.result()
+            if next_size is not None:
+                pending = pool.submit(draw, next_size)
+            yield chunk
 
 
 class _SmoothedClassifier(ABC):
@@ -247,17 +267,20 @@ class Smooth(_SmoothedClassifier):
         generator = self._generator(seed, sample_id, stage)
         factor = self._logit_noise_factor
         counts = torch.zeros(self.num_classes, dtype=torch.int64)
+        dim = z.shape[0] if factor is None else factor.shape[0]
+
+        def draw(rows: int) -> torch.Tensor:
+            """σ · N(0, I) noise [rows, dim], generated on the CPU."""
+            return torch.empty(rows, dim, dtype=self.dtype).normal_(
+                0.0, self.sigma, generator=generator
+            )
+
         with torch.inference_mode():
             # Logit-space path: the clean logits once, then noise σ η R with η ~ N(0, I_d).
             base = None if factor is None else self.classifier(z[None])
-            dim = z.shape[0] if factor is None else factor.shape[0]
-            rows = chunk_rows(dim)
-            for chunk_start in range(0, num, rows):
-                chunk_size = min(rows, num - chunk_start)
-                noise = torch.empty(chunk_size, dim, dtype=self.dtype)
-                noise.normal_(0.0, self.sigma, generator=generator)
+            for noise in prefetched(draw, chunk_sizes(num, dim)):
                 noise = noise.to(self.device)
-                for start in range(0, chunk_size, self.batch_size):
+                for start in range(0, len(noise), self.batch_size):
                     batch = noise[start : start + self.batch_size]
                     if factor is None:
                         logits = self.classifier(batch.add_(z))
@@ -297,14 +320,17 @@ class SmoothNumpy(_SmoothedClassifier):
             raise ValueError(f"expected one representation of shape [k], got {z.shape}")
         rng = numpy_rng(seed, sample_id, stage)
         sigma = np.float32(self.sigma)
-        counts = np.zeros(self.num_classes, dtype=np.int64)
-        rows = chunk_rows(z.shape[0])
-        for chunk_start in range(0, num, rows):
-            chunk_size = min(rows, num - chunk_start)
-            noise = rng.standard_normal((chunk_size, z.shape[0]), dtype=np.float32)
+
+        def draw(rows: int) -> np.ndarray:
+            """z + σ · N(0, I) inputs [rows, k]."""
+            noise = rng.standard_normal((rows, z.shape[0]), dtype=np.float32)
             noise *= sigma
             noise += z
-            for start in range(0, chunk_size, self.batch_size):
+            return noise
+
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for noise in prefetched(draw, chunk_sizes(num, z.shape[0])):
+            for start in range(0, len(noise), self.batch_size):
                 logits = np.asarray(self.logits_fn(noise[start : start + self.batch_size]))
                 if logits.ndim != 2 or logits.shape[1] != self.num_classes:
                     raise ValueError(

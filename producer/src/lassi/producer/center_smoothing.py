@@ -46,6 +46,7 @@ PILOT_ROWS = 256
 PROJECTION_DIM = 32
 PCA_ROWS = 2048
 SELECTION_BLOCK = 512
+TIE_TOLERANCE = 1e-10
 
 _NORMAL = NormalDist()
 
@@ -145,18 +146,23 @@ def _gram_factors(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def min_median_index(points: np.ndarray) -> int:
     """Step 1 selection: the index of the point with the smallest median distance to the others.
 
-    The median of the n0 − 1 distances is :func:`lower_median`'s; ties go to the lowest index;
-    squared distances come from float64 Gram blocks of the mean-centred points. Exact, but fast:
-    the first ``PILOT_ROWS`` rows give a threshold τ (their best median); a later row can only
-    beat τ if at least ⌈(n0 − 1)/2⌉ of its distances are below τ, and distances after an
-    orthogonal projection are lower bounds of the true ones, so a cheap float32 count in a
-    ``PROJECTION_DIM``-dimensional principal subspace discards almost every other row before its
-    exact median is computed. Memory is O(n0 · SELECTION_BLOCK).
+    The median of the n0 − 1 distances is :func:`lower_median`'s. Squared distances come from
+    float64 Gram blocks of the mean-centred points; medians within ``TIE_TOLERANCE`` · max ||p||²
+    of the smallest (far above Gram rounding) count as ties and the lowest index wins, so exact
+    ties (e.g. two points, or repeated outputs) resolve like a brute-force argmin.
+
+    Exact, but fast: the first ``PILOT_ROWS`` rows give a threshold τ (their best median); a later
+    row can only reach τ if at least ⌈(n0 − 1)/2⌉ of its distances are below τ, and distances
+    after an orthogonal projection are lower bounds of the true ones, so a cheap float32 count in
+    a ``PROJECTION_DIM``-dimensional principal subspace discards almost every other row before
+    its exact median is computed. Memory is O(n0 · SELECTION_BLOCK).
     """
     x = torch.as_tensor(np.asarray(points, dtype=np.float64))
     count = x.shape[0]
     x = x - x.mean(dim=0)
     left, right = _gram_factors(x)
+    max_sq = float(left[:, -2].max())
+    tie = TIE_TOLERANCE * max_sq
     rank = (count - 2) // 2 + 1  # 1-based rank of the lower median among the n0 − 1 others
 
     def exact_sq_medians(rows: torch.Tensor) -> torch.Tensor:
@@ -164,35 +170,30 @@ def min_median_index(points: np.ndarray) -> int:
         d2[torch.arange(rows.numel()), rows] = -1.0  # self: always the smallest, then skipped
         return torch.kthvalue(d2, rank + 1, dim=1).values
 
-    pilot = torch.arange(min(PILOT_ROWS, count))
-    pilot_medians = exact_sq_medians(pilot)
-    best = int(torch.argmin(pilot_medians))
-    tau = float(pilot_medians[best])
-    if count <= PILOT_ROWS or tau <= 0.0:
-        return best  # nothing later can be strictly smaller (ties keep the lower index)
-
-    # An orthonormal basis of the dominant subspace (randomized range finder with one power
-    # iteration on the first PCA_ROWS points): its quality only affects how much is pruned.
-    sample = x[:PCA_ROWS]
-    gen = torch.Generator().manual_seed(0)
-    probe = torch.randn(sample.shape[0], PROJECTION_DIM, generator=gen, dtype=x.dtype)
-    basis = torch.linalg.qr(sample.T @ probe).Q
-    basis = torch.linalg.qr(sample.T @ (sample @ basis)).Q
-    y_left, y_right = _gram_factors((x @ basis).to(torch.float32))
-    # Float32 rounding of the projected squared distances stays far below this slack.
-    threshold_slack = 1e-4 * float(left[:, -2].max()) + 1e-300
-    for start in range(PILOT_ROWS, count, SELECTION_BLOCK):
-        rows = torch.arange(start, min(start + SELECTION_BLOCK, count))
-        lower = y_left[rows] @ y_right
-        below = (lower < tau + threshold_slack).sum(dim=1) - 1  # minus self
-        survivors = rows[below >= rank]
-        if survivors.numel() == 0:
-            continue
-        medians = exact_sq_medians(survivors)
-        local = int(torch.argmin(medians))
-        if float(medians[local]) < tau:
-            best, tau = int(survivors[local]), float(medians[local])
-    return best
+    rows = [torch.arange(min(PILOT_ROWS, count))]
+    medians = [exact_sq_medians(rows[0])]
+    tau = float(medians[0].min())
+    if count > PILOT_ROWS and tau > tie:  # (else no later row can win: ties keep the lowest index)
+        # An orthonormal basis of the dominant subspace (randomized range finder with one power
+        # iteration on the first PCA_ROWS points): its quality only affects how much is pruned.
+        sample = x[:PCA_ROWS]
+        gen = torch.Generator().manual_seed(0)
+        probe = torch.randn(sample.shape[0], PROJECTION_DIM, generator=gen, dtype=x.dtype)
+        basis = torch.linalg.qr(sample.T @ probe).Q
+        basis = torch.linalg.qr(sample.T @ (sample @ basis)).Q
+        y_left, y_right = _gram_factors((x @ basis).to(torch.float32))
+        slack = 1e-4 * max_sq  # bounds the float32 rounding of the projected squared distances
+        for start in range(PILOT_ROWS, count, SELECTION_BLOCK):
+            block = torch.arange(start, min(start + SELECTION_BLOCK, count))
+            lower = y_left[block] @ y_right
+            below = (lower < tau + tie + slack).sum(dim=1) - 1  # minus self
+            survivors = block[below >= rank]
+            if survivors.numel() > 0:
+                rows.append(survivors)
+                medians.append(exact_sq_medians(survivors))
+                tau = min(tau, float(medians[-1].min()))
+    all_rows, all_medians = torch.cat(rows), torch.cat(medians)
+    return int(all_rows[all_medians <= tau + tie].min())
 
 
 class CenterSmoothing:

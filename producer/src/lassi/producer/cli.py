@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
 from lassi.spec import LossWeights, SimilaritySpec, UsageError, read_artifact
-from lassi.spec.cli import role_group, tool_name
+from lassi.spec.cli import role_group, tool_name, trusted_inputs
 
 TOOL = tool_name("lassi-producer")
 
@@ -49,6 +49,7 @@ def _threads(threads: int | None) -> None:
 
 
 @main.command("train")
+@trusted_inputs("spec")
 @click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
 @dataset_options
 @click.option("--task", required=True, help="Attribute to predict (e.g. object_hue).")
@@ -159,6 +160,7 @@ def train_command(
 
 
 @main.command("encode")
+@trusted_inputs("spec")
 @click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
 @click.option(
     "--encoder", "encoder_path", type=PATH, required=True, help="Encoder artifact (from train)."
@@ -248,6 +250,7 @@ def encode_command(
 
 
 @main.command("export-onnx")
+@trusted_inputs("spec")
 @click.option("--spec", type=PATH, required=True)
 @click.option("--encoder", "encoder_path", type=PATH, required=True)
 @click.option(

@@ -64,7 +64,9 @@ class LatentMLP(nn.Module):
         evaluation to float rounding, at the cost of the layers after the first BatchNorm.
         """
         if self.training:
-            raise RuntimeError("call .eval() first: the affine trick needs BatchNorm's running stats")
+            raise RuntimeError(
+                "call .eval() first: the affine trick needs BatchNorm's running stats"
+            )
         linear, norm = self.net[0], self.net[1]
         assert isinstance(linear, nn.Linear) and isinstance(norm, nn.BatchNorm1d)
         z = z_g.reshape(1, -1).to(linear.weight)

@@ -348,7 +348,7 @@ _SPLIT_ALIASES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
 
 
 class FolderSource(_FileImageSource):
-    """Images under ``root`` with a CSV (default ``root/attributes.csv``) of labels.
+    """Images under ``root`` with a CSV of labels (``csv``, default ``root/attributes.csv``).
 
     CSV columns: ``file`` (path relative to ``root``), ``split`` (train, val or test), then one
     column per attribute holding non-negative integer labels (binary 0/1 or a few classes).
@@ -359,7 +359,7 @@ class FolderSource(_FileImageSource):
     def __init__(
         self,
         root: str | Path,
-        csv_path: str | Path | None = None,
+        csv: str | Path | None = None,
         image_size: int = 64,
         crop: int | None = None,
         resample: str = "bicubic",
@@ -372,9 +372,7 @@ class FolderSource(_FileImageSource):
             raise DataError(self.root, "image folder not found")
         self.image_dir = self.root
         self.name = name or self.root.name or "folder"
-        self.attribute_file = (
-            Path(csv_path) if csv_path is not None else self.root / "attributes.csv"
-        )
+        self.attribute_file = Path(csv) if csv is not None else self.root / "attributes.csv"
         self.files, self.split_codes, self.attribute_names, self.labels = _parse_folder_csv(
             self.attribute_file
         )

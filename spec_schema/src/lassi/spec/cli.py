@@ -8,8 +8,10 @@ every role offers.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +110,95 @@ def inspect_command() -> click.Command:
     return inspect
 
 
+def trusted_inputs(*parameters: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--trusted-key`` to a command whose ``parameters`` are another party's files.
+
+    With one or more trusted keys (or ``LASSI_TRUSTED_KEYS``, paths separated by ``:``), every
+    named input must carry a valid ``.sig`` by one of them before the command runs.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def wrapper(*args: Any, trusted_keys: tuple[Path, ...] = (), **kwargs: Any) -> Any:
+            from lassi.spec.signing import verify_file
+
+            keys = list(trusted_keys)
+            env = os.environ.get("LASSI_TRUSTED_KEYS", "")
+            keys += [Path(k) for k in env.split(":") if k]
+            if keys:
+                for name in parameters:
+                    value = kwargs.get(name)
+                    if value is not None:
+                        verify_file(value, keys)
+            return function(*args, **kwargs)
+
+        return click.option(
+            "--trusted-key",
+            "trusted_keys",
+            multiple=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Public key (PEM) whose signature the other party's input files must carry.",
+        )(wrapper)
+
+    return decorate
+
+
+def signing_commands() -> list[click.Command]:
+    """``keygen``, ``sign`` and ``verify-signature`` (Ed25519, see lassi.spec.signing)."""
+
+    @click.command("keygen")
+    @click.option(
+        "--out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="Private key file to write; the public key goes to OUT.pub.",
+    )
+    def keygen(out: Path) -> None:
+        """Create an Ed25519 key pair for signing artifacts."""
+        from lassi.spec.signing import generate_keypair
+
+        public = out.with_name(out.name + ".pub")
+        key = generate_keypair(out, public)
+        click.echo(f"wrote {out} (private, keep it) and {public} (share it); key id {key}")
+
+    @click.command("sign")
+    @click.argument(
+        "files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+    )
+    @click.option(
+        "--key", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Private key."
+    )
+    def sign(files: tuple[Path, ...], key: Path) -> None:
+        """Write a detached signature FILE.sig for each file."""
+        from lassi.spec.signing import sign_file
+
+        for path in files:
+            click.echo(f"wrote {sign_file(path, key)}")
+
+    @click.command("verify-signature")
+    @click.argument(
+        "files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path)
+    )
+    @click.option(
+        "--trusted-key",
+        "trusted_keys",
+        multiple=True,
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Trusted public key(s).",
+    )
+    def verify_signature(files: tuple[Path, ...], trusted_keys: tuple[Path, ...]) -> None:
+        """Check that each file is signed by a trusted key (exit 5 if not)."""
+        from lassi.spec.signing import verify_file
+
+        for path in files:
+            click.echo(f"{path}: signed by key {verify_file(path, trusted_keys)}")
+
+    return [keygen, sign, verify_signature]
+
+
 def role_group(name: str, version: str, help_text: str) -> click.Group:
-    """The top-level click group of one role, with --version and ``inspect``."""
+    """The top-level click group of one role: --version, ``inspect`` and the signing commands."""
 
     @click.group(name=name, cls=LassiGroup, help=help_text)
     @click.version_option(version, prog_name=name)
@@ -117,6 +206,8 @@ def role_group(name: str, version: str, help_text: str) -> click.Group:
         pass
 
     group.add_command(inspect_command())
+    for command in signing_commands():
+        group.add_command(command)
     return group
 
 

@@ -1,0 +1,158 @@
+"""Ed25519 signatures: how organisations hand artifacts over.
+
+The sender signs a file with its private key, producing a detached ``FILE.sig``; the receiver runs
+every command with ``--trusted-key SENDER.pub``, and an unsigned file, a modified file or a file
+signed by any other key is refused (exit status 5). What is signed is the file's SHA-256, under a
+domain-separation prefix, so the signature covers every byte of the artifact or ONNX graph.
+
+Key files: private keys are PKCS#8 PEM (written with mode 0600), public keys SubjectPublicKeyInfo
+PEM. A signature file is a small JSON object: algorithm, the file's SHA-256, the signer's key id
+(SHA-256 of the raw public key, first 16 hex digits) and the base64 signature.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from lassi.spec.errors import SignatureError, UsageError
+from lassi.spec.io import atomic_path, sha256_file
+
+DOMAIN = b"lassi-artifact-signature-v1\n"
+MAX_SIGNATURE_BYTES = 4096
+
+
+def signature_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + ".sig")
+
+
+def _raw_public(public_key) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def key_id(public_key) -> str:
+    return hashlib.sha256(_raw_public(public_key)).hexdigest()[:16]
+
+
+def generate_keypair(private_path: str | Path, public_path: str | Path) -> str:
+    """Write a new Ed25519 key pair; return its key id."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    private_path, public_path = Path(private_path), Path(public_path)
+    if private_path.exists():
+        raise UsageError(private_path, "exists already; refusing to overwrite a private key")
+    key = Ed25519PrivateKey.generate()
+    private_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with atomic_path(private_path) as tmp:
+        os.chmod(tmp, 0o600)
+        tmp.write_bytes(private_pem)
+    with atomic_path(public_path) as tmp:
+        tmp.write_bytes(public_pem)
+    return key_id(key.public_key())
+
+
+def load_private_key(path: str | Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(path, "no such key file")
+    try:
+        key = serialization.load_pem_private_key(
+            path.read_bytes()[:MAX_SIGNATURE_BYTES], password=None
+        )
+    except (ValueError, TypeError):
+        raise SignatureError(path, "is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SignatureError(path, "is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: str | Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(path, "no such key file")
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes()[:MAX_SIGNATURE_BYTES])
+    except (ValueError, TypeError):
+        raise SignatureError(path, "is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise SignatureError(path, "is not an Ed25519 public key")
+    return key
+
+
+def sign_file(path: str | Path, private_key_path: str | Path) -> Path:
+    """Write the detached signature ``FILE.sig`` of ``path``; return its path."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(path, "no such file")
+    key = load_private_key(private_key_path)
+    digest = sha256_file(path)
+    signature = key.sign(DOMAIN + digest.encode())
+    record = {
+        "algorithm": "ed25519",
+        "sha256": digest,
+        "key_id": key_id(key.public_key()),
+        "signature": base64.b64encode(signature).decode(),
+    }
+    out = signature_path(path)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    return out
+
+
+def verify_file(path: str | Path, trusted_keys: Iterable[str | Path]) -> str:
+    """Check ``FILE.sig`` against the trusted public keys; return the signer's key id.
+
+    Raises SignatureError when the file is unsigned, the signature is malformed, the file was
+    changed after signing, or no trusted key made the signature.
+    """
+    from cryptography.exceptions import InvalidSignature
+
+    path = Path(path)
+    keys = [load_public_key(k) for k in trusted_keys]
+    sig_path = signature_path(path)
+    if not sig_path.is_file():
+        raise SignatureError(
+            path, f"is not signed (no {sig_path.name}) but a trusted key is required"
+        )
+    raw = sig_path.read_bytes()
+    if len(raw) > MAX_SIGNATURE_BYTES:
+        raise SignatureError(sig_path, "signature file is too large")
+    try:
+        record = json.loads(raw)
+        algorithm, digest = record["algorithm"], record["sha256"]
+        signature = base64.b64decode(record["signature"], validate=True)
+    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise SignatureError(sig_path, "signature file is malformed") from None
+    if algorithm != "ed25519" or not isinstance(digest, str):
+        raise SignatureError(sig_path, f"unsupported signature algorithm {algorithm!r}")
+    if sha256_file(path) != digest:
+        raise SignatureError(
+            path, "was modified after it was signed (hash differs from the signature's)"
+        )
+    for key in keys:
+        try:
+            key.verify(signature, DOMAIN + digest.encode())
+        except InvalidSignature:
+            continue
+        return key_id(key)
+    raise SignatureError(path, "signature was not made by any trusted key")
