@@ -176,7 +176,9 @@ def train_classifier(
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.detach().argmax(dim=1) == targets).sum())
             seen += len(index)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(
+                loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False
+            )
         history["epoch"].append(epoch)
         history["loss"].append(total_loss / seen)
         history["train_accuracy_noisy"].append(correct / seen)

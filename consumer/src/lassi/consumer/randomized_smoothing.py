@@ -15,8 +15,10 @@ reference implementation is locuslab/smoothing ``core.py``):
 Every draw comes from a per-sample stream of :mod:`lassi.spec.seeding` (selection from
 ``Stage.SELECTION``, estimation and PREDICT from ``Stage.ESTIMATION``), generated on the CPU in
 chunks whose size depends only on the noise dimension, so a sample's certificate is the same
-whatever batch size, sample order or process computed it. Reusing the selection draws for the
-estimation would make the bound unsound (DESIGN.md §5).
+whatever batch size, sample order or process computed it (provided the classifier's argmax for a
+row does not depend on the rows batched with it, as holds for the usual row-wise layers up to
+exact ties). Reusing the selection draws for the estimation would make the bound unsound
+(DESIGN.md §5).
 
 Two implementations share the algorithm: :class:`Smooth` (torch, any device) and
 :class:`SmoothNumpy` (numpy + a logits callable such as an onnxruntime session). This module imports
@@ -181,7 +183,9 @@ class Smooth(_SmoothedClassifier):
 
     Noise is generated on the CPU from ``torch.Generator`` streams and moved to ``device``; the
     classifier is evaluated under ``torch.inference_mode`` in batches of at most ``batch_size``
-    (and at most one noise chunk). The classifier must already live on ``device``.
+    (and at most one noise chunk; the logit-space path of :meth:`for_linear_head` takes whole
+    chunks). The classifier must already live on ``device`` and, if it is a
+    module, be in eval mode. While the classifier evaluates one chunk, the next is generated.
     """
 
     def __init__(
@@ -280,13 +284,12 @@ class Smooth(_SmoothedClassifier):
             base = None if factor is None else self.classifier(z[None])
             for noise in prefetched(draw, chunk_sizes(num, dim)):
                 noise = noise.to(self.device)
+                if factor is not None:  # C-dim rows are small: the whole chunk at once
+                    self._count(torch.addmm(base, noise, factor), counts)
+                    continue
                 for start in range(0, len(noise), self.batch_size):
-                    batch = noise[start : start + self.batch_size]
-                    if factor is None:
-                        logits = self.classifier(batch.add_(z))
-                    else:
-                        logits = torch.addmm(base, batch, factor)
-                    self._count(logits, counts)
+                    batch = noise[start : start + self.batch_size].add_(z)
+                    self._count(self.classifier(batch), counts)
         return counts.numpy()
 
 
@@ -344,14 +347,18 @@ def ort_session(path: str | Path, prefer_gpu: bool = False) -> tuple[Any, str]:
     """An onnxruntime session for ``path`` and the execution provider it actually uses.
 
     CUDA is requested only when ``prefer_gpu`` and the installed onnxruntime offers it; the provider
-    reported is ``session.get_providers()[0]`` (what runs), not what is merely available.
+    reported is ``session.get_providers()[0]`` (what runs), not what is merely available. Idle
+    intra-op threads do not spin: smoothing runs large batches, and spinning threads starve the
+    noise generation running beside them.
     """
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
     if prefer_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
-    session = ort.InferenceSession(str(path), providers=providers)
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=providers)
     return session, session.get_providers()[0]
 
 

@@ -168,7 +168,9 @@ def min_median_index(points: np.ndarray) -> int:
     def exact_sq_medians(rows: torch.Tensor) -> torch.Tensor:
         d2 = (left[rows] @ right).clamp_min_(0.0)
         d2[torch.arange(rows.numel()), rows] = -1.0  # self: always the smallest, then skipped
-        return torch.kthvalue(d2, rank + 1, dim=1).values
+        table = d2.numpy()
+        table.partition(rank, axis=1)  # in place; 0-based position `rank` = rank-th among others
+        return torch.from_numpy(table[:, rank].copy())
 
     rows = [torch.arange(min(PILOT_ROWS, count))]
     medians = [exact_sq_medians(rows[0])]
