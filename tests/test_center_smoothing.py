@@ -294,9 +294,12 @@ def test_bit_identical_across_batch_sizes_and_chunks(monkeypatch: pytest.MonkeyP
         )
 
 
-def test_bit_identical_in_subprocess() -> None:
+def test_bit_identical_in_subprocess_without_torch() -> None:
     cert = CenterSmoothing(smooth_base, 2, SMALL).certify(5, 18)
+    # The replay runs in a fresh process without torch (an auditor's numpy-only environment).
     code = BASE_SOURCE + (
+        "import sys\n"
+        "sys.modules['torch'] = None\n"
         "from lassi.producer.center_smoothing import CenterSmoothing, CenterSmoothingParams\n"
         "p = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=2000, n=2000, delta=0.1,"
         " batch_size=300)\n"
@@ -382,6 +385,8 @@ def test_affine_base_needs_eval_mode() -> None:
         base(torch.zeros(4, 1))
     with pytest.raises(ValueError):
         CenterSmoothing(enc, 1, SMALL).certify(0, 0)
+    with pytest.raises(ValueError):
+        CenterSmoothing(lambda t: np.full((len(t), 2), np.nan), 1, SMALL).certify(0, 0)
 
 
 def test_encoder_shapes() -> None:
@@ -400,6 +405,7 @@ def test_encoder_shapes() -> None:
     assert isinstance(mlp.net[-1], torch.nn.BatchNorm1d) and not mlp.net[-1].affine
     assert AuxClassifier(12, 4)(torch.randn(5, 12)).shape == (5, 4)
     assert LatentDecoder(12, 192, hidden=(20,))(torch.randn(5, 12)).shape == (5, 192)
+    assert LatentDecoder(12, 192, hidden=20)(torch.randn(5, 12)).shape == (5, 192)
 
 
 # ---------------------------------------------------------------- losses

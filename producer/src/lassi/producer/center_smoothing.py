@@ -20,20 +20,28 @@ of :mod:`lassi.spec.seeding` (float64, in chunks whose size never depends on the
 size), so a certificate is bit-identical whatever batch size, process or sample order computed it,
 and an auditor can replay the draws with any runtime (e.g. onnxruntime) for the base function.
 Distances are ℓ2 in representation space, computed in float64 from the float32 center.
+
+The module needs only numpy and the standard library; torch is used only when the base function
+is a torch module or returns tensors (and is then already imported by the caller), so an auditor
+can replay certificates with a numpy callable such as an onnxruntime session.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lassi.spec.seeding import Stage, numpy_rng
+
+if TYPE_CHECKING:
+    import torch
 
 # Noise rows are drawn from a stage's stream in chunks of this many rows (a property of the
 # stream only: numpy's normal draws are sequential, so the values never depend on it either).
@@ -42,7 +50,7 @@ NOISE_CHUNK_ROWS = 1 << 16
 # threshold; the other rows are pruned with lower bounds from a PROJECTION_DIM-dimensional
 # principal subspace (found on the first PCA_ROWS draws), and only survivors get exact medians.
 # Rows are handled SELECTION_BLOCK at a time, so memory is O(n0 · block).
-PILOT_ROWS = 256
+PILOT_ROWS = 128
 PROJECTION_DIM = 32
 PCA_ROWS = 2048
 SELECTION_BLOCK = 512
@@ -135,12 +143,13 @@ def distances_to(points: np.ndarray, center: np.ndarray) -> np.ndarray:
     return np.sqrt(np.sum(diff * diff, axis=1))
 
 
-def _gram_factors(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _gram_factors(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Factors L [N, k+2], R [k+2, N] with (L @ R)_ij = ||p_i − p_j||² (one matmul per block):
     rows [p_i, ||p_i||², 1] against columns [−2 p_j, 1, ||p_j||²]."""
-    sq = (points * points).sum(dim=1, keepdim=True)
-    ones = torch.ones_like(sq)
-    return torch.cat([points, sq, ones], dim=1), torch.cat([-2.0 * points, ones, sq], dim=1).T
+    sq = np.einsum("ij,ij->i", points, points)[:, None]
+    ones = np.ones_like(sq)
+    left = np.hstack([points, sq, ones])
+    return left, np.ascontiguousarray(np.hstack([-2.0 * points, ones, sq]).T)
 
 
 def min_median_index(points: np.ndarray) -> int:
@@ -151,51 +160,65 @@ def min_median_index(points: np.ndarray) -> int:
     of the smallest (far above Gram rounding) count as ties and the lowest index wins, so exact
     ties (e.g. two points, or repeated outputs) resolve like a brute-force argmin.
 
-    Exact, but fast: the first ``PILOT_ROWS`` rows give a threshold τ (their best median); a later
-    row can only reach τ if at least ⌈(n0 − 1)/2⌉ of its distances are below τ, and distances
-    after an orthogonal projection are lower bounds of the true ones, so a cheap float32 count in
-    a ``PROJECTION_DIM``-dimensional principal subspace discards almost every other row before
-    its exact median is computed. Memory is O(n0 · SELECTION_BLOCK).
+    Exact, but fast. The first ``PILOT_ROWS`` rows give a threshold τ (their best median). A later
+    row can only reach τ if at least ⌈(n0 − 1)/2⌉ of its squared distances are below τ, and
+    distances after an orthogonal projection are lower bounds of the true ones. So each block
+    of rows passes two cheap filters before its exact medians are computed: a count along the
+    first principal axis (sorted coordinates and a binary search), then a float32 count in the
+    ``PROJECTION_DIM``-dimensional principal subspace. Memory is O(n0 · SELECTION_BLOCK).
     """
-    x = torch.as_tensor(np.asarray(points, dtype=np.float64))
+    x = np.asarray(points, dtype=np.float64)
     count = x.shape[0]
-    x = x - x.mean(dim=0)
+    x = x - x.mean(axis=0)
     left, right = _gram_factors(x)
     max_sq = float(left[:, -2].max())
     tie = TIE_TOLERANCE * max_sq
     rank = (count - 2) // 2 + 1  # 1-based rank of the lower median among the n0 − 1 others
 
-    def exact_sq_medians(rows: torch.Tensor) -> torch.Tensor:
-        d2 = (left[rows] @ right).clamp_min_(0.0)
-        d2[torch.arange(rows.numel()), rows] = -1.0  # self: always the smallest, then skipped
-        table = d2.numpy()
-        table.partition(rank, axis=1)  # in place; 0-based position `rank` = rank-th among others
-        return torch.from_numpy(table[:, rank].copy())
+    def exact_sq_medians(rows: np.ndarray) -> np.ndarray:
+        d2 = np.maximum(left[rows] @ right, 0.0)
+        d2[np.arange(rows.size), rows] = -1.0  # self: always the smallest, then skipped
+        d2.partition(rank, axis=1)  # in place; 0-based position `rank` = rank-th among others
+        return d2[:, rank].copy()
 
-    rows = [torch.arange(min(PILOT_ROWS, count))]
+    rows = [np.arange(min(PILOT_ROWS, count))]
     medians = [exact_sq_medians(rows[0])]
     tau = float(medians[0].min())
     if count > PILOT_ROWS and tau > tie:  # (else no later row can win: ties keep the lowest index)
-        # An orthonormal basis of the dominant subspace (randomized range finder with one power
-        # iteration on the first PCA_ROWS points): its quality only affects how much is pruned.
-        sample = x[:PCA_ROWS]
-        gen = torch.Generator().manual_seed(0)
-        probe = torch.randn(sample.shape[0], PROJECTION_DIM, generator=gen, dtype=x.dtype)
-        basis = torch.linalg.qr(sample.T @ probe).Q
-        basis = torch.linalg.qr(sample.T @ (sample @ basis)).Q
-        y_left, y_right = _gram_factors((x @ basis).to(torch.float32))
-        slack = 1e-4 * max_sq  # bounds the float32 rounding of the projected squared distances
+        y = _principal_coordinates(x)
+        axis, axis_sorted = y[:, 0], np.sort(y[:, 0])
+        y_left, y_right = _gram_factors(y.astype(np.float32))
+        slack = 1e-4 * max_sq  # bounds the rounding of the projected squared distances
         for start in range(PILOT_ROWS, count, SELECTION_BLOCK):
-            block = torch.arange(start, min(start + SELECTION_BLOCK, count))
+            block = np.arange(start, min(start + SELECTION_BLOCK, count))
+            # Filter 1: (y_i1 − y_j1)² ≤ d²_ij; count the j within reach on the first axis.
+            reach = math.sqrt(tau + tie + slack)
+            hi = np.searchsorted(axis_sorted, axis[block] + reach, side="right")
+            lo = np.searchsorted(axis_sorted, axis[block] - reach, side="left")
+            block = block[hi - lo - 1 >= rank]  # minus self
+            # Filter 2: the same count in the principal subspace.
             lower = y_left[block] @ y_right
-            below = (lower < tau + tie + slack).sum(dim=1) - 1  # minus self
-            survivors = block[below >= rank]
-            if survivors.numel() > 0:
-                rows.append(survivors)
-                medians.append(exact_sq_medians(survivors))
+            below = np.count_nonzero(lower < tau + tie + slack, axis=1) - 1
+            block = block[below >= rank]
+            if block.size > 0:
+                rows.append(block)
+                medians.append(exact_sq_medians(block))
                 tau = min(tau, float(medians[-1].min()))
-    all_rows, all_medians = torch.cat(rows), torch.cat(medians)
+    all_rows, all_medians = np.concatenate(rows), np.concatenate(medians)
     return int(all_rows[all_medians <= tau + tie].min())
+
+
+def _principal_coordinates(x: np.ndarray) -> np.ndarray:
+    """Coordinates [N, PROJECTION_DIM] of x in an orthonormal basis of its dominant subspace,
+    axes by decreasing variance (randomized range finder with one power iteration on the first
+    PCA_ROWS rows, then a small eigendecomposition). Only the pruning rate depends on it."""
+    sample = x[:PCA_ROWS]
+    probe = np.random.default_rng(0).standard_normal((sample.shape[0], PROJECTION_DIM))
+    basis = np.linalg.qr(sample.T @ probe)[0]
+    basis = np.linalg.qr(sample.T @ (sample @ basis))[0]
+    y = x @ basis
+    axes = np.linalg.eigh(y.T @ y)[1][:, ::-1]
+    return y @ axes
 
 
 class CenterSmoothing:
@@ -209,8 +232,7 @@ class CenterSmoothing:
 
     def __init__(
         self,
-        base: Callable[[np.ndarray], np.ndarray | torch.Tensor]
-        | Callable[[torch.Tensor], torch.Tensor],
+        base: Callable[[np.ndarray], Any] | Callable[[torch.Tensor], torch.Tensor],
         m: int,
         params: CenterSmoothingParams = CenterSmoothingParams(),
         *,
@@ -221,13 +243,13 @@ class CenterSmoothing:
         self.base = base
         self.m = m
         self.params = params
-        self.torch_input = isinstance(base, torch.nn.Module) if torch_input is None else torch_input
+        self.torch_input = _is_torch_module(base) if torch_input is None else torch_input
 
     def certify(self, seed: int, sample_id: int) -> CenterCertificate:
         """Steps 1-4 of center smoothing (Kumar & Goldstein 2021; DESIGN.md §2) at t = 0."""
         start = time.perf_counter()
         p = self.params
-        if isinstance(self.base, torch.nn.Module) and self.base.training:
+        if _is_torch_module(self.base) and self.base.training:
             raise ValueError("the base module must be in eval mode (BatchNorm couples a batch)")
 
         # Step 1: n0 selection draws; ẑ = the draw with the smallest median distance; r̂ = it.
@@ -238,7 +260,7 @@ class CenterSmoothing:
         r_hat = lower_median(distances_to(others, center))
         del outputs, others
 
-        # Step 2: n0 fresh draws; p̂ = fraction within r̂; abstain unless max(Δ1, Δ2) ≤ Δ.
+        # Step 2: n0 fresh draws; p̂ = fraction with distance ≤ r̂; abstain unless max(Δ1, Δ2) ≤ Δ.
         d_test = self._sample_distances(seed, sample_id, Stage.ABSTAIN_TEST, p.n0, center)
         p_hat = float(np.count_nonzero(d_test <= r_hat)) / p.n0
         delta1, delta2 = abstain_margins(p_hat, p.n0, p.alpha1)
@@ -256,7 +278,9 @@ class CenterSmoothing:
         r_cs = (1.0 + p.beta) * big_r_hat
         return CenterCertificate(center, r_cs, False, "", r_hat, p_hat, _since(start), q)
 
-    def _noise_batches(self, seed: int, sample_id: int, stage: Stage, count: int) -> Iterator:
+    def _noise_batches(
+        self, seed: int, sample_id: int, stage: Stage, count: int
+    ) -> Iterator[np.ndarray]:
         """t = σ · N(0, I_m) in float64 from the stage's stream, yielded batch_size rows at a time."""
         rng = numpy_rng(seed, sample_id, stage)
         batch = self.params.batch_size
@@ -268,17 +292,23 @@ class CenterSmoothing:
 
     def _evaluate(self, t: np.ndarray) -> np.ndarray:
         """The base function on one noise batch, as a numpy array [B, k]."""
-        with torch.inference_mode():
-            if self.torch_input:
-                dtype, device = _tensor_spec(self.base)
-                out = self.base(torch.from_numpy(t).to(dtype=dtype, device=device))
-            else:
-                out = self.base(t)
-        if isinstance(out, torch.Tensor):
-            out = out.detach().cpu().numpy()
+        torch = _import_torch() if self.torch_input else sys.modules.get("torch")
+        if torch is None:  # a numpy-only caller
+            out = self.base(t)
+        else:
+            with torch.inference_mode():
+                if self.torch_input:
+                    dtype, device = _tensor_spec(self.base)
+                    out = self.base(torch.from_numpy(t).to(dtype=dtype, device=device))
+                else:
+                    out = self.base(t)
+            if isinstance(out, torch.Tensor):
+                out = out.detach().cpu().numpy()
         out = np.asarray(out)
         if out.ndim != 2 or out.shape[0] != t.shape[0]:
             raise ValueError(f"base returned shape {out.shape} for {t.shape[0]} draws")
+        if not np.isfinite(out).all():
+            raise ValueError("base returned non-finite values")
         return out
 
     def _sample_outputs(self, seed: int, sample_id: int, stage: Stage, count: int) -> np.ndarray:
@@ -298,8 +328,21 @@ class CenterSmoothing:
         return distances
 
 
+def _import_torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _is_torch_module(base: object) -> bool:
+    """Whether base is a torch module (torch is loaded if the caller built one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(base, torch.nn.Module)
+
+
 def _tensor_spec(base: object) -> tuple[torch.dtype, torch.device]:
     """dtype and device of a module's first floating parameter or buffer (float32 on CPU else)."""
+    torch = _import_torch()
     if isinstance(base, torch.nn.Module):
         for tensor in [*base.parameters(), *base.buffers()]:
             if tensor.is_floating_point():

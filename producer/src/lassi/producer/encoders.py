@@ -150,13 +150,13 @@ class AuxClassifier(nn.Module):
 
 class LatentDecoder(nn.Module):
     """Reconstructs the (flattened) Glow latent from the representation, for the λ_rec term:
-    (Linear + ReLU) per hidden layer, then Linear(output_dim)."""
+    (Linear + ReLU) per hidden layer (an int: one layer of that width), then Linear(output_dim)."""
 
-    def __init__(self, k: int, output_dim: int, hidden: Sequence[int] = (1024,)) -> None:
+    def __init__(self, k: int, output_dim: int, hidden: int | Sequence[int] = (1024,)) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         width = k
-        for size in hidden:
+        for size in (hidden,) if isinstance(hidden, int) else hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             width = size
         layers.append(nn.Linear(width, output_dim))
