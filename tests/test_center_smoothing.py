@@ -19,15 +19,7 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
-import lassi.producer.center_smoothing as cs_module
-from lassi.producer.center_smoothing import (
-    CenterSmoothing,
-    CenterSmoothingParams,
-    abstain_margins,
-    lower_median,
-    min_median_index,
-    quantile_level,
-)
+import lassi.spec.center_smoothing as cs_module
 from lassi.producer.encoders import (
     AuxClassifier,
     ImageResNet18,
@@ -40,6 +32,14 @@ from lassi.producer.losses import (
     contrastive_loss,
     random_attack,
     sample_ball,
+)
+from lassi.spec.center_smoothing import (
+    CenterSmoothing,
+    CenterSmoothingParams,
+    abstain_margins,
+    lower_median,
+    min_median_index,
+    quantile_level,
 )
 from lassi.spec.seeding import Stage, numpy_rng
 
@@ -300,7 +300,7 @@ def test_bit_identical_in_subprocess_without_torch() -> None:
     code = BASE_SOURCE + (
         "import sys\n"
         "sys.modules['torch'] = None\n"
-        "from lassi.producer.center_smoothing import CenterSmoothing, CenterSmoothingParams\n"
+        "from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams\n"
         "p = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=2000, n=2000, delta=0.1,"
         " batch_size=300)\n"
         "c = CenterSmoothing(base, 2, p).certify(5, 18)\n"
@@ -488,3 +488,22 @@ def test_adversarial_and_combined_loss() -> None:
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
     plain = LassiLoss()(enc, aux, z, y)
     assert float(plain["adv"]) == float(plain["contr"]) == float(plain["rec"]) == 0.0
+
+
+def test_random_attack_affine_matches_the_plain_attack() -> None:
+    """The first-layer-once attack picks the same candidates as the plain random attack."""
+    from lassi.producer.encoders import LatentMLP
+    from lassi.producer.losses import random_attack, random_attack_affine
+
+    torch.manual_seed(0)
+    mlp = LatentMLP(24, (16, 8), 6).double()
+    mlp.train()
+    mlp(torch.randn(64, 24, dtype=torch.float64))  # non-trivial BatchNorm statistics
+    z = torch.randn(9, 24, dtype=torch.float64)
+    vectors = torch.randn(2, 24, dtype=torch.float64)
+    plain = random_attack(mlp, z, vectors, 1.0, 17, torch.Generator().manual_seed(3))
+    fast = random_attack_affine(
+        mlp, z, vectors, 1.0, 17, torch.Generator().manual_seed(3), max_elements=50
+    )
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    assert mlp.training

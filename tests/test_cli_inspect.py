@@ -47,7 +47,10 @@ def test_inspect_bad_file_is_one_line_with_exit_code(tmp_path: Path, main) -> No
 def test_schema_export_and_version() -> None:
     result = CliRunner().invoke(regulator_main, ["inspect", "--schema", "similarity_spec"])
     schema = json.loads(result.output)
-    assert "epsilon" in schema["properties"] and schema["properties"]["epsilon"]["exclusiveMinimum"] == 0
+    assert (
+        "epsilon" in schema["properties"]
+        and schema["properties"]["epsilon"]["exclusiveMinimum"] == 0
+    )
     version = CliRunner().invoke(consumer_main, ["--version"])
     assert version.exit_code == 0 and "lassi-consumer" in version.output
 

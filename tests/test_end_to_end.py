@@ -154,6 +154,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "1500",
             "--n",
             "2000",
+            "--delta",
+            "0.1",
             "--quiet",
             "--out",
             str(p["test"]),
@@ -339,3 +341,35 @@ def test_verify_refuses_mismatched_inputs(chain: dict[str, Path], tmp_path: Path
         and "encoder" in result.output
         and not out.exists()
     )
+
+
+def test_export_and_audit_confirms_honest_and_flags_shrunk_claims(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    from factories import write_raw
+
+    onnx_dir = tmp_path / "onnx"
+    export = ["export-onnx", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"])]
+    out = run(producer, [*export, "--out-dir", str(onnx_dir)])
+    assert "pipeline.onnx" in out and "base_function.onnx" in out
+    bundle = read_artifact(chain["test"], expect=RepresentationBundle)
+    certified = bundle.tensors["ids"][bundle.tensors["status"] == 0][:3]
+    assert len(certified) == 3, "the chain should certify at least 3 of its 6 test samples"
+    audit = [
+        "audit",
+        "--spec",
+        str(chain["spec"]),
+        "--base-function",
+        str(onnx_dir / "base_function.onnx"),
+    ]
+    ids = ["--ids", ",".join(str(i) for i in certified)]
+    honest = CliRunner().invoke(regulator, [*audit, "--bundle", str(chain["test"]), *ids, "--json"])
+    assert honest.exit_code == 0, honest.output
+    rows = json.loads(honest.output[: honest.output.rindex("]") + 1])
+    assert [r["verdict"] for r in rows] == ["confirmed"] * 3
+    shrunk = dict(bundle.tensors, r_cs=(bundle.tensors["r_cs"] * 0.9).astype(np.float32))
+    forged = tmp_path / "forged.safetensors"
+    write_raw(forged, bundle.meta.model_dump_json(), shrunk)
+    flagged = CliRunner().invoke(regulator, [*audit, "--bundle", str(forged), *ids])
+    assert flagged.exit_code == EXIT_CODES["integrity"]
+    assert flagged.output.count("| understated |") == 3 and "not confirmed" in flagged.output

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,17 +24,26 @@ def _imported_lassi_packages(folder: str) -> set[str]:
     found = set()
     for path in (ROOT / folder / "src").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lassi."):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.startswith("lassi.")
+            ):
                 found.add(node.module.split(".")[1])
             elif isinstance(node, ast.Import):
-                found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("lassi."))
+                found.update(
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("lassi.")
+                )
     return found
 
 
 def test_declared_dependency_direction() -> None:
     assert not {d for d in _deps("spec_schema") if d.startswith("lassi")}
     assert {d for d in _deps("regulator") if d.startswith("lassi")} == {"lassi-spec"}
-    assert {d for d in _deps("producer") if d.startswith("lassi")} == {"lassi-spec", "lassi-regulator"}
+    assert {d for d in _deps("producer") if d.startswith("lassi")} == {
+        "lassi-spec",
+        "lassi-regulator",
+    }
     assert {d for d in _deps("consumer") if d.startswith("lassi")} == {"lassi-spec"}
 
 

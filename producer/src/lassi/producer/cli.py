@@ -214,8 +214,8 @@ def encode_command(
     **options: Any,
 ) -> None:
     """Encode a data split into a representation bundle (certified with --certify)."""
-    from lassi.producer.center_smoothing import CenterSmoothingParams
     from lassi.producer.encode import encode_split
+    from lassi.spec.center_smoothing import CenterSmoothingParams
 
     data = _data_for_spec(spec, options)
     params = None

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from lassi.producer.center_smoothing import CenterSmoothing, CenterSmoothingParams
 from lassi.producer.latents import TOOL, glow_latents
 from lassi.producer.training import LatentPipeline, build_encoder
 from lassi.regulator.data_config import DatasetConfig, make_source
@@ -30,6 +29,7 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
+from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 from lassi.spec.torch_state import (
     checkpoint_interval,
     load_checkpoint,

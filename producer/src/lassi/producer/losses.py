@@ -83,6 +83,51 @@ def random_attack(
             encoder.train(was_training)
 
 
+@torch.no_grad()
+def random_attack_affine(
+    mlp: nn.Module,
+    z: Tensor,
+    attr_vectors: Tensor,
+    epsilon: float,
+    n_points: int,
+    generator: torch.Generator | None = None,
+    max_elements: int = 1 << 25,
+) -> Tensor:
+    """:func:`random_attack` for a :class:`LatentMLP`, same draws and same result, faster.
+
+    In eval mode the first Linear + BatchNorm is affine, so for every candidate
+    g(z + t A) = g(z) + t (s ⊙ W A): the expensive first layer runs once per input instead of
+    once per candidate (the affine trick of center smoothing, applied to the attack).
+    """
+    was_training = mlp.training
+    mlp.eval()
+    try:
+        batch, m = z.shape[0], attr_vectors.shape[0]
+        directions = attr_vectors.reshape(m, -1).to(z)
+        t = sample_ball(generator, batch * n_points, m, epsilon, dtype=z.dtype)
+        t = t.to(z.device).reshape(batch, n_points, m)
+        linear, norm = mlp.net[0], mlp.net[1]
+        tail = nn.Sequential(*mlp.net[2:])
+        h0 = norm(linear(z.reshape(batch, -1)))
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        h = (directions @ linear.weight.T) * scale
+        reference = tail(h0)
+        distances = torch.empty(batch, n_points, dtype=reference.dtype, device=z.device)
+        step = max(1, max_elements // max(1, batch * h.shape[1]))
+        for j in range(0, n_points, step):
+            tj = t[:, j : j + step]
+            hidden = (h0[:, None, :] + tj @ h).reshape(-1, h.shape[1])
+            out = tail(hidden).reshape(batch, tj.shape[1], -1)
+            distances[:, j : j + step] = torch.linalg.vector_norm(out - reference[:, None], dim=2)
+        best = distances.argmax(dim=1)
+        chosen = t[torch.arange(batch, device=z.device), best]
+        return (z.reshape(batch, -1) + chosen @ directions).reshape(z.shape)
+    finally:
+        mlp.train(was_training)
+
+
 def adversarial_loss(r: Tensor, r_adv: Tensor, delta_adv: float = 0.0) -> Tensor:
     """L_adv = mean_b max(0, ||r_b − r_adv,b||₂ − δ_adv)."""
     return torch.relu(torch.linalg.vector_norm(r - r_adv, dim=1) - delta_adv).mean()

@@ -24,7 +24,12 @@ from tqdm import tqdm
 
 from lassi.producer.encoders import AuxClassifier, ImageResNet18, LatentDecoder, LatentMLP
 from lassi.producer.latents import TOOL, glow_latents
-from lassi.producer.losses import adversarial_loss, contrastive_loss, random_attack
+from lassi.producer.losses import (
+    adversarial_loss,
+    contrastive_loss,
+    random_attack,
+    random_attack_affine,
+)
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import EncoderCard, EncoderTraining, LossWeights, UsageError, write_artifact
@@ -187,7 +192,12 @@ def train_encoder(
                         config.seed, epoch * steps_per_epoch + step, Stage.TRAINING, PURPOSE_ATTACK
                     )
                 )
-                z_adv = random_attack(pipeline, z, vectors, eps, lam.attack_points, generator)
+                if pipeline.glow[0] is None and isinstance(pipeline.encoder, LatentMLP):
+                    z_adv = random_attack_affine(
+                        pipeline.encoder, z, vectors, eps, lam.attack_points, generator
+                    )
+                else:
+                    z_adv = random_attack(pipeline, z, vectors, eps, lam.attack_points, generator)
                 both = pipeline(torch.cat([z, z_adv]))
                 r, r_adv = both[: len(z)], both[len(z) :]
                 terms["adv"] = adversarial_loss(r, r_adv, lam.delta_adv)
@@ -206,7 +216,9 @@ def train_encoder(
             loss.backward()
             optimizer.step()
             correct += int((logits.argmax(1) == y).sum())
-            bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False)
+            bar.set_postfix(
+                {k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False
+            )
             bar.update(1)
         train_acc = correct / n
         val_acc = _accuracy(pipeline, aux, z_val, y_val)

@@ -60,12 +60,16 @@ def audit_bundle(
     import onnxruntime as ort
 
     sim = SimilaritySet.load(spec_path)
-    bundle = read_artifact(bundle_path, expect=RepresentationBundle, parents={"similarity_spec": sim.sha256})
+    bundle = read_artifact(
+        bundle_path, expect=RepresentationBundle, parents={"similarity_spec": sim.sha256}
+    )
     meta, t = bundle.meta, bundle.tensors
     if not meta.certified or meta.certificate is None:
         raise UsageError(bundle_path, "is a plain bundle; the audit needs a certified one")
     if meta.data is None:
-        raise IntegrityError(bundle_path, "records no data provenance; its samples cannot be re-created")
+        raise IntegrityError(
+            bundle_path, "records no data provenance; its samples cannot be re-created"
+        )
     graph = load_checked_onnx(onnx_path, inputs={"z_g": 2, "t": 2}, outputs={"z": 2})
     parents = onnx_card(graph).get("parents", {})
     if parents.get("similarity_spec") != sim.sha256:
@@ -85,14 +89,28 @@ def audit_bundle(
     z_g = sim.encode_images(source.images(chosen)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     c = meta.certificate
-    params = CenterSmoothingParams(sigma=c.sigma_enc, epsilon=c.epsilon, n0=c.n0, n=c.n, alpha1=c.alpha1,
-                                   alpha2=c.alpha2, delta=c.delta, beta=c.beta, batch_size=batch_size)
+    params = CenterSmoothingParams(
+        sigma=c.sigma_enc,
+        epsilon=c.epsilon,
+        n0=c.n0,
+        n=c.n,
+        alpha1=c.alpha1,
+        alpha2=c.alpha2,
+        delta=c.delta,
+        beta=c.beta,
+        batch_size=batch_size,
+    )
     rows = []
     for j, sample_id in enumerate(ids):
         i = rows_of[sample_id]
         cert = CenterSmoothing(onnx_base(session, z_g[j]), sim.m, params).certify(c.seed, sample_id)
-        replayed_status = (CenterStatus.CERTIFIED if not cert.abstained
-                           else CenterStatus.ABSTAIN_DELTA if cert.reason == "delta" else CenterStatus.ABSTAIN_Q)
+        replayed_status = (
+            CenterStatus.CERTIFIED
+            if not cert.abstained
+            else CenterStatus.ABSTAIN_DELTA
+            if cert.reason == "delta"
+            else CenterStatus.ABSTAIN_Q
+        )
         claimed = float(t["r_cs"][i])
         distance = float(np.linalg.norm(cert.center.astype(np.float64) - t["z_cs"][i]))
         if int(t["status"][i]) != int(replayed_status):
@@ -103,6 +121,15 @@ def audit_bundle(
             verdict = "overstated"
         else:
             verdict = "confirmed"
-        rows.append(AuditRow(sample_id, int(t["status"][i]), int(replayed_status), claimed, float(cert.r_cs),
-                             distance, verdict))
+        rows.append(
+            AuditRow(
+                sample_id,
+                int(t["status"][i]),
+                int(replayed_status),
+                claimed,
+                float(cert.r_cs),
+                distance,
+                verdict,
+            )
+        )
     return rows

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
-from lassi.spec.cli import role_group, tool_name
+from lassi.spec.cli import role_group, tool_name, trusted_inputs
 
 TOOL = tool_name("lassi-regulator")
 
@@ -174,6 +174,78 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
         per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
         click.echo(f"fidelity {meta.fidelity.overall:.3f} ({per})")
     click.echo(f"wrote {out}")
+
+
+@main.command("audit")
+@trusted_inputs("bundle", "base_function")
+@click.option(
+    "--spec",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The regulator's similarity spec.",
+)
+@click.option(
+    "--base-function",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The producer's base_function.onnx (lassi-producer export-onnx).",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The producer's certified bundle.",
+)
+@click.option(
+    "--ids",
+    default=None,
+    help="Comma-separated sample ids to re-check (default: the first --count).",
+)
+@click.option("--count", type=int, default=5, show_default=True)
+@click.option(
+    "--tolerance", type=float, default=0.01, show_default=True, help="Relative tolerance on r_CS."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the per-sample results as JSON.")
+def audit_command(
+    spec: Path,
+    base_function: Path,
+    bundle: Path,
+    ids: str | None,
+    count: int,
+    tolerance: float,
+    as_json: bool,
+) -> None:
+    """Replay center smoothing in onnxruntime and confirm or flag the bundle's r_CS claims."""
+    import dataclasses
+    import json
+
+    from lassi.regulator.audit import audit_bundle
+    from lassi.spec import IntegrityError
+
+    try:
+        chosen = None if ids is None else [int(i) for i in ids.split(",") if i.strip()]
+    except ValueError:
+        raise UsageError(None, f"--ids must be comma-separated integers, got {ids!r}") from None
+    if not 0 <= tolerance < 1 or count < 1:
+        raise UsageError(None, "need 0 <= --tolerance < 1 and --count >= 1")
+    rows = audit_bundle(spec, base_function, bundle, ids=chosen, count=count, tolerance=tolerance)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+    else:
+        click.echo("| id | claimed r_CS | replayed r_CS | center distance | verdict |")
+        click.echo("| --- | --- | --- | --- | --- |")
+        for r in rows:
+            click.echo(
+                f"| {r.sample_id} | {r.claimed_r_cs:.5f} | {r.replayed_r_cs:.5f} | {r.center_distance:.2e} | {r.verdict} |"
+            )
+    flagged = [r for r in rows if r.verdict != "confirmed"]
+    if flagged:
+        raise IntegrityError(
+            bundle,
+            f"{len(flagged)} of {len(rows)} re-checked r_CS claims not confirmed "
+            f"(e.g. sample {flagged[0].sample_id}: {flagged[0].verdict})",
+        )
+    click.echo(f"all {len(rows)} re-checked claims confirmed within {tolerance:.1%}", err=True)
 
 
 def _threads(threads: int | None) -> None:

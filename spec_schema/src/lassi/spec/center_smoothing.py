@@ -1,0 +1,354 @@
+"""Center smoothing of the producer's encoder along the latent similarity set.
+
+LASSI (paper Sec. 4.3) smooths f(t) = E_L(z_G + Σ_i t_i a_i) (or E_L(D_G(...)) for an image
+encoder) at t = 0 with Gaussian noise t ~ N(0, σ² I_m) in the m-dimensional attribute space, using
+center smoothing (Kumar & Goldstein, 2021, "Center smoothing: certified robustness for networks
+with structured outputs", Algorithms 1-2). With probability ≥ 1 − α1 − α2, every t' with
+||t'||₂ ≤ ε has a smoothed output within r_CS of the returned center ẑ. The steps, exactly as in
+DESIGN.md §2 (the brief wins over the paper):
+
+1. n0 *selection* draws; the center ẑ is the draw with the smallest median distance to the others
+   (a β = 2 approximate minimum enclosing ball of half the mass); r̂ = that median distance.
+2. n0 *fresh* draws; p̂ = fraction within r̂ of ẑ; Δ1 = sqrt(ln(2/α1) / (2 n0)),
+   Δ2 = 1/2 − (p̂ − Δ1); abstain unless max(Δ1, Δ2) ≤ Δ.
+3. q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2 n)); abstain if q > 1.
+4. n *fresh* draws; R̂ = the ⌈q n⌉-th smallest distance to ẑ (an order statistic: an interpolated
+   quantile is not conservative); r_CS = (1 + β) R̂.
+
+Randomness: each stage draws from its own per-sample stream ``numpy_rng(seed, sample_id, stage)``
+of :mod:`lassi.spec.seeding` (float64, in chunks whose size never depends on the evaluation batch
+size), so a certificate is bit-identical whatever batch size, process or sample order computed it,
+and an auditor can replay the draws with any runtime (e.g. onnxruntime) for the base function.
+Distances are ℓ2 in representation space, computed in float64 from the float32 center.
+
+The module needs only numpy and the standard library; torch is used only when the base function
+is a torch module or returns tensors (and is then already imported by the caller), so an auditor
+can replay certificates with a numpy callable such as an onnxruntime session.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lassi.spec.seeding import Stage, numpy_rng
+
+if TYPE_CHECKING:
+    import torch
+
+# Noise rows are drawn from a stage's stream in chunks of this many rows (a property of the
+# stream only: numpy's normal draws are sequential, so the values never depend on it either).
+NOISE_CHUNK_ROWS = 1 << 16
+# Step 1 selection (see min_median_index): exact medians of the first PILOT_ROWS draws give a
+# threshold; the other rows are pruned with lower bounds from a PROJECTION_DIM-dimensional
+# principal subspace (found on the first PCA_ROWS draws), and only survivors get exact medians.
+# Rows are handled SELECTION_BLOCK at a time, so memory is O(n0 · block).
+PILOT_ROWS = 128
+PROJECTION_DIM = 32
+PCA_ROWS = 2048
+SELECTION_BLOCK = 512
+TIE_TOLERANCE = 1e-10
+
+_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True)
+class CenterSmoothingParams:
+    """Center smoothing hyper-parameters (defaults: DESIGN.md §2, CelebA / 3D Shapes).
+
+    sigma: std of the t-noise σ_enc; epsilon: ℓ2 radius of the similarity set in t-space;
+    n0: selection and abstain-test draws (each); n: estimation draws; alpha1, alpha2: failure
+    probabilities of steps 2 and 4 (α_c = α1 + α2); delta: Δ of step 2; beta: the approximation
+    factor β of the minimum enclosing ball; batch_size: draws per base-function call.
+    """
+
+    sigma: float = 0.65
+    epsilon: float = 1.0
+    n0: int = 10_000
+    n: int = 10_000
+    alpha1: float = 0.005
+    alpha2: float = 0.005
+    delta: float = 0.05
+    beta: float = 2.0
+    batch_size: int = 2_000
+
+    def __post_init__(self) -> None:
+        if not (self.sigma > 0 and self.epsilon >= 0 and self.beta >= 1):
+            raise ValueError("need sigma > 0, epsilon >= 0 and beta >= 1")
+        if self.n0 < 2 or self.n < 1 or self.batch_size < 1:
+            raise ValueError("need n0 >= 2, n >= 1 and batch_size >= 1")
+        if not (0 < self.alpha1 < 1 and 0 < self.alpha2 < 1 and 0 < self.delta < 0.5):
+            raise ValueError("need 0 < alpha1, alpha2 < 1 and 0 < delta < 1/2")
+
+    @property
+    def alpha(self) -> float:
+        """α_c = α1 + α2: the certificate fails with probability at most this."""
+        return self.alpha1 + self.alpha2
+
+
+@dataclass
+class CenterCertificate:
+    """Result of :meth:`CenterSmoothing.certify` for one sample.
+
+    center: ẑ, float32 [k] (the step-1 choice, also when abstained); r_cs: the certified radius
+    (1 + β) R̂, 0.0 when abstained; reason: "" (certified), "delta" (step 2) or "q>1" (step 3);
+    r_hat: r̂ of step 1; p_hat: p̂ of step 2; q: the step-3 quantile level (nan if not reached);
+    seconds: wall time of the certification.
+    """
+
+    center: np.ndarray
+    r_cs: float
+    abstained: bool
+    reason: str
+    r_hat: float
+    p_hat: float
+    seconds: float
+    q: float = field(default=math.nan)
+
+
+def abstain_margins(p_hat: float, n0: int, alpha1: float) -> tuple[float, float]:
+    """Step 2: Δ1 = sqrt(ln(2/α1) / (2 n0)) and Δ2 = 1/2 − (p̂ − Δ1)."""
+    delta1 = math.sqrt(math.log(2.0 / alpha1) / (2.0 * n0))
+    return delta1, 0.5 - (p_hat - delta1)
+
+
+def quantile_level(params: CenterSmoothingParams) -> float:
+    """Step 3: q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2 n))."""
+    shifted = _NORMAL.cdf(_NORMAL.inv_cdf(0.5 + params.delta) + params.epsilon / params.sigma)
+    return shifted + math.sqrt(math.log(1.0 / params.alpha2) / (2.0 * params.n))
+
+
+def order_statistic(values: np.ndarray, rank: int) -> float:
+    """The ``rank``-th smallest value (1-based), without interpolation."""
+    if not 1 <= rank <= values.size:
+        raise ValueError(f"rank {rank} outside 1..{values.size}")
+    return float(np.partition(values, rank - 1)[rank - 1])
+
+
+def lower_median(values: np.ndarray) -> float:
+    """The median of an odd count, the lower of the two middle values of an even count."""
+    return order_statistic(values, (values.size + 1) // 2)
+
+
+def distances_to(points: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """ℓ2 distances [B] of points [B, k] to center [k], in float64 (row-wise, batch-independent)."""
+    diff = np.asarray(points, dtype=np.float64) - np.asarray(center, dtype=np.float64)
+    return np.sqrt(np.sum(diff * diff, axis=1))
+
+
+def _gram_factors(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Factors L [N, k+2], R [k+2, N] with (L @ R)_ij = ||p_i − p_j||² (one matmul per block):
+    rows [p_i, ||p_i||², 1] against columns [−2 p_j, 1, ||p_j||²]."""
+    sq = np.einsum("ij,ij->i", points, points)[:, None]
+    ones = np.ones_like(sq)
+    left = np.hstack([points, sq, ones])
+    return left, np.ascontiguousarray(np.hstack([-2.0 * points, ones, sq]).T)
+
+
+def min_median_index(points: np.ndarray) -> int:
+    """Step 1 selection: the index of the point with the smallest median distance to the others.
+
+    The median of the n0 − 1 distances is :func:`lower_median`'s. Squared distances come from
+    float64 Gram blocks of the mean-centred points; medians within ``TIE_TOLERANCE`` · max ||p||²
+    of the smallest (far above Gram rounding) count as ties and the lowest index wins, so exact
+    ties (e.g. two points, or repeated outputs) resolve like a brute-force argmin.
+
+    Exact, but fast. The first ``PILOT_ROWS`` rows give a threshold τ (their best median). A later
+    row can only reach τ if at least ⌈(n0 − 1)/2⌉ of its squared distances are below τ, and
+    distances after an orthogonal projection are lower bounds of the true ones. So each block
+    of rows passes two cheap filters before its exact medians are computed: a count along the
+    first principal axis (sorted coordinates and a binary search), then a float32 count in the
+    ``PROJECTION_DIM``-dimensional principal subspace. Memory is O(n0 · SELECTION_BLOCK).
+    """
+    x = np.asarray(points, dtype=np.float64)
+    count = x.shape[0]
+    x = x - x.mean(axis=0)
+    left, right = _gram_factors(x)
+    max_sq = float(left[:, -2].max())
+    tie = TIE_TOLERANCE * max_sq
+    rank = (count - 2) // 2 + 1  # 1-based rank of the lower median among the n0 − 1 others
+
+    def exact_sq_medians(rows: np.ndarray) -> np.ndarray:
+        d2 = np.maximum(left[rows] @ right, 0.0)
+        d2[np.arange(rows.size), rows] = -1.0  # self: always the smallest, then skipped
+        d2.partition(rank, axis=1)  # in place; 0-based position `rank` = rank-th among others
+        return d2[:, rank].copy()
+
+    rows = [np.arange(min(PILOT_ROWS, count))]
+    medians = [exact_sq_medians(rows[0])]
+    tau = float(medians[0].min())
+    if count > PILOT_ROWS and tau > tie:  # (else no later row can win: ties keep the lowest index)
+        y = _principal_coordinates(x)
+        axis, axis_sorted = y[:, 0], np.sort(y[:, 0])
+        y_left, y_right = _gram_factors(y.astype(np.float32))
+        slack = 1e-4 * max_sq  # bounds the rounding of the projected squared distances
+        for start in range(PILOT_ROWS, count, SELECTION_BLOCK):
+            block = np.arange(start, min(start + SELECTION_BLOCK, count))
+            # Filter 1: (y_i1 − y_j1)² ≤ d²_ij; count the j within reach on the first axis.
+            reach = math.sqrt(tau + tie + slack)
+            hi = np.searchsorted(axis_sorted, axis[block] + reach, side="right")
+            lo = np.searchsorted(axis_sorted, axis[block] - reach, side="left")
+            block = block[hi - lo - 1 >= rank]  # minus self
+            # Filter 2: the same count in the principal subspace.
+            lower = y_left[block] @ y_right
+            below = np.count_nonzero(lower < tau + tie + slack, axis=1) - 1
+            block = block[below >= rank]
+            if block.size > 0:
+                rows.append(block)
+                medians.append(exact_sq_medians(block))
+                tau = min(tau, float(medians[-1].min()))
+    all_rows, all_medians = np.concatenate(rows), np.concatenate(medians)
+    return int(all_rows[all_medians <= tau + tie].min())
+
+
+def _principal_coordinates(x: np.ndarray) -> np.ndarray:
+    """Coordinates [N, PROJECTION_DIM] of x in an orthonormal basis of its dominant subspace,
+    axes by decreasing variance (randomized range finder with one power iteration on the first
+    PCA_ROWS rows, then a small eigendecomposition). Only the pruning rate depends on it."""
+    sample = x[:PCA_ROWS]
+    probe = np.random.default_rng(0).standard_normal((sample.shape[0], PROJECTION_DIM))
+    basis = np.linalg.qr(sample.T @ probe)[0]
+    basis = np.linalg.qr(sample.T @ (sample @ basis))[0]
+    y = x @ basis
+    axes = np.linalg.eigh(y.T @ y)[1][:, ::-1]
+    return y @ axes
+
+
+class CenterSmoothing:
+    """Center smoothing certificate of a vector-valued base function f(t), t ∈ R^m, at t = 0.
+
+    ``base`` maps a batch of noise vectors t [B, m] to representations [B, k]. A
+    ``torch.nn.Module`` (e.g. :meth:`LatentMLP.affine_base`) receives a tensor of its parameters'
+    dtype and device and must be in eval mode; any other callable receives the float64 numpy
+    array (override with ``torch_input``). Outputs may be tensors or arrays.
+    """
+
+    def __init__(
+        self,
+        base: Callable[[np.ndarray], Any] | Callable[[torch.Tensor], torch.Tensor],
+        m: int,
+        params: CenterSmoothingParams = CenterSmoothingParams(),
+        *,
+        torch_input: bool | None = None,
+    ) -> None:
+        if m < 1:
+            raise ValueError(f"need m >= 1 sensitive attributes (got {m})")
+        self.base = base
+        self.m = m
+        self.params = params
+        self.torch_input = _is_torch_module(base) if torch_input is None else torch_input
+
+    def certify(self, seed: int, sample_id: int) -> CenterCertificate:
+        """Steps 1-4 of center smoothing (Kumar & Goldstein 2021; DESIGN.md §2) at t = 0."""
+        start = time.perf_counter()
+        p = self.params
+        if _is_torch_module(self.base) and self.base.training:
+            raise ValueError("the base module must be in eval mode (BatchNorm couples a batch)")
+
+        # Step 1: n0 selection draws; ẑ = the draw with the smallest median distance; r̂ = it.
+        outputs = self._sample_outputs(seed, sample_id, Stage.SELECTION, p.n0)
+        index = min_median_index(outputs)
+        center = outputs[index].astype(np.float32)
+        others = np.delete(outputs, index, axis=0)
+        r_hat = lower_median(distances_to(others, center))
+        del outputs, others
+
+        # Step 2: n0 fresh draws; p̂ = fraction with distance ≤ r̂; abstain unless max(Δ1, Δ2) ≤ Δ.
+        d_test = self._sample_distances(seed, sample_id, Stage.ABSTAIN_TEST, p.n0, center)
+        p_hat = float(np.count_nonzero(d_test <= r_hat)) / p.n0
+        delta1, delta2 = abstain_margins(p_hat, p.n0, p.alpha1)
+        if max(delta1, delta2) > p.delta:
+            return CenterCertificate(center, 0.0, True, "delta", r_hat, p_hat, _since(start))
+
+        # Step 3: q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2n)); abstain if q > 1.
+        q = quantile_level(p)
+        if q > 1.0:
+            return CenterCertificate(center, 0.0, True, "q>1", r_hat, p_hat, _since(start), q)
+
+        # Step 4: n fresh draws; R̂ = the ⌈q n⌉-th smallest distance; r_CS = (1 + β) R̂.
+        d_est = self._sample_distances(seed, sample_id, Stage.ESTIMATION, p.n, center)
+        big_r_hat = order_statistic(d_est, math.ceil(q * p.n))
+        r_cs = (1.0 + p.beta) * big_r_hat
+        return CenterCertificate(center, r_cs, False, "", r_hat, p_hat, _since(start), q)
+
+    def _noise_batches(
+        self, seed: int, sample_id: int, stage: Stage, count: int
+    ) -> Iterator[np.ndarray]:
+        """t = σ · N(0, I_m) in float64 from the stage's stream, yielded batch_size rows at a time."""
+        rng = numpy_rng(seed, sample_id, stage)
+        batch = self.params.batch_size
+        for chunk_start in range(0, count, NOISE_CHUNK_ROWS):
+            rows = min(NOISE_CHUNK_ROWS, count - chunk_start)
+            chunk = self.params.sigma * rng.standard_normal((rows, self.m))
+            for i in range(0, rows, batch):
+                yield chunk[i : i + batch]
+
+    def _evaluate(self, t: np.ndarray) -> np.ndarray:
+        """The base function on one noise batch, as a numpy array [B, k]."""
+        torch = _import_torch() if self.torch_input else sys.modules.get("torch")
+        if torch is None:  # a numpy-only caller
+            out = self.base(t)
+        else:
+            with torch.inference_mode():
+                if self.torch_input:
+                    dtype, device = _tensor_spec(self.base)
+                    out = self.base(torch.from_numpy(t).to(dtype=dtype, device=device))
+                else:
+                    out = self.base(t)
+            if isinstance(out, torch.Tensor):
+                out = out.detach().cpu().numpy()
+        out = np.asarray(out)
+        if out.ndim != 2 or out.shape[0] != t.shape[0]:
+            raise ValueError(f"base returned shape {out.shape} for {t.shape[0]} draws")
+        if not np.isfinite(out).all():
+            raise ValueError("base returned non-finite values")
+        return out
+
+    def _sample_outputs(self, seed: int, sample_id: int, stage: Stage, count: int) -> np.ndarray:
+        """All ``count`` outputs [count, k] of a stage (step 1 only: n0 rows)."""
+        batches = self._noise_batches(seed, sample_id, stage, count)
+        return np.concatenate([self._evaluate(t) for t in batches], axis=0)
+
+    def _sample_distances(
+        self, seed: int, sample_id: int, stage: Stage, count: int, center: np.ndarray
+    ) -> np.ndarray:
+        """Distances [count] of a stage's outputs to the center; outputs are never all kept."""
+        distances = np.empty(count, dtype=np.float64)
+        filled = 0
+        for t in self._noise_batches(seed, sample_id, stage, count):
+            distances[filled : filled + t.shape[0]] = distances_to(self._evaluate(t), center)
+            filled += t.shape[0]
+        return distances
+
+
+def _import_torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _is_torch_module(base: object) -> bool:
+    """Whether base is a torch module (torch is loaded if the caller built one)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(base, torch.nn.Module)
+
+
+def _tensor_spec(base: object) -> tuple[torch.dtype, torch.device]:
+    """dtype and device of a module's first floating parameter or buffer (float32 on CPU else)."""
+    torch = _import_torch()
+    if isinstance(base, torch.nn.Module):
+        for tensor in [*base.parameters(), *base.buffers()]:
+            if tensor.is_floating_point():
+                return tensor.dtype, tensor.device
+    return torch.float32, torch.device("cpu")
+
+
+def _since(start: float) -> float:
+    return time.perf_counter() - start
