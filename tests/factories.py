@@ -187,3 +187,44 @@ def write_raw(path, meta_json: str, tensors: dict, checksum: bool = True) -> Non
         metadata[CHECKSUM_KEY] = content_digest(meta_json, tensors)
     with open(path, "wb") as f:
         f.write(save(tensors, metadata=metadata))
+
+
+# fmt: off
+DATA = ["--image-size", "16", "--n-train", "400", "--n-val", "100", "--n-test", "100",
+        "--correlate", "orientation:object_hue:0.9"]
+
+
+def run(main, args: list[str]) -> str:
+    """Invoke a role CLI in-process; fail the test with its output unless it exits 0."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, [*args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def build_chain(d) -> dict:
+    """regulator -> producer -> consumer at tiny sizes, through the CLIs; returns the file paths."""
+    from lassi.consumer.cli import main as consumer
+    from lassi.producer.cli import main as producer
+    from lassi.regulator.cli import main as regulator
+
+    p = {name: d / f"{name}.safetensors" for name in ("glow", "spec", "encoder", "train", "test", "classifier", "report")}
+    run(regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "2", "--hidden", "16", "--steps", "40",
+                    "--batch-size", "16", "--warmup", "5", "--quiet", "--out", str(p["glow"])])
+    run(regulator, ["define", "--glow", str(p["glow"]), "--attribute", "orientation", "--epsilon", "1.0", *DATA,
+                    "--fidelity-images", "4", "--quiet", "--out", str(p["spec"])])
+    run(producer, ["train", "--spec", str(p["spec"]), *DATA, "--task", "object_hue", "--hidden", "64,32", "--k", "16",
+                   "--epochs", "2", "--batch-size", "64", "--attack-points", "4", "--lambda-contr", "0.1",
+                   "--delta", "1", "--quiet", "--out", str(p["encoder"])])
+    run(producer, ["encode", "--spec", str(p["spec"]), "--encoder", str(p["encoder"]), *DATA, "--split", "train",
+                   "--quiet", "--out", str(p["train"])])
+    run(producer, ["encode", "--spec", str(p["spec"]), "--encoder", str(p["encoder"]), *DATA, "--split", "test",
+                   "--limit", "6", "--certify", "--n0", "1500", "--n", "2000", "--delta", "0.1", "--quiet",
+                   "--out", str(p["test"])])
+    run(consumer, ["train", "--bundle", str(p["train"]), "--task", "object_hue", "--sigma", "0.5", "--quiet",
+                   "--out", str(p["classifier"])])
+    run(consumer, ["verify", "--classifier", str(p["classifier"]), "--bundle", str(p["test"]), "--n0", "100",
+                   "--n", "2000", "--quiet", "--out", str(p["report"])])
+    return p
+# fmt: on
