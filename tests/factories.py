@@ -28,7 +28,7 @@ from lassi.spec import (
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 FLOW = GlowConfig(image_size=8, n_levels=2, n_steps=1, hidden=4)
-DATA = DataProvenance(dataset="shapes3d", n_samples=10, seed=1)
+PROVENANCE = DataProvenance(dataset="shapes3d", n_samples=10, seed=1)
 CERT = CertificateParams(
     sigma_enc=0.65, epsilon=1.0, n0=100, n=100, alpha1=0.005, alpha2=0.005, delta=0.05, seed=0
 )
@@ -43,7 +43,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             tool=tool,
             flow=FLOW,
             preprocessing=Preprocessing(image_size=8),
-            data=DATA,
+            data=PROVENANCE,
             training=GlowTraining(
                 steps=1, batch_size=2, lr=1e-3, warmup_steps=0, seed=0, seconds=0.1
             ),
@@ -63,7 +63,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             tool=tool,
             flow=FLOW,
             preprocessing=Preprocessing(image_size=8),
-            data=DATA,
+            data=PROVENANCE,
             attributes=[attr],
             epsilon=1.0,
             parents={"glow": HASH_A},
@@ -82,7 +82,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             task="object_hue",
             num_classes=10,
             loss=LossWeights(adv=0.1),
-            data=DATA,
+            data=PROVENANCE,
             training=EncoderTraining(
                 epochs=1,
                 batch_size=4,
