@@ -165,11 +165,9 @@ def define_command(
 def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> None:
     """Render the interpolation strips (and 3D Shapes ground-truth siblings) of a spec."""
     from lassi.regulator.similarity import show_spec
-    from lassi.spec import SimilaritySpec, read_artifact
 
     out = out or spec.with_name(spec.stem + ".strips.png")
-    show_spec(spec, out, n_inputs=n_inputs, steps=steps)
-    meta = read_artifact(spec, expect=SimilaritySpec).meta
+    meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
     if meta.fidelity is not None:
         per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
         click.echo(f"fidelity {meta.fidelity.overall:.3f} ({per})")

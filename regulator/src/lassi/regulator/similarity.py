@@ -197,7 +197,7 @@ def fidelity(
 @torch.no_grad()
 def show_spec(
     spec_path: Path, out: Path, n_inputs: int = 6, steps: int = 9, data: DatasetConfig | None = None
-) -> Path:
+) -> SimilaritySpec:
     """PNG of strips D_G(E_G(x) + t·a), t evenly over [−ε, ε], per attribute (paper Fig. 4);
     for 3D Shapes each strip is followed by the row of 15 ground-truth siblings (Fig. 5)."""
     sim = SimilaritySet.load(spec_path)
@@ -227,4 +227,4 @@ def show_spec(
         np.concatenate([r, np.full((columns - len(r), h, w, 3), 255, np.uint8)]) for r in rows
     ]
     save_image_grid(np.concatenate(padded), out, columns=columns)
-    return out
+    return sim.meta

@@ -253,12 +253,7 @@ class CenterSmoothing:
             raise ValueError("the base module must be in eval mode (BatchNorm couples a batch)")
 
         # Step 1: n0 selection draws; ẑ = the draw with the smallest median distance; r̂ = it.
-        outputs = self._sample_outputs(seed, sample_id, Stage.SELECTION, p.n0)
-        index = min_median_index(outputs)
-        center = outputs[index].astype(np.float32)
-        others = np.delete(outputs, index, axis=0)
-        r_hat = lower_median(distances_to(others, center))
-        del outputs, others
+        center, r_hat = self.center(seed, sample_id)
 
         # Step 2: n0 fresh draws; p̂ = fraction with distance ≤ r̂; abstain unless max(Δ1, Δ2) ≤ Δ.
         d_test = self._sample_distances(seed, sample_id, Stage.ABSTAIN_TEST, p.n0, center)
@@ -277,6 +272,18 @@ class CenterSmoothing:
         big_r_hat = order_statistic(d_est, math.ceil(q * p.n))
         r_cs = (1.0 + p.beta) * big_r_hat
         return CenterCertificate(center, r_cs, False, "", r_hat, p_hat, _since(start), q)
+
+    def center(self, seed: int, sample_id: int) -> tuple[np.ndarray, float]:
+        """Step 1 alone: the smoothed output ẑ (float32 [k]) and its median radius r̂.
+
+        This is the end-to-end smoothed model's representation of the input (what a consumer
+        classifies); steps 2-4 only certify it.
+        """
+        outputs = self._sample_outputs(seed, sample_id, Stage.SELECTION, self.params.n0)
+        index = min_median_index(outputs)
+        center = outputs[index].astype(np.float32)
+        others = np.delete(outputs, index, axis=0)
+        return center, lower_median(distances_to(others, center))
 
     def _noise_batches(
         self, seed: int, sample_id: int, stage: Stage, count: int

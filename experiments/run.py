@@ -1,0 +1,219 @@
+"""The paper's experiments on built-in 3D Shapes (paper Sec. 5), each one command.
+
+    python experiments/run.py table2   --glow GLOW [--seeds 0 1 2] [--test 150]
+    python experiments/run.py ablation --glow GLOW [--test 100]
+    python experiments/run.py transfer --glow GLOW [--test 100]
+
+Every experiment goes through the same Python API the CLIs are thin layers over, writes its
+artifacts under runs/experiments/<name>/ (finished ones are reused) and its results as JSON
+(runs/experiments/<name>/results.json) and as a Markdown table printed at the end.
+
+Ground-truth transfer (Table 2): for every test sample, the end-to-end smoothed model — center
+ẑ of E_L(E_G(x) + t A) (step 1 of center smoothing) classified by the smoothed C_L (PREDICT) —
+is run on all 15 ground-truth orientation siblings, re-rendered from the factors. A sample is
+ground-truth unfair when the 15 predictions are not all the same (an abstention counts as an
+outcome of its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lassi.consumer.randomized_smoothing import Smooth
+from lassi.consumer.verification import load_classifier, train_consumer_classifier, verify
+from lassi.producer.encode import base_function, encode_split, load_encoder
+from lassi.producer.training import EncoderTrainConfig, train_encoder
+from lassi.regulator.data_config import DatasetConfig
+from lassi.regulator.shapes3d import Shapes3D
+from lassi.regulator.similarity import SimilaritySet, define_spec, load_glow
+from lassi.spec import LossWeights, ReportStatus, read_artifact
+from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "experiments"
+METHODS = {
+    "baseline": LossWeights(adv=0.0, contr=0.0, attack_points=20),
+    "adversarial": LossWeights(adv=0.1, contr=0.0, attack_points=20),
+    "adversarial+contrastive": LossWeights(adv=0.1, contr=0.1, delta_contr=10.0, attack_points=20),
+}
+SIGMA_CLS = {"baseline": 5.0, "adversarial": 1.0, "adversarial+contrastive": 1.0}  # brief: 3D Shapes naive 5, LASSI 1
+SWEEP = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+CERT = CenterSmoothingParams(sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha1=0.005, alpha2=0.005, delta=0.05)
+VERIFY = {"n0": 2_000, "n": 100_000, "alpha": 0.001}
+
+
+def data_config(glow_path: Path) -> DatasetConfig:
+    """The regulator's data (from the Glow's provenance); the producer uses the same splits."""
+    _, artifact = load_glow(glow_path)
+    return DatasetConfig.from_provenance(artifact.meta.data)
+
+
+def spec_for(glow: Path, attributes: list[str], folder: Path) -> Path:
+    out = folder / f"spec-{'+'.join(attributes)}.safetensors"
+    if not out.exists():
+        define_spec(glow, attributes, 1.0, data_config(glow), out, fidelity_images=32)
+    return out
+
+
+def producer_run(spec: Path, data: DatasetConfig, method: str, seed: int, folder: Path, n_test: int,
+                 loss: LossWeights | None = None, epochs: int = 4) -> tuple[Path, Path, Path]:
+    """Encoder + plain train bundle + certified test bundle (reused when present)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    encoder, train, test = folder / "encoder.safetensors", folder / "train.safetensors", folder / "test.safetensors"
+    if not encoder.exists():
+        config = EncoderTrainConfig(hidden=[1024, 512], k=256, task="object_hue", loss=loss or METHODS[method],
+                                    epochs=epochs, batch_size=250, seed=seed, data=data)
+        train_encoder(config, spec, encoder, cache_dir=OUT / ".cache")
+    if not train.exists():
+        encode_split(spec, encoder, data, "train", train, cache_dir=OUT / ".cache")
+    if not test.exists():
+        encode_split(spec, encoder, data, "test", test, limit=n_test, certify=CERT, seed=seed, cache_dir=OUT / ".cache")
+    return encoder, train, test
+
+
+def consumer_run(train: Path, test: Path, task: str, sigma: float, folder: Path, seed: int) -> dict:
+    classifier = folder / f"classifier-{task}-sigma{sigma}.safetensors"
+    report = folder / f"report-{task}-sigma{sigma}.safetensors"
+    if not classifier.exists():
+        train_consumer_classifier(train, task, classifier, sigma, seed=seed, progress=False)
+    if not report.exists():
+        verify(classifier, test, report, seed=seed, progress=False, **VERIFY)
+    return read_artifact(report).meta.summary.model_dump() | {"classifier": str(classifier), "report": str(report)}
+
+
+@torch.no_grad()
+def ground_truth_unfair(spec: Path, encoder: Path, classifier: Path, test: Path, seed: int,
+                        n0_siblings: int = 2_000) -> np.ndarray:
+    """Per test sample: do the smoothed end-to-end predictions on its 15 orientation siblings differ?"""
+    sim = SimilaritySet.load(spec)
+    pipeline, _, _ = load_encoder(encoder, sim)
+    model, card = load_classifier(classifier)
+    smooth = Smooth.for_linear_head(model, card.meta.sigma_cls)
+    bundle = read_artifact(test)
+    renderer = Shapes3D(sim.glow.image_size)
+    params = CenterSmoothingParams(sigma=CERT.sigma, epsilon=CERT.epsilon, n0=n0_siblings, n=n0_siblings)
+    unfair = np.zeros(bundle.meta.n_samples, dtype=bool)
+    for i, sample_id in enumerate(bundle.tensors["ids"]):
+        siblings = Shapes3D.siblings(Shapes3D.index_to_factors(np.array([sample_id])))[0]
+        sibling_ids = Shapes3D.factors_to_index(siblings)
+        z_g = sim.encode_images(renderer.render(siblings))
+        outcomes = set()
+        for z, sid in zip(z_g, sibling_ids, strict=True):
+            center, _ = CenterSmoothing(base_function(pipeline, z, sim.vectors), sim.m, params).center(seed, int(sid))
+            outcomes.add(smooth.predict(center, VERIFY["n"], VERIFY["alpha"], seed, int(sid)))
+        unfair[i] = len(outcomes) > 1
+        print(f"\rground truth {i + 1}/{bundle.meta.n_samples}", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return unfair
+
+
+def table2(args: argparse.Namespace) -> dict:
+    folder = OUT / "table2"
+    data = data_config(args.glow)
+    spec = spec_for(args.glow, ["orientation"], folder)
+    rows: dict[str, list[dict]] = {}
+    for method in ("baseline", "adversarial+contrastive"):
+        for seed in args.seeds:
+            run = folder / f"{method}-seed{seed}"
+            encoder, train, test = producer_run(spec, data, method, seed, run, args.test)
+            result = consumer_run(train, test, "object_hue", SIGMA_CLS[method], run, seed)
+            gt_file = run / "ground_truth.json"
+            if gt_file.exists():
+                unfair = np.array(json.loads(gt_file.read_text()), dtype=bool)
+            else:
+                unfair = ground_truth_unfair(spec, encoder, Path(result["classifier"]), test, seed)
+                gt_file.write_text(json.dumps(unfair.tolist()))
+            status = read_artifact(result["report"]).tensors["status"]
+            certified = status == ReportStatus.CERTIFIED
+            result.update(ground_truth_unfair=float(unfair.mean()),
+                          certified_but_ground_truth_unfair=float((certified & unfair).mean()))
+            rows.setdefault(method, []).append(result)
+            print(f"{method} seed {seed}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f} "
+                  f"GT-unfair {unfair.mean():.3f} cert&unfair {(certified & unfair).mean():.3f}")
+    keys = ["accuracy", "certified_fairness", "ground_truth_unfair", "certified_but_ground_truth_unfair"]
+    lines = ["| method | accuracy % | certified fair % | GT unfair % | certified but GT unfair % |",
+             "| --- | --- | --- | --- | --- |"]
+    for method, results in rows.items():
+        cells = []
+        for key in keys:
+            values = 100 * np.array([r[key] for r in results])
+            cells.append(f"{values.mean():.1f} ± {values.std():.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return {"rows": rows, "markdown": "\n".join(lines)}
+
+
+def ablation(args: argparse.Namespace) -> dict:
+    folder = OUT / "ablation"
+    data = data_config(args.glow)
+    table = []
+    for attributes in (["orientation"], ["scale"], ["orientation", "scale"]):
+        spec = spec_for(args.glow, attributes, folder)
+        for method in METHODS:
+            run = folder / f"{'+'.join(attributes)}-{method}"
+            _, train, test = producer_run(spec, data, method, 0, run, args.test)
+            sweep = [consumer_run(train, test, "object_hue", s, run, 0) | {"sigma": s} for s in SWEEP]
+            best_acc = max(r["accuracy"] for r in sweep)
+            eligible = [r for r in sweep if r["accuracy"] >= best_acc - 0.05]
+            chosen = max(eligible, key=lambda r: r["certified_fairness"])
+            table.append({"attributes": attributes, "method": method, "chosen": chosen, "sweep": sweep})
+            print(f"{attributes} {method}: sigma {chosen['sigma']} acc {chosen['accuracy']:.3f} "
+                  f"cert {chosen['certified_fairness']:.3f}")
+    lines = ["| sensitive | method | sigma_cls | accuracy % | certified fair % | fair & accurate % |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in table:
+        c = row["chosen"]
+        lines.append(f"| {'+'.join(row['attributes'])} | {row['method']} | {c['sigma']} | {100 * c['accuracy']:.1f} "
+                     f"| {100 * c['certified_fairness']:.1f} | {100 * c['certified_fair_and_accurate']:.1f} |")
+    return {"rows": table, "markdown": "\n".join(lines)}
+
+
+def transfer(args: argparse.Namespace) -> dict:
+    folder = OUT / "transfer"
+    data = data_config(args.glow)
+    spec = spec_for(args.glow, ["orientation"], folder)
+    loss = LossWeights(adv=0.1, contr=0.1, rec=0.1, delta_contr=10.0, attack_points=20)
+    _, train, test = producer_run(spec, data, "transfer", 0, folder / "producer", args.test, loss=loss)
+    rows = []
+    for task in ("object_hue", "shape", "floor_hue"):
+        for sigma in (0.5, 1.0):
+            result = consumer_run(train, test, task, sigma, folder / "producer", 0) | {"task": task, "sigma": sigma}
+            rows.append(result)
+            print(f"{task} sigma {sigma}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f}")
+    lines = ["| consumer task | producer saw it | sigma_cls | accuracy % | certified fair % |", "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['task']} | {'yes' if r['task'] == 'object_hue' else 'no'} | {r['sigma']} "
+                     f"| {100 * r['accuracy']:.1f} | {100 * r['certified_fairness']:.1f} |")
+    return {"rows": rows, "markdown": "\n".join(lines)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", choices=["table2", "ablation", "transfer"])
+    parser.add_argument("--glow", type=Path, required=True, help="Glow artifact (the regulator's).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    result = {"table2": table2, "ablation": ablation, "transfer": transfer}[args.experiment](args)
+    result["seconds"] = time.perf_counter() - start
+    result["command"] = " ".join(["python", "experiments/run.py", *sys.argv[1:]])
+    folder = OUT / args.experiment
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    print(result["markdown"])
+    print(f"{result['command']}: {result['seconds'] / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
