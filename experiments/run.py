@@ -49,16 +49,24 @@ CERT = CenterSmoothingParams(sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha
 VERIFY = {"n0": 2_000, "n": 100_000, "alpha": 0.001}
 
 
-def data_config(glow_path: Path) -> DatasetConfig:
-    """The regulator's data (from the Glow's provenance); the producer uses the same splits."""
+CORRELATE = "orientation:object_hue:0.9"
+
+
+def regulator_data(glow_path: Path) -> DatasetConfig:
+    """The regulator's plain data set (the Glow's, without any correlated split)."""
     _, artifact = load_glow(glow_path)
-    return DatasetConfig.from_provenance(artifact.meta.data)
+    return DatasetConfig.from_provenance(artifact.meta.data).model_copy(update={"correlate": None})
+
+
+def data_config(glow_path: Path) -> DatasetConfig:
+    """The producer's data: the same splits, the train split correlated with orientation."""
+    return regulator_data(glow_path).model_copy(update={"correlate": CORRELATE})
 
 
 def spec_for(glow: Path, attributes: list[str], folder: Path) -> Path:
     out = folder / f"spec-{'+'.join(attributes)}.safetensors"
     if not out.exists():
-        define_spec(glow, attributes, 1.0, data_config(glow), out, fidelity_images=32)
+        define_spec(glow, attributes, 1.0, regulator_data(glow), out, fidelity_images=32)
     return out
 
 
