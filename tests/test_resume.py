@@ -151,3 +151,43 @@ def test_killed_verification_resumes_bit_identical(
     for name in ("ids", "prediction", "radius", "r_cs", "status"):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert read_artifact(reference).meta.summary == read_artifact(resumed).meta.summary
+
+
+def test_killed_glow_training_resumes_to_identical_weights(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    def command(out: Path) -> list[str]:
+        return [
+            str(BIN / "lassi-regulator"),
+            "train-glow",
+            *DATA,
+            "--levels",
+            "2",
+            "--depth",
+            "2",
+            "--hidden",
+            "16",
+            "--steps",
+            "400",
+            "--batch-size",
+            "16",
+            "--warmup",
+            "5",
+            "--checkpoint-every",
+            "10",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+
+    reference, resumed = tmp_path / "reference.safetensors", tmp_path / "resumed.safetensors"
+    _run(command(reference), env)
+    step = _kill_midway(command(resumed), resumed, env, min_step=20)
+    assert 20 <= step < 400
+    _run(command(resumed), env)
+    a, b = read_artifact(reference).tensors, read_artifact(resumed).tensors
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
