@@ -63,7 +63,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--quick", action="store_true", help="5 timed steps (a smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.steps = 5
 
     if args.threads:
         torch.set_num_threads(args.threads)
