@@ -201,6 +201,31 @@ def transfer(args: argparse.Namespace) -> dict:
     return {"rows": rows, "markdown": "\n".join(lines)}
 
 
+def plot_sigma(results: dict, path: Path) -> None:
+    """Certified fairness against sigma_cls for every ablation row (one line per row)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=110, sharey=True)
+    for ax, attributes in zip(axes, (["orientation"], ["scale"], ["orientation", "scale"]), strict=True):
+        for row in results["rows"]:
+            if row["attributes"] == attributes:
+                sigmas = [r["sigma"] for r in row["sweep"]]
+                ax.plot(sigmas, [100 * r["certified_fairness"] for r in row["sweep"]], marker="o", label=row["method"])
+                ax.plot(sigmas, [100 * r["accuracy"] for r in row["sweep"]], linestyle=":", color=ax.lines[-1].get_color())
+        ax.set_xscale("log")
+        ax.set_xlabel("sigma_cls")
+        ax.set_title("sensitive: " + " + ".join(attributes))
+    axes[0].set_ylabel("certified fair % (solid), accuracy % (dotted)")
+    axes[-1].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=["table2", "ablation", "transfer"])
@@ -218,6 +243,8 @@ def main() -> int:
     folder = OUT / args.experiment
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    if args.experiment == "ablation":
+        plot_sigma(result, ROOT / "docs" / "figures" / "ablation_sigma.png")
     print(result["markdown"])
     print(f"{result['command']}: {result['seconds'] / 60:.1f} min")
     return 0
