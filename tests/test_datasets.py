@@ -304,3 +304,97 @@ def test_folder_missing_paths(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         FolderSource(folder)
     _one_line(error, "attributes.csv", "not found")
+
+
+def test_regulator_cli_on_celeba_folder(celeba: Path, tmp_path: Path) -> None:
+    """train-glow and define on a CelebA folder; a bad attribute or folder is one line, exit 2."""
+    from click.testing import CliRunner
+
+    from lassi.regulator.cli import main
+    from lassi.spec import SimilaritySpec, read_artifact
+
+    glow, spec = tmp_path / "glow.safetensors", tmp_path / "spec.safetensors"
+    Image.fromarray(np.full((54, 44, 3), 90, np.uint8)).save(
+        celeba / "img_align_celeba" / "000003.jpg"
+    )  # smiles
+    data = ["--dataset", "celeba", "--data-root", str(celeba), "--image-size", "8"]
+    result = CliRunner().invoke(
+        main,
+        [
+            "train-glow",
+            *data,
+            "--levels",
+            "1",
+            "--depth",
+            "1",
+            "--hidden",
+            "4",
+            "--steps",
+            "3",
+            "--batch-size",
+            "3",
+            "--warmup",
+            "1",
+            "--quiet",
+            "--out",
+            str(glow),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(
+        main,
+        [
+            "define",
+            "--glow",
+            str(glow),
+            "--attribute",
+            "Smiling",
+            *data,
+            "--quiet",
+            "--out",
+            str(spec),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    meta = read_artifact(spec, expect=SimilaritySpec).meta
+    assert (
+        meta.attribute_names == ["Smiling"]
+        and meta.data.dataset == "celeba"
+        and meta.fidelity is None
+    )
+    bad = CliRunner().invoke(
+        main,
+        [
+            "define",
+            "--glow",
+            str(glow),
+            "--attribute",
+            "Smilling",
+            *data,
+            "--out",
+            str(tmp_path / "x.safetensors"),
+        ],
+    )
+    assert (
+        bad.exit_code == 2
+        and "did you mean 'Smiling'" in bad.output
+        and len(bad.output.strip().splitlines()) == 1
+    )
+    missing = CliRunner().invoke(
+        main,
+        [
+            "train-glow",
+            "--dataset",
+            "celeba",
+            "--data-root",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "y.safetensors"),
+        ],
+    )
+    assert (
+        missing.exit_code == 2
+        and "nope" in missing.output
+        and len(missing.output.strip().splitlines()) == 1
+    )
+    assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "y.safetensors").exists()

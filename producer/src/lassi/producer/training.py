@@ -112,11 +112,7 @@ def train_encoder(
             f"data image size {data.image_size} differs from the spec's Glow ({sim.glow.image_size})",
         )
     source = make_source(data)
-    if config.task not in source.attribute_names:
-        raise UsageError(
-            None,
-            f"unknown task attribute '{config.task}' (known: {', '.join(source.attribute_names[:12])})",
-        )
+    source.check_attribute(config.task)
     num_classes = source.num_classes(config.task)
     train_ids = source.split_ids("train")
     if config.max_train is not None:

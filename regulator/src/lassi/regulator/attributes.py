@@ -38,12 +38,8 @@ def attribute_vectors(
     progress: bool = True,
 ) -> tuple[np.ndarray, list[AttributeInfo]]:
     """average_diff vectors [m, D] (float32) for ``attributes`` over the images ``ids``."""
-    unknown = [a for a in attributes if a not in source.attribute_names]
-    if unknown:
-        raise UsageError(
-            None,
-            f"unknown attribute '{unknown[0]}' (known: {', '.join(source.attribute_names[:12])}…)",
-        )
+    for attribute in attributes:
+        source.check_attribute(attribute)
     masks = [binary_split(source, a, ids) for a in attributes]
     for attribute, (pos, neg) in zip(attributes, masks, strict=True):
         if pos.sum() == 0 or neg.sum() == 0:
@@ -74,6 +70,11 @@ def attribute_vectors(
     infos = []
     for i, (attribute, (pos, neg)) in enumerate(zip(attributes, masks, strict=True)):
         vector = sums[i, 0] / pos.sum() - sums[i, 1] / neg.sum()
+        if not np.linalg.norm(vector) > 0:
+            raise UsageError(
+                None,
+                f"attribute '{attribute}' gives a zero vector: images with and without it have the same mean latent",
+            )
         vectors[i] = vector.astype(np.float32)
         positive, negative = describe_split(source, attribute)
         infos.append(
