@@ -64,3 +64,19 @@ def test_consumer_imports_without_regulator_or_producer() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_no_unpickling_anywhere() -> None:
+    """No pickle, torch.load or allow_pickle=True in the packages, scripts or benchmarks."""
+    import re
+
+    pattern = re.compile(r"import pickle|pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True")
+    folders = ["spec_schema", "regulator", "producer", "consumer", "scripts", "benchmarks", "experiments"]
+    offenders = [
+        f"{path}:{number}"
+        for folder in folders
+        for path in (ROOT / folder).rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert offenders == []
