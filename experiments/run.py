@@ -186,12 +186,13 @@ def transfer(args: argparse.Namespace) -> dict:
     folder = OUT / "transfer"
     data = data_config(args.glow)
     spec = spec_for(args.glow, ["orientation"], folder)
-    loss = LossWeights(adv=0.1, contr=0.1, rec=0.1, delta_contr=10.0, attack_points=20)
-    _, train, test = producer_run(spec, data, "transfer", 0, folder / "producer", args.test, loss=loss)
+    loss = LossWeights(adv=0.1, contr=args.lambda_contr, rec=args.lambda_rec, delta_contr=10.0, attack_points=20)
+    producer = folder / f"producer-rec{args.lambda_rec}-contr{args.lambda_contr}"
+    _, train, test = producer_run(spec, data, "transfer", 0, producer, args.test, loss=loss)
     rows = []
     for task in ("object_hue", "shape", "floor_hue"):
-        for sigma in (0.5, 1.0):
-            result = consumer_run(train, test, task, sigma, folder / "producer", 0) | {"task": task, "sigma": sigma}
+        for sigma in args.sigmas:
+            result = consumer_run(train, test, task, sigma, producer, 0) | {"task": task, "sigma": sigma}
             rows.append(result)
             print(f"{task} sigma {sigma}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f}")
     lines = ["| consumer task | producer saw it | sigma_cls | accuracy % | certified fair % |", "| --- | --- | --- | --- | --- |"]
@@ -233,6 +234,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--lambda-rec", type=float, default=0.1, help="transfer: weight of latent reconstruction")
+    parser.add_argument("--lambda-contr", type=float, default=0.1, help="transfer: weight of the contrastive term")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0], help="transfer: sigma_cls values")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
