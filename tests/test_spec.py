@@ -178,3 +178,14 @@ def test_invalid_metadata_values_are_rejected(tmp_path: Path) -> None:
     write_raw(path, json.dumps(raw), tensors)
     with pytest.raises(InvalidArtifactError, match="epsilon"):
         read_artifact(path)
+
+
+def test_written_files_get_the_usual_permissions(tmp_path: Path) -> None:
+    import os
+
+    meta, tensors = make("classifier")
+    path = tmp_path / "c.safetensors"
+    write_artifact(path, meta, tensors)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
