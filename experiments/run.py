@@ -127,8 +127,8 @@ def table2(args: argparse.Namespace) -> dict:
     data = data_config(args.glow)
     spec = spec_for(args.glow, ["orientation"], folder)
     rows: dict[str, list[dict]] = {}
-    for method in ("baseline", "adversarial+contrastive"):
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major, so a partial run already compares both methods
+        for method in ("baseline", "adversarial+contrastive"):
             run = folder / f"{method}-seed{seed}"
             encoder, train, test = producer_run(spec, data, method, seed, run, args.test)
             result = consumer_run(train, test, "object_hue", SIGMA_CLS[method], run, seed)
