@@ -43,9 +43,15 @@ METHODS = {
     "adversarial": LossWeights(adv=0.1, contr=0.0, attack_points=20),
     "adversarial+contrastive": LossWeights(adv=0.1, contr=0.1, delta_contr=10.0, attack_points=20),
 }
-SIGMA_CLS = {"baseline": 5.0, "adversarial": 1.0, "adversarial+contrastive": 1.0}  # brief: 3D Shapes naive 5, LASSI 1
+SIGMA_CLS = {
+    "baseline": 5.0,
+    "adversarial": 1.0,
+    "adversarial+contrastive": 1.0,
+}  # brief: 3D Shapes naive 5, LASSI 1
 SWEEP = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
-CERT = CenterSmoothingParams(sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha1=0.005, alpha2=0.005, delta=0.05)
+CERT = CenterSmoothingParams(
+    sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha1=0.005, alpha2=0.005, delta=0.05
+)
 VERIFY = {"n0": 2_000, "n": 100_000, "alpha": 0.001}
 
 
@@ -70,19 +76,49 @@ def spec_for(glow: Path, attributes: list[str], folder: Path) -> Path:
     return out
 
 
-def producer_run(spec: Path, data: DatasetConfig, method: str, seed: int, folder: Path, n_test: int,
-                 loss: LossWeights | None = None, epochs: int = 4) -> tuple[Path, Path, Path]:
+def producer_run(
+    spec: Path,
+    data: DatasetConfig,
+    method: str,
+    seed: int,
+    folder: Path,
+    n_test: int,
+    loss: LossWeights | None = None,
+    epochs: int = 4,
+) -> tuple[Path, Path, Path]:
     """Encoder + plain train bundle + certified test bundle (reused when present)."""
     folder.mkdir(parents=True, exist_ok=True)
-    encoder, train, test = folder / "encoder.safetensors", folder / "train.safetensors", folder / "test.safetensors"
+    encoder, train, test = (
+        folder / "encoder.safetensors",
+        folder / "train.safetensors",
+        folder / "test.safetensors",
+    )
     if not encoder.exists():
-        config = EncoderTrainConfig(hidden=[1024, 512], k=256, task="object_hue", loss=loss or METHODS[method],
-                                    epochs=epochs, batch_size=250, seed=seed, data=data)
+        config = EncoderTrainConfig(
+            hidden=[1024, 512],
+            k=256,
+            task="object_hue",
+            loss=loss or METHODS[method],
+            epochs=epochs,
+            batch_size=250,
+            seed=seed,
+            data=data,
+        )
         train_encoder(config, spec, encoder, cache_dir=OUT / ".cache")
     if not train.exists():
         encode_split(spec, encoder, data, "train", train, cache_dir=OUT / ".cache")
     if not test.exists():
-        encode_split(spec, encoder, data, "test", test, limit=n_test, certify=CERT, seed=seed, cache_dir=OUT / ".cache")
+        encode_split(
+            spec,
+            encoder,
+            data,
+            "test",
+            test,
+            limit=n_test,
+            certify=CERT,
+            seed=seed,
+            cache_dir=OUT / ".cache",
+        )
     return encoder, train, test
 
 
@@ -93,12 +129,16 @@ def consumer_run(train: Path, test: Path, task: str, sigma: float, folder: Path,
         train_consumer_classifier(train, task, classifier, sigma, seed=seed, progress=False)
     if not report.exists():
         verify(classifier, test, report, seed=seed, progress=False, **VERIFY)
-    return read_artifact(report).meta.summary.model_dump() | {"classifier": str(classifier), "report": str(report)}
+    return read_artifact(report).meta.summary.model_dump() | {
+        "classifier": str(classifier),
+        "report": str(report),
+    }
 
 
 @torch.no_grad()
-def ground_truth_unfair(spec: Path, encoder: Path, classifier: Path, test: Path, seed: int,
-                        n0_siblings: int = 2_000) -> np.ndarray:
+def ground_truth_unfair(
+    spec: Path, encoder: Path, classifier: Path, test: Path, seed: int, n0_siblings: int = 2_000
+) -> np.ndarray:
     """Per test sample: do the smoothed end-to-end predictions on its 15 orientation siblings differ?"""
     sim = SimilaritySet.load(spec)
     pipeline, _, _ = load_encoder(encoder, sim)
@@ -106,7 +146,9 @@ def ground_truth_unfair(spec: Path, encoder: Path, classifier: Path, test: Path,
     smooth = Smooth.for_linear_head(model, card.meta.sigma_cls)
     bundle = read_artifact(test)
     renderer = Shapes3D(sim.glow.image_size)
-    params = CenterSmoothingParams(sigma=CERT.sigma, epsilon=CERT.epsilon, n0=n0_siblings, n=n0_siblings)
+    params = CenterSmoothingParams(
+        sigma=CERT.sigma, epsilon=CERT.epsilon, n0=n0_siblings, n=n0_siblings
+    )
     unfair = np.zeros(bundle.meta.n_samples, dtype=bool)
     for i, sample_id in enumerate(bundle.tensors["ids"]):
         siblings = Shapes3D.siblings(Shapes3D.index_to_factors(np.array([sample_id])))[0]
@@ -114,10 +156,14 @@ def ground_truth_unfair(spec: Path, encoder: Path, classifier: Path, test: Path,
         z_g = sim.encode_images(renderer.render(siblings))
         outcomes = set()
         for z, sid in zip(z_g, sibling_ids, strict=True):
-            center, _ = CenterSmoothing(base_function(pipeline, z, sim.vectors), sim.m, params).center(seed, int(sid))
+            center, _ = CenterSmoothing(
+                base_function(pipeline, z, sim.vectors), sim.m, params
+            ).center(seed, int(sid))
             outcomes.add(smooth.predict(center, VERIFY["n"], VERIFY["alpha"], seed, int(sid)))
         unfair[i] = len(outcomes) > 1
-        print(f"\rground truth {i + 1}/{bundle.meta.n_samples}", end="", file=sys.stderr, flush=True)
+        print(
+            f"\rground truth {i + 1}/{bundle.meta.n_samples}", end="", file=sys.stderr, flush=True
+        )
     print(file=sys.stderr)
     return unfair
 
@@ -140,14 +186,25 @@ def table2(args: argparse.Namespace) -> dict:
                 gt_file.write_text(json.dumps(unfair.tolist()))
             status = read_artifact(result["report"]).tensors["status"]
             certified = status == ReportStatus.CERTIFIED
-            result.update(ground_truth_unfair=float(unfair.mean()),
-                          certified_but_ground_truth_unfair=float((certified & unfair).mean()))
+            result.update(
+                ground_truth_unfair=float(unfair.mean()),
+                certified_but_ground_truth_unfair=float((certified & unfair).mean()),
+            )
             rows.setdefault(method, []).append(result)
-            print(f"{method} seed {seed}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f} "
-                  f"GT-unfair {unfair.mean():.3f} cert&unfair {(certified & unfair).mean():.3f}")
-    keys = ["accuracy", "certified_fairness", "ground_truth_unfair", "certified_but_ground_truth_unfair"]
-    lines = ["| method | accuracy % | certified fair % | GT unfair % | certified but GT unfair % |",
-             "| --- | --- | --- | --- | --- |"]
+            print(
+                f"{method} seed {seed}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f} "
+                f"GT-unfair {unfair.mean():.3f} cert&unfair {(certified & unfair).mean():.3f}"
+            )
+    keys = [
+        "accuracy",
+        "certified_fairness",
+        "ground_truth_unfair",
+        "certified_but_ground_truth_unfair",
+    ]
+    lines = [
+        "| method | accuracy % | certified fair % | GT unfair % | certified but GT unfair % |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for method, results in rows.items():
         cells = []
         for key in keys:
@@ -166,19 +223,29 @@ def ablation(args: argparse.Namespace) -> dict:
         for method in METHODS:
             run = folder / f"{'+'.join(attributes)}-{method}"
             _, train, test = producer_run(spec, data, method, 0, run, args.test)
-            sweep = [consumer_run(train, test, "object_hue", s, run, 0) | {"sigma": s} for s in SWEEP]
+            sweep = [
+                consumer_run(train, test, "object_hue", s, run, 0) | {"sigma": s} for s in SWEEP
+            ]
             best_acc = max(r["accuracy"] for r in sweep)
             eligible = [r for r in sweep if r["accuracy"] >= best_acc - 0.05]
             chosen = max(eligible, key=lambda r: r["certified_fairness"])
-            table.append({"attributes": attributes, "method": method, "chosen": chosen, "sweep": sweep})
-            print(f"{attributes} {method}: sigma {chosen['sigma']} acc {chosen['accuracy']:.3f} "
-                  f"cert {chosen['certified_fairness']:.3f}")
-    lines = ["| sensitive | method | sigma_cls | accuracy % | certified fair % | fair & accurate % |",
-             "| --- | --- | --- | --- | --- | --- |"]
+            table.append(
+                {"attributes": attributes, "method": method, "chosen": chosen, "sweep": sweep}
+            )
+            print(
+                f"{attributes} {method}: sigma {chosen['sigma']} acc {chosen['accuracy']:.3f} "
+                f"cert {chosen['certified_fairness']:.3f}"
+            )
+    lines = [
+        "| sensitive | method | sigma_cls | accuracy % | certified fair % | fair & accurate % |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for row in table:
         c = row["chosen"]
-        lines.append(f"| {'+'.join(row['attributes'])} | {row['method']} | {c['sigma']} | {100 * c['accuracy']:.1f} "
-                     f"| {100 * c['certified_fairness']:.1f} | {100 * c['certified_fair_and_accurate']:.1f} |")
+        lines.append(
+            f"| {'+'.join(row['attributes'])} | {row['method']} | {c['sigma']} | {100 * c['accuracy']:.1f} "
+            f"| {100 * c['certified_fairness']:.1f} | {100 * c['certified_fair_and_accurate']:.1f} |"
+        )
     return {"rows": table, "markdown": "\n".join(lines)}
 
 
@@ -186,19 +253,31 @@ def transfer(args: argparse.Namespace) -> dict:
     folder = OUT / "transfer"
     data = data_config(args.glow)
     spec = spec_for(args.glow, ["orientation"], folder)
-    loss = LossWeights(adv=0.1, contr=args.lambda_contr, rec=args.lambda_rec, delta_contr=10.0, attack_points=20)
+    loss = LossWeights(
+        adv=0.1, contr=args.lambda_contr, rec=args.lambda_rec, delta_contr=10.0, attack_points=20
+    )
     producer = folder / f"producer-rec{args.lambda_rec}-contr{args.lambda_contr}"
     _, train, test = producer_run(spec, data, "transfer", 0, producer, args.test, loss=loss)
     rows = []
     for task in ("object_hue", "shape", "floor_hue"):
         for sigma in args.sigmas:
-            result = consumer_run(train, test, task, sigma, producer, 0) | {"task": task, "sigma": sigma}
+            result = consumer_run(train, test, task, sigma, producer, 0) | {
+                "task": task,
+                "sigma": sigma,
+            }
             rows.append(result)
-            print(f"{task} sigma {sigma}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f}")
-    lines = ["| consumer task | producer saw it | sigma_cls | accuracy % | certified fair % |", "| --- | --- | --- | --- | --- |"]
+            print(
+                f"{task} sigma {sigma}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f}"
+            )
+    lines = [
+        "| consumer task | producer saw it | sigma_cls | accuracy % | certified fair % |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r['task']} | {'yes' if r['task'] == 'object_hue' else 'no'} | {r['sigma']} "
-                     f"| {100 * r['accuracy']:.1f} | {100 * r['certified_fairness']:.1f} |")
+        lines.append(
+            f"| {r['task']} | {'yes' if r['task'] == 'object_hue' else 'no'} | {r['sigma']} "
+            f"| {100 * r['accuracy']:.1f} | {100 * r['certified_fairness']:.1f} |"
+        )
     return {"rows": rows, "markdown": "\n".join(lines)}
 
 
@@ -210,12 +289,24 @@ def plot_sigma(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=110, sharey=True)
-    for ax, attributes in zip(axes, (["orientation"], ["scale"], ["orientation", "scale"]), strict=True):
+    for ax, attributes in zip(
+        axes, (["orientation"], ["scale"], ["orientation", "scale"]), strict=True
+    ):
         for row in results["rows"]:
             if row["attributes"] == attributes:
                 sigmas = [r["sigma"] for r in row["sweep"]]
-                ax.plot(sigmas, [100 * r["certified_fairness"] for r in row["sweep"]], marker="o", label=row["method"])
-                ax.plot(sigmas, [100 * r["accuracy"] for r in row["sweep"]], linestyle=":", color=ax.lines[-1].get_color())
+                ax.plot(
+                    sigmas,
+                    [100 * r["certified_fairness"] for r in row["sweep"]],
+                    marker="o",
+                    label=row["method"],
+                )
+                ax.plot(
+                    sigmas,
+                    [100 * r["accuracy"] for r in row["sweep"]],
+                    linestyle=":",
+                    color=ax.lines[-1].get_color(),
+                )
         ax.set_xscale("log")
         ax.set_xlabel("sigma_cls")
         ax.set_title("sensitive: " + " + ".join(attributes))
@@ -228,15 +319,23 @@ def plot_sigma(results: dict, path: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("experiment", choices=["table2", "ablation", "transfer"])
     parser.add_argument("--glow", type=Path, required=True, help="Glow artifact (the regulator's).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--lambda-rec", type=float, default=0.1, help="transfer: weight of latent reconstruction")
-    parser.add_argument("--lambda-contr", type=float, default=0.1, help="transfer: weight of the contrastive term")
-    parser.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 1.0], help="transfer: sigma_cls values")
+    parser.add_argument(
+        "--lambda-rec", type=float, default=0.1, help="transfer: weight of latent reconstruction"
+    )
+    parser.add_argument(
+        "--lambda-contr", type=float, default=0.1, help="transfer: weight of the contrastive term"
+    )
+    parser.add_argument(
+        "--sigmas", type=float, nargs="+", default=[0.5, 1.0], help="transfer: sigma_cls values"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

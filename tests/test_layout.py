@@ -71,7 +71,15 @@ def test_no_unpickling_anywhere() -> None:
     import re
 
     pattern = re.compile(r"import pickle|pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True")
-    folders = ["spec_schema", "regulator", "producer", "consumer", "scripts", "benchmarks", "experiments"]
+    folders = [
+        "spec_schema",
+        "regulator",
+        "producer",
+        "consumer",
+        "scripts",
+        "benchmarks",
+        "experiments",
+    ]
     offenders = [
         f"{path}:{number}"
         for folder in folders

@@ -8,7 +8,6 @@ individual gets the same prediction, with probability ≥ 1 − α_c − α_s ov
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +35,10 @@ from lassi.spec import (
 )
 from lassi.spec.cli import tool_name
 from lassi.spec.torch_state import (
-    checkpoint_interval,
-    load_checkpoint,
+    SampleCheckpoint,
     load_module,
     module_tensors,
     run_key,
-    save_checkpoint,
 )
 
 TOOL = tool_name("lassi-consumer")
@@ -212,14 +209,10 @@ def verify(
     key = run_key(
         classifier=classifier.sha256, bundle=bundle.sha256, n0=n0, n=n, alpha=alpha, seed=seed
     )
-    done = 0
-    restored = load_checkpoint(checkpoint, stage="verify", key=key, modules={})
-    if restored is not None:
-        done, _, extra = restored
-        for name in result:
-            result[name][:done] = extra[name][:done]
-        if progress:
-            print(f"resuming verification at sample {done}/{count} ({checkpoint})")
+    resume = SampleCheckpoint(checkpoint, tool=TOOL, stage="verify", key=key, result=result)
+    done = resume.done
+    if done and progress:
+        print(f"resuming verification at sample {done}/{count} ({checkpoint})")
     bar = tqdm(
         total=count,
         initial=done,
@@ -228,7 +221,6 @@ def verify(
         disable=not progress,
         dynamic_ncols=True,
     )
-    last_save = time.monotonic()
     for i in range(done, count):
         if tensors["status"][i] != CenterStatus.CERTIFIED:
             result["status"][i] = ReportStatus.ABSTAIN_CENTER
@@ -243,11 +235,7 @@ def verify(
             else:
                 result["status"][i] = ReportStatus.NOT_CERTIFIED
         bar.update(1)
-        if time.monotonic() - last_save >= checkpoint_interval() and i + 1 < count:
-            save_checkpoint(
-                checkpoint, tool=TOOL, stage="verify", key=key, step=i + 1, modules={}, extra=result
-            )
-            last_save = time.monotonic()
+        resume.step_done(i + 1)
     bar.close()
 
     certificate = meta.certificate
@@ -271,7 +259,7 @@ def verify(
     if labels is not None:
         report_tensors["labels"] = labels
     write_artifact(out, report, report_tensors)
-    checkpoint.unlink(missing_ok=True)
+    resume.finish()
     artifact = read_artifact(out, expect=VerificationReport)
     write_report_files(artifact)
     return artifact

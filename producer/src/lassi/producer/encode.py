@@ -8,7 +8,6 @@ thanks to per-sample seeds, writes a bit-identical file.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,6 @@ from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import (
     CenterStatus,
-    CertificateParams,
     EncoderCard,
     RepresentationBundle,
     UsageError,
@@ -31,11 +29,9 @@ from lassi.spec import (
 )
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 from lassi.spec.torch_state import (
-    checkpoint_interval,
-    load_checkpoint,
+    SampleCheckpoint,
     load_module,
     run_key,
-    save_checkpoint,
 )
 
 
@@ -123,17 +119,7 @@ def encode_split(
     tensors.update({f"labels.{name}": y for name, y in labels.items()})
     certificate = None
     if certify is not None:
-        certificate = CertificateParams(
-            sigma_enc=certify.sigma,
-            epsilon=certify.epsilon,
-            n0=certify.n0,
-            n=certify.n,
-            alpha1=certify.alpha1,
-            alpha2=certify.alpha2,
-            delta=certify.delta,
-            beta=certify.beta,
-            seed=seed,
-        )
+        certificate = certify.certificate(seed)
         if abs(certify.epsilon - sim.epsilon) > 1e-12:
             raise UsageError(
                 None, f"certificate epsilon {certify.epsilon} differs from the spec's {sim.epsilon}"
@@ -191,14 +177,10 @@ def certify_all(
         params=vars(params) | {"batch_size": 0},
         seed=seed,
     )
-    done = 0
-    restored = load_checkpoint(checkpoint, stage="certify", key=key, modules={})
-    if restored is not None:
-        done, _, extra = restored
-        for name in result:
-            result[name][:done] = extra[name][:done]
-        if progress:
-            print(f"resuming certification at sample {done}/{n} ({checkpoint})")
+    resume = SampleCheckpoint(checkpoint, tool=TOOL, stage="certify", key=key, result=result)
+    done = resume.done
+    if done and progress:
+        print(f"resuming certification at sample {done}/{n} ({checkpoint})")
     bar = tqdm(
         total=n,
         initial=done,
@@ -207,7 +189,6 @@ def certify_all(
         disable=not progress,
         dynamic_ncols=True,
     )
-    last_save = time.monotonic()
     certified = int((result["status"][:done] == CenterStatus.CERTIFIED).sum())
     for i in range(done, n):
         base = base_function(pipeline, z_g[i], sim.vectors)
@@ -215,29 +196,13 @@ def certify_all(
         cert = smoother.certify(seed, int(ids[i]))
         result["z_cs"][i] = cert.center
         result["r_cs"][i] = cert.r_cs
-        result["status"][i] = (
-            CenterStatus.CERTIFIED
-            if not cert.abstained
-            else CenterStatus.ABSTAIN_DELTA
-            if cert.reason == "delta"
-            else CenterStatus.ABSTAIN_Q
-        )
+        result["status"][i] = cert.status
         result["center_shift"][i] = float(np.linalg.norm(cert.center.astype(np.float64) - z[i]))
         result["seconds"][i] = cert.seconds
         certified += int(not cert.abstained)
         bar.set_postfix(certified=f"{certified}/{i + 1}", r_cs=f"{cert.r_cs:.3f}", refresh=False)
         bar.update(1)
-        if time.monotonic() - last_save >= checkpoint_interval() and i + 1 < n:
-            save_checkpoint(
-                checkpoint,
-                tool=TOOL,
-                stage="certify",
-                key=key,
-                step=i + 1,
-                modules={},
-                extra=result,
-            )
-            last_save = time.monotonic()
+        resume.step_done(i + 1)
     bar.close()
-    checkpoint.unlink(missing_ok=True)
+    resume.finish()
     return result

@@ -18,7 +18,7 @@ import numpy as np
 
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec import CenterStatus, IntegrityError, RepresentationBundle, UsageError, read_artifact
+from lassi.spec import IntegrityError, RepresentationBundle, UsageError, read_artifact
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 from lassi.spec.onnx_check import load_checked_onnx, onnx_card
 
@@ -89,28 +89,12 @@ def audit_bundle(
     z_g = sim.encode_images(source.images(chosen)).numpy()
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     c = meta.certificate
-    params = CenterSmoothingParams(
-        sigma=c.sigma_enc,
-        epsilon=c.epsilon,
-        n0=c.n0,
-        n=c.n,
-        alpha1=c.alpha1,
-        alpha2=c.alpha2,
-        delta=c.delta,
-        beta=c.beta,
-        batch_size=batch_size,
-    )
+    params = CenterSmoothingParams.from_certificate(c, batch_size=batch_size)
     rows = []
     for j, sample_id in enumerate(ids):
         i = rows_of[sample_id]
         cert = CenterSmoothing(onnx_base(session, z_g[j]), sim.m, params).certify(c.seed, sample_id)
-        replayed_status = (
-            CenterStatus.CERTIFIED
-            if not cert.abstained
-            else CenterStatus.ABSTAIN_DELTA
-            if cert.reason == "delta"
-            else CenterStatus.ABSTAIN_Q
-        )
+        replayed_status = cert.status
         claimed = float(t["r_cs"][i])
         distance = float(np.linalg.norm(cert.center.astype(np.float64) - t["z_cs"][i]))
         if int(t["status"][i]) != int(replayed_status):

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lassi.spec.models import CenterStatus, CertificateParams
 from lassi.spec.seeding import Stage, numpy_rng
 
 if TYPE_CHECKING:
@@ -92,6 +93,37 @@ class CenterSmoothingParams:
         """α_c = α1 + α2: the certificate fails with probability at most this."""
         return self.alpha1 + self.alpha2
 
+    @classmethod
+    def from_certificate(
+        cls, c: CertificateParams, batch_size: int = 2_000
+    ) -> CenterSmoothingParams:
+        """The parameters a certified bundle records (to replay or extend its certificates)."""
+        return cls(
+            sigma=c.sigma_enc,
+            epsilon=c.epsilon,
+            n0=c.n0,
+            n=c.n,
+            alpha1=c.alpha1,
+            alpha2=c.alpha2,
+            delta=c.delta,
+            beta=c.beta,
+            batch_size=batch_size,
+        )
+
+    def certificate(self, seed: int) -> CertificateParams:
+        """These parameters as recorded in a certified bundle."""
+        return CertificateParams(
+            sigma_enc=self.sigma,
+            epsilon=self.epsilon,
+            n0=self.n0,
+            n=self.n,
+            alpha1=self.alpha1,
+            alpha2=self.alpha2,
+            delta=self.delta,
+            beta=self.beta,
+            seed=seed,
+        )
+
 
 @dataclass
 class CenterCertificate:
@@ -111,6 +143,13 @@ class CenterCertificate:
     p_hat: float
     seconds: float
     q: float = field(default=math.nan)
+
+    @property
+    def status(self) -> CenterStatus:
+        """The outcome as stored in a certified bundle."""
+        if not self.abstained:
+            return CenterStatus.CERTIFIED
+        return CenterStatus.ABSTAIN_DELTA if self.reason == "delta" else CenterStatus.ABSTAIN_Q
 
 
 def abstain_margins(p_hat: float, n0: int, alpha1: float) -> tuple[float, float]:

@@ -146,3 +146,51 @@ def load_checkpoint(
     if optimizer is not None and groups is not None:
         load_optimizer(optimizer, artifact.tensors, groups)
     return meta.step, state, artifact.weights("extra.")
+
+
+class SampleCheckpoint:
+    """Per-sample results of a long loop (certification, verification), resumable.
+
+    ``result`` maps names to arrays with one row per sample. On creation the rows finished by an
+    interrupted run with the same ``key`` are restored (``done`` of them); ``step_done(i)`` saves
+    rows ``[:i]`` when ``checkpoint_interval()`` seconds have passed; ``finish()`` removes the file.
+    """
+
+    def __init__(
+        self, path: str | Path, *, tool: str, stage: str, key: str, result: dict[str, np.ndarray]
+    ) -> None:
+        import time
+
+        self.path, self.tool, self.stage, self.key, self.result = (
+            Path(path),
+            tool,
+            stage,
+            key,
+            result,
+        )
+        self.total = len(next(iter(result.values())))
+        self.done = 0
+        restored = load_checkpoint(self.path, stage=stage, key=key, modules={})
+        if restored is not None:
+            self.done, _, extra = restored
+            for name, array in result.items():
+                array[: self.done] = extra[name][: self.done]
+        self._clock = time.monotonic
+        self._last = self._clock()
+
+    def step_done(self, finished: int) -> None:
+        """Rows ``[:finished]`` are final; checkpoint them if one is due."""
+        if finished < self.total and self._clock() - self._last >= checkpoint_interval():
+            save_checkpoint(
+                self.path,
+                tool=self.tool,
+                stage=self.stage,
+                key=self.key,
+                step=finished,
+                modules={},
+                extra=self.result,
+            )
+            self._last = self._clock()
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)
