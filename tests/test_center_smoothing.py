@@ -507,3 +507,13 @@ def test_random_attack_affine_matches_the_plain_attack() -> None:
     )
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
     assert mlp.training
+
+
+def test_contrastive_loss_gradient_is_finite_for_coinciding_points() -> None:
+    """Identical representations in a batch (collapsed classes) must not give NaN gradients."""
+    from lassi.producer.losses import contrastive_loss
+
+    r = torch.zeros(40, 8, requires_grad=True)
+    y = torch.arange(40) % 3
+    contrastive_loss(r, y, 1.0).backward()
+    assert torch.isfinite(r.grad).all()

@@ -139,9 +139,12 @@ def contrastive_loss(r: Tensor, y: Tensor, delta: float) -> Tensor:
     batch = r.shape[0]
     if batch < 2:
         return r.sum() * 0.0
-    d = torch.cdist(r, r)
+    # ||r_i − r_j||² from inner products, clamped away from 0 before the square root: sqrt has
+    # an infinite derivative at 0 (torch.cdist's backward gives NaN for coinciding points).
+    sq = (r * r).sum(dim=1)
+    d2 = (sq[:, None] + sq[None, :] - 2.0 * r @ r.T).clamp_min(1e-12)
     i, j = torch.triu_indices(batch, batch, offset=1, device=r.device)
-    d = d[i, j]
+    d = d2[i, j].sqrt()
     same = y[i] == y[j]
     terms = torch.where(same, torch.relu(d - delta), torch.relu(2.0 * delta - d))
     return terms.mean()

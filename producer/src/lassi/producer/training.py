@@ -208,6 +208,10 @@ def train_encoder(
             loss = terms["ce"] + sum(
                 getattr(lam, name) * value for name, value in terms.items() if name != "ce"
             )
+            if not torch.isfinite(loss):
+                raise RuntimeError(
+                    f"encoder training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
