@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from lassi.spec.cli import role_group, tool_name, trusted_inputs
+from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs
 
 TOOL = tool_name("lassi-consumer")
 
@@ -21,13 +21,6 @@ main = role_group(
 )
 
 PATH = click.Path(dir_okay=False, path_type=Path)
-
-
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 @main.command("train")
@@ -76,7 +69,7 @@ def train_command(
 
     if not sigma > 0 or epochs < 1 or batch_size < 1 or not lr > 0:
         raise UsageError(None, "need --sigma > 0, --epochs >= 1, --batch-size >= 1 and --lr > 0")
-    _threads(threads)
+    set_threads(threads)
     train_consumer_classifier(
         bundle,
         task,
@@ -133,7 +126,7 @@ def verify_command(
 
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
         raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
-    _threads(threads)
+    set_threads(threads)
     report = verify(
         classifier_path,
         bundle,

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
 from lassi.spec import LossWeights, SimilaritySpec, UsageError, read_artifact
-from lassi.spec.cli import role_group, tool_name, trusted_inputs
+from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs, validated
 
 TOOL = tool_name("lassi-producer")
 
@@ -23,29 +22,10 @@ main = role_group(
 PATH = click.Path(dir_okay=False, path_type=Path)
 
 
-def _validated(model: type, where: str, **values: Any) -> Any:
-    try:
-        return model(**values)
-    except (ValidationError, ValueError) as error:
-        if isinstance(error, ValidationError):
-            first = error.errors()[0]
-            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-        else:
-            message = str(error)
-        raise UsageError(None, f"{where}: {message}") from None
-
-
 def _data_for_spec(spec: Path, options: dict[str, Any]) -> DatasetConfig:
     """Data options; unless given, the image size follows the spec's Glow."""
     meta = read_artifact(spec, expect=SimilaritySpec).meta
     return dataset_config_from_options(options, image_size=meta.flow.image_size)
-
-
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 @main.command("train")
@@ -143,7 +123,7 @@ def train_command(
         raise UsageError(
             None, f"--hidden must be comma-separated integers, got {hidden!r}"
         ) from None
-    loss = _validated(
+    loss = validated(
         LossWeights,
         "loss",
         adv=adv,
@@ -152,10 +132,10 @@ def train_command(
         delta_contr=delta_contr,
         attack_points=attack_points,
     )
-    config = _validated(
+    config = validated(
         EncoderTrainConfig, "training", hidden=widths, loss=loss, data=data, **options
     )
-    _threads(threads)
+    set_threads(threads)
     train_encoder(config, spec, out, cache_dir=cache_dir, progress=not quiet)
 
 
@@ -221,7 +201,7 @@ def encode_command(
     params = None
     if certify:
         epsilon = read_artifact(spec, expect=SimilaritySpec).meta.epsilon
-        params = _validated(
+        params = validated(
             CenterSmoothingParams,
             "certificate",
             sigma=sigma,
@@ -233,7 +213,7 @@ def encode_command(
             delta=delta,
             batch_size=batch_size,
         )
-    _threads(threads)
+    set_threads(threads)
     encode_split(
         spec,
         encoder_path,

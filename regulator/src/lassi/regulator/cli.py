@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
-from lassi.spec.cli import role_group, tool_name, trusted_inputs
+from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs, validated
 
 TOOL = tool_name("lassi-regulator")
 
@@ -19,15 +18,6 @@ main = role_group(
     TOOL.split(" ", 1)[1],
     "The regulator: trains the Glow flow, computes attribute vectors, fixes epsilon and writes the similarity spec.",
 )
-
-
-def _validated(model: type, where: str, **values: Any) -> Any:
-    try:
-        return model(**values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise UsageError(None, f"{where}: {field}: {first['msg']}") from None
 
 
 @main.command("train-glow")
@@ -67,14 +57,14 @@ def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: A
     from lassi.regulator.training import GlowTrainConfig, train_glow
 
     data = dataset_config_from_options(options, image_size=None)
-    flow = _validated(
+    flow = validated(
         GlowConfig,
         "flow",
         image_size=data.image_size,
         **{k: options.pop(k) for k in ("n_levels", "n_steps", "hidden", "coupling", "n_bits")},
     )
-    config = _validated(GlowTrainConfig, "training", flow=flow, data=data, **options)
-    _threads(threads)
+    config = validated(GlowTrainConfig, "training", flow=flow, data=data, **options)
+    set_threads(threads)
     train_glow(config, out, progress=not quiet)
 
 
@@ -137,7 +127,7 @@ def define_command(
     from lassi.regulator.similarity import define_spec
 
     data = dataset_config_from_options(options)
-    _threads(threads)
+    set_threads(threads)
     define_spec(
         glow_path,
         list(attributes),
@@ -244,13 +234,6 @@ def audit_command(
             f"(e.g. sample {flagged[0].sample_id}: {flagged[0].verdict})",
         )
     click.echo(f"all {len(rows)} re-checked claims confirmed within {tolerance:.1%}", err=True)
-
-
-def _threads(threads: int | None) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

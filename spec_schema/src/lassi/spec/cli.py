@@ -219,3 +219,28 @@ def tool_name(distribution: str) -> str:
         return f"{distribution} {version(distribution)}"
     except PackageNotFoundError:
         return f"{distribution} (not installed)"
+
+
+def validated(model: type, where: str, **values: Any) -> Any:
+    """Build a config model from command-line values; invalid ones become a one-line UsageError."""
+    from pydantic import ValidationError
+
+    from lassi.spec.errors import UsageError
+
+    try:
+        return model(**values)
+    except (ValidationError, ValueError) as error:
+        if isinstance(error, ValidationError):
+            first = error.errors()[0]
+            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+        else:
+            message = str(error)
+        raise UsageError(None, f"{where}: {message}") from None
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads``: the number of torch CPU threads (torch imported only when given)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
