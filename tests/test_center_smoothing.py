@@ -41,7 +41,7 @@ from lassi.spec.center_smoothing import (
     min_median_index,
     quantile_level,
 )
-from lassi.spec.seeding import Stage, numpy_rng
+from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -427,6 +427,19 @@ def test_ball_sampler_is_uniform(m: int) -> None:
     tradius = torch.linalg.vector_norm(tpoints, dim=1)
     assert tpoints.dtype == torch.float32 and float(tradius.max()) <= eps * (1 + 1e-6)
     assert float((tradius**m).mean()) == pytest.approx(eps**m / 2, rel=0.02)
+
+
+def test_ball_sampler_survives_a_gaussian_draw_of_exactly_zero() -> None:
+    # Regression: this training-attack stream (seed 0, global step 302) contains a float32
+    # randn of exactly 0.0; normalising it gave 0/0 = NaN and diverged LASSI training.
+    seed = torch_seed(0, 302, Stage.TRAINING, 2)
+    raw = torch.randn(5000, 1, generator=torch.Generator().manual_seed(seed))
+    assert bool((raw == 0).any())
+    points = sample_ball(torch.Generator().manual_seed(seed), 5000, 1, 0.9)
+    assert bool(torch.isfinite(points).all()) and float(points.abs().max()) <= 0.9
+    nonzero = raw[:, 0] != 0
+    # every other draw is unchanged: its sign follows the Gaussian
+    assert bool((torch.sign(points[nonzero, 0]) == torch.sign(raw[nonzero, 0])).all())
 
 
 def test_random_attack_picks_the_farthest_point() -> None:

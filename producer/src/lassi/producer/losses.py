@@ -30,17 +30,26 @@ def sample_ball(
 
     Direction ~ normalised Gaussian, radius ε · U^(1/m) (m = 1: uniform on [−ε, ε]; m = 2: the
     disc). A numpy Generator gives a float64 array; a torch Generator (or None) a tensor.
+    A Gaussian draw of exactly 0 (it happens: float32 ``randn`` gives 0.0 about once in 2^24
+    draws) takes the direction e_1 instead of 0/0 = NaN; that event has probability zero under
+    the ideal distribution, so the law is unchanged.
     """
     if isinstance(generator, np.random.Generator):
         direction = generator.standard_normal((n_points, m))
         radius = epsilon * generator.random(n_points) ** (1.0 / m)
-        norms = np.linalg.norm(direction, axis=1)
-        return direction / norms[:, None] * radius[:, None]
+        norms = np.linalg.norm(direction, axis=1, keepdims=True)
+        e1 = np.eye(1, m)[0]
+        unit = np.where(norms > 0, direction / np.where(norms > 0, norms, 1.0), e1)
+        return unit * radius[:, None]
     gen_device = generator.device if generator is not None else device
     direction = torch.randn(n_points, m, generator=generator, dtype=dtype, device=gen_device)
     uniform = torch.rand(n_points, generator=generator, dtype=dtype, device=gen_device)
     radius = epsilon * uniform ** (1.0 / m)
-    points = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True) * radius[:, None]
+    norms = torch.linalg.vector_norm(direction, dim=1, keepdim=True)
+    e1 = torch.zeros(m, dtype=dtype, device=gen_device)
+    e1[0] = 1.0
+    unit = torch.where(norms > 0, direction / norms.clamp_min(torch.finfo(dtype).tiny), e1)
+    points = unit * radius[:, None]
     return points.to(device) if device is not None else points
 
 

@@ -210,7 +210,9 @@ def train_encoder(
             )
             if not torch.isfinite(loss):
                 raise RuntimeError(
-                    f"encoder training diverged at epoch {epoch + 1} (loss {float(loss)}); lower --lr"
+                    f"encoder training diverged at epoch {epoch + 1} (loss {float(loss.detach())}, terms "
+                    + ", ".join(f"{k} {float(v.detach()):.3g}" for k, v in terms.items())
+                    + ")"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
