@@ -191,3 +191,49 @@ def test_killed_glow_training_resumes_to_identical_weights(
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_killed_encoder_training_resumes_to_identical_weights(
+    chain: dict[str, Path], tmp_path: Path, env: dict[str, str]
+) -> None:
+    def command(out: Path) -> list[str]:
+        return [
+            str(BIN / "lassi-producer"),
+            "train",
+            "--spec",
+            str(chain["spec"]),
+            *DATA,
+            "--task",
+            "object_hue",
+            "--hidden",
+            "256,128",
+            "--k",
+            "16",
+            "--epochs",
+            "40",
+            "--batch-size",
+            "64",
+            "--attack-points",
+            "4",
+            "--lambda-contr",
+            "0.1",
+            "--delta",
+            "1",
+            "--threads",
+            "1",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+
+    reference, resumed = tmp_path / "reference.safetensors", tmp_path / "resumed.safetensors"
+    _run(command(reference), env)
+    step = _kill_midway(command(resumed), resumed, env)
+    assert 2 <= step < 40
+    _run(command(resumed), env)
+    a, b = read_artifact(reference), read_artifact(resumed)
+    assert a.tensors.keys() == b.tensors.keys()
+    for name in a.tensors:
+        np.testing.assert_array_equal(a.tensors[name], b.tensors[name], err_msg=name)
+    assert a.meta.training.best_epoch == b.meta.training.best_epoch
+    assert a.meta.training.val_accuracy == b.meta.training.val_accuracy
