@@ -204,3 +204,13 @@ def test_export_and_audit_confirms_honest_and_flags_shrunk_claims(
     flagged = CliRunner().invoke(regulator, [*audit, "--bundle", str(forged), *ids])
     assert flagged.exit_code == EXIT_CODES["integrity"]
     assert flagged.output.count("| understated |") == 3 and "not confirmed" in flagged.output
+
+
+def test_report_side_files_keep_dotted_names_apart(tmp_path: Path) -> None:
+    from lassi.consumer.verification import report_sidecars
+
+    a = report_sidecars(tmp_path / "report-sigma0.5.safetensors")
+    b = report_sidecars(tmp_path / "report-sigma0.25.safetensors")
+    assert a["json"].name == "report-sigma0.5.json" and a["png"].name == "report-sigma0.5.png"
+    assert set(a.values()).isdisjoint(b.values())
+    assert report_sidecars(tmp_path / "report.st")["md"] == tmp_path / "report.md"

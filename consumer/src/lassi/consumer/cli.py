@@ -121,7 +121,7 @@ def verify_command(
     quiet: bool,
 ) -> None:
     """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
-    from lassi.consumer.verification import summary_markdown, verify
+    from lassi.consumer.verification import report_sidecars, summary_markdown, verify
     from lassi.spec import UsageError
 
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
@@ -142,8 +142,8 @@ def verify_command(
         click.echo(json.dumps(report.meta.summary.model_dump(mode="json"), indent=2))
         return
     click.echo(summary_markdown(report.meta))
-    base = out.with_suffix("")
-    click.echo(f"wrote {out}, {base}.json, {base}.md, {base}.png")
+    sidecars = report_sidecars(out)
+    click.echo(f"wrote {out}, {sidecars['json']}, {sidecars['md']}, {sidecars['png']}")
 
 
 @main.command("export-onnx")

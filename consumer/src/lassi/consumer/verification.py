@@ -302,16 +302,22 @@ def summary_markdown(report: VerificationReport) -> str:
     return "\n".join(lines)
 
 
+def report_sidecars(report_path: Path) -> dict[str, Path]:
+    """The files beside a report: ``x.safetensors`` → ``x.json``, ``x.md``, ``x.png``.
+
+    Only ``.safetensors`` (or the last suffix) is replaced, so dotted names such as
+    ``report-sigma0.5.safetensors`` keep their own side files.
+    """
+    path = Path(report_path)
+    stem = path.name.removesuffix(".safetensors") if path.suffix == ".safetensors" else path.stem
+    return {ext: path.with_name(f"{stem}.{ext}") for ext in ("json", "md", "png")}
+
+
 def write_report_files(report: Artifact[VerificationReport]) -> dict[str, Path]:
     """``<report>.json`` (summary + per sample), ``.md`` (tables) and ``.png`` (R vs r_CS)."""
-    base = report.path.with_suffix("")
     meta = report.meta
     rows = report_rows(report)
-    paths = {
-        "json": base.with_suffix(".json"),
-        "md": base.with_suffix(".md"),
-        "png": base.with_suffix(".png"),
-    }
+    paths = report_sidecars(report.path)
     record = {"report_sha256": report.sha256, **meta.model_dump(mode="json"), "samples": rows}
     with atomic_path(paths["json"]) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
