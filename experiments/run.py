@@ -122,11 +122,16 @@ def producer_run(
     return encoder, train, test
 
 
-def consumer_run(train: Path, test: Path, task: str, sigma: float, folder: Path, seed: int) -> dict:
-    classifier = folder / f"classifier-{task}-sigma{sigma}.safetensors"
-    report = folder / f"report-{task}-sigma{sigma}.safetensors"
+def consumer_run(
+    train: Path, test: Path, task: str, sigma: float, folder: Path, seed: int, epochs: int = 1
+) -> dict:
+    name = f"{task}-sigma{sigma}" + (f"-epochs{epochs}" if epochs != 1 else "")
+    classifier = folder / f"classifier-{name}.safetensors"
+    report = folder / f"report-{name}.safetensors"
     if not classifier.exists():
-        train_consumer_classifier(train, task, classifier, sigma, seed=seed, progress=False)
+        train_consumer_classifier(
+            train, task, classifier, sigma, epochs=epochs, seed=seed, progress=False
+        )
     if not report.exists():
         verify(classifier, test, report, seed=seed, progress=False, **VERIFY)
     return read_artifact(report).meta.summary.model_dump() | {
@@ -254,14 +259,21 @@ def transfer(args: argparse.Namespace) -> dict:
     data = data_config(args.glow)
     spec = spec_for(args.glow, ["orientation"], folder)
     loss = LossWeights(
-        adv=0.1, contr=args.lambda_contr, rec=args.lambda_rec, delta_contr=10.0, attack_points=20
+        adv=args.lambda_adv,
+        contr=args.lambda_contr,
+        rec=args.lambda_rec,
+        delta_contr=10.0,
+        attack_points=20,
     )
-    producer = folder / f"producer-rec{args.lambda_rec}-contr{args.lambda_contr}"
+    name = f"producer-rec{args.lambda_rec}-contr{args.lambda_contr}"
+    producer = folder / (name if args.lambda_adv == 0.1 else f"{name}-adv{args.lambda_adv}")
     _, train, test = producer_run(spec, data, "transfer", 0, producer, args.test, loss=loss)
     rows = []
     for task in ("object_hue", "shape", "floor_hue"):
         for sigma in args.sigmas:
-            result = consumer_run(train, test, task, sigma, producer, 0) | {
+            result = consumer_run(
+                train, test, task, sigma, producer, 0, epochs=args.consumer_epochs
+            ) | {
                 "task": task,
                 "sigma": sigma,
             }
@@ -270,12 +282,12 @@ def transfer(args: argparse.Namespace) -> dict:
                 f"{task} sigma {sigma}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f}"
             )
     lines = [
-        "| consumer task | producer saw it | sigma_cls | accuracy % | certified fair % |",
-        "| --- | --- | --- | --- | --- |",
+        "| consumer task | producer saw it | consumer epochs | sigma_cls | accuracy % | certified fair % |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {'yes' if r['task'] == 'object_hue' else 'no'} | {r['sigma']} "
+            f"| {r['task']} | {'yes' if r['task'] == 'object_hue' else 'no'} | {args.consumer_epochs} | {r['sigma']} "
             f"| {100 * r['accuracy']:.1f} | {100 * r['certified_fairness']:.1f} |"
         )
     return {"rows": rows, "markdown": "\n".join(lines)}
@@ -331,7 +343,13 @@ def main() -> int:
         "--lambda-rec", type=float, default=0.1, help="transfer: weight of latent reconstruction"
     )
     parser.add_argument(
+        "--lambda-adv", type=float, default=0.1, help="transfer: weight of the adversarial term"
+    )
+    parser.add_argument(
         "--lambda-contr", type=float, default=0.1, help="transfer: weight of the contrastive term"
+    )
+    parser.add_argument(
+        "--consumer-epochs", type=int, default=1, help="transfer: epochs of the consumer's C_L"
     )
     parser.add_argument(
         "--sigmas", type=float, nargs="+", default=[0.5, 1.0], help="transfer: sigma_cls values"
