@@ -6,7 +6,8 @@
 
 Every experiment goes through the same Python API the CLIs are thin layers over, writes its
 artifacts under runs/experiments/<name>/ (finished ones are reused) and its results as JSON
-(runs/experiments/<name>/results.json) and as a Markdown table printed at the end.
+(runs/experiments/<name>/results*.json, one file per variant) and as a Markdown table printed
+at the end.
 
 Ground-truth transfer (Table 2): for every test sample, the end-to-end smoothed model — center
 ẑ of E_L(E_G(x) + t A) (step 1 of center smoothing) classified by the smoothed C_L (PREDICT) —
@@ -177,11 +178,19 @@ def table2(args: argparse.Namespace) -> dict:
     folder = OUT / "table2"
     data = data_config(args.glow)
     spec = spec_for(args.glow, ["orientation"], folder)
+    suffix = ""
+    if args.producer_train is not None:  # more producer data than the Glow's train split
+        data = data.model_copy(update={"n_train": args.producer_train})
+        suffix += f"-n{args.producer_train}"
+    if args.epochs != 4:
+        suffix += f"-epochs{args.epochs}"
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:  # seed-major, so a partial run already compares both methods
         for method in ("baseline", "adversarial+contrastive"):
-            run = folder / f"{method}-seed{seed}"
-            encoder, train, test = producer_run(spec, data, method, seed, run, args.test)
+            run = folder / f"{method}-seed{seed}{suffix}"
+            encoder, train, test = producer_run(
+                spec, data, method, seed, run, args.test, epochs=args.epochs
+            )
             result = consumer_run(train, test, "object_hue", SIGMA_CLS[method], run, seed)
             gt_file = run / "ground_truth.json"
             if gt_file.exists():
@@ -216,7 +225,7 @@ def table2(args: argparse.Namespace) -> dict:
             values = 100 * np.array([r[key] for r in results])
             cells.append(f"{values.mean():.1f} ± {values.std():.1f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return {"rows": rows, "markdown": "\n".join(lines)}
+    return {"rows": rows, "markdown": "\n".join(lines), "results_file": f"results{suffix}.json"}
 
 
 def ablation(args: argparse.Namespace) -> dict:
@@ -290,7 +299,8 @@ def transfer(args: argparse.Namespace) -> dict:
             f"| {r['task']} | {'yes' if r['task'] == 'object_hue' else 'no'} | {args.consumer_epochs} | {r['sigma']} "
             f"| {100 * r['accuracy']:.1f} | {100 * r['certified_fairness']:.1f} |"
         )
-    return {"rows": rows, "markdown": "\n".join(lines)}
+    results_file = f"results-{producer.name}-epochs{args.consumer_epochs}.json"
+    return {"rows": rows, "markdown": "\n".join(lines), "results_file": results_file}
 
 
 def plot_sigma(results: dict, path: Path) -> None:
@@ -339,6 +349,13 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=4, help="table2: encoder epochs")
+    parser.add_argument(
+        "--producer-train",
+        type=int,
+        default=None,
+        help="table2: size of the producer's (correlated) train split; default: the Glow's",
+    )
     parser.add_argument(
         "--lambda-rec", type=float, default=0.1, help="transfer: weight of latent reconstruction"
     )
@@ -363,7 +380,8 @@ def main() -> int:
     result["command"] = " ".join(["python", "experiments/run.py", *sys.argv[1:]])
     folder = OUT / args.experiment
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    results_file = folder / result.pop("results_file", "results.json")
+    results_file.write_text(json.dumps(result, indent=2, default=str))
     if args.experiment == "ablation":
         plot_sigma(result, ROOT / "docs" / "figures" / "ablation_sigma.png")
     print(result["markdown"])
