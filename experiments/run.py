@@ -186,7 +186,7 @@ def table2(args: argparse.Namespace) -> dict:
         suffix += f"-epochs{args.epochs}"
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:  # seed-major, so a partial run already compares both methods
-        for method in ("baseline", "adversarial+contrastive"):
+        for method in args.methods:
             run = folder / f"{method}-seed{seed}{suffix}"
             encoder, train, test = producer_run(
                 spec, data, method, seed, run, args.test, epochs=args.epochs
@@ -350,6 +350,13 @@ def main() -> int:
     parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=4, help="table2: encoder epochs")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=["baseline", "adversarial+contrastive"],
+        default=["baseline", "adversarial+contrastive"],
+        help="table2: which rows to run",
+    )
     parser.add_argument(
         "--producer-train",
         type=int,
