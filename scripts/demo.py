@@ -228,10 +228,13 @@ def main() -> int:
         )
         return error.returncode
     print("\n== verification summary ==")
-    md = report.with_suffix(".md").read_text().split("## Provenance")[0]
+    from lassi.consumer.verification import report_sidecars
+
+    sidecars = report_sidecars(report)
+    md = sidecars["md"].read_text().split("## Provenance")[0]
     print(md.split("\n\n", 2)[-1].strip())
-    print(f"\nreport:        {report.with_suffix('.md')}  (+ .json, .safetensors)")
-    print(f"R vs r_CS:     {report.with_suffix('.png')}")
+    print(f"\nreport:        {sidecars['md']}  (+ .json, .safetensors)")
+    print(f"R vs r_CS:     {sidecars['png']}")
     print(f"spec strips:   {strips}")
     print(f"Glow samples:  {glow.with_name('glow.samples.png')}")
     print(f"total {time.perf_counter() - start:.0f} s")

@@ -305,12 +305,11 @@ def summary_markdown(report: VerificationReport) -> str:
 def report_sidecars(report_path: Path) -> dict[str, Path]:
     """The files beside a report: ``x.safetensors`` → ``x.json``, ``x.md``, ``x.png``.
 
-    Only ``.safetensors`` (or the last suffix) is replaced, so dotted names such as
-    ``report-sigma0.5.safetensors`` keep their own side files.
+    Only the last suffix is replaced, so dotted names such as ``report-sigma0.5.safetensors``
+    keep their own side files.
     """
     path = Path(report_path)
-    stem = path.name.removesuffix(".safetensors") if path.suffix == ".safetensors" else path.stem
-    return {ext: path.with_name(f"{stem}.{ext}") for ext in ("json", "md", "png")}
+    return {ext: path.with_name(f"{path.stem}.{ext}") for ext in ("json", "md", "png")}
 
 
 def write_report_files(report: Artifact[VerificationReport]) -> dict[str, Path]:

@@ -37,19 +37,14 @@ def sample_ball(
     if isinstance(generator, np.random.Generator):
         direction = generator.standard_normal((n_points, m))
         radius = epsilon * generator.random(n_points) ** (1.0 / m)
-        norms = np.linalg.norm(direction, axis=1, keepdims=True)
-        e1 = np.eye(1, m)[0]
-        unit = np.where(norms > 0, direction / np.where(norms > 0, norms, 1.0), e1)
-        return unit * radius[:, None]
+        direction[~direction.any(axis=1), 0] = 1.0
+        return direction / np.linalg.norm(direction, axis=1, keepdims=True) * radius[:, None]
     gen_device = generator.device if generator is not None else device
     direction = torch.randn(n_points, m, generator=generator, dtype=dtype, device=gen_device)
     uniform = torch.rand(n_points, generator=generator, dtype=dtype, device=gen_device)
     radius = epsilon * uniform ** (1.0 / m)
-    norms = torch.linalg.vector_norm(direction, dim=1, keepdim=True)
-    e1 = torch.zeros(m, dtype=dtype, device=gen_device)
-    e1[0] = 1.0
-    unit = torch.where(norms > 0, direction / norms.clamp_min(torch.finfo(dtype).tiny), e1)
-    points = unit * radius[:, None]
+    direction[~direction.any(dim=1), 0] = 1.0
+    points = direction / torch.linalg.vector_norm(direction, dim=1, keepdim=True) * radius[:, None]
     return points.to(device) if device is not None else points
 
 
