@@ -99,6 +99,13 @@ def train_command(
     required=True,
     help="Report artifact (.safetensors; .json/.md/.png beside it).",
 )
+@click.option(
+    "--spec",
+    "spec_path",
+    type=PATH,
+    default=None,
+    help="The regulator's similarity spec: bind the certificate to its hash, epsilon and policy.",
+)
 @click.option("--n0", type=int, default=2_000, show_default=True)
 @click.option("--n", type=int, default=100_000, show_default=True)
 @click.option("--alpha", type=float, default=0.001, show_default=True)
@@ -111,6 +118,7 @@ def verify_command(
     classifier_path: Path,
     bundle: Path,
     out: Path,
+    spec_path: Path | None,
     n0: int,
     n: int,
     alpha: float,
@@ -122,10 +130,19 @@ def verify_command(
 ) -> None:
     """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
     from lassi.consumer.verification import report_sidecars, summary_markdown, verify
-    from lassi.spec import UsageError
+    from lassi.spec import RepresentationBundle, UsageError, read_artifact
+    from lassi.spec.binding import binding_note, check_binding, read_spec_header
+    from lassi.spec.outputs import check_outputs
 
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
         raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
+    check_outputs([out, *report_sidecars(out).values()], inputs=[classifier_path, bundle, spec_path])
+    bundle_meta = read_artifact(bundle, expect=RepresentationBundle).meta
+    spec_meta, spec_sha = read_spec_header(spec_path) if spec_path else (None, None)
+    if spec_meta is not None and spec_sha is not None:
+        check_binding(spec_meta, spec_sha, bundle_meta, bundle)
+    epsilon = bundle_meta.certificate.epsilon if bundle_meta.certificate else float("nan")
+    note = binding_note(spec_meta, spec_sha, epsilon)
     set_threads(threads)
     report = verify(
         classifier_path,
@@ -139,9 +156,11 @@ def verify_command(
         progress=not quiet and not as_json,
     )
     if as_json:
+        click.echo(note, err=True)
         click.echo(json.dumps(report.meta.summary.model_dump(mode="json"), indent=2))
         return
     click.echo(summary_markdown(report.meta))
+    click.echo(note)
     sidecars = report_sidecars(out)
     click.echo(f"wrote {out}, {sidecars['json']}, {sidecars['md']}, {sidecars['png']}")
 

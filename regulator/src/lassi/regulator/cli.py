@@ -110,6 +110,15 @@ def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: A
     required=True,
     help="Similarity spec to write.",
 )
+@click.option(
+    "--max-alpha",
+    type=float,
+    default=None,
+    help="Policy: largest alpha1 + alpha2 a producer's center smoothing may use.",
+)
+@click.option("--sigma-enc-min", type=float, default=None, help="Policy: smallest sigma_enc.")
+@click.option("--sigma-enc-max", type=float, default=None, help="Policy: largest sigma_enc.")
+@click.option("--min-n", type=int, default=None, help="Policy: fewest center-smoothing samples n.")
 @click.option("--threads", type=int, default=None)
 @click.option("--quiet", is_flag=True)
 def define_command(
@@ -119,14 +128,31 @@ def define_command(
     out: Path,
     max_images: int | None,
     fidelity_images: int,
+    max_alpha: float | None,
+    sigma_enc_min: float | None,
+    sigma_enc_max: float | None,
+    min_n: int | None,
     threads: int | None,
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Compute attribute vectors (average_diff) and write the similarity spec."""
-    from lassi.regulator.similarity import define_spec
+    """Compute attribute vectors (average_diff) and write the similarity spec.
 
+    The policy options are recorded in the spec; ``audit`` and ``lassi-consumer verify --spec``
+    refuse certificates that break them.
+    """
+    from lassi.regulator.similarity import define_spec
+    from lassi.spec.models import CertificationPolicy
+    from lassi.spec.outputs import check_outputs
+
+    limits = dict(
+        max_alpha=max_alpha, sigma_enc_min=sigma_enc_min, sigma_enc_max=sigma_enc_max, min_n=min_n
+    )
+    policy = None
+    if any(v is not None for v in limits.values()):
+        policy = validated(CertificationPolicy, "policy", **limits)
     data = dataset_config_from_options(options)
+    check_outputs([out], inputs=[glow_path])
     set_threads(threads)
     define_spec(
         glow_path,
@@ -137,6 +163,7 @@ def define_command(
         max_images=max_images,
         fidelity_images=fidelity_images,
         progress=not quiet,
+        policy=policy,
     )
 
 
@@ -193,6 +220,12 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
 @click.option(
     "--tolerance", type=float, default=0.01, show_default=True, help="Relative tolerance on r_CS."
 )
+@click.option(
+    "--data-root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The auditor's own copy of the data (CelebA/folder); the bundle's paths are never used.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the per-sample results as JSON.")
 def audit_command(
     spec: Path,
@@ -201,6 +234,7 @@ def audit_command(
     ids: str | None,
     count: int,
     tolerance: float,
+    data_root: Path | None,
     as_json: bool,
 ) -> None:
     """Replay center smoothing in onnxruntime and confirm or flag the bundle's r_CS claims."""
@@ -216,9 +250,17 @@ def audit_command(
         raise UsageError(None, f"--ids must be comma-separated integers, got {ids!r}") from None
     if not 0 <= tolerance < 1 or count < 1:
         raise UsageError(None, "need 0 <= --tolerance < 1 and --count >= 1")
-    rows = audit_bundle(spec, base_function, bundle, ids=chosen, count=count, tolerance=tolerance)
+    rows = audit_bundle(
+        spec,
+        base_function,
+        bundle,
+        ids=chosen,
+        count=count,
+        tolerance=tolerance,
+        data_root=data_root,
+    )
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2))
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2, allow_nan=False))
     else:
         click.echo("| id | claimed r_CS | replayed r_CS | center distance | verdict |")
         click.echo("| --- | --- | --- | --- | --- |")

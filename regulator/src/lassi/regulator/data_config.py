@@ -14,6 +14,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lassi.spec import DataProvenance, UsageError
+from lassi.spec.errors import validation_message
 
 
 class DatasetConfig(BaseModel):
@@ -187,5 +188,4 @@ def dataset_config_from_options(
             correlate=options.pop("correlate"),
         )
     except ValidationError as error:
-        first = error.errors()[0]
-        raise UsageError(None, f"data options: {first['msg']}") from None
+        raise UsageError(None, f"data options: {validation_message(error, 'option')}") from None

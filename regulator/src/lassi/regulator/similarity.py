@@ -27,6 +27,7 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
+from lassi.spec.models import CertificationPolicy
 from lassi.spec.torch_state import load_module, module_tensors
 
 FIDELITY_MIN_ANGLE = 20.0
@@ -92,6 +93,7 @@ def define_spec(
     max_images: int | None = None,
     fidelity_images: int = 32,
     progress: bool = True,
+    policy: CertificationPolicy | None = None,
 ) -> Path:
     """Compute the attribute vectors over the train split and write the similarity spec."""
     if not epsilon > 0 or not np.isfinite(epsilon):
@@ -121,6 +123,7 @@ def define_spec(
         attributes=infos,
         epsilon=epsilon,
         fidelity=fid,
+        policy=policy,
         parents={"glow": glow_artifact.sha256},
     )
     tensors = module_tensors(glow, "glow.")

@@ -17,7 +17,8 @@ from typing import Any
 
 import click
 
-from lassi.spec.errors import LassiError
+from lassi.spec.errors import LassiError, printable
+from lassi.spec.files import pinned_reads
 from lassi.spec.io import describe, read_artifact
 from lassi.spec.models import ARTIFACT_KINDS
 
@@ -25,7 +26,13 @@ INTERRUPTED_EXIT = 130
 
 
 def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return " ".join(printable(text).split())
+
+
+def _os_error_line(error: OSError) -> str:
+    """A file-system error (read-only, disk full, name too long...) as one line naming the file."""
+    name = error.filename if error.filename is not None else "a file"
+    return f"{name}: {error.strerror or type(error).__name__}"
 
 
 def error_exit_code(error: BaseException) -> int | None:
@@ -45,7 +52,8 @@ class LassiGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with pinned_reads():  # one read per file for the whole command (lassi.spec.files)
+                return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
@@ -55,6 +63,9 @@ class LassiGroup(click.Group):
             if os.environ.get("LASSI_DEBUG"):
                 raise
             code = error_exit_code(error)
+            if code is None and isinstance(error, OSError) and error.errno is not None:
+                click.echo(f"error: {_one_line(_os_error_line(error))}", err=True)
+                raise click.exceptions.Exit(2) from None
             if code is None:
                 click.echo(
                     f"error: internal error ({type(error).__name__}: {_one_line(str(error))}); "
@@ -103,7 +114,7 @@ def inspect_command() -> click.Command:
                     for name, a in sorted(artifact.tensors.items())
                 },
             }
-            click.echo(json.dumps(record, indent=2))
+            click.echo(json.dumps(record, indent=2, allow_nan=False))
         else:
             click.echo(describe(artifact))
 
@@ -155,9 +166,11 @@ def signing_commands() -> list[click.Command]:
     )
     def keygen(out: Path) -> None:
         """Create an Ed25519 key pair for signing artifacts."""
+        from lassi.spec.outputs import check_outputs
         from lassi.spec.signing import generate_keypair
 
         public = out.with_name(out.name + ".pub")
+        check_outputs([out, public])
         key = generate_keypair(out, public)
         click.echo(f"wrote {out} (private, keep it) and {public} (share it); key id {key}")
 
@@ -170,8 +183,10 @@ def signing_commands() -> list[click.Command]:
     )
     def sign(files: tuple[Path, ...], key: Path) -> None:
         """Write a detached signature FILE.sig for each file."""
-        from lassi.spec.signing import sign_file
+        from lassi.spec.outputs import check_outputs
+        from lassi.spec.signing import sign_file, signature_path
 
+        check_outputs([signature_path(p) for p in files], inputs=[*files, key])
         for path in files:
             click.echo(f"wrote {sign_file(path, key)}")
 
@@ -225,14 +240,13 @@ def validated(model: type, where: str, **values: Any) -> Any:
     """Build a config model from command-line values; invalid ones become a one-line UsageError."""
     from pydantic import ValidationError
 
-    from lassi.spec.errors import UsageError
+    from lassi.spec.errors import UsageError, validation_message
 
     try:
         return model(**values)
     except (ValidationError, ValueError) as error:
         if isinstance(error, ValidationError):
-            first = error.errors()[0]
-            message = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+            message = validation_message(error, "option")
         else:
             message = str(error)
         raise UsageError(None, f"{where}: {message}") from None

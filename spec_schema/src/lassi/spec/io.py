@@ -27,7 +27,8 @@ from pydantic import ValidationError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from lassi.spec.errors import IntegrityError, InvalidArtifactError, UsageError
+from lassi.spec.errors import IntegrityError, InvalidArtifactError, printable, validation_message
+from lassi.spec.files import forget, read_file
 from lassi.spec.models import (
     ARTIFACT_KINDS,
     FLOAT_DTYPES,
@@ -87,12 +88,40 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def sha256_file(path: str | Path, limit: int | None = None) -> str:
+    """SHA-256 of a regular file, read once (the same bytes a later parse sees, see files.py)."""
+    return sha256_bytes(read_file(path, MAX_ARTIFACT_BYTES if limit is None else limit))
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise _DuplicateKey(f"{name} is not a JSON number")
+
+
+def strict_json(text: str | bytes, where: str | Path, what: str) -> Any:
+    """``json.loads`` that refuses NaN/Infinity, duplicate keys and runaway nesting (exit 3)."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise InvalidArtifactError(where, f"{what} is not valid UTF-8") from None
+    except json.JSONDecodeError as error:
+        raise InvalidArtifactError(where, f"{what} is not valid JSON ({error.msg})") from None
+    except _DuplicateKey as error:
+        raise InvalidArtifactError(where, f"{what} is not strict JSON ({error})") from None
+    except RecursionError:
+        raise InvalidArtifactError(where, f"{what} is nested too deeply") from None
 
 
 @contextlib.contextmanager
@@ -114,6 +143,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
+        forget(path)
         with contextlib.suppress(OSError):
             dir_fd = os.open(path.parent, os.O_RDONLY)
             try:
@@ -193,13 +223,6 @@ def _check_tensors(
         raise InvalidArtifactError(where, problem)
 
 
-def _summarise(error: ValidationError) -> str:
-    first = error.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "metadata"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"metadata field '{loc}': {first['msg']}{more}"
-
-
 def parse_metadata(raw: Any, where: str | Path, expect: type[M] | None = None) -> M:
     """Validate the ``lassi`` metadata JSON object into its kind's model."""
     if not isinstance(raw, dict):
@@ -219,9 +242,10 @@ def parse_metadata(raw: Any, where: str | Path, expect: type[M] | None = None) -
         want = expect.model_fields["kind"].default
         raise InvalidArtifactError(where, f"is a {kind} artifact, expected {want}")
     try:
-        return model.model_validate(raw)  # type: ignore[return-value]
+        # strict: a JSON string is no bool or number ("yes" is not true), datetimes stay ISO text
+        return model.model_validate_json(json.dumps(raw), strict=True)  # type: ignore[return-value]
     except ValidationError as error:
-        raise InvalidArtifactError(where, _summarise(error)) from None
+        raise InvalidArtifactError(where, validation_message(error, "metadata field")) from None
 
 
 def parse_header(data: bytes, where: str | Path) -> tuple[dict[str, Any], dict[str, str], int]:
@@ -240,11 +264,10 @@ def parse_header(data: bytes, where: str | Path) -> tuple[dict[str, Any], dict[s
             where, f"header claims {header_len} bytes but the file has only {len(data) - 8}"
         )
     try:
-        header = json.loads(data[8 : 8 + header_len].decode("utf-8"))
+        text = data[8 : 8 + header_len].decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidArtifactError(where, "header is not valid UTF-8") from None
-    except json.JSONDecodeError as error:
-        raise InvalidArtifactError(where, f"header is not valid JSON ({error.msg})") from None
+    header = strict_json(text, where, "header")
     if not isinstance(header, dict):
         raise InvalidArtifactError(where, "header is not a JSON object")
     metadata = header.pop("__metadata__", None)
@@ -359,26 +382,11 @@ def read_artifact(
 ) -> Artifact[M]:
     """Read and fully validate an artifact (see the module docstring for what is checked)."""
     path = Path(path)
-    if not path.exists():
-        raise UsageError(path, "no such file")
-    if path.is_dir():
-        raise UsageError(path, "is a folder, expected an artifact file")
-    size = path.stat().st_size
-    if size > MAX_ARTIFACT_BYTES:
-        raise InvalidArtifactError(path, f"is {size} bytes, over the limit {MAX_ARTIFACT_BYTES}")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise UsageError(path, f"cannot read ({error.strerror})") from None
+    data = read_file(path, MAX_ARTIFACT_BYTES, "an artifact file")
     header, metadata, _ = parse_header(data, path)
     if METADATA_KEY not in metadata:
         raise InvalidArtifactError(path, "not a lassi artifact (no 'lassi' metadata entry)")
-    try:
-        raw = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as error:
-        raise InvalidArtifactError(
-            path, f"lassi metadata is not valid JSON ({error.msg})"
-        ) from None
+    raw = strict_json(metadata[METADATA_KEY], path, "lassi metadata")
     meta = parse_metadata(raw, path, expect)
     try:
         tensors = st_load(data)
@@ -397,14 +405,14 @@ def describe(artifact: Artifact) -> str:
     """Human-readable summary: kind, metadata, and a table of tensors (``inspect``)."""
     meta = artifact.meta
     lines = [
-        f"file:    {artifact.path}",
+        f"file:    {printable(artifact.path)}",
         f"kind:    {meta.kind} (schema_version {meta.schema_version})",
         f"sha256:  {artifact.sha256}",
-        f"tool:    {meta.tool}",
+        f"tool:    {printable(meta.tool)}",
         f"created: {meta.created.isoformat()}",
     ]
     for kind, digest in meta.parents.items():
-        lines.append(f"parent:  {kind} {digest}")
+        lines.append(f"parent:  {printable(kind)} {digest}")
     body = meta.model_dump(
         mode="json", exclude={"kind", "schema_version", "tool", "created", "parents"}
     )
@@ -414,5 +422,5 @@ def describe(artifact: Artifact) -> str:
     width = max((len(n) for n in artifact.tensors), default=4)
     for name in sorted(artifact.tensors):
         array = artifact.tensors[name]
-        lines.append(f"  {name:<{width}}  {_dtype_name(array):<4}  {list(array.shape)}")
+        lines.append(f"  {printable(name):<{width}}  {_dtype_name(array):<4}  {list(array.shape)}")
     return "\n".join(lines)

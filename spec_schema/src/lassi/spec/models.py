@@ -29,6 +29,12 @@ Probability = Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)]
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
+# Upper bounds on sizes read from another party's metadata, checked before anything is built.
+MAX_CLASSES = 10_000
+MAX_HIDDEN_WIDTH = 65_536
+MAX_HIDDEN_LAYERS = 32
+MAX_SMOOTHING_SAMPLES = 10_000_000
+
 # The dtypes artifacts may contain (safetensors names).
 FLOAT_DTYPES = ("F64", "F32", "F16")
 INT_DTYPES = ("I64", "I32", "I16", "I8", "U8", "BOOL")
@@ -168,6 +174,40 @@ class Fidelity(Model):
     t_range: FiniteFloat
 
 
+class CertificationPolicy(Model):
+    """The regulator's minimum standard for center-smoothing certificates (paper Sec. 4.3).
+
+    Recorded in the similarity spec (``lassi-regulator define --max-alpha/--sigma-enc-min/
+    --sigma-enc-max/--min-n``) and enforced by ``lassi.spec.binding.check_binding``.
+    """
+
+    max_alpha: Probability | None = Field(
+        None, description="largest allowed total failure probability alpha1 + alpha2"
+    )
+    sigma_enc_min: PositiveFloat | None = None
+    sigma_enc_max: PositiveFloat | None = None
+    min_n: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CertificationPolicy:
+        low, high = self.sigma_enc_min, self.sigma_enc_max
+        if low is not None and high is not None and low > high:
+            raise ValueError("sigma_enc_min must not exceed sigma_enc_max")
+        return self
+
+    def violation(self, c: CertificateParams) -> str | None:
+        """What the certificate breaks, or None."""
+        if self.max_alpha is not None and c.alpha1 + c.alpha2 > self.max_alpha:
+            return f"alpha1 + alpha2 = {c.alpha1 + c.alpha2:g} exceeds {self.max_alpha:g}"
+        if self.sigma_enc_min is not None and c.sigma_enc < self.sigma_enc_min:
+            return f"sigma_enc = {c.sigma_enc:g} is below {self.sigma_enc_min:g}"
+        if self.sigma_enc_max is not None and c.sigma_enc > self.sigma_enc_max:
+            return f"sigma_enc = {c.sigma_enc:g} exceeds {self.sigma_enc_max:g}"
+        if self.min_n is not None and c.n < self.min_n:
+            return f"n = {c.n} is below {self.min_n}"
+        return None
+
+
 class SimilaritySpec(ArtifactBase):
     """Who counts as similar: S(x) = {D_G(E_G(x) + sum_i t_i a_i) : ||t||_2 <= epsilon}."""
 
@@ -180,6 +220,7 @@ class SimilaritySpec(ArtifactBase):
     epsilon: PositiveFloat
     norm: Literal["l2"] = "l2"
     fidelity: Fidelity | None = None
+    policy: CertificationPolicy | None = None
     weight_prefixes: ClassVar[tuple[str, ...]] = ("glow.",)
 
     @field_validator("attributes")
@@ -267,6 +308,20 @@ class CertificateParams(Model):
     delta: Probability
     beta: PositiveFloat = 2.0
     seed: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _replayable(self) -> CertificateParams:
+        """The ranges center smoothing itself needs (Kumar & Goldstein 2021, Alg. 1 and Thm. 1),
+        so every certificate the schema accepts can be replayed by an auditor."""
+        if not self.delta < 0.5:
+            raise ValueError("delta must be < 1/2 (center smoothing's Delta)")
+        if not self.alpha1 + self.alpha2 < 1:
+            raise ValueError("alpha1 + alpha2 must be < 1")
+        if self.beta < 1:
+            raise ValueError("beta must be >= 1")
+        if self.n0 < 2 or max(self.n0, self.n) > MAX_SMOOTHING_SAMPLES:
+            raise ValueError(f"need 2 <= n0 and n0, n <= {MAX_SMOOTHING_SAMPLES}")
+        return self
 
 
 class RepresentationBundle(ArtifactBase):
@@ -443,6 +498,29 @@ class Checkpoint(ArtifactBase):
     step: int = Field(ge=0)
     state: dict[str, Any] = Field(default_factory=dict)
     weight_prefixes: ClassVar[tuple[str, ...]] = ("model.", "optim.", "rng.", "extra.")
+
+
+# --------------------------------------------------------------------------- ONNX model cards
+
+
+class OnnxCard(BaseModel):
+    """The provenance card an exported ONNX graph carries (``metadata_props["lassi"]``).
+
+    Typed and bounded so that a hostile card cannot steer allocations (a class count of 10**9)
+    or smuggle non-hash parents; fields this version does not know are ignored, not trusted.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    kind: Name | None = None
+    parents: dict[Name, Sha256] = Field(default_factory=dict, max_length=16)
+    k: int | None = Field(None, ge=1, le=65536)
+    latent_dim: int | None = Field(None, ge=1, le=3 * 1024 * 1024)
+    m: int | None = Field(None, ge=1, le=16)
+    num_classes: int | None = Field(None, ge=2, le=MAX_CLASSES)
+    sigma_cls: PositiveFloat | None = None
+    task: Name | None = None
+    architecture: Name | None = None
 
 
 ARTIFACT_KINDS: dict[str, type[ArtifactBase]] = {

@@ -1,10 +1,12 @@
 """Validation of ONNX graphs handed over by another party, before onnxruntime sees them.
 
-Checks, in order: the file is a parseable ONNX model of bounded size; every external-data
-reference stays inside the model's folder (no path traversal); every operator comes from a
+Checks, in order: the file is a regular file of bounded size, read once (the bytes an
+onnxruntime session is then built from, ``onnx_bytes``); it parses as an ONNX model; it has
+no external data (every export of this toolkit embeds its weights; a reference outside the
+model's folder is named as such); every operator comes from a
 standard domain (no custom ops); ``onnx.checker`` accepts it; the declared inputs and outputs
 are those the caller expects (names and ranks). Provenance travels as JSON in the model's
-``metadata_props["lassi"]``.
+``metadata_props["lassi"]``, read strictly and typed (``onnx_card``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from lassi.spec.errors import InvalidArtifactError, UsageError
+from lassi.spec.errors import InvalidArtifactError, printable, validation_message
+from lassi.spec.files import read_file
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
 MAX_ONNX_BYTES = int(os.environ.get("LASSI_MAX_ONNX_BYTES", 4 * 1024**3))
@@ -35,12 +38,9 @@ def load_checked_onnx(
     import onnx
 
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(path, "no such file")
-    if path.stat().st_size > MAX_ONNX_BYTES:
-        raise InvalidArtifactError(path, "ONNX file is larger than the limit")
+    data = onnx_bytes(path)
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load_from_string(data)
     except Exception as error:
         raise InvalidArtifactError(
             path, f"not a readable ONNX model ({type(error).__name__})"
@@ -55,8 +55,9 @@ def load_checked_onnx(
                 raise InvalidArtifactError(
                     path, f"external data of '{tensor.name}' points outside the model's folder"
                 )
-            if not target.is_file():
-                raise InvalidArtifactError(path, f"external data file '{location}' is missing")
+            raise InvalidArtifactError(
+                path, f"has external data for '{tensor.name}'; weights must be embedded"
+            )
     for node in model.graph.node:
         if node.domain not in STANDARD_DOMAINS:
             raise InvalidArtifactError(
@@ -90,15 +91,33 @@ def load_checked_onnx(
     return model
 
 
-def onnx_card(model: Any) -> dict[str, Any]:
-    """The lassi provenance JSON stored in the model's metadata (empty if none)."""
+def onnx_bytes(path: str | Path) -> bytes:
+    """The model file's bytes, read once and bounded; build sessions from these, not the path."""
+    return read_file(path, MAX_ONNX_BYTES, "an ONNX model")
+
+
+def onnx_card(model: Any, where: str | Path | None = None) -> dict[str, Any]:
+    """The lassi provenance stored in the model's metadata, validated (empty if none).
+
+    The card is parsed as strict JSON and typed by ``OnnxCard`` (kind, k, num_classes,
+    sigma_cls, task, parents: each typed and bounded); a malformed card is an invalid file.
+    """
+    from pydantic import ValidationError
+
+    from lassi.spec.io import strict_json
+    from lassi.spec.models import OnnxCard
+
+    where = where if where is not None else "ONNX model"
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
+            raw = strict_json(prop.value, where, "the ONNX lassi card")
             try:
-                card = json.loads(prop.value)
-            except json.JSONDecodeError:
-                return {}
-            return card if isinstance(card, dict) else {}
+                card = OnnxCard.model_validate_json(json.dumps(raw), strict=True)
+            except ValidationError as error:
+                raise InvalidArtifactError(
+                    where, validation_message(error, "ONNX card field")
+                ) from None
+            return card.model_dump(exclude_none=True)
     return {}
 
 
@@ -119,12 +138,12 @@ def describe_onnx(path: str | Path) -> str:
     def shape(v: Any) -> list[str | int]:
         return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
 
-    lines = [f"file:    {path}", "kind:    onnx"]
-    lines += [f"opset:   {o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import]
-    lines += [f"input:   {v.name} {shape(v)}" for v in model.graph.input]
-    lines += [f"output:  {v.name} {shape(v)}" for v in model.graph.output]
+    lines = [f"file:    {printable(path)}", "kind:    onnx"]
+    lines += [f"opset:   {printable(o.domain or 'ai.onnx')} {o.version}" for o in model.opset_import]
+    lines += [f"input:   {printable(v.name)} {printable(shape(v))}" for v in model.graph.input]
+    lines += [f"output:  {printable(v.name)} {printable(shape(v))}" for v in model.graph.output]
     lines.append(f"nodes:   {len(model.graph.node)}")
-    card = onnx_card(model)
+    card = onnx_card(model, path)
     if card:
         lines.append("metadata:")
         lines += ["  " + line for line in json.dumps(card, indent=2).splitlines()]

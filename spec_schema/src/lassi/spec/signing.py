@@ -20,11 +20,22 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from lassi.spec.errors import SignatureError, UsageError
-from lassi.spec.io import atomic_path, sha256_file
+from lassi.spec.errors import InvalidArtifactError, SignatureError, UsageError
+from lassi.spec.files import read_file
+from lassi.spec.io import MAX_ARTIFACT_BYTES, atomic_path, sha256_bytes
+from lassi.spec.onnx_check import MAX_ONNX_BYTES
 
 DOMAIN = b"lassi-artifact-signature-v1\n"
 MAX_SIGNATURE_BYTES = 4096
+MAX_SIGNED_BYTES = max(MAX_ARTIFACT_BYTES, MAX_ONNX_BYTES)
+
+
+def _small(path: Path, what: str) -> bytes:
+    """A key or signature file: one bounded read of a regular file (exit 5 when too large)."""
+    try:
+        return read_file(path, MAX_SIGNATURE_BYTES, what)
+    except InvalidArtifactError:
+        raise SignatureError(path, f"{what} is larger than {MAX_SIGNATURE_BYTES} bytes") from None
 
 
 def signature_path(path: str | Path) -> Path:
@@ -48,8 +59,11 @@ def generate_keypair(private_path: str | Path, public_path: str | Path) -> str:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     private_path, public_path = Path(private_path), Path(public_path)
-    if private_path.exists():
-        raise UsageError(private_path, "exists already; refusing to overwrite a private key")
+    for existing, what in ((private_path, "a private key"), (public_path, "a public key")):
+        if os.path.lexists(existing):
+            raise UsageError(existing, f"exists already; refusing to overwrite {what}")
+    if private_path.resolve() == public_path.resolve():
+        raise UsageError(public_path, "is the private key's own path")
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -70,12 +84,8 @@ def load_private_key(path: str | Path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(path, "no such key file")
     try:
-        key = serialization.load_pem_private_key(
-            path.read_bytes()[:MAX_SIGNATURE_BYTES], password=None
-        )
+        key = serialization.load_pem_private_key(_small(path, "a key file"), password=None)
     except (ValueError, TypeError):
         raise SignatureError(path, "is not an unencrypted PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -88,10 +98,8 @@ def load_public_key(path: str | Path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(path, "no such key file")
     try:
-        key = serialization.load_pem_public_key(path.read_bytes()[:MAX_SIGNATURE_BYTES])
+        key = serialization.load_pem_public_key(_small(path, "a key file"))
     except (ValueError, TypeError):
         raise SignatureError(path, "is not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
@@ -102,10 +110,8 @@ def load_public_key(path: str | Path):
 def sign_file(path: str | Path, private_key_path: str | Path) -> Path:
     """Write the detached signature ``FILE.sig`` of ``path``; return its path."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(path, "no such file")
     key = load_private_key(private_key_path)
-    digest = sha256_file(path)
+    digest = sha256_bytes(read_file(path, MAX_SIGNED_BYTES, "a file to sign"))
     signature = key.sign(DOMAIN + digest.encode())
     record = {
         "algorithm": "ed25519",
@@ -123,29 +129,29 @@ def verify_file(path: str | Path, trusted_keys: Iterable[str | Path]) -> str:
     """Check ``FILE.sig`` against the trusted public keys; return the signer's key id.
 
     Raises SignatureError when the file is unsigned, the signature is malformed, the file was
-    changed after signing, or no trusted key made the signature.
+    changed after signing, or no trusted key made the signature. The file is read once (see
+    ``lassi.spec.files``): inside ``pinned_reads()`` the command then parses these same bytes.
     """
     from cryptography.exceptions import InvalidSignature
 
     path = Path(path)
     keys = [load_public_key(k) for k in trusted_keys]
+    data = read_file(path, MAX_SIGNED_BYTES, "a signed file")
     sig_path = signature_path(path)
-    if not sig_path.is_file():
+    if not os.path.lexists(sig_path):
         raise SignatureError(
             path, f"is not signed (no {sig_path.name}) but a trusted key is required"
         )
-    raw = sig_path.read_bytes()
-    if len(raw) > MAX_SIGNATURE_BYTES:
-        raise SignatureError(sig_path, "signature file is too large")
+    raw = _small(sig_path, "a signature file")
     try:
         record = json.loads(raw)
         algorithm, digest = record["algorithm"], record["sha256"]
         signature = base64.b64decode(record["signature"], validate=True)
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise SignatureError(sig_path, "signature file is malformed") from None
     if algorithm != "ed25519" or not isinstance(digest, str):
         raise SignatureError(sig_path, f"unsupported signature algorithm {algorithm!r}")
-    if sha256_file(path) != digest:
+    if sha256_bytes(data) != digest:
         raise SignatureError(
             path, "was modified after it was signed (hash differs from the signature's)"
         )

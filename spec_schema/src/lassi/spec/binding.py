@@ -1,0 +1,117 @@
+"""A certificate is bound to the regulator's spec: same epsilon, same attributes, its policy.
+
+A signature proves only who wrote a bundle. The producer chooses the certificate parameters it
+records, so a dishonest producer could certify against a smaller similarity ball (epsilon =
+0.001 instead of the regulator's 1: every r_CS shrinks) or other attribute vectors, or with
+weaker confidence than the regulator allows. ``check_binding`` is the one place that refuses
+that (exit 4): the bundle's ``similarity_spec`` parent is the spec's hash, its certificate's
+epsilon is the spec's epsilon (the l2 ball of Eq. 4, paper Sec. 4.1), its attribute names are
+the spec's (m = number of attribute vectors, in order), and its center-smoothing parameters
+obey the spec's ``policy`` (paper Sec. 4.3: sigma_enc, n, alpha1/alpha2).
+
+``read_spec_header`` reads only a spec's metadata (no tensor is parsed, no torch needed) and
+hashes its bytes in the same single pass, so the consumer can bind a bundle to a spec.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from pathlib import Path
+
+from lassi.spec.errors import IntegrityError, InvalidArtifactError, UsageError
+from lassi.spec.files import _open_regular
+from lassi.spec.io import (
+    MAX_ARTIFACT_BYTES,
+    MAX_HEADER_BYTES,
+    METADATA_KEY,
+    parse_metadata,
+    strict_json,
+)
+from lassi.spec.models import RepresentationBundle, SimilaritySpec
+
+
+def read_spec_header(path: str | Path) -> tuple[SimilaritySpec, str]:
+    """(validated spec metadata, SHA-256 of the whole file) without parsing any tensor."""
+    path = Path(path)
+    fd, size = _open_regular(path, "a similarity spec")
+    try:
+        if size > MAX_ARTIFACT_BYTES:
+            raise InvalidArtifactError(path, f"is {size} bytes, over the limit {MAX_ARTIFACT_BYTES}")
+        digest = hashlib.sha256()
+        prefix = os.read(fd, 8)
+        digest.update(prefix)
+        if len(prefix) < 8:
+            raise InvalidArtifactError(path, f"file is truncated ({len(prefix)} bytes, no header)")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+            raise InvalidArtifactError(path, f"header length {header_len} exceeds the file or limit")
+        header_bytes = b""
+        while len(header_bytes) < header_len:
+            chunk = os.read(fd, header_len - len(header_bytes))
+            if not chunk:
+                raise InvalidArtifactError(path, "file is truncated inside its header")
+            header_bytes += chunk
+        digest.update(header_bytes)
+        total = 8 + header_len
+        while chunk := os.read(fd, 1 << 22):
+            digest.update(chunk)
+            total += len(chunk)
+            if total > MAX_ARTIFACT_BYTES:
+                raise InvalidArtifactError(path, "grew past the size limit while read")
+    except OSError as error:
+        raise UsageError(path, f"cannot read ({error.strerror})") from None
+    finally:
+        os.close(fd)
+    try:
+        text = header_bytes.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidArtifactError(path, "header is not valid UTF-8") from None
+    header = strict_json(text, path, "header")
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get(METADATA_KEY), str):
+        raise InvalidArtifactError(path, "not a lassi artifact (no 'lassi' metadata entry)")
+    raw = strict_json(metadata[METADATA_KEY], path, "lassi metadata")
+    meta = parse_metadata(raw, path, SimilaritySpec)
+    return meta, digest.hexdigest()
+
+
+def check_binding(
+    spec: SimilaritySpec, spec_sha256: str, bundle: RepresentationBundle, where: str | Path
+) -> None:
+    """Raise IntegrityError unless the certified bundle belongs to this spec and obeys its policy."""
+    recorded = bundle.parents.get("similarity_spec")
+    if recorded != spec_sha256:
+        shown = "no similarity_spec" if recorded is None else f"similarity_spec {recorded[:12]}…"
+        raise IntegrityError(
+            where, f"records {shown}, not the given spec (sha256 {spec_sha256[:12]}…)"
+        )
+    if bundle.attributes != spec.attribute_names:
+        raise IntegrityError(
+            where,
+            f"was certified for attributes {bundle.attributes}, the spec defines "
+            f"{spec.attribute_names} (m = {len(spec.attribute_names)})",
+        )
+    certificate = bundle.certificate
+    if certificate is None:
+        return
+    if certificate.epsilon != spec.epsilon:
+        raise IntegrityError(
+            where,
+            f"was certified at epsilon = {certificate.epsilon:g}, the spec fixes "
+            f"epsilon = {spec.epsilon:g}",
+        )
+    problem = spec.policy.violation(certificate) if spec.policy is not None else None
+    if problem:
+        raise IntegrityError(where, f"breaks the spec's certification policy: {problem}")
+
+
+def binding_note(spec: SimilaritySpec | None, spec_sha256: str | None, epsilon: float) -> str:
+    """One line for a report: which spec (hash, epsilon) the certificate was checked against."""
+    if spec is None or spec_sha256 is None:
+        return (
+            f"epsilon = {epsilon:g} taken on the producer's word "
+            "(pass --spec SPEC to bind the certificate to the regulator's spec)"
+        )
+    return f"bound to similarity spec sha256 {spec_sha256} (epsilon = {spec.epsilon:g})"
