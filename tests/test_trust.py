@@ -1,0 +1,445 @@
+"""A dishonest producer and hostile files: one generator per class of attack.
+
+Classes: races (a named pipe, a file swapped between reads), semantic lies with a recomputed
+checksum (epsilon, attributes, centers, summaries), resource bombs (devices, huge counts),
+path tricks (outputs onto inputs, onto devices, over keys), terminal escapes, lax JSON.
+Every CLI case ends with its documented exit status, one line naming the file, no traceback,
+no output or temporary file left, and every input byte-identical afterwards. The corpus holds
+``len(CLI_CASES)`` CLI cases (asserted below) plus the API-level and hypothesis tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factories import write_raw
+from lassi.consumer.cli import main as consumer
+from lassi.producer.cli import main as producer
+from lassi.regulator.cli import main as regulator
+from lassi.spec import EXIT_CODES, LassiError, read_artifact
+from lassi.spec.binding import check_binding, read_spec_header
+from lassi.spec.center_smoothing import CenterSmoothingParams
+from lassi.spec.files import pinned_reads, read_file
+from lassi.spec.models import CertificationPolicy, RepresentationBundle, SimilaritySpec
+
+USAGE, INVALID, INTEGRITY, SIGNATURE = (EXIT_CODES[k] for k in ("usage", "invalid_artifact", "integrity", "signature"))
+
+
+def parts(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    artifact = read_artifact(path)
+    return json.loads(artifact.meta.model_dump_json()), dict(artifact.tensors)
+
+
+def forge(base: Path, out: Path, meta_edit=None, tensor_edit=None, meta_text=None) -> Path:
+    """A producer's lie: edited metadata/tensors under a correctly recomputed checksum."""
+    meta, tensors = parts(base)
+    if meta_edit:
+        meta_edit(meta)
+    if tensor_edit:
+        tensor_edit(tensors)
+    write_raw(out, meta_text(meta) if meta_text else json.dumps(meta), tensors)
+    return out
+
+
+def snapshot(paths: list[Path]) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in paths if p.is_file()}
+
+
+def check_clean(result, code: int, name: str, message: str) -> None:
+    __tracebackhide__ = True
+    assert result.exit_code == code, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    assert name in text and message in text, text
+
+
+# --------------------------------------------------------------------------- the CLI corpus
+
+
+@dataclass(frozen=True)
+class CliCase:
+    name: str
+    # (chain, tmp) -> (cli, args, name the message must contain, inputs that must stay intact)
+    build: Callable[[dict[str, Path], Path], tuple[object, list[str], str, list[Path]]]
+    code: int
+    message: str
+
+
+def _fifo(chain, tmp):
+    fifo = tmp / "pipe.safetensors"
+    os.mkfifo(fifo)
+    return consumer, ["inspect", str(fifo)], fifo.name, []
+
+
+def _fifo_signed(chain, tmp):
+    fifo = tmp / "pipe.safetensors"
+    os.mkfifo(fifo)
+    key = tmp / "k.key"
+    assert CliRunner().invoke(producer, ["keygen", "--out", str(key)]).exit_code == 0
+    return consumer, ["verify-signature", str(fifo), "--trusted-key", f"{key}.pub"], fifo.name, []
+
+
+def _device(chain, tmp):
+    return regulator, ["inspect", "/dev/zero"], "/dev/zero", []
+
+
+def _folder(chain, tmp):
+    return producer, ["inspect", str(tmp)], tmp.name, []
+
+
+def _epsilon_lie(chain, tmp):
+    bad = forge(chain["test"], tmp / "eps.safetensors", lambda m: m["certificate"].__setitem__("epsilon", 0.001))
+    args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(chain["classifier"]),
+            "--bundle", str(bad), "--n", "10", "--out", str(tmp / "r.safetensors")]
+    return consumer, args, bad.name, [bad, chain["spec"], chain["classifier"]]
+
+
+def _epsilon_lie_audit(chain, tmp):
+    bad = forge(chain["test"], tmp / "eps.safetensors", lambda m: m["certificate"].__setitem__("epsilon", 0.001))
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(tmp / "unused.onnx"),
+            "--bundle", str(bad)]
+    return regulator, args, bad.name, [bad, chain["spec"]]
+
+
+def _attribute_lie(chain, tmp):
+    bad = forge(chain["test"], tmp / "attr.safetensors", lambda m: m.__setitem__("attributes", ["shape"]))
+    args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(chain["classifier"]),
+            "--bundle", str(bad), "--n", "10", "--out", str(tmp / "r.safetensors")]
+    return consumer, args, bad.name, [bad]
+
+
+def _delta_unreplayable(chain, tmp):
+    bad = forge(chain["test"], tmp / "delta.safetensors", lambda m: m["certificate"].__setitem__("delta", 0.6))
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _alpha_sum(chain, tmp):
+    def edit(m):
+        m["certificate"].update(alpha1=0.6, alpha2=0.5)
+
+    bad = forge(chain["test"], tmp / "alpha.safetensors", edit)
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _nan_literal(chain, tmp):
+    bad = forge(chain["test"], tmp / "nan.safetensors",
+                meta_text=lambda m: json.dumps(m).replace('"beta": 2.0', '"beta": NaN'))
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _duplicate_key(chain, tmp):
+    bad = forge(chain["test"], tmp / "dup.safetensors",
+                meta_text=lambda m: json.dumps(m)[:-1] + ', "certified": false}')
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _yes_is_not_true(chain, tmp):
+    bad = forge(chain["test"], tmp / "yes.safetensors", lambda m: m.__setitem__("certified", "yes"))
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _deep_nesting(chain, tmp):
+    bad = forge(chain["classifier"], tmp / "deep.safetensors",
+                meta_text=lambda m: json.dumps(m)[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _out_is_input(chain, tmp):
+    bundle = tmp / "bundle.safetensors"
+    bundle.write_bytes(chain["test"].read_bytes())
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(bundle), "--n", "10",
+            "--out", str(bundle)]
+    return consumer, args, bundle.name, [bundle]
+
+
+def _out_collides_with_side_file(chain, tmp):
+    out = tmp / "report.json"
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+            "--n", "10", "--out", str(out)]
+    return consumer, args, out.name, [chain["test"]]
+
+
+def _out_is_fifo(chain, tmp):
+    out = tmp / "out.safetensors"
+    os.mkfifo(out)
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+            "--n", "10", "--out", str(out)]
+    return consumer, args, out.name, [chain["test"]]
+
+
+def _out_name_too_long(chain, tmp):
+    out = tmp / ("r" * 250 + ".safetensors")
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+            "--n", "10", "--out", str(out)]
+    return consumer, args, "rrrr", [chain["test"]]
+
+
+def _keygen_over_public_key(chain, tmp):
+    public = tmp / "k.key.pub"
+    public.write_text("someone's public key\n")
+    return producer, ["keygen", "--out", str(tmp / "k.key")], public.name, [public]
+
+
+def _define_bad_policy(chain, tmp):
+    args = ["define", "--glow", str(chain["glow"]), "--attribute", "orientation",
+            "--sigma-enc-min", "2", "--sigma-enc-max", "1", "--out", str(tmp / "s.safetensors")]
+    return regulator, args, "policy", [chain["glow"]]
+
+
+def _define_out_is_glow(chain, tmp):
+    glow = tmp / "glow.safetensors"
+    glow.write_bytes(chain["glow"].read_bytes())
+    args = ["define", "--glow", str(glow), "--attribute", "orientation", "--out", str(glow)]
+    return regulator, args, glow.name, [glow]
+
+
+CLI_CASES = [
+    CliCase("fifo_artifact", _fifo, USAGE, "named pipe"),
+    CliCase("fifo_signed_file", _fifo_signed, USAGE, "named pipe"),
+    CliCase("device_dev_zero", _device, USAGE, "device"),
+    CliCase("folder_as_artifact", _folder, USAGE, "folder"),
+    CliCase("epsilon_lie_consumer", _epsilon_lie, INTEGRITY, "epsilon = 0.001"),
+    CliCase("epsilon_lie_audit", _epsilon_lie_audit, INTEGRITY, "epsilon = 0.001"),
+    CliCase("attribute_lie", _attribute_lie, INTEGRITY, "attributes"),
+    CliCase("delta_not_replayable", _delta_unreplayable, INVALID, "delta"),
+    CliCase("alpha_sum_not_replayable", _alpha_sum, INVALID, "alpha1 + alpha2"),
+    CliCase("nan_literal", _nan_literal, INVALID, "NaN"),
+    CliCase("duplicate_key", _duplicate_key, INVALID, "duplicate key"),
+    CliCase("yes_is_not_true", _yes_is_not_true, INVALID, "certified"),
+    CliCase("deep_nesting", _deep_nesting, INVALID, "nested too deeply"),
+    CliCase("out_is_input", _out_is_input, USAGE, "also an input"),
+    CliCase("out_collides_with_side_file", _out_collides_with_side_file, USAGE, "two outputs"),
+    CliCase("out_is_fifo", _out_is_fifo, USAGE, "not a regular file"),
+    CliCase("out_name_too_long", _out_name_too_long, USAGE, "too long"),
+    CliCase("keygen_over_public_key", _keygen_over_public_key, USAGE, "refusing to overwrite"),
+    CliCase("define_bad_policy", _define_bad_policy, USAGE, "sigma_enc_min"),
+    CliCase("define_out_is_glow", _define_out_is_glow, USAGE, "also an input"),
+]
+
+
+def test_cli_corpus_size() -> None:
+    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 20
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
+def test_hostile_case_ends_cleanly(case: CliCase, chain: dict[str, Path], tmp_path: Path) -> None:
+    cli, args, name, inputs = case.build(chain, tmp_path)
+    before = snapshot(inputs + [chain[k] for k in ("spec", "test", "classifier", "glow")])
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    check_clean(CliRunner().invoke(cli, args), case.code, name, case.message)
+    assert snapshot(list(before)) == before, "an input changed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing, "an output or temp file was left"
+
+
+# --------------------------------------------------------------------------- races
+
+
+def test_signature_vouches_for_the_bytes_that_are_parsed(chain: dict[str, Path], tmp_path: Path) -> None:
+    """A file swapped after the signature check is not what the command parses."""
+    from lassi.spec.signing import sign_file, verify_file
+
+    key = tmp_path / "p.key"
+    assert CliRunner().invoke(producer, ["keygen", "--out", str(key)]).exit_code == 0
+    path = tmp_path / "bundle.safetensors"
+    path.write_bytes(chain["test"].read_bytes())
+    sign_file(path, key)
+    genuine = read_artifact(path).sha256
+    forged = forge(chain["test"], tmp_path / "forged.safetensors",
+                   tensor_edit=lambda t: t.__setitem__("r_cs", (t["r_cs"] * 0.5).astype(np.float32)))
+    with pinned_reads():
+        verify_file(path, [f"{key}.pub"])
+        os.replace(forged, path)  # the swap on a shared folder
+        assert read_artifact(path).sha256 == genuine
+        assert read_file(path, 1 << 30) != path.read_bytes()
+    assert read_artifact(path).sha256 != genuine  # outside a command, the new file is read anew
+
+
+# --------------------------------------------------------------------------- binding and policy
+
+
+def test_spec_header_is_read_without_torch_and_hashes_the_file(chain: dict[str, Path]) -> None:
+    code = (
+        "import sys; from lassi.spec.binding import read_spec_header; "
+        f"m, h = read_spec_header({str(chain['spec'])!r}); "
+        "print(h, m.epsilon, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    digest, epsilon, torch_loaded = out.stdout.split()
+    assert digest == read_artifact(chain["spec"]).sha256
+    assert float(epsilon) == read_artifact(chain["spec"]).meta.epsilon and torch_loaded == "False"
+
+
+def test_policy_is_enforced(chain: dict[str, Path]) -> None:
+    spec, digest = read_spec_header(chain["spec"])
+    bundle = read_artifact(chain["test"], expect=RepresentationBundle).meta
+    check_binding(spec, digest, bundle, "b")  # the honest chain passes
+    c = bundle.certificate
+    for policy, fragment in (
+        (CertificationPolicy(min_n=c.n + 1), "n = "),
+        (CertificationPolicy(sigma_enc_min=c.sigma_enc * 2), "sigma_enc"),
+        (CertificationPolicy(sigma_enc_max=c.sigma_enc / 2), "sigma_enc"),
+        (CertificationPolicy(max_alpha=(c.alpha1 + c.alpha2) / 2), r"alpha1 \+ alpha2"),
+    ):
+        strict = spec.model_copy(update={"policy": policy})
+        with pytest.raises(LassiError, match=fragment) as error:
+            check_binding(strict, digest, bundle, "b")
+        assert error.value.exit_code == INTEGRITY
+    assert SimilaritySpec.model_validate_json(
+        spec.model_copy(update={"policy": CertificationPolicy(min_n=5)}).model_dump_json()
+    ).policy.min_n == 5
+
+
+def test_consumer_report_names_the_spec_or_the_producers_word(chain: dict[str, Path], tmp_path: Path) -> None:
+    base = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]), "--n", "20",
+            "--n0", "10", "--quiet"]
+    digest = read_artifact(chain["spec"]).sha256
+    bound = CliRunner().invoke(consumer, [*base, "--spec", str(chain["spec"]), "--out", str(tmp_path / "a.safetensors")])
+    assert bound.exit_code == 0, bound.output
+    assert f"bound to similarity spec sha256 {digest}" in bound.output
+    loose = CliRunner().invoke(consumer, [*base, "--out", str(tmp_path / "b.safetensors")])
+    assert loose.exit_code == 0 and "taken on the producer's word" in loose.output
+
+
+# --------------------------------------------------------------------------- the audit
+
+
+@pytest.fixture(scope="module")
+def base_function(chain: dict[str, Path], tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx")
+    result = CliRunner().invoke(
+        producer,
+        ["export-onnx", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]), "--out-dir", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    return out / "base_function.onnx"
+
+
+def test_audit_flags_a_center_far_from_the_replay(chain, base_function, tmp_path) -> None:
+    bundle = read_artifact(chain["test"], expect=RepresentationBundle)
+    certified = bundle.tensors["ids"][bundle.tensors["status"] == 0][:1]
+    bad = forge(chain["test"], tmp_path / "far.safetensors",
+                tensor_edit=lambda t: t.__setitem__("z_cs", (t["z_cs"] + 200).astype(np.float32)))
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(base_function), "--bundle", str(bad),
+            "--ids", str(int(certified[0]))]
+    result = CliRunner().invoke(regulator, args)
+    assert result.exit_code == INTEGRITY and "center_mismatch" in result.output, result.output
+
+
+def test_auditing_nothing_is_an_error(chain, base_function) -> None:
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(base_function),
+            "--bundle", str(chain["test"]), "--ids", ","]
+    check_clean(CliRunner().invoke(regulator, args), USAGE, chain["test"].name, "no sample to audit")
+
+
+# --------------------------------------------------------------------------- output that cannot be spoofed
+
+
+def test_inspect_escapes_terminal_controls(chain: dict[str, Path], tmp_path: Path) -> None:
+    evil = "x\x1b[2J\x07\r\nparent:  glow " + "0" * 64 + "\nkind:    glow"
+    bad = forge(chain["classifier"], tmp_path / "evil.safetensors", lambda m: m.__setitem__("tool", evil))
+    text = CliRunner().invoke(consumer, ["inspect", str(bad)]).output
+    assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+    assert [line for line in text.splitlines() if line.startswith("kind:")] == ["kind:    classifier (schema_version 1)"]
+    parents = read_artifact(bad).meta.parents
+    assert len([line for line in text.splitlines() if line.startswith("parent:")]) == len(parents)
+    as_json = CliRunner().invoke(consumer, ["inspect", "--json", str(bad)])
+    assert json.loads(as_json.output)["metadata"]["tool"] == evil
+
+
+def test_errors_escape_controls_in_paths(tmp_path: Path) -> None:
+    name = tmp_path / "a\x1b[31mb\nerror: all fine"
+    result = CliRunner().invoke(consumer, ["inspect", str(name)])
+    assert result.exit_code == USAGE and "\x1b" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_onnx_card_is_typed_and_bounded(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lassi.spec.onnx_check import set_onnx_card
+
+    node = helper.make_node("Identity", ["z"], ["logits"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["b", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    for card, fragment in (
+        ({"num_classes": 10**9}, "num_classes"),
+        ({"parents": {"encoder": "not a hash"}}, "parents"),
+        ({"sigma_cls": "0.5"}, "sigma_cls"),
+    ):
+        set_onnx_card(model, card)
+        path = tmp_path / "m.onnx"
+        onnx.save(model, str(path))
+        check_clean(CliRunner().invoke(consumer, ["inspect", str(path)]), INVALID, path.name, fragment)
+
+
+# --------------------------------------------------------------------------- resources
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "bomb"])
+def test_peak_memory_of_a_cli_run_is_bounded(target: str, chain: dict[str, Path], tmp_path: Path) -> None:
+    """Run in a child process; its peak resident memory stays far below 1 GB."""
+    if target == "bomb":  # a header claiming a 10**12-element tensor
+        bomb = forge(chain["test"], tmp_path / "bomb.safetensors")
+        data = bomb.read_bytes()
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        header["z"]["shape"] = [10**6, 10**6]
+        blob = json.dumps(header).encode()
+        bomb.write_bytes(len(blob).to_bytes(8, "little") + blob + data[8 + header_len :])
+        target = str(bomb)
+    code = "from lassi.consumer.cli import main; main()"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    run = subprocess.run([sys.executable, "-c", code, "inspect", target], capture_output=True, text=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert run.returncode in (USAGE, INVALID) and "Traceback" not in run.stderr, run.stderr
+    assert max(peak_kib, before) < 1024 * 1024, f"peak {peak_kib} KiB"
+
+
+# --------------------------------------------------------------------------- metadata values
+
+
+_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(2**70), 2**70),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(edits=st.dictionaries(
+    st.sampled_from(["sigma_enc", "epsilon", "n0", "n", "alpha1", "alpha2", "delta", "beta", "seed"]),
+    _values, min_size=1, max_size=3))
+def test_any_certificate_the_schema_accepts_can_be_replayed(edits, chain, tmp_path) -> None:
+    meta, tensors = parts(chain["test"])
+    meta["certificate"].update(edits)
+    text = json.dumps(meta)  # NaN/Infinity become bare literals, which strict JSON refuses
+    path = tmp_path / "values.safetensors"
+    write_raw(path, text, tensors)
+    try:
+        bundle = read_artifact(path, expect=RepresentationBundle)
+    except LassiError as error:
+        assert error.exit_code == INVALID and "\n" not in str(error)
+        return
+    CenterSmoothingParams.from_certificate(bundle.meta.certificate)  # never raises
+
