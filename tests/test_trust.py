@@ -206,6 +206,16 @@ def _define_out_is_glow(chain, tmp):
     return regulator, args, glow.name, [glow]
 
 
+def _class_count_bomb(chain, tmp):
+    bad = forge(chain["encoder"], tmp / "classes.safetensors", lambda m: m.__setitem__("num_classes", 10**9))
+    return producer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _hidden_width_bomb(chain, tmp):
+    bad = forge(chain["classifier"], tmp / "hidden.safetensors", lambda m: m.__setitem__("hidden", 10**9))
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
 CLI_CASES = [
     CliCase("fifo_artifact", _fifo, USAGE, "named pipe"),
     CliCase("fifo_signed_file", _fifo_signed, USAGE, "named pipe"),
@@ -227,11 +237,13 @@ CLI_CASES = [
     CliCase("keygen_over_public_key", _keygen_over_public_key, USAGE, "refusing to overwrite"),
     CliCase("define_bad_policy", _define_bad_policy, USAGE, "sigma_enc_min"),
     CliCase("define_out_is_glow", _define_out_is_glow, USAGE, "also an input"),
+    CliCase("class_count_bomb", _class_count_bomb, INVALID, "num_classes"),
+    CliCase("hidden_width_bomb", _hidden_width_bomb, INVALID, "hidden"),
 ]
 
 
 def test_cli_corpus_size() -> None:
-    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 20
+    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 22
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])

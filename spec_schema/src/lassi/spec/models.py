@@ -277,11 +277,13 @@ class EncoderCard(ArtifactBase):
     kind: Literal["encoder"] = "encoder"
     architecture: Literal["latent_mlp", "image_resnet18"]
     input_dim: int = Field(ge=1)
-    hidden: list[int] = Field(default_factory=list)
-    width: int = Field(64, ge=1)
+    hidden: list[Annotated[int, Field(ge=1, le=MAX_HIDDEN_WIDTH)]] = Field(
+        default_factory=list, max_length=MAX_HIDDEN_LAYERS
+    )
+    width: int = Field(64, ge=1, le=MAX_HIDDEN_WIDTH)
     k: int = Field(ge=1, le=65536)
     task: Name
-    num_classes: int = Field(ge=2)
+    num_classes: int = Field(ge=2, le=MAX_CLASSES)
     loss: LossWeights
     training: EncoderTraining
     data: DataProvenance
@@ -407,10 +409,10 @@ class ClassifierCard(ArtifactBase):
     kind: Literal["classifier"] = "classifier"
     architecture: Literal["linear", "mlp"] = "linear"
     k: int = Field(ge=1, le=65536)
-    hidden: int = Field(0, ge=0)
+    hidden: int = Field(0, ge=0, le=MAX_HIDDEN_WIDTH)
     sigma_cls: PositiveFloat
     task: Name
-    classes: list[str] = Field(min_length=2)
+    classes: list[str] = Field(min_length=2, max_length=MAX_CLASSES)
     training: ClassifierTraining
     weight_prefixes: ClassVar[tuple[str, ...]] = ("classifier.",)
 
