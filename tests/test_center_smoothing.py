@@ -412,7 +412,7 @@ def test_encoder_shapes() -> None:
 # ---------------------------------------------------------------- losses
 
 
-@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("m", [1, 2, 3, 49])
 def test_ball_sampler_is_uniform(m: int) -> None:
     eps = 0.7
     points = sample_ball(np.random.default_rng(m), 40_000, m, eps)
