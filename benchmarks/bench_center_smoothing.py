@@ -34,6 +34,7 @@ try:
 except ImportError:  # not installed: use the source tree
     sys.path[:0] = [str(d) for d in SRC_DIRS]
 
+from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.producer.encoders import LatentMLP  # noqa: E402
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
 
@@ -57,19 +58,6 @@ class Timed(nn.Module):
         self.seconds += time.perf_counter() - start
         self.draws += t.shape[0]
         return out
-
-
-class PlainBase(nn.Module):
-    """t ↦ E_L(z_G + t @ A): every draw goes through the full first Linear."""
-
-    def __init__(self, encoder: LatentMLP, z_g: Tensor, attrs: Tensor) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.register_buffer("z", z_g.reshape(1, -1))
-        self.register_buffer("a", attrs.reshape(attrs.shape[0], -1))
-
-    def forward(self, t: Tensor) -> Tensor:
-        return self.encoder(torch.addmm(self.z, t.to(self.a.dtype), self.a))
 
 
 def make_encoder(seed: int = 0) -> LatentMLP:
@@ -120,7 +108,7 @@ def child_large(n_large: int, m: int, params: CenterSmoothingParams) -> None:
     with n = n_large, on the first sample id that passes steps 2-3 (so step 4 runs)."""
     encoder = make_encoder()
     z_g, attrs = make_sample(m)
-    base = encoder.affine_base(z_g, attrs)
+    base = BaseFunction(encoder, attrs).for_latent(z_g)
     rss = {"after_setup": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
     runs = {}
     sample_id = 0
@@ -167,8 +155,8 @@ def main() -> None:
 
     encoder = make_encoder()
     z_g, attrs = make_sample(m)
-    affine = encoder.affine_base(z_g, attrs)
-    plain = PlainBase(encoder, z_g, attrs).eval()
+    affine = BaseFunction(encoder, attrs).for_latent(z_g)
+    plain = BaseFunction(encoder, attrs, affine_trick=False).for_latent(z_g)
     with torch.inference_mode():
         t = torch.randn(params.batch_size, m, dtype=torch.float64)
         agreement = float((affine(t) - plain(t)).abs().max())

@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from lassi.consumer.randomized_smoothing import Smooth
 from lassi.consumer.verification import load_classifier, train_consumer_classifier, verify
-from lassi.producer.encode import base_function, encode_split, load_encoder
+from lassi.producer.base_function import load_encoder
+from lassi.producer.encode import encode_split
 from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.shapes3d import Shapes3D
@@ -149,7 +150,7 @@ def ground_truth_unfair(
 ) -> np.ndarray:
     """Per test sample: do the smoothed end-to-end predictions on its 15 orientation siblings differ?"""
     sim = SimilaritySet.load(spec)
-    pipeline, _, _ = load_encoder(encoder, sim)
+    base, _, _ = load_encoder(encoder, sim)
     model, card = load_classifier(classifier)
     smooth = Smooth.for_linear_head(model, card.meta.sigma_cls)
     bundle = read_artifact(test)
@@ -165,9 +166,7 @@ def ground_truth_unfair(
         z_g = sim.encode_images(renderer.render(siblings))
         outcomes = set()
         for z, sid in zip(z_g, sibling_ids, strict=True):
-            center, _ = CenterSmoothing(
-                base_function(pipeline, z, sim.vectors), sim.m, params
-            ).center(seed, int(sid))
+            center, _ = CenterSmoothing(base.for_latent(z), sim.m, params).center(seed, int(sid))
             outcomes.add(smooth.predict(center, VERIFY["n"], VERIFY["alpha"], seed, int(sid)))
         unfair[i] = len(outcomes) > 1
         ids.set_postfix(unfair=int(unfair[: i + 1].sum()), refresh=False)

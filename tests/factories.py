@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from lassi.spec import (
@@ -171,6 +173,27 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             "rng.torch": np.zeros(8, dtype=np.uint8),
         }
     raise KeyError(kind)
+
+
+def similarity_set(m: int, epsilon: float = 1.0, seed: int = 0):
+    """An in-memory similarity spec with ``m`` random attribute vectors (as the regulator writes
+    one vector per pair of orientation values, m = 49) and a randomly initialised tiny Glow
+    (``FLOW``: 8x8 images, D = 192), its ActNorm initialised on random images."""
+    import torch
+
+    from lassi.regulator.similarity import SimilaritySet
+    from lassi.regulator.training import build_glow
+
+    meta, _ = make("similarity_spec")
+    meta = meta.model_copy(update={"epsilon": epsilon})
+    torch.manual_seed(seed)
+    glow = build_glow(FLOW)
+    with torch.no_grad():
+        glow.initialize_actnorm(torch.rand(16, 3, FLOW.image_size, FLOW.image_size) - 0.5)
+    glow.eval()
+    glow.cache_inverse()
+    vectors = 0.3 * torch.randn(m, FLOW.latent_dim, generator=torch.Generator().manual_seed(seed))
+    return SimilaritySet(meta, glow, vectors, HASH_A, Path(f"in-memory-spec-m{m}"))
 
 
 def write_raw(path, meta_json: str, tensors: dict, checksum: bool = True) -> None:

@@ -20,6 +20,7 @@ from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
 import lassi.spec.center_smoothing as cs_module
+from lassi.producer.base_function import BaseFunction
 from lassi.producer.encoders import (
     AuxClassifier,
     ImageResNet18,
@@ -359,7 +360,7 @@ def test_affine_trick_equals_plain_evaluation(dtype: torch.dtype, tol: float) ->
     z = torch.randn(48, dtype=dtype)
     attrs = torch.randn(3, 48, dtype=dtype)
     t = torch.randn(64, 3, dtype=dtype)
-    base = enc.affine_base(z, attrs)
+    base = BaseFunction(enc, attrs).for_latent(z)
     with torch.no_grad():
         plain = enc(z[None] + t @ attrs)
         fast = base(t)
@@ -378,8 +379,8 @@ def test_affine_trick_equals_plain_evaluation(dtype: torch.dtype, tol: float) ->
 def test_affine_base_needs_eval_mode() -> None:
     enc = _trained_mlp(torch.float32).train()
     with pytest.raises(RuntimeError):
-        enc.affine_base(torch.zeros(48), torch.zeros(1, 48))
-    base = enc.eval().affine_base(torch.zeros(48), torch.zeros(1, 48))
+        BaseFunction(enc, torch.zeros(1, 48)).for_latent(torch.zeros(48))
+    base = BaseFunction(enc.eval(), torch.zeros(1, 48)).for_latent(torch.zeros(48))
     enc.train()
     with pytest.raises(RuntimeError):
         base(torch.zeros(4, 1))
@@ -411,7 +412,7 @@ def test_encoder_shapes() -> None:
 # ---------------------------------------------------------------- losses
 
 
-@pytest.mark.parametrize("m", [1, 2, 3])
+@pytest.mark.parametrize("m", [1, 2, 3, 49])
 def test_ball_sampler_is_uniform(m: int) -> None:
     eps = 0.7
     points = sample_ball(np.random.default_rng(m), 40_000, m, eps)
@@ -449,7 +450,7 @@ def test_random_attack_picks_the_farthest_point() -> None:
     z = torch.randn(5, 10)
     attrs = torch.randn(2, 10)
     stats = enc.net[1].running_mean.clone()
-    z_adv = random_attack(enc, z, attrs, 0.8, 12, torch.Generator().manual_seed(4))
+    z_adv = random_attack(BaseFunction(enc, attrs), z, 0.8, 12, torch.Generator().manual_seed(4))
     assert enc.training  # restored
     torch.testing.assert_close(enc.net[1].running_mean, stats)  # evaluated in eval mode
     t = sample_ball(torch.Generator().manual_seed(4), 5 * 12, 2, 0.8).reshape(5, 12, 2)
@@ -491,22 +492,22 @@ def test_adversarial_and_combined_loss() -> None:
     torch.manual_seed(0)
     enc, aux, dec = LatentMLP(12, hidden=(8,), k=4), AuxClassifier(4, 3), LatentDecoder(4, 12, (6,))
     z, y = torch.randn(16, 12), torch.randint(0, 3, (16,))
-    z_adv = random_attack(enc, z, torch.randn(1, 12), 1.0, 5)
+    z_adv = random_attack(BaseFunction(enc, torch.randn(1, 12)), z, 1.0, 5)
     loss = LassiLoss(lambda_adv=0.1, lambda_contr=0.2, lambda_rec=0.3, delta_contr=1.0)
-    parts = loss(enc, aux, z, y, z_adv=z_adv, decoder=dec)
+    parts = loss(enc(z), y, aux, r_adv=enc(z_adv), z=z, decoder=dec)
     expected = parts["ce"] + 0.1 * parts["adv"] + 0.2 * parts["contr"] + 0.3 * parts["rec"]
     torch.testing.assert_close(parts["loss"], expected)
     assert all(float(parts[key].detach()) > 0 for key in ("ce", "adv", "contr", "rec"))
     parts["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in enc.parameters())
-    plain = LassiLoss()(enc, aux, z, y)
+    plain = LassiLoss()(enc(z), y, aux)
     assert float(plain["adv"]) == float(plain["contr"]) == float(plain["rec"]) == 0.0
 
 
 def test_random_attack_affine_matches_the_plain_attack() -> None:
     """The first-layer-once attack picks the same candidates as the plain random attack."""
     from lassi.producer.encoders import LatentMLP
-    from lassi.producer.losses import random_attack, random_attack_affine
+    from lassi.producer.losses import random_attack
 
     torch.manual_seed(0)
     mlp = LatentMLP(24, (16, 8), 6).double()
@@ -514,9 +515,10 @@ def test_random_attack_affine_matches_the_plain_attack() -> None:
     mlp(torch.randn(64, 24, dtype=torch.float64))  # non-trivial BatchNorm statistics
     z = torch.randn(9, 24, dtype=torch.float64)
     vectors = torch.randn(2, 24, dtype=torch.float64)
-    plain = random_attack(mlp, z, vectors, 1.0, 17, torch.Generator().manual_seed(3))
-    fast = random_attack_affine(
-        mlp, z, vectors, 1.0, 17, torch.Generator().manual_seed(3), max_elements=50
+    plain_base = BaseFunction(mlp, vectors, affine_trick=False)
+    plain = random_attack(plain_base, z, 1.0, 17, torch.Generator().manual_seed(3))
+    fast = random_attack(
+        BaseFunction(mlp, vectors), z, 1.0, 17, torch.Generator().manual_seed(3), max_elements=50
     )
     torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
     assert mlp.training

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
-from lassi.spec import LossWeights, SimilaritySpec, UsageError, read_artifact
+from lassi.spec import LossWeights, UsageError
 from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs, validated
+
+if TYPE_CHECKING:
+    from lassi.regulator.similarity import SimilaritySet
 
 TOOL = tool_name("lassi-producer")
 
@@ -22,10 +25,13 @@ main = role_group(
 PATH = click.Path(dir_okay=False, path_type=Path)
 
 
-def _data_for_spec(spec: Path, options: dict[str, Any]) -> DatasetConfig:
-    """Data options; unless given, the image size follows the spec's Glow."""
-    meta = read_artifact(spec, expect=SimilaritySpec).meta
-    return dataset_config_from_options(options, image_size=meta.flow.image_size)
+def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, DatasetConfig]:
+    """The spec (read once per command) and the data options; unless given, the image size
+    follows the spec's Glow."""
+    from lassi.regulator.similarity import SimilaritySet
+
+    sim = SimilaritySet.load(spec)
+    return sim, dataset_config_from_options(options, image_size=sim.meta.flow.image_size)
 
 
 @main.command("train")
@@ -116,7 +122,7 @@ def train_command(
     """Train the fair encoder E_L on the spec's Glow latents (resumes an interrupted run)."""
     from lassi.producer.training import EncoderTrainConfig, train_encoder
 
-    data = _data_for_spec(spec, options)
+    sim, data = _load_spec(spec, options)
     try:
         widths = [int(w) for w in hidden.split(",") if w.strip()]
     except ValueError:
@@ -136,7 +142,7 @@ def train_command(
         EncoderTrainConfig, "training", hidden=widths, loss=loss, data=data, **options
     )
     set_threads(threads)
-    train_encoder(config, spec, out, cache_dir=cache_dir, progress=not quiet)
+    train_encoder(config, sim, out, cache_dir=cache_dir, progress=not quiet)
 
 
 @main.command("encode")
@@ -197,15 +203,14 @@ def encode_command(
     from lassi.producer.encode import encode_split
     from lassi.spec.center_smoothing import CenterSmoothingParams
 
-    data = _data_for_spec(spec, options)
+    sim, data = _load_spec(spec, options)
     params = None
     if certify:
-        epsilon = read_artifact(spec, expect=SimilaritySpec).meta.epsilon
         params = validated(
             CenterSmoothingParams,
             "certificate",
             sigma=sigma,
-            epsilon=epsilon,
+            epsilon=sim.epsilon,  # ε only from the spec
             n0=n0,
             n=n,
             alpha1=alpha1,
@@ -215,7 +220,7 @@ def encode_command(
         )
     set_threads(threads)
     encode_split(
-        spec,
+        sim,
         encoder_path,
         data,
         split,

@@ -12,63 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
+from lassi.producer.base_function import BaseFunction, load_encoder, load_spec
 from lassi.producer.latents import TOOL, glow_latents
-from lassi.producer.training import LatentPipeline, build_encoder
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec import (
-    CenterStatus,
-    EncoderCard,
-    RepresentationBundle,
-    UsageError,
-    read_artifact,
-    write_artifact,
-)
+from lassi.spec import CenterStatus, RepresentationBundle, UsageError, write_artifact
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 from lassi.spec.torch_state import (
     SampleCheckpoint,
-    load_module,
     run_key,
 )
-
-
-def load_encoder(encoder_path: Path, sim: SimilaritySet) -> tuple[LatentPipeline, EncoderCard, str]:
-    """The producer's encoder (eval mode), checked to have been trained on this spec."""
-    artifact = read_artifact(
-        encoder_path, expect=EncoderCard, parents={"similarity_spec": sim.sha256}
-    )
-    card = artifact.meta
-    if card.input_dim != sim.glow.latent_dim:
-        raise UsageError(
-            encoder_path,
-            f"encoder input size {card.input_dim} differs from the spec's latent size {sim.glow.latent_dim}",
-        )
-    pipeline = build_encoder(card, sim)
-    load_module(pipeline.encoder, artifact.weights("encoder."), encoder_path)
-    return pipeline.eval(), card, artifact.sha256
-
-
-class ImageBase(nn.Module):
-    """f(t) = E_L(D_G(z_G + t A)) for the image encoder: every draw is decoded through D_G."""
-
-    def __init__(self, pipeline: LatentPipeline, z_g: torch.Tensor, vectors: torch.Tensor) -> None:
-        super().__init__()
-        self.pipeline = pipeline
-        self.register_buffer("z_g", z_g.clone())
-        self.register_buffer("vectors", vectors.clone())
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.pipeline(self.z_g.unsqueeze(0) + t @ self.vectors)
-
-
-def base_function(pipeline: LatentPipeline, z_g: torch.Tensor, vectors: torch.Tensor) -> nn.Module:
-    """The smoothing base function of one sample (affine trick for the latent MLP)."""
-    if pipeline.glow[0] is None:
-        return pipeline.encoder.affine_base(z_g, vectors)
-    return ImageBase(pipeline, z_g, vectors).eval()
 
 
 def select_ids(source, split: str, limit: int | None, every: int) -> np.ndarray:
@@ -79,7 +34,7 @@ def select_ids(source, split: str, limit: int | None, every: int) -> np.ndarray:
 
 
 def encode_split(
-    spec_path: Path,
+    spec: Path | SimilaritySet,
     encoder_path: Path,
     data: DatasetConfig,
     split: str,
@@ -93,8 +48,8 @@ def encode_split(
 ) -> Path:
     """Write the representation bundle of ``split`` (certified when ``certify`` is given)."""
     out = Path(out)
-    sim = SimilaritySet.load(spec_path)
-    pipeline, card, encoder_sha = load_encoder(encoder_path, sim)
+    sim = load_spec(spec)
+    base, card, encoder_sha = load_encoder(encoder_path, sim)
     if data.image_size != sim.glow.image_size:
         data = data.model_copy(update={"image_size": sim.glow.image_size})
     source = make_source(data)
@@ -108,7 +63,7 @@ def encode_split(
     labels = {name: np.asarray(v, dtype=np.int64) for name, v in source.attributes(ids).items()}
     with torch.no_grad():
         z = (
-            torch.cat([pipeline(z_g[i : i + 1024]) for i in range(0, len(ids), 1024)])
+            torch.cat([base(z_g[i : i + 1024]) for i in range(0, len(ids), 1024)])
             if len(ids)
             else torch.zeros(0, card.k)
         )
@@ -126,7 +81,7 @@ def encode_split(
             )
         tensors.update(
             certify_all(
-                pipeline, sim, z_g, ids, tensors["z"], certify, seed, out, encoder_sha, progress
+                base, sim, z_g, ids, tensors["z"], certify, seed, out, encoder_sha, progress
             )
         )
     meta = RepresentationBundle(
@@ -149,7 +104,7 @@ def encode_split(
 
 
 def certify_all(
-    pipeline: LatentPipeline,
+    base: BaseFunction,
     sim: SimilaritySet,
     z_g: torch.Tensor,
     ids: np.ndarray,
@@ -191,8 +146,7 @@ def certify_all(
     )
     certified = int((result["status"][:done] == CenterStatus.CERTIFIED).sum())
     for i in range(done, n):
-        base = base_function(pipeline, z_g[i], sim.vectors)
-        smoother = CenterSmoothing(base, sim.m, params)
+        smoother = CenterSmoothing(base.for_latent(z_g[i]), sim.m, params)
         cert = smoother.certify(seed, int(ids[i]))
         result["z_cs"][i] = cert.center
         result["r_cs"][i] = cert.r_cs

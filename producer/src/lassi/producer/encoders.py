@@ -1,10 +1,11 @@
-"""The producer's fair encoder E_L, its auxiliary heads, and the eval-mode affine trick.
+"""The producer's fair encoder E_L and its auxiliary heads.
 
 DESIGN.md §2: the authors' default E_L works directly on the flattened Glow latent,
 MLP 3HW → 2048 → 1024 (Linear + BatchNorm + ReLU) → Linear 512 → BatchNorm1d(512, affine=False);
 the paper's (ICLR) variant is a ResNet-18 on the decoded image D_G(z). Both end in a
 non-affine BatchNorm so that representations have unit scale per coordinate. The auxiliary
 classifier is Linear(k, C); an optional decoder reconstructs the latent (λ_rec, for transfer).
+The smoothing base function built on E_L (and its eval-mode affine trick) is in base_function.
 """
 
 from __future__ import annotations
@@ -13,28 +14,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-
-
-class AffineBase(nn.Module):
-    """f(t) = E_L(z_G + t @ A) for t [B, m], evaluated as tail(h0 + t @ H).
-
-    In eval mode the first Linear and its BatchNorm form one affine map g, so
-    g(z_G + Σ t_i a_i) = g(z_G) + Σ t_i (s ⊙ W a_i) with s the BatchNorm scale: h0 = g(z_G) and
-    H[i] = s ⊙ (W a_i) are computed once per sample and each draw only costs the later layers.
-    Built by :meth:`LatentMLP.affine_base`; the tail shares the encoder's modules.
-    """
-
-    def __init__(self, h0: Tensor, h: Tensor, tail: nn.Module) -> None:
-        super().__init__()
-        self.register_buffer("h0", h0)
-        self.register_buffer("h", h)
-        self.tail = tail
-        self.train(False)
-
-    def forward(self, t: Tensor) -> Tensor:
-        if any(module.training for module in self.tail.modules()):
-            raise RuntimeError("the affine trick is only valid with the encoder in eval mode")
-        return self.tail(torch.addmm(self.h0, t.to(self.h.dtype), self.h))
 
 
 class LatentMLP(nn.Module):
@@ -55,30 +34,6 @@ class LatentMLP(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z.flatten(1))
-
-    @torch.no_grad()
-    def affine_base(self, z_g: Tensor, attr_vectors: Tensor) -> AffineBase:
-        """The center-smoothing base t ↦ E_L(z_G + t @ A) via the eval-mode affine trick.
-
-        z_g: [D] (or any shape with D elements), attr_vectors: [m, D]. The result equals plain
-        evaluation to float rounding, at the cost of the layers after the first BatchNorm.
-        """
-        if self.training:
-            raise RuntimeError(
-                "call .eval() first: the affine trick needs BatchNorm's running stats"
-            )
-        linear, norm = self.net[0], self.net[1]
-        assert isinstance(linear, nn.Linear) and isinstance(norm, nn.BatchNorm1d)
-        z = z_g.reshape(1, -1).to(linear.weight)
-        a = attr_vectors.reshape(attr_vectors.shape[0], -1).to(linear.weight)
-        if z.shape[1] != self.input_dim or a.shape[1] != self.input_dim:
-            raise ValueError(f"latents must have {self.input_dim} elements")
-        h0 = norm(linear(z))[0]
-        scale = torch.rsqrt(norm.running_var + norm.eps)
-        if norm.weight is not None:
-            scale = scale * norm.weight
-        h = (a @ linear.weight.T) * scale
-        return AffineBase(h0.clone(), h, nn.Sequential(*self.net[2:]))
 
 
 class BasicBlock(nn.Module):

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+
+from lassi.producer.base_function import AffineBase, BaseFunction
+from lassi.spec import LossWeights
 
 
 def sample_ball(
@@ -50,86 +53,58 @@ def sample_ball(
 
 @torch.no_grad()
 def random_attack(
-    encoder: Callable[[Tensor], Tensor],
+    base: BaseFunction,
     z: Tensor,
-    attr_vectors: Tensor,
-    epsilon: float,
-    n_points: int,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """The random attack: for each z [B, ...] the z + t·A (t of n_points uniform ball draws)
-    whose representation is farthest from E_L(z); attr_vectors [m, ...] like one z.
-
-    The encoder runs in eval mode (its training flag is restored afterwards); one batch of B per
-    candidate t, so memory is O(B · D) whatever n_points is. Returns the detached z_adv.
-    """
-    was_training = encoder.training if isinstance(encoder, nn.Module) else False
-    if isinstance(encoder, nn.Module):
-        encoder.eval()
-    try:
-        batch, m = z.shape[0], attr_vectors.shape[0]
-        directions = attr_vectors.reshape(m, -1).to(z)
-        flat = z.reshape(batch, -1)
-        t = sample_ball(generator, batch * n_points, m, epsilon, dtype=z.dtype)
-        t = t.to(z.device).reshape(batch, n_points, m)
-        reference = encoder(z)
-        best_z = z.clone()
-        best_distance = torch.full((batch,), -1.0, dtype=reference.dtype, device=z.device)
-        for j in range(n_points):
-            candidate = (flat + t[:, j] @ directions).reshape(z.shape)
-            distance = torch.linalg.vector_norm(encoder(candidate) - reference, dim=1)
-            better = distance > best_distance
-            best_z[better] = candidate[better]
-            best_distance = torch.where(better, distance, best_distance)
-        return best_z
-    finally:
-        if isinstance(encoder, nn.Module):
-            encoder.train(was_training)
-
-
-@torch.no_grad()
-def random_attack_affine(
-    mlp: nn.Module,
-    z: Tensor,
-    attr_vectors: Tensor,
     epsilon: float,
     n_points: int,
     generator: torch.Generator | None = None,
     max_elements: int = 1 << 25,
 ) -> Tensor:
-    """:func:`random_attack` for a :class:`LatentMLP`, same draws and same result, faster.
+    """The random attack: for each latent z_b of z [B, D] the z_b + t A, t among n_points
+    uniform draws from the ε-ball, whose representation is farthest from E_L(z_b).
 
-    In eval mode the first Linear + BatchNorm is affine, so for every candidate
-    g(z + t A) = g(z) + t (s ⊙ W A): the expensive first layer runs once per input instead of
-    once per candidate (the affine trick of center smoothing, applied to the attack).
+    E_L runs in eval mode (the training flag is restored afterwards). With the affine trick
+    (latent MLP) each candidate costs the layers after the first; otherwise the candidates go
+    through the whole encoder one batch of B at a time, so memory is O(B · D) whatever n_points
+    is. Ties go to the first draw. Returns the detached z_adv.
     """
-    was_training = mlp.training
-    mlp.eval()
+    was_training = base.training
+    base.eval()
     try:
-        batch, m = z.shape[0], attr_vectors.shape[0]
-        directions = attr_vectors.reshape(m, -1).to(z)
-        t = sample_ball(generator, batch * n_points, m, epsilon, dtype=z.dtype)
-        t = t.to(z.device).reshape(batch, n_points, m)
-        linear, norm = mlp.net[0], mlp.net[1]
-        tail = nn.Sequential(*mlp.net[2:])
-        h0 = norm(linear(z.reshape(batch, -1)))
-        scale = torch.rsqrt(norm.running_var + norm.eps)
-        if norm.weight is not None:
-            scale = scale * norm.weight
-        h = (directions @ linear.weight.T) * scale
-        reference = tail(h0)
-        distances = torch.empty(batch, n_points, dtype=reference.dtype, device=z.device)
-        step = max(1, max_elements // max(1, batch * h.shape[1]))
-        for j in range(0, n_points, step):
-            tj = t[:, j : j + step]
-            hidden = (h0[:, None, :] + tj @ h).reshape(-1, h.shape[1])
-            out = tail(hidden).reshape(batch, tj.shape[1], -1)
-            distances[:, j : j + step] = torch.linalg.vector_norm(out - reference[:, None], dim=2)
-        best = distances.argmax(dim=1)
-        chosen = t[torch.arange(batch, device=z.device), best]
-        return (z.reshape(batch, -1) + chosen @ directions).reshape(z.shape)
+        batch = z.shape[0]
+        t = sample_ball(generator, batch * n_points, base.m, epsilon, dtype=z.dtype)
+        t = t.to(z.device).reshape(batch, n_points, base.m)
+        if base.uses_affine_trick:
+            distances = _affine_distances(base.affine(z), t, max_elements)
+        else:
+            distances = _plain_distances(base, z, t)
+        chosen = t[torch.arange(batch, device=z.device), distances.argmax(dim=1)]
+        return base.shift(z.reshape(batch, -1), chosen).reshape(z.shape)
     finally:
-        mlp.train(was_training)
+        base.train(was_training)
+
+
+def _affine_distances(affine: AffineBase, t: Tensor, max_elements: int) -> Tensor:
+    """||f_b(t_bj) − f_b(0)||₂ [B, n] via the affine trick, in chunks of ≈ max_elements hiddens."""
+    reference = affine.reference()
+    batch, n_points = t.shape[:2]
+    distances = torch.empty(batch, n_points, dtype=reference.dtype, device=t.device)
+    step = max(1, max_elements // max(1, batch * affine.h.shape[1]))
+    for j in range(0, n_points, step):
+        out = affine(t[:, j : j + step])
+        distances[:, j : j + step] = torch.linalg.vector_norm(out - reference[:, None], dim=2)
+    return distances
+
+
+def _plain_distances(base: BaseFunction, z: Tensor, t: Tensor) -> Tensor:
+    """||E_L(z_b + t_bj A) − E_L(z_b)||₂ [B, n], one candidate per latent at a time."""
+    flat = z.reshape(z.shape[0], -1)
+    reference = base(z)
+    distances = torch.empty(t.shape[:2], dtype=reference.dtype, device=z.device)
+    for j in range(t.shape[1]):
+        candidate = base.shift(flat, t[:, j]).reshape(z.shape)
+        distances[:, j] = torch.linalg.vector_norm(base(candidate) - reference, dim=1)
+    return distances
 
 
 def adversarial_loss(r: Tensor, r_adv: Tensor, delta_adv: float = 0.0) -> Tensor:
@@ -156,10 +131,12 @@ def contrastive_loss(r: Tensor, y: Tensor, delta: float) -> Tensor:
 
 @dataclass
 class LassiLoss:
-    """The encoder objective (DESIGN.md §2): CE + λ_adv · adv + λ_contr · contr + λ_rec · rec.
+    """The encoder objective (paper Sec. 4.2): CE + λ_adv · adv + λ_contr · contr + λ_rec · rec.
 
-    Terms whose weight is 0 are not computed (reported as 0). ``__call__`` returns a dict of
-    tensors: "loss" (the total to minimise), "ce", "adv", "contr", "rec".
+    Called with representations already computed (the trainer passes r and r_adv from one joint
+    forward pass of z and z_adv). Terms whose weight is 0 are not computed (reported as 0).
+    Returns a dict of tensors: "loss" (the total to minimise), "ce", "adv", "contr", "rec" and
+    "logits" (aux(r), for the accuracy).
     """
 
     lambda_adv: float = 0.0
@@ -168,28 +145,41 @@ class LassiLoss:
     delta_adv: float = 0.0
     delta_contr: float = 10.0
 
+    @classmethod
+    def from_weights(cls, weights: LossWeights) -> LassiLoss:
+        return cls(weights.adv, weights.contr, weights.rec, weights.delta_adv, weights.delta_contr)
+
+    @property
+    def active_terms(self) -> list[str]:
+        """The terms this objective computes, in the order it computes them."""
+        weights = {"adv": self.lambda_adv, "ce": 1.0, "contr": self.lambda_contr, "rec": self.lambda_rec}
+        return [name for name, w in weights.items() if w > 0]
+
     def __call__(
         self,
-        encoder: Callable[[Tensor], Tensor],
-        aux: Callable[[Tensor], Tensor],
-        z: Tensor,
+        r: Tensor,
         y: Tensor,
-        z_adv: Tensor | None = None,
+        aux: Callable[[Tensor], Tensor],
+        r_adv: Tensor | None = None,
+        z: Tensor | None = None,
         decoder: Callable[[Tensor], Tensor] | None = None,
     ) -> dict[str, Tensor]:
-        r = encoder(z)
+        """r = E_L(z) [B, k], y labels, r_adv = E_L(z_adv) (for λ_adv > 0), z and the decoder
+        (for λ_rec > 0)."""
         zero = r.new_zeros(())
-        ce = F.cross_entropy(aux(r), y)
-        adv = contr = rec = zero
+        terms = {"adv": zero, "ce": zero, "contr": zero, "rec": zero}
         if self.lambda_adv > 0:
-            if z_adv is None:
-                raise ValueError("lambda_adv > 0 needs z_adv (see random_attack)")
-            adv = adversarial_loss(r, encoder(z_adv), self.delta_adv)
+            if r_adv is None:
+                raise ValueError("lambda_adv > 0 needs r_adv (see random_attack)")
+            terms["adv"] = adversarial_loss(r, r_adv, self.delta_adv)
+        logits = aux(r)
+        terms["ce"] = F.cross_entropy(logits, y)
         if self.lambda_contr > 0:
-            contr = contrastive_loss(r, y, self.delta_contr)
+            terms["contr"] = contrastive_loss(r, y, self.delta_contr)
         if self.lambda_rec > 0:
-            if decoder is None:
-                raise ValueError("lambda_rec > 0 needs a decoder")
-            rec = F.mse_loss(decoder(r), z.flatten(1))
-        total = ce + self.lambda_adv * adv + self.lambda_contr * contr + self.lambda_rec * rec
-        return {"loss": total, "ce": ce, "adv": adv, "contr": contr, "rec": rec}
+            if decoder is None or z is None:
+                raise ValueError("lambda_rec > 0 needs a decoder and z")
+            terms["rec"] = F.mse_loss(decoder(r), z.flatten(1))
+        weights = {"adv": self.lambda_adv, "contr": self.lambda_contr, "rec": self.lambda_rec}
+        total = terms["ce"] + sum(w * terms[name] for name, w in weights.items() if w > 0)
+        return {"loss": total, **terms, "logits": logits}

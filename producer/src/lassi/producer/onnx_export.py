@@ -20,8 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lassi.producer.encode import load_encoder
-from lassi.producer.training import LatentPipeline
+from lassi.producer.base_function import BaseFunction, load_encoder, load_spec
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import atomic_path
 from lassi.spec.onnx_check import load_checked_onnx, set_onnx_card
@@ -32,25 +31,13 @@ TOLERANCE = 1e-3
 class PipelineGraph(nn.Module):
     """x → E_L(E_G(x))."""
 
-    def __init__(self, sim: SimilaritySet, pipeline: LatentPipeline) -> None:
+    def __init__(self, sim: SimilaritySet, base: BaseFunction) -> None:
         super().__init__()
         self.glow = sim.glow
-        self.pipeline = pipeline
+        self.base = base
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pipeline(self.glow.encode(x))
-
-
-class BaseFunctionGraph(nn.Module):
-    """(z_G, t) → E_L(z_G + t A) with the spec's attribute vectors A baked in."""
-
-    def __init__(self, sim: SimilaritySet, pipeline: LatentPipeline) -> None:
-        super().__init__()
-        self.pipeline = pipeline
-        self.register_buffer("vectors", sim.vectors.clone())
-
-    def forward(self, z_g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.pipeline(z_g + t @ self.vectors)
+        return self.base(self.glow.encode(x))
 
 
 def _export(
@@ -79,14 +66,14 @@ def _export(
 
 
 def export_producer_onnx(
-    spec_path: Path, encoder_path: Path, out_dir: Path
+    spec: Path | SimilaritySet, encoder_path: Path, out_dir: Path
 ) -> list[tuple[Path, float]]:
     """Write pipeline.onnx and base_function.onnx into ``out_dir``; return (path, max error)."""
     import onnx
     import onnxruntime as ort
 
-    sim = SimilaritySet.load(spec_path)
-    pipeline, card, encoder_sha = load_encoder(encoder_path, sim)
+    sim = load_spec(spec)
+    base, card, encoder_sha = load_encoder(encoder_path, sim)
     out_dir = Path(out_dir)
     provenance = {
         "parents": {"similarity_spec": sim.sha256, "encoder": encoder_sha},
@@ -101,10 +88,10 @@ def export_producer_onnx(
     z_g = sim.glow.encode(x).detach()
     t = torch.from_numpy(rng.normal(size=(3, sim.m)).astype(np.float32))
     jobs = [
-        ("pipeline.onnx", PipelineGraph(sim, pipeline).eval(), (x,), ["x"], ["z"], {"x": 4}),
+        ("pipeline.onnx", PipelineGraph(sim, base).eval(), (x,), ["x"], ["z"], {"x": 4}),
         (
             "base_function.onnx",
-            BaseFunctionGraph(sim, pipeline).eval(),
+            base.eval(),  # (z_G, t) → E_L(z_G + t A), A baked in
             (z_g, t),
             ["z_g", "t"],
             ["z"],

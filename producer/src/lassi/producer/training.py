@@ -1,9 +1,9 @@
 """Training the producer's fair encoder E_L (paper Sec. 4.2).
 
 Loss = CE(aux(E_L(z)), y) + λ_adv · adversarial + λ_contr · contrastive (+ λ_rec · ||dec(E_L(z)) − z||²),
-z = E_G(x) the Glow latent (cached: it never changes). The adversary is the random attack of
-the brief: m points t uniform in the ε-ball, the farthest representation taken with the encoder
-in eval mode. λ = 0 is the baseline. The best epoch on the validation split is kept; every epoch
+z = E_G(x) the Glow latent (cached: it never changes). The adversary is the random attack
+(:func:`lassi.producer.losses.random_attack`): points t uniform in the m-dimensional ε-ball, the
+farthest representation taken with the encoder in eval mode. λ = 0 is the baseline. The best epoch on the validation split is kept; every epoch
 is checkpointed and a rerun with the same arguments resumes. Batch order and attack draws
 derive from ``(seed, epoch/step)``.
 """
@@ -17,19 +17,14 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from tqdm import tqdm
 
-from lassi.producer.encoders import AuxClassifier, ImageResNet18, LatentDecoder, LatentMLP
+from lassi.producer.base_function import BaseFunction, build_base_function, load_spec
+from lassi.producer.encoders import AuxClassifier, LatentDecoder
 from lassi.producer.latents import TOOL, glow_latents
-from lassi.producer.losses import (
-    adversarial_loss,
-    contrastive_loss,
-    random_attack,
-    random_attack_affine,
-)
+from lassi.producer.losses import LassiLoss, random_attack
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import EncoderCard, EncoderTraining, LossWeights, UsageError, write_artifact
@@ -58,53 +53,29 @@ class EncoderTrainConfig(BaseModel):
     max_train: int | None = Field(None, ge=1)
 
 
-class LatentPipeline(nn.Module):
-    """E_L as a function of the Glow latent: the MLP directly, or ResNet-18 on D_G(z)."""
-
-    def __init__(self, encoder: nn.Module, glow: nn.Module | None = None) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.glow = [glow]  # not a submodule: the Glow is the regulator's, frozen, not saved
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        glow = self.glow[0]
-        if glow is None:
-            return self.encoder(z)
-        with torch.no_grad():
-            x = glow.decode(z)
-        return self.encoder(x)
-
-
-def build_encoder(card: EncoderCard | EncoderTrainConfig, sim: SimilaritySet) -> LatentPipeline:
-    """The encoder module described by a card/config, mapping Glow latents to representations."""
-    if card.architecture == "latent_mlp":
-        return LatentPipeline(LatentMLP(sim.glow.latent_dim, tuple(card.hidden), card.k))
-    return LatentPipeline(ImageResNet18(card.k, width=card.width), sim.glow)
-
-
 def _accuracy(
-    pipeline: LatentPipeline, aux: nn.Module, z: torch.Tensor, y: torch.Tensor, batch: int = 1024
+    base: BaseFunction, aux: nn.Module, z: torch.Tensor, y: torch.Tensor, batch: int = 1024
 ) -> float:
-    pipeline.eval()
+    base.eval()
     aux.eval()
     correct = 0
     with torch.no_grad():
         for start in range(0, len(z), batch):
-            logits = aux(pipeline(z[start : start + batch]))
+            logits = aux(base(z[start : start + batch]))
             correct += int((logits.argmax(1) == y[start : start + batch]).sum())
     return correct / max(len(z), 1)
 
 
 def train_encoder(
     config: EncoderTrainConfig,
-    spec_path: Path,
+    spec: Path | SimilaritySet,
     out: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> Path:
     """Train E_L on the producer's data for ``config.task`` and write the ``encoder`` artifact."""
     out = Path(out)
-    sim = SimilaritySet.load(spec_path)
+    sim = load_spec(spec)
     data = config.data
     if data.image_size != sim.glow.image_size:
         raise UsageError(
@@ -129,14 +100,14 @@ def train_encoder(
     y_val = torch.from_numpy(source.attributes(val_ids)[config.task].astype(np.int64))
 
     torch.manual_seed(config.seed)
-    pipeline = build_encoder(config, sim)
+    base = build_base_function(config, sim)
     aux = AuxClassifier(config.k, num_classes)
     decoder = (
         LatentDecoder(config.k, sim.glow.latent_dim, hidden=max(config.hidden or [256]))
         if config.loss.rec > 0
         else None
     )
-    modules: dict[str, nn.Module] = {"encoder": pipeline.encoder, "aux": aux}
+    modules: dict[str, nn.Module] = {"encoder": base.encoder, "aux": aux}
     if decoder is not None:
         modules["decoder"] = decoder
     params = [p for m in modules.values() for p in m.parameters()]
@@ -157,8 +128,8 @@ def train_encoder(
         if progress:
             print(f"resuming {out.name} after epoch {start_epoch} ({checkpoint})")
 
-    vectors, eps = sim.vectors, sim.epsilon
     lam = config.loss
+    objective = LassiLoss.from_weights(lam)
     n = len(train_ids)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
     bar = tqdm(
@@ -180,34 +151,23 @@ def train_encoder(
             z, y = z_train[idx], y_train[idx]
             for m in modules.values():
                 m.train()
-            pipeline.train()
-            terms: dict[str, torch.Tensor] = {}
+            base.train()
+            r_adv = None
             if lam.adv > 0:
                 generator = torch.Generator().manual_seed(
                     torch_seed(
                         config.seed, epoch * steps_per_epoch + step, Stage.TRAINING, PURPOSE_ATTACK
                     )
                 )
-                if pipeline.glow[0] is None and isinstance(pipeline.encoder, LatentMLP):
-                    z_adv = random_attack_affine(
-                        pipeline.encoder, z, vectors, eps, lam.attack_points, generator
-                    )
-                else:
-                    z_adv = random_attack(pipeline, z, vectors, eps, lam.attack_points, generator)
-                both = pipeline(torch.cat([z, z_adv]))
+                z_adv = random_attack(base, z, sim.epsilon, lam.attack_points, generator)
+                # one joint pass: BatchNorm normalises z and z_adv with the same batch statistics
+                both = base(torch.cat([z, z_adv]))
                 r, r_adv = both[: len(z)], both[len(z) :]
-                terms["adv"] = adversarial_loss(r, r_adv, lam.delta_adv)
             else:
-                r = pipeline(z)
-            logits = aux(r)
-            terms["ce"] = F.cross_entropy(logits, y)
-            if lam.contr > 0:
-                terms["contr"] = contrastive_loss(r, y, lam.delta_contr)
-            if decoder is not None:
-                terms["rec"] = F.mse_loss(decoder(r), z)
-            loss = terms["ce"] + sum(
-                getattr(lam, name) * value for name, value in terms.items() if name != "ce"
-            )
+                r = base(z)
+            parts = objective(r, y, aux, r_adv=r_adv, z=z, decoder=decoder)
+            loss, logits = parts["loss"], parts["logits"]
+            terms = {name: parts[name] for name in objective.active_terms}
             if not torch.isfinite(loss):
                 raise RuntimeError(
                     f"encoder training diverged at epoch {epoch + 1} (loss {float(loss.detach())}, terms "
@@ -223,7 +183,7 @@ def train_encoder(
             )
             bar.update(1)
         train_acc = correct / n
-        val_acc = _accuracy(pipeline, aux, z_val, y_val)
+        val_acc = _accuracy(base, aux, z_val, y_val)
         state["seconds"] = float(state["seconds"]) + time.perf_counter() - t0
         if val_acc > float(state["best_val"]):
             state.update(best_val=val_acc, best_epoch=epoch, train_acc=train_acc)

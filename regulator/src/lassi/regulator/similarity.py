@@ -80,8 +80,14 @@ class SimilaritySet:
         return torch.cat(parts) if parts else torch.zeros(0, self.glow.latent_dim)
 
     def shift(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """z_G + Σ_i t_i a_i for one latent z [D] and offsets t [B, m] -> [B, D]."""
-        return z.unsqueeze(0) + t.to(z.dtype) @ self.vectors.to(z.dtype)
+        """z_G + Σ_i t_i a_i with this spec's vectors (see :func:`shift`)."""
+        return shift(z, t, self.vectors)
+
+
+def shift(z: torch.Tensor, t: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """z + t A = z + Σ_i t_i a_i (Sec. 3), A = ``vectors`` [m, D], in z's dtype; broadcasting:
+    z [..., D] (one latent [D]) and offsets t [..., m] -> [..., D]."""
+    return z + t.to(z.dtype) @ vectors.to(z.dtype)
 
 
 def define_spec(
