@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 BISECTION_STEPS = 100
+ROUNDING_MARGIN = 1e-9
 
 
 @lru_cache(maxsize=8)
@@ -47,8 +48,8 @@ def clopper_pearson_lower(successes: int, n: int, alpha: float) -> float:
     """One-sided (1 − α) lower bound on p from ``successes`` of ``n``: P(p < bound) ≤ α.
 
     0 when successes = 0, α^(1/n) when successes = n; otherwise bisection on the increasing map
-    p ↦ P(Binomial(n, p) ≥ successes), returning the lower end of the final bracket (the bound is
-    rounded down, never up).
+    p ↦ P(Binomial(n, p) ≥ successes), returning the lower end of the final bracket lowered by a
+    relative 1e-9 (far above the rounding of the tail sums), so the bound is rounded down.
     """
     if not 0 <= successes <= n or n < 1:
         raise ValueError(f"need 0 <= successes <= n and n >= 1 (got {successes}, {n})")
@@ -67,7 +68,7 @@ def clopper_pearson_lower(successes: int, n: int, alpha: float) -> float:
             lo = mid
         else:
             hi = mid
-    return lo
+    return lo * (1.0 - ROUNDING_MARGIN)
 
 
 def quantile_upper_rank(n: int, q: float, alpha: float) -> int | None:
