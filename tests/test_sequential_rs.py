@@ -68,7 +68,7 @@ def test_bounds_are_the_ends_of_the_confidence_sequence() -> None:
     assert (seq.log_mixture(s, t, lower + 1e-9) < threshold).all()
     below = s < t  # (U_t = 1 when every draw succeeded)
     assert (seq.log_mixture(s[below], t[below], upper[below]) >= threshold - 1e-9).all()
-    assert ((lower < s / t) & (s / t < upper)).all()
+    assert ((lower < s / t) & (s / t <= upper)).all()
     assert seq.lower_bound(0, 10, ALPHA) == 0.0 and seq.upper_bound(10, 10, ALPHA) == 1.0
 
 
