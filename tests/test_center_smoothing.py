@@ -60,7 +60,9 @@ exec(BASE_SOURCE, _namespace)
 smooth_base = _namespace["base"]
 
 # n0 = 2000 gives Δ1 = 0.039; Δ = 0.1 keeps abstentions rare for smooth bases.
-SMALL = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=2000, n=2000, delta=0.1)
+SMALL = CenterSmoothingParams(
+    sigma=0.65, epsilon=0.5, n0=2000, n=2000, delta=0.1, bounds="hoeffding"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -158,13 +160,17 @@ def test_step2_fraction_and_margins_replay() -> None:
 
 
 def test_step3_quantile_level_matches_scipy() -> None:
-    for params in [CenterSmoothingParams(), SMALL, CenterSmoothingParams(sigma=0.325, epsilon=0.5)]:
+    for params in [
+        CenterSmoothingParams(bounds="hoeffding"),
+        SMALL,
+        CenterSmoothingParams(sigma=0.325, epsilon=0.5, bounds="hoeffding"),
+    ]:
         expected = norm.cdf(norm.ppf(0.5 + params.delta) + params.epsilon / params.sigma)
         expected += math.sqrt(math.log(1 / params.alpha2) / (2 * params.n))
         assert quantile_level(params) == pytest.approx(expected, rel=1e-12)
     # Defaults: q ≈ 0.968 < 1; σ = 0.1 makes q > 1 → abstain with reason "q>1".
-    assert quantile_level(CenterSmoothingParams()) < 1.0
-    tight = CenterSmoothingParams(sigma=0.1, n0=2000, n=2000)
+    assert quantile_level(CenterSmoothingParams(bounds="hoeffding")) < 1.0
+    tight = CenterSmoothingParams(sigma=0.1, n0=2000, n=2000, bounds="hoeffding")
     cert = CenterSmoothing(smooth_base, 2, tight).certify(0, 0)
     assert cert.abstained and cert.reason == "q>1" and cert.r_cs == 0.0
 
@@ -201,7 +207,9 @@ def test_wildly_multimodal_base_abstains() -> None:
         u = np.cos(t * freq + phase)
         return u / np.linalg.norm(u, axis=1, keepdims=True)
 
-    params = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=4000, n=4000, delta=0.05)
+    params = CenterSmoothingParams(
+        sigma=0.65, epsilon=0.5, n0=4000, n=4000, delta=0.05, bounds="hoeffding"
+    )
     certs = [CenterSmoothing(wild, 1, params).certify(0, i) for i in range(10)]
     assert sum(c.abstained and c.reason == "delta" for c in certs) >= 6
     assert np.mean([c.p_hat for c in certs]) < 0.48
@@ -210,7 +218,9 @@ def test_wildly_multimodal_base_abstains() -> None:
     assert sum(c.abstained for c in certs) <= 3
     assert np.mean([c.p_hat for c in certs]) > 0.485
     # n0 too small for Δ1 ≤ Δ: always abstains.
-    small = CenterSmoothing(lambda t: np.zeros((len(t), 2)), 1, CenterSmoothingParams(n0=200))
+    small = CenterSmoothing(
+        lambda t: np.zeros((len(t), 2)), 1, CenterSmoothingParams(n0=200, bounds="hoeffding")
+    )
     assert small.certify(0, 0).reason == "delta"
 
 
@@ -236,7 +246,9 @@ def test_soundness_linear_segment() -> None:
     non-abstained ones where the claim fails stays ≤ α = α1 + α2 for: (a) r_CS ≥ max_|t|≤ε
     ||ẑ − g(t)|| and ≥ max ||g(t) − g(0)|| = ε||v||; (b) step 4: B(ẑ, R̂) holds at least
     Φ(Φ⁻¹(1/2 + Δ) + ε/σ) of the mass; (c) step 2: B(ẑ, r̂) holds at least 1/2 − Δ."""
-    params = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=500, n=500, delta=0.15)
+    params = CenterSmoothingParams(
+        sigma=0.65, epsilon=0.5, n0=500, n=500, delta=0.15, bounds="hoeffding"
+    )
     v = np.random.default_rng(0).standard_normal(8)
     smoother = CenterSmoothing(lambda t: t * v, 1, params)
     target = norm.cdf(norm.ppf(0.5 + params.delta) + params.epsilon / params.sigma)
@@ -260,7 +272,9 @@ def test_soundness_linear_segment() -> None:
 def test_soundness_disc_two_attributes() -> None:
     """m = 2, f(t) = s·(t1, t2, 0, ...): g(t) = f(t) (Anderson: the centred ball is smallest);
     max over the ε-disc of ||ẑ − g(t)|| = sqrt((||ẑ_12|| + sε)² + ||ẑ_rest||²)."""
-    params = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=500, n=500, delta=0.15)
+    params = CenterSmoothingParams(
+        sigma=0.65, epsilon=0.5, n0=500, n=500, delta=0.15, bounds="hoeffding"
+    )
     scale = 1.7
     smoother = CenterSmoothing(lambda t: np.hstack([scale * t, np.zeros((len(t), 3))]), 2, params)
     certified = failures = 0
@@ -303,7 +317,7 @@ def test_bit_identical_in_subprocess_without_torch() -> None:
         "sys.modules['torch'] = None\n"
         "from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams\n"
         "p = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=2000, n=2000, delta=0.1,"
-        " batch_size=300)\n"
+        " batch_size=300, bounds='hoeffding')\n"
         "c = CenterSmoothing(base, 2, p).certify(5, 18)\n"
         "print(c.center.tobytes().hex(), c.r_cs.hex())\n"
     )
@@ -368,7 +382,7 @@ def test_affine_trick_equals_plain_evaluation(dtype: torch.dtype, tol: float) ->
     if dtype != torch.float64:
         return  # (float32 rounding may flip a near-tie in the center choice)
     # Through center smoothing: a module base gets tensors of its dtype.
-    params = CenterSmoothingParams(n0=1500, n=1500, sigma=0.65, epsilon=0.5)
+    params = CenterSmoothingParams(n0=1500, n=1500, sigma=0.65, epsilon=0.5, bounds="hoeffding")
     cert = CenterSmoothing(base, 3, params).certify(1, 2)
     ref = CenterSmoothing(lambda t: enc(z[None] + torch.from_numpy(t).to(dtype) @ attrs), 3, params)
     other = ref.certify(1, 2)

@@ -111,6 +111,12 @@ def train_command(
 @click.option("--alpha", type=float, default=0.001, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch-size", type=int, default=10_000, show_default=True)
+@click.option(
+    "--sequential",
+    is_flag=True,
+    help="Stop the estimation draws as soon as an anytime-valid test decides R > r_CS "
+    "(at most --n draws).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--threads", type=int, default=None)
 @click.option("--quiet", is_flag=True)
@@ -124,6 +130,7 @@ def verify_command(
     alpha: float,
     seed: int,
     batch_size: int,
+    sequential: bool,
     as_json: bool,
     threads: int | None,
     quiet: bool,
@@ -153,6 +160,7 @@ def verify_command(
         alpha=alpha,
         seed=seed,
         batch_size=batch_size,
+        sequential=sequential,
         progress=not quiet and not as_json,
     )
     if as_json:

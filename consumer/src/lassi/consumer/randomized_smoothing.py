@@ -11,14 +11,17 @@ reference implementation is locuslab/smoothing ``core.py``):
 * CERTIFY: n0 *selection* draws pick the guess ĉ; n *fresh estimation* draws count n_A = #{ĉ};
   p_A = one-sided Clopper–Pearson lower bound at level α; abstain if p_A < 1/2, else R = σ Φ⁻¹(p_A).
 * PREDICT: n draws; two-sided binomial test of the top two counts; abstain if its p-value > α.
+* CERTIFY_SEQUENTIAL (for the fairness decision R > r_CS only): the same selection, then fresh
+  estimation draws in growing blocks until an anytime-valid test (:mod:`.sequential_test`)
+  shows p_A > Φ(r_CS / σ), shows it cannot be, or n_max draws are used.
 
 Every draw comes from a per-sample stream of :mod:`lassi.spec.seeding` (selection from
 ``Stage.SELECTION``, estimation and PREDICT from ``Stage.ESTIMATION``), generated on the CPU in
 chunks whose size depends only on the noise dimension, so a sample's certificate is the same
 whatever batch size, sample order or process computed it (provided the classifier's argmax for a
 row does not depend on the rows batched with it, as holds for the usual row-wise layers up to
-exact ties). Reusing the selection draws for the estimation would make the bound unsound
-(DESIGN.md §5).
+exact ties). Reusing the selection draws for the estimation would make the bound unsound (the
+guess ĉ would be correlated with its own count).
 
 Two implementations share the algorithm: :class:`Smooth` (torch, any device) and
 :class:`SmoothNumpy` (numpy + a logits callable such as an onnxruntime session). This module imports
@@ -40,6 +43,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 from scipy.stats import beta, binomtest, norm
 
+from lassi.consumer import sequential_test
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 
 if TYPE_CHECKING:
@@ -59,7 +63,9 @@ class SmoothCertificate:
 
     prediction: the certified class, or ``ABSTAIN`` (-1); radius: the certified ℓ2 radius R in
     representation space (0.0 when abstained); count: n_A, the estimation count of the selected
-    class; p_lower: the Clopper–Pearson lower bound p_A; seconds: wall time of the certification.
+    class; p_lower: the lower bound p_A (Clopper–Pearson, or the confidence sequence's when
+    sequential); seconds: wall time of the certification; draws: classifier draws used (n0 plus
+    the estimation draws).
     """
 
     prediction: int
@@ -67,6 +73,7 @@ class SmoothCertificate:
     count: int
     p_lower: float
     seconds: float
+    draws: int = 0
 
     @property
     def abstained(self) -> bool:
@@ -137,11 +144,21 @@ class _SmoothedClassifier(ABC):
     sigma: float
 
     @abstractmethod
+    def count_blocks(
+        self, z: Any, sizes: list[int], seed: int, sample_id: int, stage: Stage
+    ) -> Iterator[np.ndarray]:
+        """Class counts [num_classes] of the base classifier for consecutive blocks of
+        ``sizes[i]`` draws z + N(0, σ² I) of the stream (seed, sample_id, stage), one block at a
+        time (a caller may stop early). Each block is drawn in chunks of ``chunk_sizes``."""
+
     def sample_counts(
         self, z: Any, num: int, seed: int, sample_id: int, stage: Stage
     ) -> np.ndarray:
-        """Class counts [num_classes] of the base classifier at ``num`` draws z + N(0, σ² I),
-        taken from the stream (seed, sample_id, stage)."""
+        """Class counts [num_classes] of ``num`` draws of the stream (seed, sample_id, stage)."""
+        total = np.zeros(self.num_classes, dtype=np.int64)
+        for counts in self.count_blocks(z, [num], seed, sample_id, stage):
+            total += counts
+        return total
 
     def certify(
         self, z: Any, n0: int, n: int, alpha: float, seed: int, sample_id: int
@@ -161,8 +178,54 @@ class _SmoothedClassifier(ABC):
         radius = _radius_from_bound(p_lower, self.sigma)
         seconds = time.perf_counter() - start
         if radius is None:
-            return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds)
-        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds)
+            return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + n)
+        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds, n0 + n)
+
+    def certify_sequential(
+        self,
+        z: Any,
+        n0: int,
+        r_cs: float,
+        alpha: float,
+        seed: int,
+        sample_id: int,
+        n_max: int = sequential_test.N_MAX,
+    ) -> SmoothCertificate:
+        """Sequential CERTIFY for the decision R > r_CS (module :mod:`.sequential_test`).
+
+        Selection as in :meth:`certify` (n0 draws of their own stream); then estimation draws in
+        the blocks of ``block_sizes(n_max)`` until the beta-binomial confidence sequence puts
+        p* = Φ(r_CS / σ) below it (certify), above it (futility) or n_max draws are used. With
+        probability ≥ 1 − α, p_A ≥ p_lower at the stopping time, so a non-abstaining prediction
+        is certified with radius σ Φ⁻¹(p_lower); it exceeds r_CS whenever the test certified.
+        """
+        _check_arguments(n_max, alpha, n0)
+        if not r_cs >= 0.0:
+            raise ValueError(f"need r_cs >= 0 (got {r_cs})")
+        start = time.perf_counter()
+        counts_selection = self.sample_counts(z, n0, seed, sample_id, Stage.SELECTION)
+        c_hat = int(np.argmax(counts_selection))
+        p_star = float(norm.cdf(r_cs / self.sigma))
+        n_a = used = 0
+        verdict = sequential_test.CONTINUE
+        blocks = self.count_blocks(
+            z, sequential_test.block_sizes(n_max), seed, sample_id, Stage.ESTIMATION
+        )
+        try:
+            for counts in blocks:
+                n_a, used = n_a + int(counts[c_hat]), used + int(counts.sum())
+                verdict = int(sequential_test.decision(n_a, used, p_star, alpha))
+                if verdict != sequential_test.CONTINUE:
+                    break
+        finally:
+            blocks.close()  # type: ignore[attr-defined]
+        floor = p_star if verdict == sequential_test.CERTIFY else 0.0
+        p_lower = float(sequential_test.lower_bound(n_a, used, alpha, floor))
+        radius = _radius_from_bound(p_lower, self.sigma)
+        seconds = time.perf_counter() - start
+        if radius is None:
+            return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + used)
+        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds, n0 + used)
 
     def predict(self, z: Any, n: int, alpha: float, seed: int, sample_id: int) -> int:
         """PREDICT (Cohen et al., 2019): the top class of n draws, or ABSTAIN when a two-sided
@@ -261,17 +324,17 @@ class Smooth(_SmoothedClassifier):
             )
         counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes).cpu()
 
-    def sample_counts(
-        self, z: Any, num: int, seed: int, sample_id: int, stage: Stage
-    ) -> np.ndarray:
-        """Counts of argmax C_L(z + ε), ε ~ N(0, σ² I), over ``num`` draws of one stream."""
+    def count_blocks(
+        self, z: Any, sizes: list[int], seed: int, sample_id: int, stage: Stage
+    ) -> Iterator[np.ndarray]:
+        """Counts of argmax C_L(z + ε), ε ~ N(0, σ² I), per block of one stream's draws."""
         import torch
 
         z = self._as_tensor(z)
         generator = self._generator(seed, sample_id, stage)
         factor = self._logit_noise_factor
-        counts = torch.zeros(self.num_classes, dtype=torch.int64)
         dim = z.shape[0] if factor is None else factor.shape[0]
+        pieces = [(size, rows) for size in sizes for rows in chunk_sizes(size, dim)]
 
         def draw(rows: int) -> torch.Tensor:
             """σ · N(0, I) noise [rows, dim], generated on the CPU."""
@@ -282,15 +345,22 @@ class Smooth(_SmoothedClassifier):
         with torch.inference_mode():
             # Logit-space path: the clean logits once, then noise σ η R with η ~ N(0, I_d).
             base = None if factor is None else self.classifier(z[None])
-            for noise in prefetched(draw, chunk_sizes(num, dim)):
+        counts = torch.zeros(self.num_classes, dtype=torch.int64)
+        filled = 0
+        for (size, _), noise in zip(pieces, prefetched(draw, [r for _, r in pieces]), strict=True):
+            with torch.inference_mode():
                 noise = noise.to(self.device)
                 if factor is not None:  # C-dim rows are small: the whole chunk at once
                     self._count(torch.addmm(base, noise, factor), counts)
-                    continue
-                for start in range(0, len(noise), self.batch_size):
-                    batch = noise[start : start + self.batch_size].add_(z)
-                    self._count(self.classifier(batch), counts)
-        return counts.numpy()
+                else:
+                    for start in range(0, len(noise), self.batch_size):
+                        batch = noise[start : start + self.batch_size].add_(z)
+                        self._count(self.classifier(batch), counts)
+            filled += len(noise)
+            if filled == size:
+                yield counts.numpy().copy()
+                counts.zero_()
+                filled = 0
 
 
 class SmoothNumpy(_SmoothedClassifier):
@@ -314,15 +384,16 @@ class SmoothNumpy(_SmoothedClassifier):
         self.sigma = float(sigma)
         self.batch_size = int(batch_size)
 
-    def sample_counts(
-        self, z: Any, num: int, seed: int, sample_id: int, stage: Stage
-    ) -> np.ndarray:
-        """Counts of argmax C_L(z + ε), ε ~ N(0, σ² I), over ``num`` draws of one stream."""
+    def count_blocks(
+        self, z: Any, sizes: list[int], seed: int, sample_id: int, stage: Stage
+    ) -> Iterator[np.ndarray]:
+        """Counts of argmax C_L(z + ε), ε ~ N(0, σ² I), per block of one stream's draws."""
         z = np.asarray(z, dtype=np.float32)
         if z.ndim != 1:
             raise ValueError(f"expected one representation of shape [k], got {z.shape}")
         rng = numpy_rng(seed, sample_id, stage)
         sigma = np.float32(self.sigma)
+        pieces = [(size, rows) for size in sizes for rows in chunk_sizes(size, z.shape[0])]
 
         def draw(rows: int) -> np.ndarray:
             """z + σ · N(0, I) inputs [rows, k]."""
@@ -332,7 +403,8 @@ class SmoothNumpy(_SmoothedClassifier):
             return noise
 
         counts = np.zeros(self.num_classes, dtype=np.int64)
-        for noise in prefetched(draw, chunk_sizes(num, z.shape[0])):
+        filled = 0
+        for (size, _), noise in zip(pieces, prefetched(draw, [r for _, r in pieces]), strict=True):
             for start in range(0, len(noise), self.batch_size):
                 logits = np.asarray(self.logits_fn(noise[start : start + self.batch_size]))
                 if logits.ndim != 2 or logits.shape[1] != self.num_classes:
@@ -340,7 +412,11 @@ class SmoothNumpy(_SmoothedClassifier):
                         f"logits_fn returned shape {logits.shape}, expected [B, {self.num_classes}]"
                     )
                 counts += np.bincount(logits.argmax(axis=1), minlength=self.num_classes)
-        return counts
+            filled += len(noise)
+            if filled == size:
+                yield counts.copy()
+                counts[:] = 0
+                filled = 0
 
 
 def ort_session(path: str | Path, prefer_gpu: bool = False) -> tuple[Any, str]:

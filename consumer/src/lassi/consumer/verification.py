@@ -188,8 +188,11 @@ def verify(
     seed: int = 0,
     batch_size: int = 10_000,
     progress: bool = True,
+    sequential: bool = False,
 ) -> Artifact[VerificationReport]:
-    """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files."""
+    """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files.
+
+    ``sequential``: estimation by ``Smooth.certify_sequential`` with at most n draws."""
     model, classifier = load_classifier(classifier_path)
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     check_pairing(classifier, bundle)
@@ -204,10 +207,12 @@ def verify(
         "prediction": np.full(count, ABSTAIN, np.int64),
         "radius": np.zeros(count, np.float32),
         "status": np.zeros(count, np.uint8),
+        "draws": np.zeros(count, np.int64),
     }
     checkpoint = out.with_name(out.name + ".ckpt")
     key = run_key(
-        classifier=classifier.sha256, bundle=bundle.sha256, n0=n0, n=n, alpha=alpha, seed=seed
+        classifier=classifier.sha256, bundle=bundle.sha256, n0=n0, n=n, alpha=alpha, seed=seed,
+        **({"sequential": True} if sequential else {}),
     )
     resume = SampleCheckpoint(checkpoint, tool=TOOL, stage="verify", key=key, result=result)
     done = resume.done
@@ -225,7 +230,13 @@ def verify(
         if tensors["status"][i] != CenterStatus.CERTIFIED:
             result["status"][i] = ReportStatus.ABSTAIN_CENTER
         else:
-            cert = smooth.certify(tensors["z_cs"][i], n0, n, alpha, seed, int(tensors["ids"][i]))
+            z_cs, r_cs = tensors["z_cs"][i], float(tensors["r_cs"][i])
+            sample_id = int(tensors["ids"][i])
+            if sequential:
+                cert = smooth.certify_sequential(z_cs, n0, r_cs, alpha, seed, sample_id, n_max=n)
+            else:
+                cert = smooth.certify(z_cs, n0, n, alpha, seed, sample_id)
+            result["draws"][i] = cert.draws
             result["prediction"][i] = cert.prediction
             result["radius"][i] = cert.radius
             if cert.prediction == ABSTAIN:
@@ -250,7 +261,9 @@ def verify(
         task=card.task,
         classes=card.classes,
         has_labels=labels is not None,
-        smoothing=SmoothingParams(sigma_cls=card.sigma_cls, n0=n0, n=n, alpha=alpha, seed=seed),
+        smoothing=SmoothingParams(
+            sigma_cls=card.sigma_cls, n0=n0, n=n, alpha=alpha, seed=seed, sequential=sequential
+        ),
         certificate=certificate,
         summary=summary,
         parents=parents,

@@ -172,6 +172,13 @@ def train_command(
     "--delta", type=float, default=0.05, show_default=True, help="Abstain threshold Delta."
 )
 @click.option(
+    "--bounds",
+    type=click.Choice(["exact", "hoeffding"]),
+    default="exact",
+    show_default=True,
+    help="Confidence bounds of center smoothing: exact binomial or Hoeffding.",
+)
+@click.option(
     "--batch-size", type=int, default=2_000, show_default=True, help="Draws per network call."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -192,6 +199,7 @@ def encode_command(
     alpha1: float,
     alpha2: float,
     delta: float,
+    bounds: str,
     batch_size: int,
     seed: int,
     cache_dir: Path | None,
@@ -217,6 +225,7 @@ def encode_command(
             alpha2=alpha2,
             delta=delta,
             batch_size=batch_size,
+            bounds=bounds,
         )
     set_threads(threads)
     encode_split(

@@ -4,16 +4,25 @@ LASSI (paper Sec. 4.3) smooths f(t) = E_L(z_G + Σ_i t_i a_i) (or E_L(D_G(...)) 
 encoder) at t = 0 with Gaussian noise t ~ N(0, σ² I_m) in the m-dimensional attribute space, using
 center smoothing (Kumar & Goldstein, 2021, "Center smoothing: certified robustness for networks
 with structured outputs", Algorithms 1-2). With probability ≥ 1 − α1 − α2, every t' with
-||t'||₂ ≤ ε has a smoothed output within r_CS of the returned center ẑ. The steps, exactly as in
-DESIGN.md §2 (the brief wins over the paper):
+||t'||₂ ≤ ε has a smoothed output within r_CS of the returned center ẑ. The steps:
 
 1. n0 *selection* draws; the center ẑ is the draw with the smallest median distance to the others
    (a β = 2 approximate minimum enclosing ball of half the mass); r̂ = that median distance.
-2. n0 *fresh* draws; p̂ = fraction within r̂ of ẑ; Δ1 = sqrt(ln(2/α1) / (2 n0)),
-   Δ2 = 1/2 − (p̂ − Δ1); abstain unless max(Δ1, Δ2) ≤ Δ.
-3. q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2 n)); abstain if q > 1.
-4. n *fresh* draws; R̂ = the ⌈q n⌉-th smallest distance to ẑ (an order statistic: an interpolated
-   quantile is not conservative); r_CS = (1 + β) R̂.
+2. n0 *fresh* draws; p̂ = fraction within r̂ of ẑ; abstain unless the lower confidence bound on
+   P(||f(t) − ẑ|| ≤ r̂) reaches 1/2 − Δ. ``bounds="hoeffding"`` (Kumar & Goldstein):
+   Δ1 = sqrt(ln(2/α1) / (2 n0)), Δ2 = 1/2 − (p̂ − Δ1), abstain unless max(Δ1, Δ2) ≤ Δ.
+   ``bounds="exact"``: the one-sided Clopper–Pearson bound at level α1 must be ≥ 1/2 − Δ.
+3. q0 = Φ(Φ⁻¹(1/2 + Δ) + ε/σ): the probability a radius around ẑ must hold under t ~ N(0, σ²I)
+   so that it holds with probability > 1/2 under every shift ||t'|| ≤ ε (Gaussian shift bound).
+4. n *fresh* distances X_1..X_n; R̂ = an order statistic X_(k) that is ≥ the q0-quantile ξ of the
+   distance with probability ≥ 1 − α2 (an interpolated quantile is not conservative);
+   r_CS = (1 + β) R̂. ``hoeffding``: k = ⌈q n⌉ with q = q0 + sqrt(ln(1/α2) / (2 n)), abstain if
+   q > 1. ``exact``: k = the smallest rank with P(Binomial(n, q0) ≥ k) ≤ α2, because
+     X_(k) < ξ iff at least k of the X_i fall below ξ, and P(X_i < ξ) ≤ q0 by definition of ξ,
+     so #{X_i < ξ} is a Binomial(n, P(X < ξ)) count, stochastically ≤ Binomial(n, q0), and
+     P(X_(k) < ξ) ≤ P(Binomial(n, q0) ≥ k) ≤ α2 (distribution-free, ties included).
+   Exact settings that can never certify (even p̂ = 1 fails step 2; no k ≤ n qualifies) are
+   refused when the parameters are built, before any draw.
 
 Randomness: each stage draws from its own per-sample stream ``numpy_rng(seed, sample_id, stage)``
 of :mod:`lassi.spec.seeding` (float64, in chunks whose size never depends on the evaluation batch
@@ -38,7 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lassi.spec.models import CenterStatus, CertificateParams
+from lassi.spec.binomial_bounds import clopper_pearson_lower, quantile_upper_rank
+from lassi.spec.models import Bounds, CenterStatus, CertificateParams
 from lassi.spec.seeding import Stage, numpy_rng
 
 if TYPE_CHECKING:
@@ -62,12 +72,14 @@ _NORMAL = NormalDist()
 
 @dataclass(frozen=True)
 class CenterSmoothingParams:
-    """Center smoothing hyper-parameters (defaults: DESIGN.md §2, CelebA / 3D Shapes).
+    """Center smoothing hyper-parameters (α1 + α2 = α_c = 0.01 as in the paper, Sec. 5).
 
     sigma: std of the t-noise σ_enc; epsilon: ℓ2 radius of the similarity set in t-space;
     n0: selection and abstain-test draws (each); n: estimation draws; alpha1, alpha2: failure
     probabilities of steps 2 and 4 (α_c = α1 + α2); delta: Δ of step 2; beta: the approximation
-    factor β of the minimum enclosing ball; batch_size: draws per base-function call.
+    factor β of the minimum enclosing ball; batch_size: draws per base-function call;
+    bounds: "exact" (Clopper–Pearson and binomial order-statistic rank) or "hoeffding" (Kumar &
+    Goldstein's Hoeffding margins), steps 2 and 4 of the module docstring.
     """
 
     sigma: float = 0.65
@@ -79,6 +91,7 @@ class CenterSmoothingParams:
     delta: float = 0.05
     beta: float = 2.0
     batch_size: int = 2_000
+    bounds: Bounds = "exact"
 
     def __post_init__(self) -> None:
         if not (self.sigma > 0 and self.epsilon >= 0 and self.beta >= 1):
@@ -87,6 +100,20 @@ class CenterSmoothingParams:
             raise ValueError("need n0 >= 2, n >= 1 and batch_size >= 1")
         if not (0 < self.alpha1 < 1 and 0 < self.alpha2 < 1 and 0 < self.delta < 0.5):
             raise ValueError("need 0 < alpha1, alpha2 < 1 and 0 < delta < 1/2")
+        if self.bounds not in ("exact", "hoeffding"):
+            raise ValueError(f"bounds must be 'exact' or 'hoeffding' (got {self.bounds!r})")
+        if self.bounds == "exact":
+            best = clopper_pearson_lower(self.n0, self.n0, self.alpha1)
+            if best < 0.5 - self.delta:
+                raise ValueError(
+                    f"n0={self.n0} can never certify: even p_hat = 1 gives a Clopper-Pearson "
+                    f"bound {best:.4f} < 1/2 - delta = {0.5 - self.delta:.4f}"
+                )
+            if estimation_rank(self) is None:
+                raise ValueError(
+                    f"n={self.n} can never certify: no rank k <= n has "
+                    f"P(Binomial(n, q0={shifted_level(self):.4f}) >= k) <= alpha2={self.alpha2}"
+                )
 
     @property
     def alpha(self) -> float:
@@ -108,6 +135,7 @@ class CenterSmoothingParams:
             delta=c.delta,
             beta=c.beta,
             batch_size=batch_size,
+            bounds=c.bounds,
         )
 
     def certificate(self, seed: int) -> CertificateParams:
@@ -122,6 +150,7 @@ class CenterSmoothingParams:
             delta=self.delta,
             beta=self.beta,
             seed=seed,
+            bounds=self.bounds,
         )
 
 
@@ -131,7 +160,8 @@ class CenterCertificate:
 
     center: ẑ, float32 [k] (the step-1 choice, also when abstained); r_cs: the certified radius
     (1 + β) R̂, 0.0 when abstained; reason: "" (certified), "delta" (step 2) or "q>1" (step 3);
-    r_hat: r̂ of step 1; p_hat: p̂ of step 2; q: the step-3 quantile level (nan if not reached);
+    r_hat: r̂ of step 1; p_hat: p̂ of step 2; q: the step-3 level (Hoeffding q, exact q0; nan if
+    not reached);
     seconds: wall time of the certification.
     """
 
@@ -158,10 +188,31 @@ def abstain_margins(p_hat: float, n0: int, alpha1: float) -> tuple[float, float]
     return delta1, 0.5 - (p_hat - delta1)
 
 
+def exact_abstain_bound(within: int, n0: int, alpha1: float) -> float:
+    """Step 2, exact: the one-sided (1 − α1) Clopper–Pearson lower bound on P(d ≤ r̂)."""
+    return clopper_pearson_lower(within, n0, alpha1)
+
+
+def shifted_level(params: CenterSmoothingParams) -> float:
+    """Step 3: q0 = Φ(Φ⁻¹(1/2 + Δ) + ε/σ)."""
+    return _NORMAL.cdf(_NORMAL.inv_cdf(0.5 + params.delta) + params.epsilon / params.sigma)
+
+
 def quantile_level(params: CenterSmoothingParams) -> float:
-    """Step 3: q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2 n))."""
-    shifted = _NORMAL.cdf(_NORMAL.inv_cdf(0.5 + params.delta) + params.epsilon / params.sigma)
-    return shifted + math.sqrt(math.log(1.0 / params.alpha2) / (2.0 * params.n))
+    """Step 3, Hoeffding: q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2 n))."""
+    return shifted_level(params) + math.sqrt(math.log(1.0 / params.alpha2) / (2.0 * params.n))
+
+
+def estimation_rank(params: CenterSmoothingParams) -> int | None:
+    """Step 4: the 1-based rank k of R̂ among the n estimation distances, None to abstain.
+
+    Hoeffding: ⌈q n⌉ (None if q > 1); exact: the smallest k with P(Binomial(n, q0) ≥ k) ≤ α2.
+    """
+    if params.bounds == "exact":
+        q0 = shifted_level(params)
+        return quantile_upper_rank(params.n, q0, params.alpha2) if q0 < 1.0 else None
+    q = quantile_level(params)
+    return None if q > 1.0 else max(1, math.ceil(q * params.n))
 
 
 def order_statistic(values: np.ndarray, rank: int) -> float:
@@ -285,7 +336,7 @@ class CenterSmoothing:
         self.torch_input = _is_torch_module(base) if torch_input is None else torch_input
 
     def certify(self, seed: int, sample_id: int) -> CenterCertificate:
-        """Steps 1-4 of center smoothing (Kumar & Goldstein 2021; DESIGN.md §2) at t = 0."""
+        """Steps 1-4 of center smoothing (Kumar & Goldstein 2021; module docstring) at t = 0."""
         start = time.perf_counter()
         p = self.params
         if _is_torch_module(self.base) and self.base.training:
@@ -294,21 +345,27 @@ class CenterSmoothing:
         # Step 1: n0 selection draws; ẑ = the draw with the smallest median distance; r̂ = it.
         center, r_hat = self.center(seed, sample_id)
 
-        # Step 2: n0 fresh draws; p̂ = fraction with distance ≤ r̂; abstain unless max(Δ1, Δ2) ≤ Δ.
+        # Step 2: n0 fresh draws; p̂ = fraction with distance ≤ r̂; abstain unless its lower
+        # confidence bound reaches 1/2 − Δ (Hoeffding: max(Δ1, Δ2) ≤ Δ; exact: Clopper–Pearson).
         d_test = self._sample_distances(seed, sample_id, Stage.ABSTAIN_TEST, p.n0, center)
-        p_hat = float(np.count_nonzero(d_test <= r_hat)) / p.n0
-        delta1, delta2 = abstain_margins(p_hat, p.n0, p.alpha1)
-        if max(delta1, delta2) > p.delta:
+        within = int(np.count_nonzero(d_test <= r_hat))
+        p_hat = within / p.n0
+        if p.bounds == "exact":
+            passed = exact_abstain_bound(within, p.n0, p.alpha1) >= 0.5 - p.delta
+        else:
+            passed = max(abstain_margins(p_hat, p.n0, p.alpha1)) <= p.delta
+        if not passed:
             return CenterCertificate(center, 0.0, True, "delta", r_hat, p_hat, _since(start))
 
-        # Step 3: q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2n)); abstain if q > 1.
-        q = quantile_level(p)
-        if q > 1.0:
+        # Step 3: the rank of R̂ (q = k / n is recorded); abstain if none exists.
+        rank = estimation_rank(p)
+        q = quantile_level(p) if p.bounds == "hoeffding" else shifted_level(p)
+        if rank is None:
             return CenterCertificate(center, 0.0, True, "q>1", r_hat, p_hat, _since(start), q)
 
-        # Step 4: n fresh draws; R̂ = the ⌈q n⌉-th smallest distance; r_CS = (1 + β) R̂.
+        # Step 4: n fresh draws; R̂ = the k-th smallest distance; r_CS = (1 + β) R̂.
         d_est = self._sample_distances(seed, sample_id, Stage.ESTIMATION, p.n, center)
-        big_r_hat = order_statistic(d_est, math.ceil(q * p.n))
+        big_r_hat = order_statistic(d_est, rank)
         r_cs = (1.0 + p.beta) * big_r_hat
         return CenterCertificate(center, r_cs, False, "", r_hat, p_hat, _since(start), q)
 

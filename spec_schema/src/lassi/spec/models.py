@@ -298,8 +298,15 @@ class CenterStatus(IntEnum):
     ABSTAIN_Q = 2
 
 
+Bounds = Literal["hoeffding", "exact"]
+
+
 class CertificateParams(Model):
-    """Parameters of center smoothing (Kumar & Goldstein 2021; paper Sec. 4.3)."""
+    """Parameters of center smoothing (Kumar & Goldstein 2021; paper Sec. 4.3).
+
+    bounds: the confidence bounds of steps 2 and 4 (``lassi.spec.center_smoothing``); files
+    written before the field existed used Hoeffding's, hence the default.
+    """
 
     sigma_enc: PositiveFloat
     epsilon: PositiveFloat
@@ -310,6 +317,7 @@ class CertificateParams(Model):
     delta: Probability
     beta: PositiveFloat = 2.0
     seed: int = Field(ge=0)
+    bounds: Bounds = "hoeffding"
 
     @model_validator(mode="after")
     def _replayable(self) -> CertificateParams:
@@ -422,13 +430,19 @@ class ClassifierCard(ArtifactBase):
 
 
 class SmoothingParams(Model):
-    """Parameters of randomized smoothing (Cohen et al. 2019, CERTIFY)."""
+    """Parameters of randomized smoothing (Cohen et al. 2019, CERTIFY).
+
+    sequential: the estimation stage was the anytime-valid sequential test of R > r_CS
+    (``lassi.consumer.randomized_smoothing``), stopping at most at n draws; False (the default,
+    and what older files mean) is CERTIFY with exactly n estimation draws.
+    """
 
     sigma_cls: PositiveFloat
     n0: int = Field(ge=1)
     n: int = Field(ge=1)
     alpha: Probability
     seed: int = Field(ge=0)
+    sequential: bool = False
 
 
 class ReportStatus(IntEnum):
@@ -466,6 +480,8 @@ class VerificationReport(ArtifactBase):
     summary: ReportSummary
 
     def tensor_specs(self) -> list[TensorSpec]:
+        """``draws`` (optional, absent in older files): classifier draws per sample, n0 + the
+        estimation draws actually used (0 where center smoothing abstained)."""
         n = self.n_samples
         specs = [
             TensorSpec(name="ids", dtype="I64", shape=(n,)),
@@ -473,6 +489,7 @@ class VerificationReport(ArtifactBase):
             TensorSpec(name="radius", dtype="F32", shape=(n,)),
             TensorSpec(name="r_cs", dtype="F32", shape=(n,)),
             TensorSpec(name="status", dtype="U8", shape=(n,)),
+            TensorSpec(name="draws", dtype="I64", shape=(n,), required=False),
         ]
         if self.has_labels:
             specs.append(TensorSpec(name="labels", dtype="I64", shape=(n,)))
@@ -483,6 +500,8 @@ class VerificationReport(ArtifactBase):
             return "radii must be non-negative"
         if (tensors["status"] > max(ReportStatus)).any():
             return "tensor 'status' has unknown status codes"
+        if "draws" in tensors and (tensors["draws"] < 0).any():
+            return "tensor 'draws' has negative counts"
         if ((tensors["prediction"] < -1) | (tensors["prediction"] >= len(self.classes))).any():
             return "tensor 'prediction' has classes out of range"
         return None
