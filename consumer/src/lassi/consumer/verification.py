@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from lassi.consumer.classifier import make_classifier, train_classifier
 from lassi.consumer.randomized_smoothing import ABSTAIN, Smooth
@@ -34,8 +33,8 @@ from lassi.spec import (
     write_artifact,
 )
 from lassi.spec.cli import tool_name
+from lassi.spec.per_sample import PerSampleLoop
 from lassi.spec.torch_state import (
-    SampleCheckpoint,
     load_module,
     module_tensors,
     run_key,
@@ -209,34 +208,31 @@ def verify(
     key = run_key(
         classifier=classifier.sha256, bundle=bundle.sha256, n0=n0, n=n, alpha=alpha, seed=seed
     )
-    resume = SampleCheckpoint(checkpoint, tool=TOOL, stage="verify", key=key, result=result)
-    done = resume.done
-    if done and progress:
-        print(f"resuming verification at sample {done}/{count} ({checkpoint})")
-    bar = tqdm(
-        total=count,
-        initial=done,
+    loop = PerSampleLoop(
+        result,
+        checkpoint,
+        tool=TOOL,
+        stage="verify",
+        key=key,
         desc="randomized smoothing",
-        unit="sample",
-        disable=not progress,
-        dynamic_ncols=True,
+        what="verification",
+        progress=progress,
+        certified=lambda row: row["status"] == ReportStatus.CERTIFIED,
     )
-    for i in range(done, count):
+
+    def verify_one(i: int) -> dict[str, object]:
         if tensors["status"][i] != CenterStatus.CERTIFIED:
-            result["status"][i] = ReportStatus.ABSTAIN_CENTER
+            return {"status": ReportStatus.ABSTAIN_CENTER}
+        cert = smooth.certify(tensors["z_cs"][i], n0, n, alpha, seed, int(tensors["ids"][i]))
+        if cert.prediction == ABSTAIN:
+            status = ReportStatus.ABSTAIN_CLASSIFIER
+        elif float(tensors["r_cs"][i]) < cert.radius:
+            status = ReportStatus.CERTIFIED
         else:
-            cert = smooth.certify(tensors["z_cs"][i], n0, n, alpha, seed, int(tensors["ids"][i]))
-            result["prediction"][i] = cert.prediction
-            result["radius"][i] = cert.radius
-            if cert.prediction == ABSTAIN:
-                result["status"][i] = ReportStatus.ABSTAIN_CLASSIFIER
-            elif float(tensors["r_cs"][i]) < cert.radius:
-                result["status"][i] = ReportStatus.CERTIFIED
-            else:
-                result["status"][i] = ReportStatus.NOT_CERTIFIED
-        bar.update(1)
-        resume.step_done(i + 1)
-    bar.close()
+            status = ReportStatus.NOT_CERTIFIED
+        return {"prediction": cert.prediction, "radius": cert.radius, "status": status}
+
+    loop.run(verify_one)
 
     certificate = meta.certificate
     assert certificate is not None
@@ -259,7 +255,7 @@ def verify(
     if labels is not None:
         report_tensors["labels"] = labels
     write_artifact(out, report, report_tensors)
-    resume.finish()
+    loop.finish()
     artifact = read_artifact(out, expect=VerificationReport)
     write_report_files(artifact)
     return artifact

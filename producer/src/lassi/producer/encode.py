@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from lassi.producer.latents import TOOL, glow_latents
 from lassi.producer.training import LatentPipeline, build_encoder
@@ -28,8 +27,8 @@ from lassi.spec import (
     write_artifact,
 )
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.per_sample import PerSampleLoop
 from lassi.spec.torch_state import (
-    SampleCheckpoint,
     load_module,
     run_key,
 )
@@ -177,32 +176,30 @@ def certify_all(
         params=vars(params) | {"batch_size": 0},
         seed=seed,
     )
-    resume = SampleCheckpoint(checkpoint, tool=TOOL, stage="certify", key=key, result=result)
-    done = resume.done
-    if done and progress:
-        print(f"resuming certification at sample {done}/{n} ({checkpoint})")
-    bar = tqdm(
-        total=n,
-        initial=done,
+    loop = PerSampleLoop(
+        result,
+        checkpoint,
+        tool=TOOL,
+        stage="certify",
+        key=key,
         desc="center smoothing",
-        unit="sample",
-        disable=not progress,
-        dynamic_ncols=True,
+        what="certification",
+        progress=progress,
+        certified=lambda row: row["status"] == CenterStatus.CERTIFIED,
+        postfix=lambda row: {"r_cs": f"{row['r_cs']:.3f}"},
     )
-    certified = int((result["status"][:done] == CenterStatus.CERTIFIED).sum())
-    for i in range(done, n):
+
+    def certify_one(i: int) -> dict[str, object]:
         base = base_function(pipeline, z_g[i], sim.vectors)
-        smoother = CenterSmoothing(base, sim.m, params)
-        cert = smoother.certify(seed, int(ids[i]))
-        result["z_cs"][i] = cert.center
-        result["r_cs"][i] = cert.r_cs
-        result["status"][i] = cert.status
-        result["center_shift"][i] = float(np.linalg.norm(cert.center.astype(np.float64) - z[i]))
-        result["seconds"][i] = cert.seconds
-        certified += int(not cert.abstained)
-        bar.set_postfix(certified=f"{certified}/{i + 1}", r_cs=f"{cert.r_cs:.3f}", refresh=False)
-        bar.update(1)
-        resume.step_done(i + 1)
-    bar.close()
-    resume.finish()
+        cert = CenterSmoothing(base, sim.m, params).certify(seed, int(ids[i]))
+        return {
+            "z_cs": cert.center,
+            "r_cs": cert.r_cs,
+            "status": cert.status,
+            "center_shift": float(np.linalg.norm(cert.center.astype(np.float64) - z[i])),
+            "seconds": cert.seconds,
+        }
+
+    loop.run(certify_one)
+    loop.finish()
     return result
