@@ -12,9 +12,7 @@ code; :func:`ort_session` reports the execution provider onnxruntime actually us
 from __future__ import annotations
 
 import copy
-import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lassi.consumer.randomized_smoothing import onnx_logits_fn, ort_session
+from lassi.spec.onnx_check import export_checked_onnx
 from lassi.spec.seeding import Stage, torch_seed
 
 __all__ = [
@@ -197,33 +196,10 @@ def train_classifier(
 def export_classifier_onnx(model: nn.Module, path: str | Path, k: int) -> Path:
     """Export C_L to a self-contained ONNX file: input ``z`` [batch, k] → ``logits`` [batch, C].
 
-    Uses torch's dynamo exporter (needs onnxscript) with a symbolic batch dimension and the
-    weights stored inside the file, then validates the graph with ``onnx.checker``.
+    The checked export of :func:`lassi.spec.onnx_check.export_checked_onnx`: symbolic batch
+    dimension, weights inside the file, ``onnx.checker``, onnxruntime compared with torch.
     """
-    import onnx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     example = torch.zeros(2, k, dtype=torch.float32)
-    registration_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    previous_level = registration_logger.level
-    registration_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notices
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(
-                cpu_model,
-                (example,),
-                str(path),
-                dynamo=True,
-                external_data=False,
-                input_names=["z"],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-            )
-    finally:
-        registration_logger.setLevel(previous_level)
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    return path
+    export_checked_onnx(cpu_model, (example,), path, inputs=["z"], outputs=["logits"])
+    return Path(path)
