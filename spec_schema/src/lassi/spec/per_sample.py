@@ -106,8 +106,9 @@ class PerSampleLoop:
 
     ``checkpoint``: the file of finished rows, resumed only by a run with the same ``stage`` and
     ``key`` (``torch_state.run_key`` of everything the results depend on). ``certified``: whether
-    a sample's values count as certified, for the bar's ``certified=a/b``. ``postfix``: more bar
-    fields from the latest sample's values. ``what``: the noun of the resume message.
+    a committed row ({name: value}) counts as certified, for the bar's ``certified=a/b``.
+    ``postfix``: more bar fields from the latest committed row. ``what``: the noun of the resume
+    message. Result names a sample's values leave out keep the arrays' initial values there.
 
     Usage: ``loop = PerSampleLoop(...); loop.run(fn)``; write the output; ``loop.finish()``.
     """
@@ -178,15 +179,14 @@ class PerSampleLoop:
                 pending[position] = values
                 while self.done in pending:
                     i = self.done
-                    latest = pending.pop(i)
-                    self._commit(i, latest)
+                    self._commit(i, pending.pop(i))
                     self.checkpoint.done = i + 1
-                    fields = {}
+                    row, fields = self._row(i), {}
                     if self.certified:
-                        count += bool(self.certified(latest))
+                        count += bool(self.certified(row))
                         fields["certified"] = f"{count}/{i + 1}"
                     if self.postfix:
-                        fields.update(self.postfix(latest))
+                        fields.update(self.postfix(row))
                     if fields:
                         bar.set_postfix(fields, refresh=False)
                     bar.update(1)
