@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lassi.consumer.verification import load_classifier
+from lassi.consumer.classifier import load_classifier
 from lassi.spec.onnx_check import export_checked_onnx
 
 
