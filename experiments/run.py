@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lassi.consumer.classifier import load_classifier, train_consumer_classifier
 from lassi.consumer.randomized_smoothing import Smooth
-from lassi.consumer.verification import load_classifier, train_consumer_classifier, verify
+from lassi.consumer.verification import verify
 from lassi.producer.base_function import load_encoder
 from lassi.producer.encode import encode_split
 from lassi.producer.training import EncoderTrainConfig, train_encoder

@@ -228,7 +228,7 @@ def main() -> int:
         )
         return error.returncode
     print("\n== verification summary ==")
-    from lassi.consumer.verification import report_sidecars
+    from lassi.consumer.report import report_sidecars
 
     sidecars = report_sidecars(report)
     md = sidecars["md"].read_text().split("## Provenance")[0]

@@ -207,7 +207,7 @@ def test_export_and_audit_confirms_honest_and_flags_shrunk_claims(
 
 
 def test_report_side_files_keep_dotted_names_apart(tmp_path: Path) -> None:
-    from lassi.consumer.verification import report_sidecars
+    from lassi.consumer.report import report_sidecars
 
     a = report_sidecars(tmp_path / "report-sigma0.5.safetensors")
     b = report_sidecars(tmp_path / "report-sigma0.25.safetensors")

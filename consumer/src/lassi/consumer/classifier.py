@@ -1,9 +1,9 @@
-"""The consumer's classifier C_L on representations, trained for randomized smoothing.
+"""The consumer's classifier C_L on representations: training, loading, ONNX export.
 
 Following Cohen et al. (2019) and LASSI (paper Sec. 4.3, "Training C_L"), C_L is trained on
 representations with Gaussian noise N(0, σ_cls² I) added to its inputs, so that the smoothed
-classifier is accurate and the certified radii are large. The authors' default is a linear head
-Linear(k, C) trained 1 epoch, batch 128, Adam 1e-3 (DESIGN.md §2).
+classifier is accurate and the certified radii are large. Defaults: a linear head Linear(k, C),
+1 epoch, batch 128, Adam lr 1e-3 (the paper states no values for them).
 
 The trained classifier is shared as ONNX (dynamic batch) so that a party can run it without this
 code; :func:`ort_session` reports the execution provider onnxruntime actually uses.
@@ -12,18 +12,29 @@ code; :func:`ort_session` reports the execution provider onnxruntime actually us
 from __future__ import annotations
 
 import copy
-import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from lassi.consumer.randomized_smoothing import onnx_logits_fn, ort_session
+from lassi.spec import (
+    Artifact,
+    ClassifierCard,
+    ClassifierTraining,
+    RepresentationBundle,
+    UsageError,
+    read_artifact,
+    write_artifact,
+)
+from lassi.spec.cli import tool_name
+from lassi.spec.onnx_check import export_checked_onnx
 from lassi.spec.seeding import Stage, torch_seed
+from lassi.spec.torch_state import load_module, module_tensors
 
 __all__ = [
     "LinearClassifier",
@@ -31,10 +42,14 @@ __all__ = [
     "make_classifier",
     "train_classifier",
     "evaluate_accuracy",
+    "train_consumer_classifier",
+    "load_classifier",
     "export_classifier_onnx",
     "ort_session",
     "onnx_logits_fn",
 ]
+
+TOOL = tool_name("lassi-consumer")
 
 # Streams of the training stage: sample id 0 drives shuffling and training noise, sample id 1 the
 # (fixed) validation noise, sample id 2 the parameter initialisation of make_classifier.
@@ -194,36 +209,102 @@ def train_classifier(
     return history
 
 
+def _task_labels(bundle: Artifact[RepresentationBundle], task: str) -> np.ndarray:
+    meta = bundle.meta
+    if task not in meta.label_names:
+        known = ", ".join(meta.label_names) or "none"
+        raise UsageError(bundle.path, f"has no labels for task '{task}' (labels: {known})")
+    return bundle.tensors[f"labels.{task}"]
+
+
+def train_consumer_classifier(
+    bundle_path: Path,
+    task: str,
+    out: Path,
+    sigma: float,
+    architecture: str = "linear",
+    hidden: int = 256,
+    epochs: int = 1,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    progress: bool = True,
+) -> Path:
+    """Train C_L with N(0, σ_cls² I) input noise on a bundle's z and write the classifier."""
+    bundle = read_artifact(bundle_path, expect=RepresentationBundle)
+    y_all = _task_labels(bundle, task)
+    z_all = bundle.tensors["z"]
+    if not 0 <= val_fraction < 1:
+        raise UsageError(None, "--val-fraction must be in [0, 1)")
+    order = np.random.default_rng(seed).permutation(len(z_all))
+    n_val = int(round(val_fraction * len(z_all)))
+    val, train = order[:n_val], order[n_val:]
+    if len(train) < 1:
+        raise UsageError(bundle_path, "has too few samples to train on")
+    classes = bundle.meta.label_classes[task]
+    model = make_classifier(architecture, bundle.meta.k, classes, hidden=hidden, seed=seed)
+    history = train_classifier(
+        model,
+        torch.from_numpy(z_all[train]),
+        torch.from_numpy(y_all[train]),
+        sigma=sigma,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        z_val=torch.from_numpy(z_all[val]) if n_val else None,
+        y_val=torch.from_numpy(y_all[val]) if n_val else None,
+        progress=progress,
+    )
+    noisy = history["val_accuracy_noisy"][-1] if history["val_accuracy_noisy"] else None
+    clean = history["val_accuracy_clean"][-1] if history["val_accuracy_clean"] else None
+    parents = {"representations": bundle.sha256}
+    parents.update(
+        {k: v for k, v in bundle.meta.parents.items() if k in ("encoder", "similarity_spec")}
+    )
+    card = ClassifierCard(
+        tool=TOOL,
+        architecture=architecture,
+        k=bundle.meta.k,
+        hidden=hidden if architecture == "mlp" else 0,
+        sigma_cls=sigma,
+        task=task,
+        classes=[str(c) for c in range(classes)],
+        training=ClassifierTraining(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            n_train=len(train),
+            val_accuracy_noisy=noisy,
+            val_accuracy_clean=clean,
+            seconds=float(history["seconds"]),
+        ),
+        parents=parents,
+    )
+    write_artifact(out, card, module_tensors(model, "classifier."))
+    if progress and noisy is not None:
+        print(f"validation accuracy under noise sigma={sigma}: {noisy:.3f} (clean {clean:.3f})")
+    return out
+
+
+def load_classifier(path: Path) -> tuple[torch.nn.Module, Artifact[ClassifierCard]]:
+    """C_L from a classifier artifact, in eval mode, with its card."""
+    artifact = read_artifact(path, expect=ClassifierCard)
+    card = artifact.meta
+    model = make_classifier(card.architecture, card.k, card.num_classes, hidden=card.hidden or 256)
+    load_module(model, artifact.weights("classifier."), path)
+    return model.eval(), artifact
+
+
 def export_classifier_onnx(model: nn.Module, path: str | Path, k: int) -> Path:
     """Export C_L to a self-contained ONNX file: input ``z`` [batch, k] → ``logits`` [batch, C].
 
-    Uses torch's dynamo exporter (needs onnxscript) with a symbolic batch dimension and the
-    weights stored inside the file, then validates the graph with ``onnx.checker``.
+    The checked export of :func:`lassi.spec.onnx_check.export_checked_onnx`: symbolic batch
+    dimension, weights inside the file, ``onnx.checker``, onnxruntime compared with torch.
     """
-    import onnx
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cpu_model = copy.deepcopy(model).to("cpu").eval()
     example = torch.zeros(2, k, dtype=torch.float32)
-    registration_logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    previous_level = registration_logger.level
-    registration_logger.setLevel(logging.ERROR)  # "torchvision is not installed" notices
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(
-                cpu_model,
-                (example,),
-                str(path),
-                dynamo=True,
-                external_data=False,
-                input_names=["z"],
-                output_names=["logits"],
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
-                verbose=False,
-            )
-    finally:
-        registration_logger.setLevel(previous_level)
-    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
-    return path
+    export_checked_onnx(cpu_model, (example,), path, inputs=["z"], outputs=["logits"])
+    return Path(path)

@@ -64,7 +64,7 @@ def train_command(
     quiet: bool,
 ) -> None:
     """Train the noise-augmented classifier C_L on a bundle's representations."""
-    from lassi.consumer.verification import train_consumer_classifier
+    from lassi.consumer.classifier import train_consumer_classifier
     from lassi.spec import UsageError
 
     if not sigma > 0 or epochs < 1 or batch_size < 1 or not lr > 0:
@@ -136,7 +136,8 @@ def verify_command(
     quiet: bool,
 ) -> None:
     """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
-    from lassi.consumer.verification import report_sidecars, summary_markdown, verify
+    from lassi.consumer.report import report_sidecars, summary_markdown
+    from lassi.consumer.verification import verify
     from lassi.spec import RepresentationBundle, UsageError, read_artifact
     from lassi.spec.binding import binding_note, check_binding, read_spec_header
     from lassi.spec.outputs import check_outputs

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from lassi.consumer.randomized_smoothing import ABSTAIN, SmoothNumpy, onnx_logits_fn, ort_session
 from lassi.spec import CenterStatus, IntegrityError, RepresentationBundle, read_artifact
 from lassi.spec.onnx_check import load_checked_onnx, onnx_card
@@ -62,9 +60,3 @@ def predict_bundle(
         )
     return rows, provider
 
-
-def accuracy(rows: list[dict], labels: np.ndarray | None) -> float | None:
-    if labels is None or not rows:
-        return None
-    hits = sum(1 for row, y in zip(rows, labels, strict=False) if row["prediction"] == int(y))
-    return hits / len(rows)

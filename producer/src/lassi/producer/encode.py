@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from lassi.producer.base_function import BaseFunction, load_encoder, load_spec
 from lassi.producer.latents import TOOL, glow_latents
@@ -20,8 +19,8 @@ from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import CenterStatus, RepresentationBundle, UsageError, write_artifact
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.per_sample import PerSampleLoop
 from lassi.spec.torch_state import (
-    SampleCheckpoint,
     run_key,
 )
 
@@ -132,31 +131,29 @@ def certify_all(
         params=vars(params) | {"batch_size": 0},
         seed=seed,
     )
-    resume = SampleCheckpoint(checkpoint, tool=TOOL, stage="certify", key=key, result=result)
-    done = resume.done
-    if done and progress:
-        print(f"resuming certification at sample {done}/{n} ({checkpoint})")
-    bar = tqdm(
-        total=n,
-        initial=done,
+    loop = PerSampleLoop(
+        result,
+        checkpoint,
+        tool=TOOL,
+        stage="certify",
+        key=key,
         desc="center smoothing",
-        unit="sample",
-        disable=not progress,
-        dynamic_ncols=True,
+        what="certification",
+        progress=progress,
+        certified=lambda row: row["status"] == CenterStatus.CERTIFIED,
+        postfix=lambda row: {"r_cs": f"{row['r_cs']:.3f}"},
     )
-    certified = int((result["status"][:done] == CenterStatus.CERTIFIED).sum())
-    for i in range(done, n):
-        smoother = CenterSmoothing(base.for_latent(z_g[i]), sim.m, params)
-        cert = smoother.certify(seed, int(ids[i]))
-        result["z_cs"][i] = cert.center
-        result["r_cs"][i] = cert.r_cs
-        result["status"][i] = cert.status
-        result["center_shift"][i] = float(np.linalg.norm(cert.center.astype(np.float64) - z[i]))
-        result["seconds"][i] = cert.seconds
-        certified += int(not cert.abstained)
-        bar.set_postfix(certified=f"{certified}/{i + 1}", r_cs=f"{cert.r_cs:.3f}", refresh=False)
-        bar.update(1)
-        resume.step_done(i + 1)
-    bar.close()
-    resume.finish()
+
+    def certify_one(i: int) -> dict[str, object]:
+        cert = CenterSmoothing(base.for_latent(z_g[i]), sim.m, params).certify(seed, int(ids[i]))
+        return {
+            "z_cs": cert.center,
+            "r_cs": cert.r_cs,
+            "status": cert.status,
+            "center_shift": float(np.linalg.norm(cert.center.astype(np.float64) - z[i])),
+            "seconds": cert.seconds,
+        }
+
+    loop.run(certify_one)
+    loop.finish()
     return result

@@ -1,9 +1,15 @@
-"""Validation of ONNX graphs handed over by another party, before onnxruntime sees them.
+"""ONNX graphs: the checked export of lassi's own models, and validation of received ones.
 
-Checks, in order: the file is a regular file of bounded size, read once (the bytes an
-onnxruntime session is then built from, ``onnx_bytes``); it parses as an ONNX model; it has
-no external data (every export of this toolkit embeds its weights; a reference outside the
-model's folder is named as such); every operator comes from a
+Export (:func:`export_checked_onnx`): torch's dynamo exporter with a dynamic batch dimension and
+the weights inside the file, the model card in ``metadata_props``, ``onnx.checker`` with full shape
+inference, the validation below, and an onnxruntime-versus-torch comparison at another batch size,
+all before the file is renamed into place. torch and onnxruntime are imported inside it, so the
+validation needs neither.
+
+Validation (:func:`load_checked_onnx`) of graphs handed over by another party, before onnxruntime
+sees them. Checks, in order: the file is a regular file of bounded size, read once (the bytes an
+onnxruntime session is then built from, ``onnx_bytes``); it parses as an ONNX model; it has no
+external data (every export of this toolkit embeds its weights); every operator comes from a
 standard domain (no custom ops); ``onnx.checker`` accepts it; the declared inputs and outputs
 are those the caller expects (names and ranks). Provenance travels as JSON in the model's
 ``metadata_props["lassi"]``, read strictly and typed (``onnx_card``).
@@ -12,17 +18,24 @@ are those the caller expects (names and ranks). Provenance travels as JSON in th
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from lassi.spec.errors import InvalidArtifactError, printable, validation_message
 from lassi.spec.files import read_file
+from lassi.spec.io import atomic_path
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
 MAX_ONNX_BYTES = int(os.environ.get("LASSI_MAX_ONNX_BYTES", 4 * 1024**3))
 METADATA_KEY = "lassi"
+EXPORT_TOLERANCE = 1e-3
+# torch's exporter logs a notice per missing optional package ("torchvision is not installed")
+_EXPORTER_LOGGER = "torch.onnx._internal.exporter._registration"
 
 
 def _rank_of(value_info: Any) -> int:
@@ -148,3 +161,84 @@ def describe_onnx(path: str | Path) -> str:
         lines.append("metadata:")
         lines += ["  " + line for line in json.dumps(card, indent=2).splitlines()]
     return "\n".join(lines)
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence torch's exporter notices and warnings for the duration of one export."""
+    logger = logging.getLogger(_EXPORTER_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def export_checked_onnx(
+    module: Any,
+    example: Sequence[Any],
+    path: str | Path,
+    *,
+    inputs: Sequence[str],
+    outputs: Sequence[str],
+    card: Mapping[str, Any] | None = None,
+    compare: Sequence[Any] | None = None,
+    tolerance: float = EXPORT_TOLERANCE,
+) -> float:
+    """Export ``module`` (eval mode, CPU) atomically to ``path``; return max |ort − torch|.
+
+    ``example``: the tensors to trace with; dimension 0 of every input is a dynamic batch.
+    ``card``: provenance JSON for ``metadata_props["lassi"]``. ``compare``: the inputs (tensors or
+    arrays) of the comparison, by default ``example`` with its first row repeated, so that the
+    dynamic batch is exercised at another size. The export is refused (RuntimeError) when the
+    largest difference exceeds ``tolerance`` × max(1, max |torch output|).
+    """
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    if compare is None:
+        compare = [torch.cat([a, a[:1]]) for a in example]
+    feeds = {
+        name: np.ascontiguousarray(torch.as_tensor(value).numpy())
+        for name, value in zip(inputs, compare, strict=True)
+    }
+    with torch.no_grad():
+        wanted = module(*(torch.from_numpy(v) for v in feeds.values()))
+    wanted = wanted if isinstance(wanted, tuple | list) else (wanted,)
+    want = [w.numpy() for w in wanted]
+    with atomic_path(path) as tmp:
+        with _quiet_exporter(), torch.no_grad():
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(
+                module,
+                tuple(example),
+                str(tmp),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                input_names=list(inputs),
+                output_names=list(outputs),
+                dynamic_shapes=tuple({0: batch} for _ in inputs),
+            )
+        if card is not None:
+            graph = onnx.load(str(tmp))
+            set_onnx_card(graph, card)
+            onnx.save(graph, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+        load_checked_onnx(
+            tmp,
+            inputs={name: v.ndim for name, v in feeds.items()},
+            outputs={name: w.ndim for name, w in zip(outputs, want, strict=True)},
+        )
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        got = session.run(list(outputs), feeds)
+        error = max(float(np.abs(g - w).max(initial=0.0)) for g, w in zip(got, want, strict=True))
+        scale = max([1.0] + [float(np.abs(w).max(initial=0.0)) for w in want])
+        if not error <= tolerance * scale:
+            raise RuntimeError(f"{Path(path).name}: onnxruntime differs from torch by {error:.2e}")
+    return error

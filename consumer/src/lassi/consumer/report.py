@@ -1,0 +1,166 @@
+"""The verification report's side files and summary (paper Sec. 5: certified fairness, accuracy).
+
+Beside ``x.safetensors``: ``x.json`` (summary and one row per sample), ``x.md`` (tables) and
+``x.png`` (R against r_CS; points above the diagonal are certified).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lassi.consumer.randomized_smoothing import ABSTAIN
+from lassi.spec import (
+    Artifact,
+    ReportStatus,
+    ReportSummary,
+    VerificationReport,
+    atomic_path,
+)
+
+STATUS_NAMES = {s: s.name.lower() for s in ReportStatus}
+
+
+def summarise(
+    status: np.ndarray, prediction: np.ndarray, labels: np.ndarray | None, guarantee: float
+) -> ReportSummary:
+    """The report's fractions over all samples; abstentions count as errors for accuracy."""
+    n = len(status)
+
+    def frac(mask: np.ndarray) -> float:
+        return float(mask.sum()) / n if n else 0.0
+
+    certified = status == ReportStatus.CERTIFIED
+    correct = None if labels is None else (prediction == labels) & (prediction != ABSTAIN)
+    return ReportSummary(
+        n=n,
+        accuracy=None if correct is None else frac(correct),
+        certified_fairness=frac(certified),
+        certified_fair_and_accurate=None if correct is None else frac(certified & correct),
+        abstain_center=frac(status == ReportStatus.ABSTAIN_CENTER),
+        abstain_classifier=frac(status == ReportStatus.ABSTAIN_CLASSIFIER),
+        not_certified=frac(status == ReportStatus.NOT_CERTIFIED),
+        guarantee_probability=max(0.0, guarantee),
+    )
+
+
+def report_rows(report: Artifact[VerificationReport]) -> list[dict[str, Any]]:
+    """One JSON-able row per sample: id, label, prediction (None: abstained), R, r_CS, status."""
+    t = report.tensors
+    rows = []
+    for i in range(report.meta.n_samples):
+        row: dict[str, Any] = {"id": int(t["ids"][i])}
+        if "labels" in t:
+            row["label"] = int(t["labels"][i])
+        prediction = int(t["prediction"][i])
+        row["prediction"] = None if prediction == ABSTAIN else prediction
+        row["R"] = float(t["radius"][i])
+        row["r_cs"] = float(t["r_cs"][i])
+        row["status"] = STATUS_NAMES[ReportStatus(int(t["status"][i]))]
+        rows.append(row)
+    return rows
+
+
+def summary_markdown(report: VerificationReport) -> str:
+    """The summary as a markdown table (also printed by ``lassi-consumer verify``)."""
+    s = report.summary
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f} %"
+
+    lines = [
+        "| metric | value |",
+        "| --- | --- |",
+        f"| samples | {s.n} |",
+        f"| accuracy (abstentions count as errors) | {pct(s.accuracy)} |",
+        f"| certified fairness | {pct(s.certified_fairness)} |",
+        f"| certified fair and accurate | {pct(s.certified_fair_and_accurate)} |",
+        f"| abstained: center smoothing | {pct(s.abstain_center)} |",
+        f"| abstained: randomized smoothing | {pct(s.abstain_classifier)} |",
+        f"| not certified (R <= r_CS) | {pct(s.not_certified)} |",
+        f"| guarantee holds with probability | >= {s.guarantee_probability:.4f} |",
+    ]
+    return "\n".join(lines)
+
+
+def report_sidecars(report_path: Path) -> dict[str, Path]:
+    """The files beside a report: ``x.safetensors`` → ``x.json``, ``x.md``, ``x.png``.
+
+    Only the last suffix is replaced, so dotted names such as ``report-sigma0.5.safetensors``
+    keep their own side files.
+    """
+    path = Path(report_path)
+    return {ext: path.with_name(f"{path.stem}.{ext}") for ext in ("json", "md", "png")}
+
+
+def write_report_files(report: Artifact[VerificationReport]) -> dict[str, Path]:
+    """``<report>.json`` (summary + per sample), ``.md`` (tables) and ``.png`` (R vs r_CS)."""
+    meta = report.meta
+    rows = report_rows(report)
+    paths = report_sidecars(report.path)
+    record = {"report_sha256": report.sha256, **meta.model_dump(mode="json"), "samples": rows}
+    with atomic_path(paths["json"]) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    per_sample = [
+        "| id | label | prediction | R | r_CS | status |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        per_sample.append(
+            f"| {row['id']} | {row.get('label', '')} | {'abstain' if row['prediction'] is None else row['prediction']} "
+            f"| {row['R']:.4f} | {row['r_cs']:.4f} | {row['status']} |"
+        )
+    parents = "\n".join(f"- {kind}: `{digest}`" for kind, digest in meta.parents.items())
+    text = (
+        f"# Verification report\n\nTask `{meta.task}`, sigma_cls {meta.smoothing.sigma_cls}, n {meta.smoothing.n}, "
+        f"alpha {meta.smoothing.alpha}; center smoothing sigma_enc {meta.certificate.sigma_enc}, "
+        f"epsilon {meta.certificate.epsilon}.\n\n{summary_markdown(meta)}\n\n## Provenance\n\n{parents}\n\n"
+        "## Per sample\n\n" + "\n".join(per_sample) + "\n"
+    )
+    with atomic_path(paths["md"]) as tmp:
+        tmp.write_text(text)
+    plot_radii(report, paths["png"])
+    return paths
+
+
+def plot_radii(report: Artifact[VerificationReport], path: Path) -> None:
+    """Scatter of R against r_CS per sample with the diagonal: points above it are certified."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = report.tensors
+    status = t["status"]
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    colours = {
+        ReportStatus.CERTIFIED: "tab:green",
+        ReportStatus.NOT_CERTIFIED: "tab:red",
+        ReportStatus.ABSTAIN_CLASSIFIER: "tab:orange",
+        ReportStatus.ABSTAIN_CENTER: "tab:gray",
+    }
+    for code, colour in colours.items():
+        mask = status == code
+        if mask.any():
+            ax.scatter(
+                t["r_cs"][mask],
+                t["radius"][mask],
+                s=14,
+                c=colour,
+                label=f"{STATUS_NAMES[code]} ({int(mask.sum())})",
+            )
+    top = float(max(t["r_cs"].max(initial=0.0), t["radius"].max(initial=0.0), 1e-3)) * 1.05
+    ax.plot([0, top], [0, top], "k--", linewidth=1, label="R = r_CS")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("r_CS (center smoothing radius)")
+    ax.set_ylabel("R (randomized smoothing radius)")
+    ax.set_title(f"certified fair: {100 * report.meta.summary.certified_fairness:.1f} %")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
