@@ -10,7 +10,14 @@ from pathlib import Path
 
 import click
 
-from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs
+from lassi.spec.cli import (
+    executor_from_options,
+    executor_options,
+    role_group,
+    set_threads,
+    tool_name,
+    trusted_inputs,
+)
 
 TOOL = tool_name("lassi-consumer")
 
@@ -119,6 +126,7 @@ def train_command(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--threads", type=int, default=None)
+@executor_options
 @click.option("--quiet", is_flag=True)
 def verify_command(
     classifier_path: Path,
@@ -133,6 +141,9 @@ def verify_command(
     sequential: bool,
     as_json: bool,
     threads: int | None,
+    executor: str,
+    workers: int,
+    ray_address: str | None,
     quiet: bool,
 ) -> None:
     """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
@@ -152,18 +163,20 @@ def verify_command(
     epsilon = bundle_meta.certificate.epsilon if bundle_meta.certificate else float("nan")
     note = binding_note(spec_meta, spec_sha, epsilon)
     set_threads(threads)
-    report = verify(
-        classifier_path,
-        bundle,
-        out,
-        n0=n0,
-        n=n,
-        alpha=alpha,
-        seed=seed,
-        batch_size=batch_size,
-        sequential=sequential,
-        progress=not quiet and not as_json,
-    )
+    with executor_from_options(executor, workers, ray_address, threads) as runner:
+        report = verify(
+            classifier_path,
+            bundle,
+            out,
+            n0=n0,
+            n=n,
+            alpha=alpha,
+            seed=seed,
+            batch_size=batch_size,
+            sequential=sequential,
+            progress=not quiet and not as_json,
+            executor=runner,
+        )
     if as_json:
         click.echo(note, err=True)
         click.echo(json.dumps(report.meta.summary.model_dump(mode="json"), indent=2))

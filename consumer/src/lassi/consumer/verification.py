@@ -29,7 +29,7 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
-from lassi.spec.per_sample import PerSampleLoop
+from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import run_key
 
 
@@ -67,10 +67,13 @@ def verify(
     batch_size: int = 10_000,
     progress: bool = True,
     sequential: bool = False,
+    executor: Executor | None = None,
 ) -> Artifact[VerificationReport]:
     """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files.
 
-    ``sequential``: estimation by ``Smooth.certify_sequential`` with at most n draws."""
+    ``sequential``: estimation by ``Smooth.certify_sequential`` with at most n draws.
+    ``executor``: where the samples are computed (default: in this process); the result does not
+    depend on it (per-sample seeds)."""
     model, classifier = load_classifier(classifier_path)
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     check_pairing(classifier, bundle)
@@ -125,7 +128,7 @@ def verify(
             "draws": cert.draws,
         }
 
-    loop.run(verify_one)
+    loop.run(verify_one, executor)
 
     certificate = meta.certificate
     assert certificate is not None

@@ -9,7 +9,15 @@ import click
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
 from lassi.spec import LossWeights, UsageError
-from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs, validated
+from lassi.spec.cli import (
+    executor_from_options,
+    executor_options,
+    role_group,
+    set_threads,
+    tool_name,
+    trusted_inputs,
+    validated,
+)
 
 if TYPE_CHECKING:
     from lassi.regulator.similarity import SimilaritySet
@@ -184,6 +192,7 @@ def train_command(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--threads", type=int, default=None)
+@executor_options
 @click.option("--quiet", is_flag=True)
 def encode_command(
     spec: Path,
@@ -204,6 +213,9 @@ def encode_command(
     seed: int,
     cache_dir: Path | None,
     threads: int | None,
+    executor: str,
+    workers: int,
+    ray_address: str | None,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -228,19 +240,21 @@ def encode_command(
             bounds=bounds,
         )
     set_threads(threads)
-    encode_split(
-        sim,
-        encoder_path,
-        data,
-        split,
-        out,
-        limit=limit,
-        every=every,
-        certify=params,
-        seed=seed,
-        cache_dir=cache_dir,
-        progress=not quiet,
-    )
+    with executor_from_options(executor, workers, ray_address, threads) as runner:
+        encode_split(
+            sim,
+            encoder_path,
+            data,
+            split,
+            out,
+            limit=limit,
+            every=every,
+            certify=params,
+            seed=seed,
+            cache_dir=cache_dir,
+            progress=not quiet,
+            executor=runner,
+        )
 
 
 @main.command("export-onnx")

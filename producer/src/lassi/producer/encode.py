@@ -19,7 +19,7 @@ from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import CenterStatus, RepresentationBundle, UsageError, write_artifact
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
-from lassi.spec.per_sample import PerSampleLoop
+from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import (
     run_key,
 )
@@ -44,6 +44,7 @@ def encode_split(
     seed: int = 0,
     cache_dir: Path | None = None,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> Path:
     """Write the representation bundle of ``split`` (certified when ``certify`` is given)."""
     out = Path(out)
@@ -80,7 +81,17 @@ def encode_split(
             )
         tensors.update(
             certify_all(
-                base, sim, z_g, ids, tensors["z"], certify, seed, out, encoder_sha, progress
+                base,
+                sim,
+                z_g,
+                ids,
+                tensors["z"],
+                certify,
+                seed,
+                out,
+                encoder_sha,
+                progress,
+                executor,
             )
         )
     meta = RepresentationBundle(
@@ -113,8 +124,12 @@ def certify_all(
     out: Path,
     encoder_sha: str,
     progress: bool,
+    executor: Executor | None = None,
 ) -> dict[str, np.ndarray]:
-    """Center-smooth every sample; checkpoint to ``<out>.ckpt`` and resume from it."""
+    """Center-smooth every sample; checkpoint to ``<out>.ckpt`` and resume from it.
+
+    ``executor``: where the samples are computed (default: in order, in this process); the
+    result does not depend on it (per-sample seeds)."""
     n, k = len(ids), z.shape[1]
     result = {
         "z_cs": np.zeros((n, k), np.float32),
@@ -144,8 +159,10 @@ def certify_all(
         postfix=lambda row: {"r_cs": f"{row['r_cs']:.3f}"},
     )
 
+    m = sim.m  # the sample function closes over what it needs only (it may go to Ray actors)
+
     def certify_one(i: int) -> dict[str, object]:
-        cert = CenterSmoothing(base.for_latent(z_g[i]), sim.m, params).certify(seed, int(ids[i]))
+        cert = CenterSmoothing(base.for_latent(z_g[i]), m, params).certify(seed, int(ids[i]))
         return {
             "z_cs": cert.center,
             "r_cs": cert.r_cs,
@@ -154,6 +171,6 @@ def certify_all(
             "seconds": cert.seconds,
         }
 
-    loop.run(certify_one)
+    loop.run(certify_one, executor)
     loop.finish()
     return result

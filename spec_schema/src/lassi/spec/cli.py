@@ -258,3 +258,35 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--executor local|ray``, ``--workers``, ``--ray-address`` for a per-sample loop."""
+    command = click.option(
+        "--ray-address",
+        default=None,
+        help="Address of a running Ray cluster (default with --executor ray: a local one).",
+    )(command)
+    command = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=2,
+        show_default=True,
+        help="Ray actors (each loads the model once; --threads torch threads each).",
+    )(command)
+    return click.option(
+        "--executor",
+        type=click.Choice(["local", "ray"]),
+        default="local",
+        show_default=True,
+        help="Where the samples are computed; the results are identical either way.",
+    )(command)
+
+
+def executor_from_options(
+    executor: str, workers: int, ray_address: str | None, threads: int | None
+) -> Any:
+    """The executor the options name (a context manager; Ray is imported only for 'ray')."""
+    from lassi.spec.executors import make_executor
+
+    return make_executor(executor, workers=workers, address=ray_address, threads=threads or 1)

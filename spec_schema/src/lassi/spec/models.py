@@ -537,7 +537,7 @@ class OnnxCard(BaseModel):
     parents: dict[Name, Sha256] = Field(default_factory=dict, max_length=16)
     k: int | None = Field(None, ge=1, le=65536)
     latent_dim: int | None = Field(None, ge=1, le=3 * 1024 * 1024)
-    m: int | None = Field(None, ge=1, le=16)
+    m: int | None = Field(None, ge=1, le=256)
     num_classes: int | None = Field(None, ge=2, le=MAX_CLASSES)
     sigma_cls: PositiveFloat | None = None
     task: Name | None = None

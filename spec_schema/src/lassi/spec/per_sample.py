@@ -47,6 +47,12 @@ class Executor(Protocol):
 class LocalExecutor:
     """Calls the sample function in this process, one position after the other."""
 
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
     def map(
         self, fn: SampleFn, positions: Sequence[int]
     ) -> Iterator[tuple[int, Mapping[str, Any]]]:

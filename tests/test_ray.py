@@ -1,0 +1,122 @@
+"""The Ray executor: certification and verification through Ray equal the local executor's output.
+
+One local Ray cluster serves the whole test session (``ray.init(num_cpus=2)``); the CLIs run
+in-process and join it. Per-sample seeds make every certificate independent of the process that
+computed it, so the files must agree bit for bit (all but the wall-time tensor ``seconds``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from factories import DATA, run
+from lassi.spec import read_artifact
+from lassi.spec.executors import RayExecutor
+from lassi.spec.per_sample import LocalExecutor, PerSampleLoop
+
+ray = pytest.importorskip("ray")
+
+CERTIFICATE_TENSORS = ("z", "ids", "z_cs", "r_cs", "status", "center_shift")
+REPORT_TENSORS = ("ids", "prediction", "radius", "r_cs", "status", "draws")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for every test of the session that needs it."""
+    if not ray.is_initialized():
+        # the workers import this test module too (for the sample functions defined here)
+        here = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=here)
+    yield ray
+    ray.shutdown()
+
+
+def _tensors(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    tensors = read_artifact(path).tensors
+    return {name: np.asarray(tensors[name]) for name in names}
+
+
+def _assert_identical(a: Path, b: Path, names: tuple[str, ...]) -> None:
+    ta, tb = _tensors(a, names), _tensors(b, names)
+    for name in names:
+        assert ta[name].dtype == tb[name].dtype, name
+        assert np.array_equal(ta[name], tb[name]), f"tensor '{name}' differs"
+
+
+def test_certify_and_verify_through_ray_equal_local(
+    chain: dict[str, Path], tmp_path: Path, ray_cluster
+) -> None:
+    from lassi.consumer.cli import main as consumer
+    from lassi.producer.cli import main as producer
+
+    encode = ["encode", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]), *DATA,
+              "--split", "test", "--limit", "5", "--certify", "--n0", "1500", "--n", "2000",
+              "--delta", "0.1", "--threads", "1", "--quiet"]  # fmt: skip
+    local, remote = tmp_path / "local.safetensors", tmp_path / "ray.safetensors"
+    run(producer, [*encode, "--out", str(local)])
+    run(producer, [*encode, "--executor", "ray", "--workers", "2", "--out", str(remote)])
+    _assert_identical(local, remote, CERTIFICATE_TENSORS)
+
+    verify = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(local),
+              "--n0", "100", "--n", "2000", "--threads", "1", "--quiet"]  # fmt: skip
+    report_local, report_ray = tmp_path / "r-local.safetensors", tmp_path / "r-ray.safetensors"
+    run(consumer, [*verify, "--out", str(report_local)])
+    run(consumer, [*verify, "--executor", "ray", "--workers", "2", "--out", str(report_ray)])
+    _assert_identical(report_local, report_ray, REPORT_TENSORS)
+    assert read_artifact(report_local).meta.summary == read_artifact(report_ray).meta.summary
+
+
+class _CrashOnce:
+    """A sample function whose actor dies (os._exit) the first time it reaches ``position``."""
+
+    def __init__(self, position: int, marker: Path) -> None:
+        self.position, self.marker = position, marker
+
+    def __call__(self, i: int) -> dict[str, object]:
+        if i == self.position and not self.marker.exists():
+            self.marker.write_text("crashed once")
+            os._exit(1)
+        rng = np.random.default_rng([7, i])  # a per-sample seed, as in certification
+        return {"value": rng.normal(size=3).astype(np.float32), "count": int(rng.integers(100))}
+
+
+def test_a_crashed_actor_is_restarted_and_its_samples_retried(tmp_path: Path, ray_cluster) -> None:
+    def fresh() -> dict[str, np.ndarray]:
+        return {"value": np.zeros((12, 3), np.float32), "count": np.zeros(12, np.int64)}
+
+    fn = _CrashOnce(position=5, marker=tmp_path / "marker")
+    common = dict(tool="test", stage="ray", key="k", desc="test", what="test", progress=False)
+    want = PerSampleLoop(fresh(), tmp_path / "local.ckpt", **common).run(
+        _CrashOnce(position=-1, marker=tmp_path / "unused"), LocalExecutor()
+    )
+    with RayExecutor(workers=2, threads=1) as executor:
+        got = PerSampleLoop(fresh(), tmp_path / "ray.ckpt", **common).run(fn, executor)
+    assert (tmp_path / "marker").exists(), "the actor never crashed: the test tests nothing"
+    for name in want:
+        assert np.array_equal(want[name], got[name]), name
+
+
+def test_executor_ray_without_ray_names_the_extra(chain: dict[str, Path], tmp_path: Path) -> None:
+    # a child process in which `import ray` fails, as in an install without the [ray] extra
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from lassi.consumer.cli import main\n"
+        "sys.argv = ['lassi-consumer'] + sys.argv[1:]\n"
+        "main()\n"
+    )
+    out = tmp_path / "report.safetensors"
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+            "--executor", "ray", "--quiet", "--out", str(out)]  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[ray]" in lines[0] and "Traceback" not in result.stderr
+    assert not out.exists()
