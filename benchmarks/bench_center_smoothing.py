@@ -1,6 +1,6 @@
 """Benchmark: center smoothing of the authors' latent encoder on the CPU.
 
-Setting (DESIGN.md §2): Glow latent of 3·64·64 = 12288 numbers, E_L = LatentMLP(12288,
+Setting (the authors' CelebA 64×64 configuration): Glow latent of 3·64·64 = 12288 numbers, E_L = LatentMLP(12288,
 (2048, 1024), 512) in eval mode, σ = 0.65, ε = 1, n0 = n = 10⁴, m sensitive attributes.
 Reports seconds per certified sample (target ≤ 1.5 s on 2 cores) split into network and
 the rest, the network's achieved GFLOP/s against a torch matmul peak measured in the same run,

@@ -1,6 +1,6 @@
 """Seconds per certified sample of randomized smoothing (CERTIFY, Cohen et al., 2019).
 
-Reference setting (DESIGN.md §2): n0 = 2000 selection draws, n = 100 000 estimation draws,
+Reference setting (Cohen et al. 2019 CERTIFY as the paper runs it): n0 = 2000 selection draws, n = 100 000 estimation draws,
 representations of size k = 512, 10 classes, on the CPU; target ≤ 0.2 s per sample for the
 linear head. Rows:
 

@@ -1,6 +1,6 @@
 """The producer's fair encoder E_L and its auxiliary heads.
 
-DESIGN.md §2: the authors' default E_L works directly on the flattened Glow latent,
+The authors' default E_L (their published code, eth-sri/lassi) works directly on the flattened Glow latent,
 MLP 3HW → 2048 → 1024 (Linear + BatchNorm + ReLU) → Linear 512 → BatchNorm1d(512, affine=False);
 the paper's (ICLR) variant is a ResNet-18 on the decoded image D_G(z). Both end in a
 non-affine BatchNorm so that representations have unit scale per coordinate. The auxiliary
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 class LatentMLP(nn.Module):
     """E_L on the flattened Glow latent: (Linear + BatchNorm1d + ReLU) per hidden layer, then
-    Linear(k) and BatchNorm1d(k, affine=False) (the authors' default, DESIGN.md §2)."""
+    Linear(k) and BatchNorm1d(k, affine=False) (the authors' default)."""
 
     def __init__(self, input_dim: int, hidden: Sequence[int] = (2048, 1024), k: int = 512) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""Training losses of the fair encoder E_L (LASSI paper Sec. 4.2; DESIGN.md §2).
+"""Training losses of the fair encoder E_L (LASSI paper Sec. 4.2).
 
 L = CE(C_aux(E_L(z)), y) + λ_adv · L_adv + λ_contr · L_contr [+ λ_rec · MSE(D(E_L(z)), z)], with
 the adversarial term approximated by a *random attack*: sample points t uniformly from the
