@@ -118,6 +118,21 @@ class Preprocessing(Model):
     n_bits: int = Field(5, ge=1, le=8)
     scale: Literal["x/2**n_bits-0.5"] = "x/2**n_bits-0.5"
 
+    @classmethod
+    def for_flow(cls, flow: GlowConfig) -> Preprocessing:
+        """The preprocessing a Glow of this architecture expects (its image size and n_bits)."""
+        return cls(image_size=flow.image_size, n_bits=flow.n_bits)
+
+
+def _check_preprocessing(flow: GlowConfig, preprocessing: Preprocessing) -> None:
+    """image_size and n_bits are recorded twice (flow and preprocessing): they must agree."""
+    for name in ("image_size", "n_bits"):
+        if getattr(flow, name) != getattr(preprocessing, name):
+            raise ValueError(
+                f"preprocessing.{name} = {getattr(preprocessing, name)} differs from "
+                f"flow.{name} = {getattr(flow, name)}"
+            )
+
 
 class DataProvenance(Model):
     """Which data an artifact was computed from."""
@@ -150,6 +165,11 @@ class GlowArtifact(ArtifactBase):
     data: DataProvenance
     training: GlowTraining
     weight_prefixes: ClassVar[tuple[str, ...]] = ("glow.",)
+
+    @model_validator(mode="after")
+    def _consistent_preprocessing(self) -> GlowArtifact:
+        _check_preprocessing(self.flow, self.preprocessing)
+        return self
 
 
 class AttributeInfo(Model):
@@ -230,6 +250,11 @@ class SimilaritySpec(ArtifactBase):
         if len(set(names)) != len(names):
             raise ValueError(f"attribute names repeat: {names}")
         return attributes
+
+    @model_validator(mode="after")
+    def _consistent_preprocessing(self) -> SimilaritySpec:
+        _check_preprocessing(self.flow, self.preprocessing)
+        return self
 
     @property
     def attribute_names(self) -> list[str]:
