@@ -98,11 +98,20 @@ def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: A
     help="Use at most this many train images for the vectors.",
 )
 @click.option(
+    "--vectors",
+    type=click.Choice(["pairs", "halves"]),
+    default="pairs",
+    show_default=True,
+    help="Multi-valued attributes: one vector per (low value, high value) pair, as the authors "
+    "do for 3D Shapes (orientation: 49), or one high-half minus low-half vector. Binary "
+    "attributes have one vector either way.",
+)
+@click.option(
     "--fidelity-images",
     type=int,
     default=32,
     show_default=True,
-    help="3D Shapes: test images for the fidelity figure.",
+    help="3D Shapes: test images for the fidelity and coverage figures.",
 )
 @click.option(
     "--out",
@@ -118,6 +127,7 @@ def define_command(
     epsilon: float,
     out: Path,
     max_images: int | None,
+    vectors: str,
     fidelity_images: int,
     threads: int | None,
     quiet: bool,
@@ -137,6 +147,7 @@ def define_command(
         max_images=max_images,
         fidelity_images=fidelity_images,
         progress=not quiet,
+        vectors=vectors,
     )
 
 

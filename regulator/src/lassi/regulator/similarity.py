@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lassi.regulator.attributes import attribute_vectors
+from lassi.regulator.attributes import VectorChoice, value_means, vectors_from_means
+from lassi.regulator.coverage import coverage, describe
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, postprocess, preprocess
 from lassi.regulator.training import TOOL, build_glow, save_image_grid
@@ -92,8 +93,14 @@ def define_spec(
     max_images: int | None = None,
     fidelity_images: int = 32,
     progress: bool = True,
+    vectors: VectorChoice = "pairs",
 ) -> Path:
-    """Compute the attribute vectors over the train split and write the similarity spec."""
+    """Compute the attribute vectors over the train split and write the similarity spec.
+
+    ``vectors``: "pairs" (one vector per low/high value pair of a multi-valued attribute) or
+    "halves" (one high-minus-low vector per attribute); binary attributes have one either way.
+    On 3D Shapes with orientation among the attributes, also measures the fidelity of the
+    single halves orientation vector and the coverage of the whole set (both printed)."""
     if not epsilon > 0 or not np.isfinite(epsilon):
         raise UsageError(None, f"epsilon must be a positive number, got {epsilon}")
     glow, glow_artifact = load_glow(glow_path)
@@ -103,16 +110,21 @@ def define_spec(
     ids = source.split_ids("train")
     if max_images is not None:
         ids = ids[:max_images]
-    vectors, infos = attribute_vectors(glow, source, attributes, ids, progress=progress)
-    fid = None
+    stats = value_means(glow, source, attributes, ids, progress=progress)
+    matrix, infos = vectors_from_means(stats, source, vectors)
+    fid = cov = None
     if data.dataset == "shapes3d" and "orientation" in attributes:
-        vector = torch.from_numpy(vectors[attributes.index("orientation")])
-        fid = fidelity(glow, source, vector, epsilon, fidelity_images)
+        halves = stats[attributes.index("orientation")].halves().astype(np.float32)
+        fid = fidelity(glow, source, torch.from_numpy(halves), epsilon, fidelity_images)
+        cov = coverage(
+            glow, source, torch.from_numpy(matrix), epsilon, vectors, n_images=fidelity_images
+        )
         if progress:
             per_shape = ", ".join(f"{k} {v:.3f}" for k, v in fid.per_shape.items())
             print(
-                f"fidelity of the orientation vector: {fid.overall:.3f} ({per_shape}; 1.0 = useless, 0 = perfect)"
+                f"fidelity of the single orientation vector: {fid.overall:.3f} ({per_shape}; 1.0 = useless, 0 = perfect)"
             )
+            print(describe(cov))
     meta = SimilaritySpec(
         tool=TOOL,
         flow=glow_artifact.meta.flow,
@@ -121,13 +133,17 @@ def define_spec(
         attributes=infos,
         epsilon=epsilon,
         fidelity=fid,
+        coverage=cov,
         parents={"glow": glow_artifact.sha256},
     )
     tensors = module_tensors(glow, "glow.")
-    tensors["attribute_vectors"] = vectors
+    tensors["attribute_vectors"] = matrix
     write_artifact(out, meta, tensors)
     if progress:
-        print(f"wrote {out} (attributes {', '.join(attributes)}, epsilon {epsilon})")
+        print(
+            f"wrote {out} (attributes {', '.join(attributes)}, {len(matrix)} vectors ({vectors}), "
+            f"epsilon {epsilon})"
+        )
     return out
 
 
