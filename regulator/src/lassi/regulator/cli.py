@@ -164,14 +164,18 @@ def define_command(
     "--steps", type=int, default=9, show_default=True, help="Points on each strip over [-eps, eps]."
 )
 def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> None:
-    """Render the interpolation strips (and 3D Shapes ground-truth siblings) of a spec."""
-    from lassi.regulator.similarity import show_spec
+    """Render labelled strips along representative vectors of a spec (3D Shapes: also the closest
+    point of the set to each ground-truth sibling, above the siblings)."""
+    from lassi.regulator.coverage import describe
+    from lassi.regulator.show import show_spec
 
     out = out or spec.with_name(spec.stem + ".strips.png")
     meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
     if meta.fidelity is not None:
         per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
-        click.echo(f"fidelity {meta.fidelity.overall:.3f} ({per})")
+        click.echo(f"fidelity of the single orientation vector {meta.fidelity.overall:.3f} ({per})")
+    if meta.coverage is not None:
+        click.echo(describe(meta.coverage))
     click.echo(f"wrote {out}")
 
 

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from lassi.regulator.glow import Glow, preprocess
+from lassi.regulator.shapes3d import SHAPE_NAMES
 from lassi.spec import Coverage
 
 COVERAGE_MIN_ANGLE = 20.0
-SHAPE_NAMES = ("cube", "cylinder", "sphere", "capsule")
 _BISECTIONS = 200
 
 

@@ -3,7 +3,8 @@
 S(x) = { D_G(E_G(x) + Σ_i t_i a_i) : ||t||_2 ≤ ε }. ``define_spec`` writes it (Glow weights,
 attribute vectors, ε, preprocessing, provenance) as one artifact; ``SimilaritySet.load`` reads
 it back for the producer and the auditor; ``fidelity`` measures on 3D Shapes how well the
-attribute vector follows the true factor.
+single orientation vector follows the true factor (``coverage`` how much of the real siblings
+the whole set contains; ``show`` draws it).
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from lassi.regulator.attributes import VectorChoice, value_means, vectors_from_means
 from lassi.regulator.coverage import coverage, describe
 from lassi.regulator.data_config import DatasetConfig, make_source
-from lassi.regulator.glow import Glow, postprocess, preprocess
-from lassi.regulator.training import TOOL, build_glow, save_image_grid
+from lassi.regulator.glow import Glow, preprocess
+from lassi.regulator.training import TOOL, build_glow
 from lassi.spec import (
     Artifact,
     Fidelity,
@@ -208,39 +209,3 @@ def fidelity(
         min_angle_deg=FIDELITY_MIN_ANGLE,
         t_range=1.5 * epsilon,
     )
-
-
-@torch.no_grad()
-def show_spec(
-    spec_path: Path, out: Path, n_inputs: int = 6, steps: int = 9, data: DatasetConfig | None = None
-) -> SimilaritySpec:
-    """PNG of strips D_G(E_G(x) + t·a), t evenly over [−ε, ε], per attribute (paper Fig. 4);
-    for 3D Shapes each strip is followed by the row of 15 ground-truth siblings (Fig. 5)."""
-    sim = SimilaritySet.load(spec_path)
-    config = data or DatasetConfig.from_provenance(sim.meta.data)
-    source = make_source(config)
-    ids = source.split_ids("test")[:n_inputs]
-    images = source.images(ids)
-    ts = torch.linspace(-sim.epsilon, sim.epsilon, steps)
-    rows: list[np.ndarray] = []
-    z_all = sim.encode_images(images)
-    for i in range(len(ids)):
-        original = images[i][None]
-        for a in range(sim.m):
-            t = torch.zeros(steps, sim.m)
-            t[:, a] = ts
-            strip = postprocess(sim.glow.decode(sim.shift(z_all[i], t)))
-            rows.append(np.concatenate([original, strip]))
-        if config.dataset == "shapes3d":
-            from lassi.regulator.shapes3d import Shapes3D
-
-            factors = Shapes3D.index_to_factors(ids[i : i + 1])
-            siblings = _shapes_renderer(source).render(Shapes3D.siblings(factors)[0])
-            rows.append(siblings)
-    columns = max(len(r) for r in rows)
-    h, w = images.shape[1:3]
-    padded = [
-        np.concatenate([r, np.full((columns - len(r), h, w, 3), 255, np.uint8)]) for r in rows
-    ]
-    save_image_grid(np.concatenate(padded), out, columns=columns)
-    return sim.meta
