@@ -434,7 +434,8 @@ def main() -> int:
         "--cert-n",
         type=int,
         default=None,
-        help="table2: center smoothing n0 = n = CERT_N and CERTIFY n = 10 * CERT_N (a quick "
+        help="table2: center smoothing n0 = n = CERT_N (>= 2000, or step 2 always abstains at "
+        "delta 0.05) and CERTIFY n = 10 * CERT_N (a quick "
         "check; default: the paper's 10 000 and 100 000)",
     )
     parser.add_argument(
