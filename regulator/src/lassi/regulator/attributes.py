@@ -1,20 +1,33 @@
 """Attribute vectors a_i in the Glow latent space ("average_diff", paper Sec. 4.1).
 
-a = mean E_G(x) over images with the attribute − mean E_G(x) over images without it, over the
-train split, not normalised. For a multi-valued factor (3D Shapes orientation, 15 values) "with"
-is the high half of its values and "without" the low half. The means are accumulated in one
-streaming pass, so memory does not grow with the number of images.
+One streaming pass over the train split accumulates, per attribute, the mean latent E_G(x) of
+every value of the attribute; memory does not grow with the number of images. From those means:
+
+* ``halves``: a = mean over the high half of the values − mean over the low half (a binary
+  attribute: label 1 − label 0), one vector per attribute;
+* ``pairs``: a_{b,e} = mean E_G(x | v = e) − mean E_G(x | v = b) for every value b below the
+  middle and e above it, as the authors' code does for 3D Shapes (orientation, 15 values:
+  b ∈ 0..6, e ∈ 8..14, 49 vectors). A binary attribute keeps its single vector.
+
+Vectors are not normalised. The similarity set is the ℓ2 ball ||t|| ≤ ε over all vectors of all
+attributes together.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from lassi.regulator.datasets import binary_split
 from lassi.regulator.glow import Glow, preprocess
+from lassi.regulator.shapes3d import half_of_range
 from lassi.spec import AttributeInfo, UsageError
+
+VectorChoice = Literal["halves", "pairs"]
+VECTOR_CHOICES: tuple[str, ...] = ("halves", "pairs")
 
 
 def describe_split(source, attribute: str) -> tuple[str, str]:
@@ -28,64 +41,141 @@ def describe_split(source, attribute: str) -> tuple[str, str]:
     )
 
 
+def value_pairs(num_values: int) -> list[tuple[int, int]]:
+    """Pairs (b, e) with b below and e above the middle value (b < (n − 1) / 2 < e)."""
+    half = half_of_range(np.arange(num_values), num_values)
+    low, high = np.flatnonzero(half == -1), np.flatnonzero(half == 1)
+    return [(int(b), int(e)) for b in low for e in high]
+
+
+@dataclass
+class ValueMeans:
+    """Per-value mean latents of one attribute over the train split."""
+
+    attribute: str
+    sums: np.ndarray  # float64 [n_values, D]
+    counts: np.ndarray  # int64 [n_values]
+
+    @property
+    def num_values(self) -> int:
+        return len(self.counts)
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        """Mean latent over all images whose value is in ``values``."""
+        count = self.counts[values].sum()
+        return self.sums[values].sum(axis=0) / count
+
+    def halves(self) -> np.ndarray:
+        """High-half mean − low-half mean (binary: label 1 − label 0)."""
+        half = half_of_range(np.arange(self.num_values), self.num_values)
+        for side, word in ((1, "with"), (-1, "without")):
+            if self.counts[half == side].sum() == 0:
+                raise UsageError(
+                    None, f"attribute '{self.attribute}' has no images {word} it in the split"
+                )
+        return self.mean(np.flatnonzero(half == 1)) - self.mean(np.flatnonzero(half == -1))
+
+    def pairs(self) -> tuple[np.ndarray, list[str]]:
+        """[P, D] pair vectors mean(v = e) − mean(v = b) and their names ``<attr>_<b>_<e>``."""
+        pairs = value_pairs(self.num_values)
+        empty = [v for v in sorted({v for p in pairs for v in p}) if self.counts[v] == 0]
+        if empty:
+            raise UsageError(
+                None,
+                f"attribute '{self.attribute}' has no train images with value {empty[0]}; "
+                "pair vectors need every value (use --vectors halves)",
+            )
+        vectors = np.stack([self.mean([e]) - self.mean([b]) for b, e in pairs])
+        return vectors, [f"{self.attribute}_{b}_{e}" for b, e in pairs]
+
+
 @torch.no_grad()
-def attribute_vectors(
+def value_means(
     glow: Glow,
     source,
     attributes: list[str],
     ids: np.ndarray,
     batch_size: int = 128,
     progress: bool = True,
-) -> tuple[np.ndarray, list[AttributeInfo]]:
-    """average_diff vectors [m, D] (float32) for ``attributes`` over the images ``ids``."""
+) -> list[ValueMeans]:
+    """One pass over ``ids``: per attribute, the sum and count of E_G(x) for every value."""
     for attribute in attributes:
         source.check_attribute(attribute)
-    masks = [binary_split(source, a, ids) for a in attributes]
-    for attribute, (pos, neg) in zip(attributes, masks, strict=True):
-        if pos.sum() == 0 or neg.sum() == 0:
-            raise UsageError(
-                None,
-                f"attribute '{attribute}' has no images {'with' if pos.sum() == 0 else 'without'} it in the split",
-            )
+    labels = source.attributes(np.asarray(ids, dtype=np.int64))
     glow.eval()
     d = glow.latent_dim
-    sums = np.zeros((len(attributes), 2, d), dtype=np.float64)
+    stats = []
+    for attribute in attributes:
+        n = source.num_classes(attribute)
+        counts = np.bincount(labels[attribute], minlength=n).astype(np.int64)
+        stats.append(ValueMeans(attribute, np.zeros((n, d), dtype=np.float64), counts))
     bar = tqdm(
-        total=len(ids),
-        desc="attribute vectors",
-        unit="img",
-        disable=not progress,
-        dynamic_ncols=True,
+        total=len(ids), desc="attribute vectors", unit="img", disable=not progress, dynamic_ncols=True
     )
     with glow.inverse_cached():
         for start in range(0, len(ids), batch_size):
             batch = slice(start, start + batch_size)
             z = glow.encode(preprocess(source.images(ids[batch]), glow.n_bits)).double().numpy()
-            for i, (pos, neg) in enumerate(masks):
-                sums[i, 0] += z[pos[batch]].sum(axis=0)
-                sums[i, 1] += z[neg[batch]].sum(axis=0)
+            for s in stats:
+                np.add.at(s.sums, labels[s.attribute][batch], z)
             bar.update(len(z))
     bar.close()
-    vectors = np.zeros((len(attributes), d), dtype=np.float32)
-    infos = []
-    for i, (attribute, (pos, neg)) in enumerate(zip(attributes, masks, strict=True)):
-        vector = sums[i, 0] / pos.sum() - sums[i, 1] / neg.sum()
-        if not np.linalg.norm(vector) > 0:
+    return stats
+
+
+def vectors_from_means(
+    stats: list[ValueMeans], source, vectors: VectorChoice = "pairs"
+) -> tuple[np.ndarray, list[AttributeInfo]]:
+    """The spec's vectors [m, D] (float32) and one AttributeInfo per attribute.
+
+    ``vectors = "pairs"`` gives pair vectors to every multi-valued attribute; binary
+    attributes (and every attribute under ``"halves"``) get their single halves vector.
+    """
+    if vectors not in VECTOR_CHOICES:
+        raise UsageError(None, f"vectors must be one of {', '.join(VECTOR_CHOICES)}, got {vectors!r}")
+    rows, infos = [], []
+    for s in stats:
+        half = half_of_range(np.arange(s.num_values), s.num_values)
+        choice = "pairs" if vectors == "pairs" and s.num_values > 2 else "halves"
+        if choice == "pairs":
+            block, names = s.pairs()
+        else:
+            block, names = s.halves()[None], []
+        norms = np.linalg.norm(block, axis=1)
+        if not (norms > 0).all():
+            which = names[int(np.argmin(norms))] if names else s.attribute
             raise UsageError(
                 None,
-                f"attribute '{attribute}' gives a zero vector: images with and without it have the same mean latent",
+                f"attribute vector '{which}' is zero: its two groups of images have the same mean latent",
             )
-        vectors[i] = vector.astype(np.float32)
-        positive, negative = describe_split(source, attribute)
+        rows.append(block.astype(np.float32))
+        positive, negative = describe_split(source, s.attribute)
         infos.append(
             AttributeInfo(
-                name=attribute,
-                num_values=source.num_classes(attribute),
+                name=s.attribute,
+                num_values=s.num_values,
                 positive=positive,
                 negative=negative,
-                n_positive=int(pos.sum()),
-                n_negative=int(neg.sum()),
-                vector_norm=float(np.linalg.norm(vector)),
+                n_positive=int(s.counts[half == 1].sum()),
+                n_negative=int(s.counts[half == -1].sum()),
+                vector_norm=float(norms.mean()),
+                vectors=choice,
+                vector_names=names,
+                value_counts=[int(c) for c in s.counts],
             )
         )
-    return vectors, infos
+    return np.concatenate(rows), infos
+
+
+def attribute_vectors(
+    glow: Glow,
+    source,
+    attributes: list[str],
+    ids: np.ndarray,
+    vectors: VectorChoice = "pairs",
+    batch_size: int = 128,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[AttributeInfo]]:
+    """average_diff vectors [m, D] (float32) for ``attributes`` over the images ``ids``."""
+    stats = value_means(glow, source, attributes, ids, batch_size, progress)
+    return vectors_from_means(stats, source, vectors)

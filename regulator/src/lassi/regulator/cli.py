@@ -98,11 +98,20 @@ def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: A
     help="Use at most this many train images for the vectors.",
 )
 @click.option(
+    "--vectors",
+    type=click.Choice(["pairs", "halves"]),
+    default="pairs",
+    show_default=True,
+    help="Multi-valued attributes: one vector per (low value, high value) pair, as the authors "
+    "do for 3D Shapes (orientation: 49), or one high-half minus low-half vector. Binary "
+    "attributes have one vector either way.",
+)
+@click.option(
     "--fidelity-images",
     type=int,
     default=32,
     show_default=True,
-    help="3D Shapes: test images for the fidelity figure.",
+    help="3D Shapes: test images for the fidelity and coverage figures.",
 )
 @click.option(
     "--out",
@@ -127,6 +136,7 @@ def define_command(
     epsilon: float,
     out: Path,
     max_images: int | None,
+    vectors: str,
     fidelity_images: int,
     max_alpha: float | None,
     sigma_enc_min: float | None,
@@ -164,6 +174,7 @@ def define_command(
         fidelity_images=fidelity_images,
         progress=not quiet,
         policy=policy,
+        vectors=vectors,
     )
 
 
@@ -180,14 +191,18 @@ def define_command(
     "--steps", type=int, default=9, show_default=True, help="Points on each strip over [-eps, eps]."
 )
 def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> None:
-    """Render the interpolation strips (and 3D Shapes ground-truth siblings) of a spec."""
-    from lassi.regulator.similarity import show_spec
+    """Render labelled strips along representative vectors of a spec (3D Shapes: also the closest
+    point of the set to each ground-truth sibling, above the siblings)."""
+    from lassi.regulator.coverage import describe
+    from lassi.regulator.show import show_spec
 
     out = out or spec.with_name(spec.stem + ".strips.png")
     meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
     if meta.fidelity is not None:
         per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
-        click.echo(f"fidelity {meta.fidelity.overall:.3f} ({per})")
+        click.echo(f"fidelity of the single orientation vector {meta.fidelity.overall:.3f} ({per})")
+    if meta.coverage is not None:
+        click.echo(describe(meta.coverage))
     click.echo(f"wrote {out}")
 
 

@@ -32,7 +32,8 @@ class DatasetConfig(BaseModel):
     n_test: int = Field(1_000, ge=1)
     correlate: str | None = Field(
         None,
-        description="shapes3d only: 'SENSITIVE:TARGET:STRENGTH', e.g. orientation:object_hue:0.9",
+        description="shapes3d only: 'SENSITIVE:TARGET:STRENGTH', e.g. orientation:object_hue:0.9; "
+        "STRENGTH 'full' (= 1) is the authors' fully correlated split",
     )
 
     @model_validator(mode="after")
@@ -44,7 +45,7 @@ class DatasetConfig(BaseModel):
             if len(parts) != 3:
                 raise ValueError("--correlate must look like SENSITIVE:TARGET:STRENGTH")
             try:
-                strength = float(parts[2])
+                strength = 1.0 if parts[2] == "full" else float(parts[2])
             except ValueError:
                 raise ValueError("--correlate STRENGTH must be a number in [0, 1]") from None
             if not 0.0 <= strength <= 1.0:
@@ -55,7 +56,7 @@ class DatasetConfig(BaseModel):
         if self.correlate is None:
             return None
         sensitive, target, strength = self.correlate.split(":")
-        return sensitive, target, float(strength)
+        return sensitive, target, 1.0 if strength == "full" else float(strength)
 
     def provenance(self, split: str, n_samples: int) -> DataProvenance:
         options: dict[str, Any] = {"image_size": self.image_size}
@@ -160,7 +161,8 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--correlate",
             default=None,
-            help="3D Shapes: correlated train split SENSITIVE:TARGET:STRENGTH.",
+            help="3D Shapes: correlated train split SENSITIVE:TARGET:STRENGTH; STRENGTH 'full' "
+            "keeps only the tied halves and drops the middle value (the authors' split).",
         ),
     ]
     for option in reversed(options):

@@ -477,7 +477,9 @@ def make_splits(
     from all its values. The target's low half is its first ``size // 2`` values (object hue
     0..4), the rest is its high half (5..9); low target goes with the sensitive factor's low
     half (orientation 0..6), high with high (8..14); the middle orientation (0 degrees) is in
-    neither half. ``strength = 1`` reproduces the authors' fully correlated split. Train
+    neither half. ``strength = 1`` reproduces the authors' fully correlated split
+    (``src/dataset/shapes3d_dataset.py`` of eth-sri/lassi): only object hue 0..4 with orientation
+    0..6 and hue 5..9 with orientation 8..14, orientation 7 dropped. Train
     indices are drawn without replacement with these probabilities from the indices not used
     by ``val`` and ``test``.
     """

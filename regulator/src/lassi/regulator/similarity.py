@@ -3,7 +3,8 @@
 S(x) = { D_G(E_G(x) + Σ_i t_i a_i) : ||t||_2 ≤ ε }. ``define_spec`` writes it (Glow weights,
 attribute vectors, ε, preprocessing, provenance) as one artifact; ``SimilaritySet.load`` reads
 it back for the producer and the auditor; ``fidelity`` measures on 3D Shapes how well the
-attribute vector follows the true factor.
+single orientation vector follows the true factor (``coverage`` how much of the real siblings
+the whole set contains; ``show`` draws it).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lassi.regulator.attributes import attribute_vectors
+from lassi.regulator.attributes import VectorChoice, value_means, vectors_from_means
+from lassi.regulator.coverage import coverage, describe
 from lassi.regulator.data_config import DatasetConfig, make_source
-from lassi.regulator.glow import Glow, postprocess, preprocess
-from lassi.regulator.training import TOOL, build_glow, save_image_grid
+from lassi.regulator.glow import Glow, preprocess
+from lassi.regulator.training import TOOL, build_glow
 from lassi.spec import (
     Artifact,
     Fidelity,
@@ -100,8 +102,14 @@ def define_spec(
     fidelity_images: int = 32,
     progress: bool = True,
     policy: CertificationPolicy | None = None,
+    vectors: VectorChoice = "pairs",
 ) -> Path:
-    """Compute the attribute vectors over the train split and write the similarity spec."""
+    """Compute the attribute vectors over the train split and write the similarity spec.
+
+    ``vectors``: "pairs" (one vector per low/high value pair of a multi-valued attribute) or
+    "halves" (one high-minus-low vector per attribute); binary attributes have one either way.
+    On 3D Shapes with orientation among the attributes, also measures the fidelity of the
+    single halves orientation vector and the coverage of the whole set (both printed)."""
     if not epsilon > 0 or not np.isfinite(epsilon):
         raise UsageError(None, f"epsilon must be a positive number, got {epsilon}")
     glow, glow_artifact = load_glow(glow_path)
@@ -111,16 +119,21 @@ def define_spec(
     ids = source.split_ids("train")
     if max_images is not None:
         ids = ids[:max_images]
-    vectors, infos = attribute_vectors(glow, source, attributes, ids, progress=progress)
-    fid = None
+    stats = value_means(glow, source, attributes, ids, progress=progress)
+    matrix, infos = vectors_from_means(stats, source, vectors)
+    fid = cov = None
     if data.dataset == "shapes3d" and "orientation" in attributes:
-        vector = torch.from_numpy(vectors[attributes.index("orientation")])
-        fid = fidelity(glow, source, vector, epsilon, fidelity_images)
+        halves = stats[attributes.index("orientation")].halves().astype(np.float32)
+        fid = fidelity(glow, source, torch.from_numpy(halves), epsilon, fidelity_images)
+        cov = coverage(
+            glow, source, torch.from_numpy(matrix), epsilon, vectors, n_images=fidelity_images
+        )
         if progress:
             per_shape = ", ".join(f"{k} {v:.3f}" for k, v in fid.per_shape.items())
             print(
-                f"fidelity of the orientation vector: {fid.overall:.3f} ({per_shape}; 1.0 = useless, 0 = perfect)"
+                f"fidelity of the single orientation vector: {fid.overall:.3f} ({per_shape}; 1.0 = useless, 0 = perfect)"
             )
+            print(describe(cov))
     meta = SimilaritySpec(
         tool=TOOL,
         flow=glow_artifact.meta.flow,
@@ -130,13 +143,17 @@ def define_spec(
         epsilon=epsilon,
         fidelity=fid,
         policy=policy,
+        coverage=cov,
         parents={"glow": glow_artifact.sha256},
     )
     tensors = module_tensors(glow, "glow.")
-    tensors["attribute_vectors"] = vectors
+    tensors["attribute_vectors"] = matrix
     write_artifact(out, meta, tensors)
     if progress:
-        print(f"wrote {out} (attributes {', '.join(attributes)}, epsilon {epsilon})")
+        print(
+            f"wrote {out} (attributes {', '.join(attributes)}, {len(matrix)} vectors ({vectors}), "
+            f"epsilon {epsilon})"
+        )
     return out
 
 
@@ -201,39 +218,3 @@ def fidelity(
         min_angle_deg=FIDELITY_MIN_ANGLE,
         t_range=1.5 * epsilon,
     )
-
-
-@torch.no_grad()
-def show_spec(
-    spec_path: Path, out: Path, n_inputs: int = 6, steps: int = 9, data: DatasetConfig | None = None
-) -> SimilaritySpec:
-    """PNG of strips D_G(E_G(x) + t·a), t evenly over [−ε, ε], per attribute (paper Fig. 4);
-    for 3D Shapes each strip is followed by the row of 15 ground-truth siblings (Fig. 5)."""
-    sim = SimilaritySet.load(spec_path)
-    config = data or DatasetConfig.from_provenance(sim.meta.data)
-    source = make_source(config)
-    ids = source.split_ids("test")[:n_inputs]
-    images = source.images(ids)
-    ts = torch.linspace(-sim.epsilon, sim.epsilon, steps)
-    rows: list[np.ndarray] = []
-    z_all = sim.encode_images(images)
-    for i in range(len(ids)):
-        original = images[i][None]
-        for a in range(sim.m):
-            t = torch.zeros(steps, sim.m)
-            t[:, a] = ts
-            strip = postprocess(sim.glow.decode(sim.shift(z_all[i], t)))
-            rows.append(np.concatenate([original, strip]))
-        if config.dataset == "shapes3d":
-            from lassi.regulator.shapes3d import Shapes3D
-
-            factors = Shapes3D.index_to_factors(ids[i : i + 1])
-            siblings = _shapes_renderer(source).render(Shapes3D.siblings(factors)[0])
-            rows.append(siblings)
-    columns = max(len(r) for r in rows)
-    h, w = images.shape[1:3]
-    padded = [
-        np.concatenate([r, np.full((columns - len(r), h, w, 3), 255, np.uint8)]) for r in rows
-    ]
-    save_image_grid(np.concatenate(padded), out, columns=columns)
-    return sim.meta

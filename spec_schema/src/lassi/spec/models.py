@@ -173,7 +173,15 @@ class GlowArtifact(ArtifactBase):
 
 
 class AttributeInfo(Model):
-    """One sensitive attribute and how its vector was computed (average_diff)."""
+    """One sensitive attribute and how its vectors were computed (average_diff, paper Sec. 4.1).
+
+    ``vectors = "halves"``: one vector, mean latent of the high half of the values minus that of
+    the low half (a binary attribute: label 1 minus label 0). ``vectors = "pairs"`` (a
+    multi-valued attribute, as in the authors' code for 3D Shapes): one vector per pair (b, e)
+    of values with b below and e above the middle value, a_{b,e} = mean E_G(x | v = e) − mean
+    E_G(x | v = b); 3D Shapes orientation gives 7 × 7 = 49. Files written before pairs existed
+    have no ``vector_names``: they hold one vector named after the attribute.
+    """
 
     name: Name
     num_values: int = Field(ge=2)
@@ -181,11 +189,36 @@ class AttributeInfo(Model):
     negative: str = Field(description="which samples count as not having it")
     n_positive: int = Field(ge=1)
     n_negative: int = Field(ge=1)
-    vector_norm: PositiveFloat
+    vector_norm: PositiveFloat = Field(description="norm of the vector (pairs: their mean norm)")
+    vectors: Literal["halves", "pairs"] = "halves"
+    vector_names: list[Name] = Field(
+        default_factory=list, description="one name per vector, e.g. orientation_3_11"
+    )
+    value_counts: list[int] = Field(
+        default_factory=list, description="train images per value 0..num_values-1"
+    )
+
+    @model_validator(mode="after")
+    def _names(self) -> AttributeInfo:
+        if self.vectors == "pairs" and not self.vector_names:
+            raise ValueError(f"attribute {self.name}: pair vectors need their vector_names")
+        if len(set(self.vector_names)) != len(self.vector_names):
+            raise ValueError(f"attribute {self.name}: vector names repeat")
+        if self.value_counts and len(self.value_counts) != self.num_values:
+            raise ValueError(f"attribute {self.name}: value_counts needs one entry per value")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        """The names of this attribute's vectors, in the order of the spec's tensor."""
+        return list(self.vector_names) or [self.name]
 
 
 class Fidelity(Model):
-    """How well the attribute vector follows the ground truth (3D Shapes only, 1.0 = useless)."""
+    """How well the attribute vector follows the ground truth (3D Shapes only, 1.0 = useless).
+
+    Measured on the single high-minus-low-half orientation vector, whatever vectors the spec
+    holds (for a pairs spec that vector is derived from the same per-value means)."""
 
     overall: FiniteFloat
     per_shape: dict[str, FiniteFloat]
@@ -226,6 +259,29 @@ class CertificationPolicy(Model):
         if self.min_n is not None and c.n < self.min_n:
             return f"n = {c.n} is below {self.min_n}"
         return None
+class Coverage(Model):
+    """How much of the real orientation siblings the similarity set contains (3D Shapes only).
+
+    For a test image x (latent z) and each ground-truth sibling x_j at least ``min_angle_deg``
+    away (latent z_j, d = z_j − z), t* = argmin ||d − t A|| over ||t||_2 ≤ ε, A the spec's m
+    vectors. ``latent_residual``: mean of ||d − t* A|| / ||d||; ``latent_residual_span``: the
+    same without the ball (t free: how much the vectors' span holds); ``pixel_ratio``: summed
+    mean absolute pixel error |D_G(z + t* A) − x_j| over summed |D_G(z) − x_j| (1 = useless,
+    0 = perfect), overall and per shape; ``on_boundary``: share of siblings whose t* lies on
+    the sphere ||t|| = ε (the ball, not the span, is what limits them).
+    """
+
+    vectors: str = Field(description="the spec's vector choice, e.g. 'pairs' or 'halves'")
+    m: int = Field(ge=1)
+    epsilon: PositiveFloat
+    latent_residual: FiniteFloat
+    latent_residual_span: FiniteFloat
+    pixel_ratio: FiniteFloat
+    per_shape: dict[str, FiniteFloat]
+    on_boundary: float = Field(ge=0, le=1)
+    n_images: int = Field(ge=1)
+    n_siblings: int = Field(ge=1)
+    min_angle_deg: float = 20.0
 
 
 class SimilaritySpec(ArtifactBase):
@@ -241,6 +297,7 @@ class SimilaritySpec(ArtifactBase):
     norm: Literal["l2"] = "l2"
     fidelity: Fidelity | None = None
     policy: CertificationPolicy | None = None
+    coverage: Coverage | None = None
     weight_prefixes: ClassVar[tuple[str, ...]] = ("glow.",)
 
     @field_validator("attributes")
@@ -260,12 +317,17 @@ class SimilaritySpec(ArtifactBase):
     def attribute_names(self) -> list[str]:
         return [a.name for a in self.attributes]
 
+    @property
+    def vector_names(self) -> list[str]:
+        """One name per row of ``attribute_vectors`` (all attributes, in order)."""
+        return [name for a in self.attributes for name in a.names]
+
     def tensor_specs(self) -> list[TensorSpec]:
         return [
             TensorSpec(
                 name="attribute_vectors",
                 dtype="F32",
-                shape=(len(self.attributes), self.flow.latent_dim),
+                shape=(len(self.vector_names), self.flow.latent_dim),
             )
         ]
 
