@@ -19,6 +19,7 @@ from lassi.regulator.attributes import VectorChoice, value_means, vectors_from_m
 from lassi.regulator.coverage import coverage, describe
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, preprocess
+from lassi.regulator.shapes3d import SHAPE_NAMES
 from lassi.regulator.training import TOOL, build_glow
 from lassi.spec import (
     Artifact,
@@ -33,7 +34,6 @@ from lassi.spec.models import CertificationPolicy
 from lassi.spec.torch_state import load_module, module_tensors
 
 FIDELITY_MIN_ANGLE = 20.0
-SHAPE_NAMES = ("cube", "cylinder", "sphere", "capsule")
 
 
 def load_glow(path: str | Path) -> tuple[Glow, Artifact[GlowArtifact]]:
