@@ -432,7 +432,7 @@ class CenterSmoothing:
     ) -> np.ndarray:
         """Distances [count] of a stage's outputs to the center; outputs are never all kept."""
         distances = np.empty(count, dtype=np.float64)
-        on_device = self.torch_input and _tensor_spec(self.base)[1].type != "cpu"
+        on_device = self.torch_input and _on_accelerator(self.base)
         filled = 0
         for t in self._noise_batches(seed, sample_id, stage, count):
             if on_device:  # the outputs stay on the device; only distances [B] move
@@ -483,6 +483,11 @@ def _tensor_spec(base: object) -> tuple[torch.dtype, torch.device]:
             if tensor.is_floating_point():
                 return tensor.dtype, tensor.device
     return torch.float32, torch.device("cpu")
+
+
+def _on_accelerator(base: object) -> bool:
+    """Whether a torch base module lives off the CPU (then its outputs stay there)."""
+    return _tensor_spec(base)[1].type != "cpu"
 
 
 def _since(start: float) -> float:
