@@ -9,7 +9,6 @@ import click
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
 from lassi.spec import LossWeights, UsageError
-from lassi.spec.device import device_option
 from lassi.spec.cli import (
     executor_from_options,
     executor_options,
@@ -19,6 +18,7 @@ from lassi.spec.cli import (
     trusted_inputs,
     validated,
 )
+from lassi.spec.device import device_option
 
 if TYPE_CHECKING:
     import torch
