@@ -230,8 +230,11 @@ def train_consumer_classifier(
     seed: int = 0,
     val_fraction: float = 0.1,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> Path:
-    """Train C_L with N(0, σ_cls² I) input noise on a bundle's z and write the classifier."""
+    """Train C_L with N(0, σ_cls² I) input noise on a bundle's z and write the classifier.
+
+    ``device``: where C_L trains (initial weights and noise are CPU-seeded, then moved)."""
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     y_all = _task_labels(bundle, task)
     z_all = bundle.tensors["z"]
@@ -244,6 +247,7 @@ def train_consumer_classifier(
         raise UsageError(bundle_path, "has too few samples to train on")
     classes = bundle.meta.label_classes[task]
     model = make_classifier(architecture, bundle.meta.k, classes, hidden=hidden, seed=seed)
+    model.to(device)
     history = train_classifier(
         model,
         torch.from_numpy(z_all[train]),

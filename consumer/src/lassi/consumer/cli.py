@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,6 +19,10 @@ from lassi.spec.cli import (
     tool_name,
     trusted_inputs,
 )
+from lassi.spec.device import device_option
+
+if TYPE_CHECKING:
+    import torch
 
 TOOL = tool_name("lassi-consumer")
 
@@ -54,6 +59,7 @@ PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--threads", type=int, default=None)
+@device_option
 @click.option("--quiet", is_flag=True)
 def train_command(
     bundle: Path,
@@ -68,6 +74,7 @@ def train_command(
     seed: int,
     val_fraction: float,
     threads: int | None,
+    device: torch.device,
     quiet: bool,
 ) -> None:
     """Train the noise-augmented classifier C_L on a bundle's representations."""
@@ -90,6 +97,7 @@ def train_command(
         seed,
         val_fraction,
         progress=not quiet,
+        device=device,
     )
     click.echo(f"wrote {out}")
 
@@ -127,6 +135,7 @@ def train_command(
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--threads", type=int, default=None)
 @executor_options
+@device_option
 @click.option("--quiet", is_flag=True)
 def verify_command(
     classifier_path: Path,
@@ -144,6 +153,7 @@ def verify_command(
     executor: str,
     workers: int,
     ray_address: str | None,
+    device: torch.device,
     quiet: bool,
 ) -> None:
     """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
@@ -176,6 +186,7 @@ def verify_command(
             sequential=sequential,
             progress=not quiet and not as_json,
             executor=runner,
+            device=device,
         )
     if as_json:
         click.echo(note, err=True)

@@ -244,8 +244,9 @@ class _SmoothedClassifier(ABC):
 class Smooth(_SmoothedClassifier):
     """Randomized smoothing of a torch classifier mapping representations [B, k] to logits [B, C].
 
-    Noise is generated on the CPU from ``torch.Generator`` streams and moved to ``device``; the
-    classifier is evaluated under ``torch.inference_mode`` in batches of at most ``batch_size``
+    Noise is generated on the CPU from ``torch.Generator`` streams and moved to ``device``, where
+    the draws are added, classified and counted (one [C] count vector per block comes back); the
+    noise is therefore the same on every device. The classifier is evaluated under ``torch.inference_mode`` in batches of at most ``batch_size``
     (and at most one noise chunk; the logit-space path of :meth:`for_linear_head` takes whole
     chunks). The classifier must already live on ``device`` and, if it is a
     module, be in eval mode. While the classifier evaluates one chunk, the next is generated.
@@ -322,7 +323,7 @@ class Smooth(_SmoothedClassifier):
             raise ValueError(
                 f"classifier returned shape {tuple(logits.shape)}, expected [B, {self.num_classes}]"
             )
-        counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes).cpu()
+        counts += torch.bincount(logits.argmax(dim=1), minlength=self.num_classes)
 
     def count_blocks(
         self, z: Any, sizes: list[int], seed: int, sample_id: int, stage: Stage
@@ -345,7 +346,7 @@ class Smooth(_SmoothedClassifier):
         with torch.inference_mode():
             # Logit-space path: the clean logits once, then noise σ η R with η ~ N(0, I_d).
             base = None if factor is None else self.classifier(z[None])
-        counts = torch.zeros(self.num_classes, dtype=torch.int64)
+        counts = torch.zeros(self.num_classes, dtype=torch.int64, device=self.device)
         filled = 0
         for (size, _), noise in zip(pieces, prefetched(draw, [r for _, r in pieces]), strict=True):
             with torch.inference_mode():
@@ -358,7 +359,7 @@ class Smooth(_SmoothedClassifier):
                         self._count(self.classifier(batch), counts)
             filled += len(noise)
             if filled == size:
-                yield counts.numpy().copy()
+                yield counts.cpu().numpy().copy()  # the only device-to-host copy of a block
                 counts.zero_()
                 filled = 0
 

@@ -10,6 +10,7 @@ over samples is resumable (:mod:`lassi.spec.per_sample`); the report's side file
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from lassi.spec import (
 )
 from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import run_key
+
+if TYPE_CHECKING:
+    import torch
 
 
 def check_pairing(
@@ -68,21 +72,27 @@ def verify(
     progress: bool = True,
     sequential: bool = False,
     executor: Executor | None = None,
+    device: str | torch.device = "cpu",
 ) -> Artifact[VerificationReport]:
     """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files.
 
     ``sequential``: estimation by ``Smooth.certify_sequential`` with at most n draws.
     ``executor``: where the samples are computed (default: in this process); the result does not
-    depend on it (per-sample seeds)."""
+    depend on it (per-sample seeds). ``device``: where C_L classifies and counts the draws."""
     model, classifier = load_classifier(classifier_path)
+    model.to(device)
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     check_pairing(classifier, bundle)
     card, meta, tensors = classifier.meta, bundle.meta, bundle.tensors
     labels = tensors.get(f"labels.{card.task}")
     if card.architecture == "linear":
-        smooth = Smooth.for_linear_head(model, card.sigma_cls, batch_size=batch_size)
+        smooth = Smooth.for_linear_head(
+            model, card.sigma_cls, batch_size=batch_size, device=device
+        )
     else:
-        smooth = Smooth(model, card.num_classes, card.sigma_cls, batch_size=batch_size)
+        smooth = Smooth(
+            model, card.num_classes, card.sigma_cls, batch_size=batch_size, device=device
+        )
     count = meta.n_samples
     result = {
         "prediction": np.full(count, ABSTAIN, np.int64),

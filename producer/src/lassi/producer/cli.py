@@ -18,8 +18,11 @@ from lassi.spec.cli import (
     trusted_inputs,
     validated,
 )
+from lassi.spec.device import device_option
 
 if TYPE_CHECKING:
+    import torch
+
     from lassi.regulator.similarity import SimilaritySet
 
 TOOL = tool_name("lassi-producer")
@@ -112,6 +115,7 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
     help="Glow latent cache (default: OUT's folder/.cache).",
 )
 @click.option("--threads", type=int, default=None)
+@device_option
 @click.option("--quiet", is_flag=True)
 def train_command(
     spec: Path,
@@ -124,6 +128,7 @@ def train_command(
     attack_points: int,
     cache_dir: Path | None,
     threads: int | None,
+    device: torch.device,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -150,7 +155,7 @@ def train_command(
         EncoderTrainConfig, "training", hidden=widths, loss=loss, data=data, **options
     )
     set_threads(threads)
-    train_encoder(config, sim, out, cache_dir=cache_dir, progress=not quiet)
+    train_encoder(config, sim, out, cache_dir=cache_dir, progress=not quiet, device=device)
 
 
 @main.command("encode")
@@ -193,6 +198,7 @@ def train_command(
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--threads", type=int, default=None)
 @executor_options
+@device_option
 @click.option("--quiet", is_flag=True)
 def encode_command(
     spec: Path,
@@ -216,6 +222,7 @@ def encode_command(
     executor: str,
     workers: int,
     ray_address: str | None,
+    device: torch.device,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -254,6 +261,7 @@ def encode_command(
             cache_dir=cache_dir,
             progress=not quiet,
             executor=runner,
+            device=device,
         )
 
 
@@ -267,8 +275,14 @@ def encode_command(
     required=True,
     help="Folder for pipeline.onnx and base_function.onnx.",
 )
-def export_onnx_command(spec: Path, encoder_path: Path, out_dir: Path) -> None:
-    """Export x -> E_L(E_G(x)) and the smoothing base function (z_G, t) -> representation as ONNX."""
+@device_option
+def export_onnx_command(
+    spec: Path, encoder_path: Path, out_dir: Path, device: torch.device
+) -> None:
+    """Export x -> E_L(E_G(x)) and the smoothing base function (z_G, t) -> representation as ONNX.
+
+    The graphs are always traced and checked on the CPU (--device is accepted, and validated, so
+    one set of options serves every command; it does not change the exported files)."""
     from lassi.producer.onnx_export import export_producer_onnx
 
     for path, error in export_producer_onnx(spec, encoder_path, out_dir):

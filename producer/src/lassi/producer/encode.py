@@ -45,11 +45,15 @@ def encode_split(
     cache_dir: Path | None = None,
     progress: bool = True,
     executor: Executor | None = None,
+    device: str | torch.device = "cpu",
 ) -> Path:
-    """Write the representation bundle of ``split`` (certified when ``certify`` is given)."""
+    """Write the representation bundle of ``split`` (certified when ``certify`` is given).
+
+    ``device``: where E_L runs (plain encoding and every center-smoothing draw)."""
     out = Path(out)
     sim = load_spec(spec)
     base, card, encoder_sha = load_encoder(encoder_path, sim)
+    base.to(device)
     if data.image_size != sim.glow.image_size:
         data = data.model_copy(update={"image_size": sim.glow.image_size})
     source = make_source(data)
@@ -63,7 +67,7 @@ def encode_split(
     labels = {name: np.asarray(v, dtype=np.int64) for name, v in source.attributes(ids).items()}
     with torch.no_grad():
         z = (
-            torch.cat([base(z_g[i : i + 1024]) for i in range(0, len(ids), 1024)])
+            torch.cat([base(z_g[i : i + 1024].to(device)).cpu() for i in range(0, len(ids), 1024)])
             if len(ids)
             else torch.zeros(0, card.k)
         )
@@ -162,7 +166,8 @@ def certify_all(
     m = sim.m  # the sample function closes over what it needs only (it may go to Ray actors)
 
     def certify_one(i: int) -> dict[str, object]:
-        cert = CenterSmoothing(base.for_latent(z_g[i]), m, params).certify(seed, int(ids[i]))
+        z_i = z_g[i].to(base.vectors.device)  # the base function runs where E_L lives
+        cert = CenterSmoothing(base.for_latent(z_i), m, params).certify(seed, int(ids[i]))
         return {
             "z_cs": cert.center,
             "r_cs": cert.r_cs,

@@ -54,15 +54,20 @@ class EncoderTrainConfig(BaseModel):
 
 
 def _accuracy(
-    base: BaseFunction, aux: nn.Module, z: torch.Tensor, y: torch.Tensor, batch: int = 1024
+    base: BaseFunction,
+    aux: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 1024,
+    device: torch.device | None = None,
 ) -> float:
     base.eval()
     aux.eval()
     correct = 0
     with torch.no_grad():
         for start in range(0, len(z), batch):
-            logits = aux(base(z[start : start + batch]))
-            correct += int((logits.argmax(1) == y[start : start + batch]).sum())
+            logits = aux(base(z[start : start + batch].to(device)))
+            correct += int((logits.argmax(1).cpu() == y[start : start + batch]).sum())
     return correct / max(len(z), 1)
 
 
@@ -72,8 +77,14 @@ def train_encoder(
     out: Path,
     cache_dir: Path | None = None,
     progress: bool = True,
+    device: str | torch.device = "cpu",
 ) -> Path:
-    """Train E_L on the producer's data for ``config.task`` and write the ``encoder`` artifact."""
+    """Train E_L on the producer's data for ``config.task`` and write the ``encoder`` artifact.
+
+    ``device``: where the models train; latents and labels stay on the CPU and each batch moves
+    (initial weights, batch order and attack draws are CPU-seeded, so they do not depend on it).
+    """
+    device = torch.device(device)
     out = Path(out)
     sim = load_spec(spec)
     data = config.data
@@ -110,6 +121,9 @@ def train_encoder(
     modules: dict[str, nn.Module] = {"encoder": base.encoder, "aux": aux}
     if decoder is not None:
         modules["decoder"] = decoder
+    base.to(device)  # moves the encoder (and Glow, vectors) in place
+    for module in modules.values():
+        module.to(device)
     params = [p for m in modules.values() for p in m.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.lr)
     best = {name: copy.deepcopy(m) for name, m in modules.items()}
@@ -148,7 +162,7 @@ def train_encoder(
             idx = torch.from_numpy(order[step * config.batch_size : (step + 1) * config.batch_size])
             if len(idx) < 2:
                 continue
-            z, y = z_train[idx], y_train[idx]
+            z, y = z_train[idx].to(device), y_train[idx].to(device)
             for m in modules.values():
                 m.train()
             base.train()
@@ -177,13 +191,13 @@ def train_encoder(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == y).sum())  # (one sync per step)
             bar.set_postfix(
                 {k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False
             )
             bar.update(1)
         train_acc = correct / n
-        val_acc = _accuracy(base, aux, z_val, y_val)
+        val_acc = _accuracy(base, aux, z_val, y_val, device=device)
         state["seconds"] = float(state["seconds"]) + time.perf_counter() - t0
         if val_acc > float(state["best_val"]):
             state.update(best_val=val_acc, best_epoch=epoch, train_acc=train_acc)

@@ -10,6 +10,7 @@ import click
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
 from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs, validated
+from lassi.spec.device import device_option
 
 TOOL = tool_name("lassi-regulator")
 
@@ -51,8 +52,11 @@ main = role_group(
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=int, default=100, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
+@device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: Any) -> None:
+def train_glow_command(
+    out: Path, threads: int | None, device: Any, quiet: bool, **options: Any
+) -> None:
     """Train a Glow on the images; resumes from OUT.ckpt if a run was interrupted."""
     from lassi.regulator.training import GlowTrainConfig, train_glow
 
@@ -65,7 +69,7 @@ def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: A
     )
     config = validated(GlowTrainConfig, "training", flow=flow, data=data, **options)
     set_threads(threads)
-    train_glow(config, out, progress=not quiet)
+    train_glow(config, out, progress=not quiet, device=device)
 
 
 @main.command("define")

@@ -86,6 +86,10 @@ def validation_noise(ids: np.ndarray, shape: tuple[int, ...], n_bits: int, seed:
     return noise
 
 
+def _device_of(glow: Glow) -> torch.device:
+    return next(glow.parameters()).device
+
+
 @torch.no_grad()
 def evaluate_bits_per_dim(
     glow: Glow, source, ids: np.ndarray, n_bits: int, seed: int = 0, batch_size: int = 128
@@ -103,7 +107,7 @@ def evaluate_bits_per_dim(
     for start in range(0, len(ids), batch_size):
         batch = ids[start : start + batch_size]
         x = preprocess(source.images(batch), n_bits)
-        x = x + validation_noise(batch, tuple(x.shape[1:]), n_bits, seed)
+        x = (x + validation_noise(batch, tuple(x.shape[1:]), n_bits, seed)).to(_device_of(glow))
         total += float(glow.bits_per_dim(x).sum())
         count += len(x)
     return total / max(count, 1)
@@ -139,18 +143,23 @@ def save_image_grid(images: np.ndarray, path: Path, columns: int, pad: int = 2) 
         Image.fromarray(canvas).save(tmp, format="PNG")
 
 
-def train_glow(config: GlowTrainConfig, out: Path, progress: bool = True) -> Path:
+def train_glow(
+    config: GlowTrainConfig, out: Path, progress: bool = True, device: str | torch.device = "cpu"
+) -> Path:
     """Train a Glow on the configured data and write it as a ``glow`` artifact to ``out``.
 
     A checkpoint beside ``out`` (``<out>.ckpt``) is written every ``checkpoint_every`` steps;
-    running the same configuration again resumes from it.
+    running the same configuration again resumes from it (on any device). ``device``: where the
+    flow trains; initial weights, batches and dequantisation noise are drawn on the CPU and moved,
+    so they do not depend on it.
     """
     out = Path(out)
+    device = torch.device(device)
     source = make_source(config.data)
     train_ids = source.split_ids("train")
     val_ids = source.split_ids("val")
     torch.manual_seed(config.seed)
-    glow = build_glow(config.flow)
+    glow = build_glow(config.flow).to(device)
     optimizer = torch.optim.Adam(glow.parameters(), lr=config.lr)
     checkpoint = out.with_name(out.name + ".ckpt")
     key = run_key(config=config.model_dump(mode="json"))
@@ -165,7 +174,8 @@ def train_glow(config: GlowTrainConfig, out: Path, progress: bool = True) -> Pat
             print(f"resuming {out.name} from step {start} ({checkpoint})")
     else:
         init_ids = _batch_ids(train_ids, config.seed, 10**9, ACTNORM_INIT_BATCH)
-        glow.initialize_actnorm(preprocess(source.images(init_ids), config.flow.n_bits))
+        init = preprocess(source.images(init_ids), config.flow.n_bits)
+        glow.initialize_actnorm(init.to(device))
 
     bar = tqdm(
         total=config.steps,
@@ -182,7 +192,7 @@ def train_glow(config: GlowTrainConfig, out: Path, progress: bool = True) -> Pat
         ids = _batch_ids(train_ids, config.seed, step, config.batch_size)
         x = preprocess(source.images(ids), config.flow.n_bits)
         noise = torch.Generator().manual_seed(torch_seed(config.seed, step, Stage.TRAINING))
-        x = dequantize(x, config.flow.n_bits, noise)
+        x = dequantize(x, config.flow.n_bits, noise).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         bpd = glow.bits_per_dim(x).mean()
@@ -231,6 +241,7 @@ def train_glow(config: GlowTrainConfig, out: Path, progress: bool = True) -> Pat
         ),
     )
     write_artifact(out, meta, module_tensors(glow, "glow."))
+    glow.to("cpu")  # the sample grid is drawn from a CPU generator
     save_sample_grid(glow, out.with_name(out.stem + ".samples.png"), seed=config.seed)
     checkpoint.unlink(missing_ok=True)
     if progress:

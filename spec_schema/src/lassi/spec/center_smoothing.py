@@ -30,6 +30,12 @@ size), so a certificate is bit-identical whatever batch size, process or sample 
 and an auditor can replay the draws with any runtime (e.g. onnxruntime) for the base function.
 Distances are ℓ2 in representation space, computed in float64 from the float32 center.
 
+Devices: a torch base module runs where its parameters live. The noise is always drawn on the
+CPU from the per-sample numpy stream and moved to the module's device, so the draws are the same
+on every device. On a CUDA device the outputs of steps 2 and 4 stay there and only their float64
+distances [B] come back to the host (step 1 needs all n0 outputs on the host for the selection);
+on the CPU the distances are numpy's, as for a numpy base function.
+
 The module needs only numpy and the standard library; torch is used only when the base function
 is a torch module or returns tensors (and is then already imported by the caller), so an auditor
 can replay certificates with a numpy callable such as an onnxruntime session.
@@ -393,25 +399,27 @@ class CenterSmoothing:
             for i in range(0, rows, batch):
                 yield chunk[i : i + batch]
 
-    def _evaluate(self, t: np.ndarray) -> np.ndarray:
-        """The base function on one noise batch, as a numpy array [B, k]."""
+    def _evaluate_raw(self, t: np.ndarray) -> Any:
+        """The base function on one noise batch: a tensor (on the module's device) or an array.
+
+        The noise rows come from the CPU stream and are moved to the module's device."""
         torch = _import_torch() if self.torch_input else sys.modules.get("torch")
         if torch is None:  # a numpy-only caller
-            out = self.base(t)
-        else:
-            with torch.inference_mode():
-                if self.torch_input:
-                    dtype, device = _tensor_spec(self.base)
-                    out = self.base(torch.from_numpy(t).to(dtype=dtype, device=device))
-                else:
-                    out = self.base(t)
-            if isinstance(out, torch.Tensor):
-                out = out.detach().cpu().numpy()
+            return self.base(t)
+        with torch.inference_mode():
+            if self.torch_input:
+                dtype, device = _tensor_spec(self.base)
+                return self.base(torch.from_numpy(t).to(dtype=dtype, device=device))
+            return self.base(t)
+
+    def _evaluate(self, t: np.ndarray) -> np.ndarray:
+        """The base function on one noise batch, as a numpy array [B, k]."""
+        out = self._evaluate_raw(t)
+        torch = sys.modules.get("torch")
+        if torch is not None and isinstance(out, torch.Tensor):
+            out = out.detach().cpu().numpy()
         out = np.asarray(out)
-        if out.ndim != 2 or out.shape[0] != t.shape[0]:
-            raise ValueError(f"base returned shape {out.shape} for {t.shape[0]} draws")
-        if not np.isfinite(out).all():
-            raise ValueError("base returned non-finite values")
+        _check_output(out, t.shape[0], finite=bool(np.isfinite(out).all()))
         return out
 
     def _sample_outputs(self, seed: int, sample_id: int, stage: Stage, count: int) -> np.ndarray:
@@ -424,11 +432,35 @@ class CenterSmoothing:
     ) -> np.ndarray:
         """Distances [count] of a stage's outputs to the center; outputs are never all kept."""
         distances = np.empty(count, dtype=np.float64)
+        on_device = self.torch_input and _on_accelerator(self.base)
         filled = 0
         for t in self._noise_batches(seed, sample_id, stage, count):
-            distances[filled : filled + t.shape[0]] = distances_to(self._evaluate(t), center)
+            if on_device:  # the outputs stay on the device; only distances [B] move
+                out = self._evaluate_raw(t)
+                _check_output(out, t.shape[0], finite=bool(out.isfinite().all()))
+                d = device_distances(out, center)
+            else:
+                d = distances_to(self._evaluate(t), center)
+            distances[filled : filled + t.shape[0]] = d
             filled += t.shape[0]
         return distances
+
+
+def device_distances(points: torch.Tensor, center: np.ndarray) -> np.ndarray:
+    """:func:`distances_to` computed in float64 where ``points`` [B, k] live (e.g. on a GPU);
+    equal to it up to the order of the float64 summation."""
+    torch = _import_torch()
+    with torch.inference_mode():
+        c = torch.from_numpy(np.asarray(center, dtype=np.float64)).to(points.device)
+        diff = points.to(torch.float64) - c
+        return torch.sqrt((diff * diff).sum(dim=1)).cpu().numpy()
+
+
+def _check_output(out: Any, rows: int, finite: bool) -> None:
+    if len(out.shape) != 2 or out.shape[0] != rows:
+        raise ValueError(f"base returned shape {tuple(out.shape)} for {rows} draws")
+    if not finite:
+        raise ValueError("base returned non-finite values")
 
 
 def _import_torch() -> Any:
@@ -451,6 +483,11 @@ def _tensor_spec(base: object) -> tuple[torch.dtype, torch.device]:
             if tensor.is_floating_point():
                 return tensor.dtype, tensor.device
     return torch.float32, torch.device("cpu")
+
+
+def _on_accelerator(base: object) -> bool:
+    """Whether a torch base module lives off the CPU (then its outputs stay there)."""
+    return _tensor_spec(base)[1].type != "cpu"
 
 
 def _since(start: float) -> float:

@@ -1,0 +1,203 @@
+"""--device auto|cpu|cuda[:N] (lassi.spec.device) on every heavy command.
+
+On the CPU: --device cpu and --device auto give the same artifacts as no option (timings aside);
+--device cuda without CUDA is a one-line usage error (exit 2). The device paths of the smoothing
+procedures are checked against the CPU ones (on CUDA when there is one: ``-m gpu``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from factories import DATA, similarity_set
+from lassi.consumer.cli import main as consumer
+from lassi.producer.cli import main as producer
+from lassi.regulator.cli import main as regulator
+from lassi.spec import UsageError
+from lassi.spec.center_smoothing import (
+    CenterSmoothing,
+    CenterSmoothingParams,
+    device_distances,
+    distances_to,
+)
+from lassi.spec.device import parse_device, resolve_device
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def test_parse_device() -> None:
+    assert parse_device("auto") == ("auto", None)
+    assert parse_device("cpu") == ("cpu", None)
+    assert parse_device("cuda") == ("cuda", None)
+    assert parse_device("CUDA:1") == ("cuda", 1)
+    for bad in ("gpu", "cpu:0", "cuda:", "cuda:x", "auto:1", ""):
+        with pytest.raises(UsageError):
+            parse_device(bad)
+
+
+def test_resolve_device_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:0", "cuda:3"):
+        with pytest.raises(UsageError, match="CUDA is not available") as error:
+            resolve_device(name)
+        assert error.value.exit_code == 2
+
+
+def test_resolve_device_with_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(UsageError, match="only 2 CUDA"):
+        resolve_device("cuda:2")
+
+
+# ---------------------------------------------------------------- the commands, on the CPU
+
+
+def _commands(chain: dict[str, Path], d: Path) -> dict[str, tuple]:
+    """Each heavy command at tiny sizes: (CLI group, arguments without --out/--out-dir, output
+    option). Timings ("seconds") are the only fields allowed to differ between runs."""
+    # fmt: off
+    spec, encoder = str(chain["spec"]), str(chain["encoder"])
+    return {
+        "train-glow": (regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "1", "--hidden", "8",
+                                   "--steps", "3", "--batch-size", "8", "--warmup", "1", "--quiet"], "--out"),
+        "producer-train": (producer, ["train", "--spec", spec, *DATA, "--task", "object_hue", "--hidden", "16",
+                                      "--k", "8", "--epochs", "1", "--batch-size", "64", "--max-train", "128",
+                                      "--attack-points", "4", "--cache-dir", str(d / "cache"), "--quiet"], "--out"),
+        "encode": (producer, ["encode", "--spec", spec, "--encoder", encoder, *DATA, "--split", "test",
+                              "--limit", "2", "--certify", "--n0", "300", "--n", "400", "--delta", "0.2",
+                              "--cache-dir", str(d / "cache"), "--quiet"], "--out"),
+        "export-onnx": (producer, ["export-onnx", "--spec", spec, "--encoder", encoder], "--out-dir"),
+        "consumer-train": (consumer, ["train", "--bundle", str(chain["train"]), "--task", "object_hue",
+                                      "--sigma", "0.5", "--quiet"], "--out"),
+        "verify": (consumer, ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+                              "--n0", "50", "--n", "300", "--quiet"], "--out"),
+    }
+    # fmt: on
+
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    """Every tensor an output holds (a folder: each ONNX file's bytes), timings left out."""
+    from safetensors.numpy import load_file
+
+    if path.is_dir():
+        return {f.name: np.frombuffer(f.read_bytes(), np.uint8) for f in sorted(path.glob("*.onnx"))}
+    return {k: v for k, v in load_file(str(path)).items() if k != "seconds"}
+
+
+@pytest.mark.parametrize(
+    "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
+)
+def test_device_cpu_and_auto_equal_no_option(
+    name: str, chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto = cpu, also on a GPU
+    group, args, out_option = _commands(chain, tmp_path)[name]
+    results = {}
+    for label, extra in (("none", []), ("cpu", ["--device", "cpu"]), ("auto", ["--device", "auto"])):
+        out = tmp_path / (label if out_option == "--out-dir" else f"{label}.safetensors")
+        result = CliRunner().invoke(group, [*args, *extra, out_option, str(out)])
+        assert result.exit_code == 0, result.output
+        results[label] = _tensors(out)
+    assert results["none"], "the command wrote no tensor"
+    for label in ("cpu", "auto"):
+        assert results[label].keys() == results["none"].keys()
+        for key, value in results["none"].items():
+            np.testing.assert_array_equal(results[label][key], value, err_msg=f"{label}: {key}")
+
+
+@pytest.mark.parametrize(
+    "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
+)
+def test_device_cuda_without_cuda_is_one_line(
+    name: str, chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    group, args, out_option = _commands(chain, tmp_path)[name]
+    out = tmp_path / "out.safetensors"
+    result = CliRunner().invoke(group, [*args, "--device", "cuda:0", out_option, str(out)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == ["error: --device cuda:0: CUDA is not available on this machine"]
+    assert not out.exists()
+    bad = CliRunner().invoke(group, [*args, "--device", "gpu", out_option, str(out)])
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1, bad.output
+
+
+# ------------------------------------------------------- the device paths of the smoothing
+
+
+def test_device_distances_equal_numpy_distances() -> None:
+    rng = np.random.default_rng(0)
+    points = rng.standard_normal((257, 16)).astype(np.float32)
+    center = rng.standard_normal(16).astype(np.float32)
+    on_device = device_distances(torch.from_numpy(points), center)
+    np.testing.assert_allclose(on_device, distances_to(points, center), rtol=1e-14, atol=0)
+
+
+def _affine_base():
+    """A small latent-MLP base function f(t) of one latent (the affine trick), in eval mode."""
+    from lassi.producer.base_function import BaseFunction
+    from lassi.producer.encoders import LatentMLP
+
+    sim = similarity_set(m=3)
+    torch.manual_seed(0)
+    base = BaseFunction(LatentMLP(sim.glow.latent_dim, (32,), 8), sim.vectors).eval()
+    z_g = torch.randn(4, sim.glow.latent_dim, generator=torch.Generator().manual_seed(1))
+    return base, z_g, sim.m
+
+
+def test_center_smoothing_device_branch_matches_host_branch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The branch that keeps outputs on the device (taken on CUDA) certifies like the host one;
+    run here on CPU tensors by declaring the module an accelerator one."""
+    import lassi.spec.center_smoothing as cs
+
+    base, z_g, m = _affine_base()
+    params = CenterSmoothingParams(n0=300, n=400, delta=0.2, batch_size=128, epsilon=0.3, sigma=0.5)
+    host = [CenterSmoothing(base.for_latent(z), m, params).certify(0, i) for i, z in enumerate(z_g)]
+    monkeypatch.setattr(cs, "_on_accelerator", lambda module: True)
+    device = [CenterSmoothing(base.for_latent(z), m, params).certify(0, i) for i, z in enumerate(z_g)]
+    assert any(not c.abstained for c in host)
+    for a, b in zip(host, device, strict=True):
+        np.testing.assert_array_equal(a.center, b.center)
+        assert (a.status, a.p_hat) == (b.status, b.p_hat)
+        assert b.r_cs == pytest.approx(a.r_cs, rel=1e-12, abs=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_certificates_on_cuda_match_cpu() -> None:
+    """Same draws on both devices (CPU-seeded); the network's float32 rounding differs, so the
+    certificates agree to rounding, not bit for bit."""
+    from lassi.consumer.randomized_smoothing import Smooth
+
+    base, z_g, m = _affine_base()
+    params = CenterSmoothingParams(n0=500, n=1000, delta=0.2, batch_size=256, epsilon=0.3, sigma=0.5)
+    cpu = [CenterSmoothing(base.for_latent(z), m, params).certify(0, i) for i, z in enumerate(z_g)]
+    base.to("cuda")
+    gpu = [
+        CenterSmoothing(base.for_latent(z.cuda()), m, params).certify(0, i)
+        for i, z in enumerate(z_g)
+    ]
+    for a, b in zip(cpu, gpu, strict=True):
+        assert a.status == b.status
+        np.testing.assert_allclose(b.center, a.center, rtol=1e-4, atol=1e-5)
+        assert b.r_cs == pytest.approx(a.r_cs, rel=1e-4, abs=1e-6)
+
+    head = torch.nn.Linear(8, 3)
+    z = torch.randn(8)
+    cpu_rs = Smooth(head, 3, 0.5).certify(z, 100, 2000, 0.001, seed=0, sample_id=7)
+    gpu_rs = Smooth(head.to("cuda"), 3, 0.5, device="cuda").certify(z, 100, 2000, 0.001, 0, 7)
+    assert cpu_rs.prediction == gpu_rs.prediction
+    assert abs(cpu_rs.count - gpu_rs.count) <= 2  # argmax flips only at float32 near-ties
