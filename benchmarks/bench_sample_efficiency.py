@@ -23,7 +23,7 @@ import numpy as np
 
 from lassi.spec import CenterStatus, RepresentationBundle, read_artifact
 
-DEMO = Path("/work/main/runs/demo")
+DEMO = Path(__file__).resolve().parents[1] / "runs" / "demo"
 HERE = Path(__file__).resolve().parent
 
 
@@ -94,7 +94,7 @@ def _run(name, spec, encoder, data, classifier, out, samples, bounds, n_cs, sequ
 @click.option("--quick", is_flag=True, help="8 samples, center smoothing n = 2000 for (a), (b).")
 @click.option("--out", type=click.Path(path_type=Path), default=HERE / "out" / "sample_efficiency")
 def main(spec, encoder, test_bundle, train_bundle, classifier, samples, small_n, mlp_epochs, quick, out):
-    from lassi.consumer.verification import train_consumer_classifier
+    from lassi.consumer.classifier import train_consumer_classifier
     from lassi.regulator.data_config import DatasetConfig
 
     out.mkdir(parents=True, exist_ok=True)

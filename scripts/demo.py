@@ -214,6 +214,8 @@ def main() -> int:
                 str(classifier),
                 "--bundle",
                 str(test_bundle),
+                "--spec",
+                str(spec),
                 *VERIFY,
                 "--out",
                 str(report),
