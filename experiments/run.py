@@ -67,6 +67,7 @@ CERT = CenterSmoothingParams(
     sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha1=0.005, alpha2=0.005, delta=0.05
 )
 VERIFY = {"n0": 2_000, "n": 100_000, "alpha": 0.001}
+LABELS = ("object_hue", "shape", "floor_hue")  # handed on: the task and the transfer tasks
 EPOCHS = 4  # encoder epochs (the brief says 5; 4 keeps the experiments within CPU time)
 
 
@@ -133,7 +134,9 @@ def producer_run(
         )
         train_encoder(config, spec, encoder, cache_dir=OUT / ".cache")
     if not train.exists():
-        encode_split(spec, encoder, data, "train", train, cache_dir=OUT / ".cache")
+        encode_split(
+            spec, encoder, data, "train", train, cache_dir=OUT / ".cache", labels=LABELS
+        )
     if not test.exists():
         encode_split(
             spec,
@@ -145,6 +148,7 @@ def producer_run(
             certify=cert,
             seed=seed,
             cache_dir=OUT / ".cache",
+            labels=LABELS,
         )
     return encoder, train, test
 

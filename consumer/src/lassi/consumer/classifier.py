@@ -211,6 +211,12 @@ def train_classifier(
 
 def _task_labels(bundle: Artifact[RepresentationBundle], task: str) -> np.ndarray:
     meta = bundle.meta
+    if task in meta.attributes or task in meta.sensitive_labels:
+        raise UsageError(
+            bundle.path,
+            f"task {task!r} is a sensitive attribute of the similarity set the bundle was "
+            "certified for; a classifier for it cannot be individually fair about it",
+        )
     if task not in meta.label_names:
         known = ", ".join(meta.label_names) or "none"
         raise UsageError(bundle.path, f"has no labels for task '{task}' (labels: {known})")

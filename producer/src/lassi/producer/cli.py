@@ -173,6 +173,16 @@ def train_command(
     "--every", type=int, default=1, show_default=True, help="Take every K-th sample of the split."
 )
 @click.option("--out", type=PATH, required=True, help="Representation bundle to write.")
+@click.option(
+    "--labels",
+    default=None,
+    help="Comma-separated labels to hand on with the representations (default: the encoder's task).",
+)
+@click.option(
+    "--include-sensitive-labels",
+    is_flag=True,
+    help="Also hand on labels of the spec's sensitive attributes (recorded in the bundle).",
+)
 @click.option("--certify", is_flag=True, help="Center-smooth every sample (z_CS, r_CS).")
 @click.option(
     "--sigma", type=float, default=0.65, show_default=True, help="Std of the t-noise sigma_enc."
@@ -207,6 +217,8 @@ def encode_command(
     limit: int | None,
     every: int,
     out: Path,
+    labels: str | None,
+    include_sensitive_labels: bool,
     certify: bool,
     sigma: float,
     n0: int,
@@ -261,6 +273,8 @@ def encode_command(
             cache_dir=cache_dir,
             progress=not quiet,
             executor=runner,
+            labels=None if labels is None else [s.strip() for s in labels.split(",") if s.strip()],
+            include_sensitive_labels=include_sensitive_labels,
             device=device,
         )
 

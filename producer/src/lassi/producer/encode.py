@@ -8,6 +8,7 @@ thanks to per-sample seeds, writes a bit-identical file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +47,14 @@ def encode_split(
     progress: bool = True,
     executor: Executor | None = None,
     device: str | torch.device = "cpu",
+    labels: Sequence[str] | None = None,
+    include_sensitive_labels: bool = False,
 ) -> Path:
     """Write the representation bundle of ``split`` (certified when ``certify`` is given).
+
+    ``labels``: the labels handed on with the representations (default: the encoder's task).
+    A label of a sensitive attribute of the spec is refused unless ``include_sensitive_labels``
+    (recorded in the bundle), so that a consumer is not handed what the set is fair about.
 
     ``device``: where E_L runs (plain encoding and every center-smoothing draw)."""
     out = Path(out)
@@ -64,7 +71,18 @@ def encode_split(
     z_g = glow_latents(
         sim, source, data, ids, cache_dir, progress=progress, desc=f"glow latents ({split})"
     )
-    labels = {name: np.asarray(v, dtype=np.int64) for name, v in source.attributes(ids).items()}
+    wanted = list(dict.fromkeys(labels if labels is not None else [card.task]))
+    sensitive = sorted(set(wanted) & set(sim.meta.attribute_names))
+    if sensitive and not include_sensitive_labels:
+        raise UsageError(
+            None,
+            f"label {sensitive[0]!r} is a sensitive attribute of the spec; it is handed on only "
+            "with --include-sensitive-labels",
+        )
+    for name in wanted:
+        source.check_attribute(name)
+    every_label = source.attributes(ids)
+    labels = {name: np.asarray(every_label[name], dtype=np.int64) for name in wanted}
     with torch.no_grad():
         z = (
             torch.cat([base(z_g[i : i + 1024].to(device)).cpu() for i in range(0, len(ids), 1024)])
@@ -108,6 +126,7 @@ def encode_split(
         certified=certify is not None,
         certificate=certificate,
         attributes=sim.meta.attribute_names,
+        sensitive_labels=sensitive,
         data=data.provenance(split, len(ids)),
         parents={"encoder": encoder_sha, "similarity_spec": sim.sha256},
     )

@@ -433,6 +433,10 @@ class RepresentationBundle(ArtifactBase):
     certified: bool = False
     certificate: CertificateParams | None = None
     attributes: list[Name] = Field(default_factory=list)
+    sensitive_labels: list[Name] = Field(
+        default_factory=list,
+        description="labels of sensitive attributes the producer chose to hand on (explicit flag)",
+    )
     data: DataProvenance | None = None
 
     @model_validator(mode="after")

@@ -1,0 +1,70 @@
+"""No sensitive labels handed on: bundles carry only the labels asked for, never a sensitive one
+without the explicit flag, and neither role trains a model to predict a sensitive attribute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from factories import DATA
+from lassi.spec import RepresentationBundle, read_artifact
+
+
+def _invoke(main, args: list[str]):
+    return CliRunner().invoke(main, args)
+
+
+def _one_line_error(result, code: int, *words: str) -> None:
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_bundles_carry_only_the_task_label_by_default(chain: dict[str, Path]) -> None:
+    for name in ("train", "test"):
+        meta = read_artifact(chain[name], expect=RepresentationBundle).meta
+        assert meta.label_names == ["object_hue"]
+        assert meta.sensitive_labels == []
+
+
+def test_sensitive_labels_only_with_the_flag(chain: dict[str, Path], tmp_path: Path) -> None:
+    from lassi.consumer.cli import main as consumer
+    from lassi.producer.cli import main as producer
+
+    encode = ["encode", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]), *DATA,
+              "--split", "val", "--limit", "20", "--quiet"]  # fmt: skip
+    refused = tmp_path / "refused.safetensors"
+    result = _invoke(producer, [*encode, "--labels", "object_hue,orientation", "--out", str(refused)])
+    _one_line_error(result, 2, "orientation", "--include-sensitive-labels")
+    assert not refused.exists()
+
+    out = tmp_path / "with.safetensors"
+    result = _invoke(producer, [*encode, "--labels", "shape,orientation", "--include-sensitive-labels",
+                                "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = read_artifact(out, expect=RepresentationBundle).meta
+    assert meta.label_names == ["orientation", "shape"]
+    assert meta.sensitive_labels == ["orientation"]
+
+    # the consumer refuses to learn the sensitive attribute, even when the labels are there
+    classifier = tmp_path / "classifier.safetensors"
+    result = _invoke(consumer, ["train", "--bundle", str(out), "--task", "orientation", "--sigma",
+                                "0.5", "--quiet", "--out", str(classifier)])  # fmt: skip
+    _one_line_error(result, 2, "orientation", "sensitive")
+    assert not classifier.exists()
+
+    result = _invoke(producer, [*encode, "--labels", "no_such_label", "--out", str(refused)])
+    _one_line_error(result, 2, "no_such_label")
+
+
+def test_the_encoder_is_not_trained_on_a_sensitive_task(chain: dict[str, Path], tmp_path: Path) -> None:
+    from lassi.producer.cli import main as producer
+
+    out = tmp_path / "encoder.safetensors"
+    result = _invoke(producer, ["train", "--spec", str(chain["spec"]), *DATA, "--task", "orientation",
+                                "--epochs", "1", "--quiet", "--out", str(out)])  # fmt: skip
+    _one_line_error(result, 2, "orientation", "sensitive")
+    assert not out.exists()
