@@ -68,3 +68,23 @@ def test_the_encoder_is_not_trained_on_a_sensitive_task(chain: dict[str, Path], 
                                 "--epochs", "1", "--quiet", "--out", str(out)])  # fmt: skip
     _one_line_error(result, 2, "orientation", "sensitive")
     assert not out.exists()
+
+
+def test_settings_that_can_never_certify_are_refused_up_front(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    from lassi.producer.cli import main as producer
+
+    out = tmp_path / "bundle.safetensors"
+    encode = ["encode", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]), *DATA,
+              "--split", "test", "--limit", "2", "--certify", "--quiet", "--out", str(out)]  # fmt: skip
+    # Hoeffding: Δ1 = sqrt(ln(2/α1)/(2 n0)) > Δ = 0.05 below n0 = 1199 at α1 = 0.005
+    result = _invoke(producer, [*encode, "--bounds", "hoeffding", "--n0", "1198", "--n", "2000"])
+    _one_line_error(result, 2, "n0=1198", "1199")
+    # Hoeffding: q > 1 for a tiny n
+    result = _invoke(producer, [*encode, "--bounds", "hoeffding", "--n0", "2000", "--n", "20"])
+    _one_line_error(result, 2, "n=20", "q =")
+    # exact bounds: even p̂ = 1 cannot pass step 2
+    result = _invoke(producer, [*encode, "--n0", "5", "--n", "2000"])
+    _one_line_error(result, 2, "n0=5")
+    assert not out.exists()

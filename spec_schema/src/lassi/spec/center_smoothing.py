@@ -209,6 +209,31 @@ def quantile_level(params: CenterSmoothingParams) -> float:
     return shifted_level(params) + math.sqrt(math.log(1.0 / params.alpha2) / (2.0 * params.n))
 
 
+def never_certifies(params: CenterSmoothingParams) -> str | None:
+    """Why these settings abstain on every sample by construction, or None.
+
+    Exact bounds refuse such settings when constructed; with Hoeffding's they are valid (a
+    bundle may record them, and the audit replays them) but a run with them is wasted compute, so
+    the producer's command refuses them up front: Δ1 > Δ fails step 2 even at p̂ = 1, and q > 1
+    fails step 3 whatever the sample.
+    """
+    if params.bounds != "hoeffding":
+        return None
+    delta1, _ = abstain_margins(1.0, params.n0, params.alpha1)
+    if delta1 > params.delta:
+        smallest = math.ceil(math.log(2.0 / params.alpha1) / (2.0 * params.delta**2))
+        return (
+            f"n0={params.n0} can never certify with Hoeffding bounds: Delta1 = {delta1:.4f} > "
+            f"delta = {params.delta} (needs n0 >= {smallest})"
+        )
+    if quantile_level(params) > 1:
+        return (
+            f"n={params.n} can never certify with Hoeffding bounds: q = "
+            f"{quantile_level(params):.4f} > 1 for epsilon = {params.epsilon}, sigma = {params.sigma}"
+        )
+    return None
+
+
 def estimation_rank(params: CenterSmoothingParams) -> int | None:
     """Step 4: the 1-based rank k of R̂ among the n estimation distances, None to abstain.
 
