@@ -1,7 +1,7 @@
 """Sample efficiency of certification: the same samples certified four ways.
 
 (a) today's procedure: Hoeffding bounds, n0 = n = 10^4; randomized smoothing n0 = 2000, n = 10^5;
-(b) exact binomial bounds at equal n; (c) exact bounds with smaller n0 = n (--small-n);
+(b) exact binomial bounds at equal n; (c) exact bounds with smaller n0 (--small-n0) and n (--small-n);
 (d) (c) + sequential randomized smoothing (at most 10^5 estimation draws).
 
 For each: base-function evaluations (producer: 2 n0 + n per sample that reaches step 4, 2 n0
@@ -35,12 +35,13 @@ def _producer_evaluations(bundle: Path) -> int:
 
 
 def _run(name, spec, encoder, data, classifier, out, samples, bounds, n_cs, sequential):
+    """``n_cs``: (n0, n) of center smoothing."""
     from lassi.consumer.verification import verify
     from lassi.producer.encode import encode_split
     from lassi.spec.center_smoothing import CenterSmoothingParams
 
-    params = CenterSmoothingParams(n0=n_cs, n=n_cs, bounds=bounds)
-    bundle = out / f"bundle_{bounds}_{n_cs}.safetensors"
+    params = CenterSmoothingParams(n0=n_cs[0], n=n_cs[1], bounds=bounds)
+    bundle = out / f"bundle_{bounds}_{n_cs[0]}_{n_cs[1]}.safetensors"
     start = time.perf_counter()
     if not bundle.exists():
         encode_split(spec, encoder, data, "test", bundle, limit=samples, certify=params)
@@ -89,11 +90,12 @@ def _run(name, spec, encoder, data, classifier, out, samples, bounds, n_cs, sequ
     default=DEMO / "consumer/classifier.safetensors",
 )
 @click.option("--samples", type=int, default=60, show_default=True)
-@click.option("--small-n", type=int, default=2_000, show_default=True, help="n0 = n of (c), (d).")
+@click.option("--small-n0", type=int, default=5_000, show_default=True, help="n0 of (c), (d).")
+@click.option("--small-n", type=int, default=2_000, show_default=True, help="n of (c), (d).")
 @click.option("--mlp-epochs", type=int, default=5, show_default=True)
 @click.option("--quick", is_flag=True, help="8 samples, center smoothing n = 2000 for (a), (b).")
 @click.option("--out", type=click.Path(path_type=Path), default=HERE / "out" / "sample_efficiency")
-def main(spec, encoder, test_bundle, train_bundle, classifier, samples, small_n, mlp_epochs, quick, out):
+def main(spec, encoder, test_bundle, train_bundle, classifier, samples, small_n0, small_n, mlp_epochs, quick, out):
     from lassi.consumer.classifier import train_consumer_classifier
     from lassi.regulator.data_config import DatasetConfig
 
@@ -111,10 +113,10 @@ def main(spec, encoder, test_bundle, train_bundle, classifier, samples, small_n,
             )
         heads.append(mlp)
     configs = [
-        ("a_hoeffding", "hoeffding", big_n, False),
-        ("b_exact", "exact", big_n, False),
-        ("c_exact_small_n", "exact", small_n, False),
-        ("d_exact_small_n_sequential", "exact", small_n, True),
+        ("a_hoeffding", "hoeffding", (big_n, big_n), False),
+        ("b_exact", "exact", (big_n, big_n), False),
+        ("c_exact_small_n", "exact", (small_n0, small_n), False),
+        ("d_exact_small_n_sequential", "exact", (small_n0, small_n), True),
     ]
     rows = []
     for head in heads:

@@ -78,6 +78,9 @@ def train_command(
     quiet: bool,
 ) -> None:
     """Train the noise-augmented classifier C_L on a bundle's representations."""
+    from lassi.spec.outputs import check_outputs
+
+    check_outputs([out], inputs=[bundle])
     from lassi.consumer.classifier import train_consumer_classifier
     from lassi.spec import UsageError
 
@@ -204,7 +207,9 @@ def verify_command(
 def export_onnx_command(classifier_path: Path, out: Path) -> None:
     """Export C_L as ONNX (input z [batch, k] -> logits), provenance in its metadata."""
     from lassi.consumer.onnx_export import export_classifier
+    from lassi.spec.outputs import check_outputs
 
+    check_outputs([out], inputs=[classifier_path])
     error = export_classifier(classifier_path, out)
     click.echo(f"wrote {out} (max |onnxruntime - torch| = {error:.2e})")
 

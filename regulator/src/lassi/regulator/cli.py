@@ -59,7 +59,9 @@ def train_glow_command(
 ) -> None:
     """Train a Glow on the images; resumes from OUT.ckpt if a run was interrupted."""
     from lassi.regulator.training import GlowTrainConfig, train_glow
+    from lassi.spec.outputs import check_outputs
 
+    check_outputs([out, out.with_name(out.stem + ".samples.png")])
     data = dataset_config_from_options(options, image_size=None)
     flow = validated(
         GlowConfig,
@@ -199,8 +201,10 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
     point of the set to each ground-truth sibling, above the siblings)."""
     from lassi.regulator.coverage import describe
     from lassi.regulator.show import show_spec
+    from lassi.spec.outputs import check_outputs
 
     out = out or spec.with_name(spec.stem + ".strips.png")
+    check_outputs([out], inputs=[spec])
     meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
     if meta.fidelity is not None:
         per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
