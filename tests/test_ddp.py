@@ -49,10 +49,14 @@ def _torchrun(script: str, args: list[str], n: int = 2) -> subprocess.CompletedP
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
 
 
-def _max_diff(a: Path, b: Path) -> float:
+def _diffs(a: Path, b: Path) -> dict[str, float]:
     ta, tb = read_artifact(a).tensors, read_artifact(b).tensors
     assert sorted(ta) == sorted(tb)
-    return max(float(np.abs(ta[k].astype(np.float64) - tb[k]).max(initial=0.0)) for k in ta)
+    return {k: float(np.abs(ta[k].astype(np.float64) - tb[k]).max(initial=0.0)) for k in ta}
+
+
+def _max_diff(a: Path, b: Path) -> float:
+    return max(_diffs(a, b).values())
 
 
 def _glow_args(out: Path, steps: int = 6) -> list[str]:
@@ -148,7 +152,23 @@ def test_producer_train_two_ranks_match_one_process(tmp_path: Path, spec: Path) 
     _single("lassi-producer", args(one))
     assert [p.name for p in ddp.parent.iterdir()] == ["encoder.safetensors"]
     assert result.stdout.count("wrote ") == 1
-    assert _max_diff(ddp, one) < TOLERANCE
+    # A Linear bias right before a BatchNorm has gradient exactly 0 (BN subtracts the batch
+    # mean), so what it gets is float rounding noise, and Adam, which divides by the noise's
+    # own RMS, turns that into steps of size up to lr in random directions: such a bias (and the
+    # running mean that tracks it) may differ by up to lr per step between any two summation
+    # orders. It does not change what the encoder computes in training mode. Every other
+    # tensor must agree to TOLERANCE.
+    diffs = _diffs(ddp, one)
+    names = set(diffs)
+    steps, lr = 2 * 4, 1e-3  # 2 epochs of ceil(99 / 32) steps at the default lr
+    for name, diff in diffs.items():
+        prefix, index, kind = name.rsplit(".", 2)
+        following = f"{prefix}.{int(index) + 1}.running_mean" if index.isdigit() else ""
+        before_bn = kind == "bias" and following in names
+        if before_bn or kind == "running_mean":
+            assert diff <= steps * lr * 1.01, name
+        else:
+            assert diff < TOLERANCE, (name, diff)
     a, b = read_artifact(ddp).meta.training, read_artifact(one).meta.training
     assert (a.best_epoch, a.train_accuracy, a.val_accuracy) == (
         b.best_epoch,
