@@ -59,6 +59,7 @@ def random_attack(
     n_points: int,
     generator: torch.Generator | None = None,
     max_elements: int = 1 << 25,
+    points: Tensor | None = None,
 ) -> Tensor:
     """The random attack: for each latent z_b of z [B, D] the z_b + t A, t among n_points
     uniform draws from the ε-ball, whose representation is farthest from E_L(z_b).
@@ -66,14 +67,17 @@ def random_attack(
     E_L runs in eval mode (the training flag is restored afterwards). With the affine trick
     (latent MLP) each candidate costs the layers after the first; otherwise the candidates go
     through the whole encoder one batch of B at a time, so memory is O(B · D) whatever n_points
-    is. Ties go to the first draw. Returns the detached z_adv.
+    is. Ties go to the first draw. Returns the detached z_adv. ``points`` [B, n_points, m]: the
+    draws t given by the caller instead (a data-parallel rank passes its rows of the global
+    batch's draws).
     """
     was_training = base.training
     base.eval()
     try:
         batch = z.shape[0]
-        t = sample_ball(generator, batch * n_points, base.m, epsilon, dtype=z.dtype)
-        t = t.to(z.device).reshape(batch, n_points, base.m)
+        if points is None:
+            points = sample_ball(generator, batch * n_points, base.m, epsilon, dtype=z.dtype)
+        t = points.to(z.device).reshape(batch, n_points, base.m)
         if base.uses_affine_trick:
             distances = _affine_distances(base.affine(z), t, max_elements)
         else:

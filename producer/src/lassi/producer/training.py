@@ -24,10 +24,11 @@ from tqdm import tqdm
 from lassi.producer.base_function import BaseFunction, build_base_function, load_spec
 from lassi.producer.encoders import AuxClassifier, LatentDecoder
 from lassi.producer.latents import TOOL, glow_latents
-from lassi.producer.losses import LassiLoss, random_attack
+from lassi.producer.losses import LassiLoss, contrastive_loss, random_attack, sample_ball
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import EncoderCard, EncoderTraining, LossWeights, UsageError, write_artifact
+from lassi.spec.distributed import Ranks, data_parallel, sync_batch_norm
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
 
@@ -83,9 +84,26 @@ def train_encoder(
 
     ``device``: where the models train; latents and labels stay on the CPU and each batch moves
     (initial weights, batch order and attack draws are CPU-seeded, so they do not depend on it).
+    Under torchrun the run is data-parallel (:mod:`lassi.spec.distributed`): ``batch_size`` is
+    the global batch, each rank trains on its slice of it with BatchNorm statistics and the
+    contrastive pairs taken over the global batch, and rank 0 alone writes the checkpoints and
+    the artifact.
     """
-    device = torch.device(device)
-    out = Path(out)
+    with data_parallel(device) as (ranks, device):
+        return _train_encoder(
+            config, spec, Path(out), cache_dir, progress and ranks.is_main, device, ranks
+        )
+
+
+def _train_encoder(
+    config: EncoderTrainConfig,
+    spec: Path | SimilaritySet,
+    out: Path,
+    cache_dir: Path | None,
+    progress: bool,
+    device: torch.device,
+    ranks: Ranks,
+) -> Path:
     sim = load_spec(spec)
     data = config.data
     if data.image_size != sim.glow.image_size:
@@ -107,12 +125,21 @@ def train_encoder(
         train_ids = train_ids[: config.max_train]
     val_ids = source.split_ids("val")
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / ".cache"
-    z_train = glow_latents(
-        sim, source, data, train_ids, cache_dir, progress=progress, desc="glow latents (train)"
-    )
-    z_val = glow_latents(
-        sim, source, data, val_ids, cache_dir, progress=progress, desc="glow latents (val)"
-    )
+    n = len(train_ids)
+    ranks.check_batch_size(config.batch_size)
+    if ranks.active and 2 <= n % config.batch_size < ranks.world:
+        raise UsageError(
+            None,
+            f"the last batch of each epoch has {n % config.batch_size} images, fewer than the "
+            f"{ranks.world} torchrun processes; choose another --batch-size or --max-train",
+        )
+    with ranks.main_first():  # rank 0 fills the latent cache, the others read it
+        z_train = glow_latents(
+            sim, source, data, train_ids, cache_dir, progress=progress, desc="glow latents (train)"
+        )
+        z_val = glow_latents(
+            sim, source, data, val_ids, cache_dir, progress=progress, desc="glow latents (val)"
+        )
     y_train = torch.from_numpy(source.attributes(train_ids)[config.task].astype(np.int64))
     y_val = torch.from_numpy(source.attributes(val_ids)[config.task].astype(np.int64))
 
@@ -147,10 +174,16 @@ def train_encoder(
         start_epoch, state, _ = restored
         if progress:
             print(f"resuming {out.name} after epoch {start_epoch} ({checkpoint})")
+    for module in modules.values():
+        ranks.broadcast(module)  # every rank starts from rank 0's (identical) weights
+        if ranks.active:
+            sync_batch_norm(module)
 
     lam = config.loss
     objective = LassiLoss.from_weights(lam)
-    n = len(train_ids)
+    active_terms = objective.active_terms
+    if ranks.active:  # the contrastive pairs span the global batch: computed below
+        objective = LassiLoss(lam.adv, 0.0, lam.rec, lam.delta_adv, lam.delta_contr)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
@@ -168,6 +201,9 @@ def train_encoder(
             idx = torch.from_numpy(order[step * config.batch_size : (step + 1) * config.batch_size])
             if len(idx) < 2:
                 continue
+            batch, rows = len(idx), ranks.shard(len(idx))
+            if ranks.active:
+                idx_global, idx = idx, idx[rows]
             z, y = z_train[idx].to(device), y_train[idx].to(device)
             for m in modules.values():
                 m.train()
@@ -179,7 +215,14 @@ def train_encoder(
                         config.seed, epoch * steps_per_epoch + step, Stage.TRAINING, PURPOSE_ATTACK
                     )
                 )
-                z_adv = random_attack(base, z, sim.epsilon, lam.attack_points, generator)
+                points = None
+                if ranks.active:  # this rank's rows of the global batch's draws
+                    points = sample_ball(
+                        generator, batch * lam.attack_points, base.m, sim.epsilon, dtype=z.dtype
+                    ).reshape(batch, lam.attack_points, base.m)[rows]
+                z_adv = random_attack(
+                    base, z, sim.epsilon, lam.attack_points, generator, points=points
+                )
                 # one joint pass: BatchNorm normalises z and z_adv with the same batch statistics
                 both = base(torch.cat([z, z_adv]))
                 r, r_adv = both[: len(z)], both[len(z) :]
@@ -187,7 +230,14 @@ def train_encoder(
                 r = base(z)
             parts = objective(r, y, aux, r_adv=r_adv, z=z, decoder=decoder)
             loss, logits = parts["loss"], parts["logits"]
-            terms = {name: parts[name] for name in objective.active_terms}
+            if ranks.active:
+                loss = loss * ranks.share(batch)
+                if lam.contr > 0:
+                    y_all = y_train[idx_global].to(device)
+                    r_all = ranks.gather_rows(r, batch)
+                    parts["contr"] = contrastive_loss(r_all, y_all, lam.delta_contr)
+                    loss = loss + lam.contr * parts["contr"]
+            terms = {name: parts[name] for name in active_terms}
             if not torch.isfinite(loss):
                 raise RuntimeError(
                     f"encoder training diverged at epoch {epoch + 1} (loss {float(loss.detach())}, terms "
@@ -196,12 +246,15 @@ def train_encoder(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            ranks.average_gradients(params)
             optimizer.step()
             correct += int((logits.argmax(1) == y).sum())  # (one sync per step)
             bar.set_postfix(
                 {k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False
             )
             bar.update(1)
+        if ranks.active:
+            correct = int(ranks.sum(torch.tensor(correct)))
         train_acc = correct / n
         val_acc = _accuracy(base, aux, z_val, y_val, device=device)
         state["seconds"] = float(state["seconds"]) + time.perf_counter() - t0
@@ -213,6 +266,8 @@ def train_encoder(
             bar.write(
                 f"epoch {epoch + 1}/{config.epochs}: train acc {train_acc:.3f}, val acc {val_acc:.3f}"
             )
+        if not ranks.is_main:
+            continue
         save_checkpoint(
             checkpoint,
             tool=TOOL,
@@ -224,6 +279,8 @@ def train_encoder(
             state=state,
         )
     bar.close()
+    if not ranks.is_main:
+        return out
 
     card = EncoderCard(
         tool=TOOL,

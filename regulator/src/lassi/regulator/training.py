@@ -21,6 +21,7 @@ from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, postprocess, preprocess
 from lassi.spec import GlowArtifact, GlowConfig, GlowTraining, Preprocessing, write_artifact
 from lassi.spec.cli import tool_name
+from lassi.spec.distributed import Ranks, data_parallel
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
 
@@ -84,6 +85,18 @@ def validation_noise(ids: np.ndarray, shape: tuple[int, ...], n_bits: int, seed:
         )
         noise[row] = torch.rand(shape, generator=generator) / 2**n_bits
     return noise
+
+
+def _shard_batch(
+    source, ids: np.ndarray, n_bits: int, noise: torch.Generator, ranks: Ranks
+) -> Tensor:
+    """This rank's contiguous slice of the dequantised global batch ``ids``: only its images
+    are loaded, and the noise of the whole batch is drawn (then sliced) so that every image gets
+    the very noise a single-process run gives it."""
+    rows = ranks.shard(len(ids))
+    x = preprocess(source.images(ids[rows]), n_bits)
+    u = dequantize(torch.zeros((len(ids), *x.shape[1:]), dtype=x.dtype), n_bits, noise)
+    return x + u[rows]
 
 
 def _device_of(glow: Glow) -> torch.device:
@@ -151,13 +164,21 @@ def train_glow(
     A checkpoint beside ``out`` (``<out>.ckpt``) is written every ``checkpoint_every`` steps;
     running the same configuration again resumes from it (on any device). ``device``: where the
     flow trains; initial weights, batches and dequantisation noise are drawn on the CPU and moved,
-    so they do not depend on it.
+    so they do not depend on it. Under torchrun the run is data-parallel
+    (:mod:`lassi.spec.distributed`): ``batch_size`` is the global batch, each rank trains on its
+    slice and rank 0 alone writes the checkpoint, the artifact and the sample grid.
     """
-    out = Path(out)
-    device = torch.device(device)
+    with data_parallel(device) as (ranks, device):
+        return _train_glow(config, Path(out), progress and ranks.is_main, device, ranks)
+
+
+def _train_glow(
+    config: GlowTrainConfig, out: Path, progress: bool, device: torch.device, ranks: Ranks
+) -> Path:
     source = make_source(config.data)
     train_ids = source.split_ids("train")
     val_ids = source.split_ids("val")
+    ranks.check_batch_size(min(config.batch_size, len(train_ids)))
     torch.manual_seed(config.seed)
     glow = build_glow(config.flow).to(device)
     optimizer = torch.optim.Adam(glow.parameters(), lr=config.lr)
@@ -176,6 +197,7 @@ def train_glow(
         init_ids = _batch_ids(train_ids, config.seed, 10**9, ACTNORM_INIT_BATCH)
         init = preprocess(source.images(init_ids), config.flow.n_bits)
         glow.initialize_actnorm(init.to(device))
+    ranks.broadcast(glow)  # every rank starts from rank 0's (identical) weights
 
     bar = tqdm(
         total=config.steps,
@@ -190,17 +212,21 @@ def train_glow(
     for step in range(start, config.steps):
         t0 = time.perf_counter()
         ids = _batch_ids(train_ids, config.seed, step, config.batch_size)
-        x = preprocess(source.images(ids), config.flow.n_bits)
         noise = torch.Generator().manual_seed(torch_seed(config.seed, step, Stage.TRAINING))
-        x = dequantize(x, config.flow.n_bits, noise).to(device)
+        if ranks.active:
+            x = _shard_batch(source, ids, config.flow.n_bits, noise, ranks).to(device)
+        else:
+            x = preprocess(source.images(ids), config.flow.n_bits)
+            x = dequantize(x, config.flow.n_bits, noise).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
         bpd = glow.bits_per_dim(x).mean()
         optimizer.zero_grad(set_to_none=True)
         bpd.backward()
+        ranks.average_gradients(glow.parameters())
         torch.nn.utils.clip_grad_norm_(glow.parameters(), config.grad_clip)
         optimizer.step()
-        value = float(bpd.detach())
+        value = float(ranks.sum(bpd.detach()) / ranks.world if ranks.active else bpd.detach())
         if not math.isfinite(value):
             raise RuntimeError(f"training diverged at step {step} (bits/dim {value}); lower --lr")
         bpd_avg = value if math.isnan(bpd_avg) else 0.95 * bpd_avg + 0.05 * value
@@ -208,7 +234,7 @@ def train_glow(
         seconds += elapsed
         bar.set_postfix(bpd=f"{bpd_avg:.3f}", img_s=f"{len(ids) / elapsed:.0f}", refresh=False)
         bar.update(1)
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
+        if ranks.is_main and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             save_checkpoint(
                 checkpoint,
                 tool=TOOL,
@@ -220,6 +246,8 @@ def train_glow(
                 state={"seconds": seconds},
             )
     bar.close()
+    if not ranks.is_main:
+        return out
 
     val_bpd = evaluate_bits_per_dim(
         glow, source, val_ids[:512], config.flow.n_bits, seed=config.seed
