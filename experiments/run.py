@@ -25,6 +25,9 @@ Ground-truth transfer (Table 2) has two protocols:
 
 Both report "certified but ground-truth unfair": the sample itself certified (by the
 consumer's report) and ground-truth unfair.
+
+Why one long script: the three experiments share the producer/consumer runs and their
+caches; each sub-command is a short function at the end.
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ Two implementations share the algorithm: :class:`Smooth` (torch, any device) and
 torch only inside :class:`Smooth`, so the numpy path runs where torch is not installed. The two use
 different random generators (torch vs numpy PCG64), so their certificates differ draw by draw
 while being equally valid.
+
+Why one long module: CERTIFY, PREDICT, the sequential variant and their three back-ends
+(torch, the linear-head projection, onnxruntime) share one noise stream and counting code.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ All three share one small interface (:class:`ImageSource`) used by Glow training
 vectors and the producer: sample ids per split, integer attribute labels, and uint8 images
 [N, H, W, 3] at the source's ``image_size``. Problems with user data raise :class:`DataError`,
 whose message is a single line naming the file or folder and what is wrong with it.
+
+Why one long module: the three data sources share one interface and its error messages.
 """
 
 from __future__ import annotations

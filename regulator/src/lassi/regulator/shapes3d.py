@@ -25,6 +25,9 @@ once (lazily, with 3x3 supersampling and soft shadows) into per-pixel weight map
 material (floor, wall, object): the fraction of the pixel covered by the material times its
 Lambert + ambient shading. An image is then just these three maps times the three HSV colours
 of the hue triple, which is cheap enough to render tens of thousands of images per second.
+
+Why one long module: the renderer (geometry cast once, coloured per hue triple), the factor
+indexing and the correlated splits share the factor tables and are read together.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ on the CPU the distances are numpy's, as for a numpy base function.
 The module needs only numpy and the standard library; torch is used only when the base function
 is a torch module or returns tensors (and is then already imported by the caller), so an auditor
 can replay certificates with a numpy callable such as an onnxruntime session.
+
+Why one long module: the four steps, both kinds of bounds and the evaluation of the base
+function (torch, numpy or onnxruntime, CPU or GPU) form one algorithm the audit replays as is.
 """
 
 from __future__ import annotations

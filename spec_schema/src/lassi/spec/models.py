@@ -4,6 +4,9 @@ Every artifact is one ``.safetensors`` file: the metadata model below, validated
 as JSON under ``__metadata__["lassi"]``, plus the tensors its ``tensor_specs`` declare.
 Every artifact records the tool that wrote it, when, and the SHA-256 of each artifact it was
 made from (``parents``), so a verification report traces back to the exact similarity spec.
+
+Why one long module: it is the whole artifact schema in one place, the file a reader in
+another language (or ``inspect --schema``) follows; splitting it would scatter the contract.
 """
 
 from __future__ import annotations
