@@ -27,7 +27,7 @@ Both report "certified but ground-truth unfair": the sample itself certified (by
 consumer's report) and ground-truth unfair.
 
 Why one long script: the three experiments share the producer/consumer runs and their
-caches; each sub-command is a short function at the end.
+caches, so they live in one script.
 """
 
 from __future__ import annotations
