@@ -139,6 +139,18 @@ def save_image_grid(images: np.ndarray, path: Path, columns: int, pad: int = 2) 
         Image.fromarray(canvas).save(tmp, format="PNG")
 
 
+def optimisation_step(
+    glow: Glow, optimizer: torch.optim.Optimizer, x: Tensor, grad_clip: float
+) -> float:
+    """One maximum-likelihood step on the dequantised batch ``x``; returns its mean bits/dim."""
+    bpd = glow.bits_per_dim(x).mean()
+    optimizer.zero_grad(set_to_none=True)
+    bpd.backward()
+    torch.nn.utils.clip_grad_norm_(glow.parameters(), grad_clip)
+    optimizer.step()
+    return float(bpd.detach())
+
+
 def train_glow(config: GlowTrainConfig, out: Path, progress: bool = True) -> Path:
     """Train a Glow on the configured data and write it as a ``glow`` artifact to ``out``.
 
@@ -185,12 +197,7 @@ def train_glow(config: GlowTrainConfig, out: Path, progress: bool = True) -> Pat
         x = dequantize(x, config.flow.n_bits, noise)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        bpd = glow.bits_per_dim(x).mean()
-        optimizer.zero_grad(set_to_none=True)
-        bpd.backward()
-        torch.nn.utils.clip_grad_norm_(glow.parameters(), config.grad_clip)
-        optimizer.step()
-        value = float(bpd.detach())
+        value = optimisation_step(glow, optimizer, x, config.grad_clip)
         if not math.isfinite(value):
             raise RuntimeError(f"training diverged at step {step} (bits/dim {value}); lower --lr")
         bpd_avg = value if math.isnan(bpd_avg) else 0.95 * bpd_avg + 0.05 * value
