@@ -156,14 +156,29 @@ class ZeroConv2d(nn.Module):
         return self.conv(F.pad(x, [1, 1, 1, 1], value=1.0)) * torch.exp(self.scale * 3)
 
 
-def coupling_net(in_channels: int, hidden: int, out_channels: int) -> nn.Sequential:
-    """NN() of the coupling layer: conv3x3-ReLU-conv1x1-ReLU-ZeroConv3x3."""
-    first = nn.Conv2d(in_channels, hidden, 3, padding=1)
-    middle = nn.Conv2d(hidden, hidden, 1)
-    for conv in (first, middle):
-        nn.init.normal_(conv.weight, 0.0, 0.05)
-        nn.init.zeros_(conv.bias)
-    return nn.Sequential(first, nn.ReLU(), middle, nn.ReLU(), ZeroConv2d(hidden, out_channels))
+class CouplingNet(nn.Sequential):
+    """NN() of the coupling layer: conv3x3-ReLU-conv1x1-ReLU-ZeroConv3x3.
+
+    The hidden activations are kept channels-last (NHWC): oneDNN's convolutions, forward and
+    backward, run markedly faster on that layout on CPU than on NCHW. The output has the
+    input's values; only its memory layout differs.
+    """
+
+    def __init__(self, in_channels: int, hidden: int, out_channels: int) -> None:
+        first = nn.Conv2d(in_channels, hidden, 3, padding=1)
+        middle = nn.Conv2d(hidden, hidden, 1)
+        for conv in (first, middle):
+            nn.init.normal_(conv.weight, 0.0, 0.05)
+            nn.init.zeros_(conv.bias)
+        super().__init__(first, nn.ReLU(), middle, nn.ReLU(), ZeroConv2d(hidden, out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
+
+
+def coupling_net(in_channels: int, hidden: int, out_channels: int) -> CouplingNet:
+    """NN() of the coupling layer (see :class:`CouplingNet`)."""
+    return CouplingNet(in_channels, hidden, out_channels)
 
 
 class AdditiveCoupling(Transform):
