@@ -274,7 +274,8 @@ class FlowStep(Transform):
         actnorm, invconv = self.actnorm, self.invconv
         weight = invconv.weight() * torch.exp(actnorm.logs.flatten())[None, :]
         bias = weight @ actnorm.loc.flatten()
-        y = F.conv2d(x, weight[:, :, None, None], bias)
+        dtype = torch.promote_types(x.dtype, weight.dtype)  # as (x + b) * e would promote
+        y = F.conv2d(x.to(dtype), weight[:, :, None, None].to(dtype), bias.to(dtype))
         logdet = x.shape[2] * x.shape[3] * (actnorm.logs.sum() + invconv.log_s.sum())
         return y, per_sample(logdet, x)
 
