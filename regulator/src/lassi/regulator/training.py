@@ -156,6 +156,27 @@ def save_image_grid(images: np.ndarray, path: Path, columns: int, pad: int = 2) 
         Image.fromarray(canvas).save(tmp, format="PNG")
 
 
+def optimisation_step(
+    glow: Glow,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    grad_clip: float,
+    ranks: Ranks | None = None,
+) -> Tensor:
+    """One maximum-likelihood step on the dequantised batch ``x``; returns its mean bits/dim.
+
+    Under torchrun (``ranks`` active) the gradients are averaged over the ranks before clipping.
+    """
+    bpd = glow.bits_per_dim(x).mean()
+    optimizer.zero_grad(set_to_none=True)
+    bpd.backward()
+    if ranks is not None:
+        ranks.average_gradients(glow.parameters())
+    torch.nn.utils.clip_grad_norm_(glow.parameters(), grad_clip)
+    optimizer.step()
+    return bpd.detach()
+
+
 def train_glow(
     config: GlowTrainConfig, out: Path, progress: bool = True, device: str | torch.device = "cpu"
 ) -> Path:
@@ -220,13 +241,8 @@ def _train_glow(
             x = dequantize(x, config.flow.n_bits, noise).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
-        bpd = glow.bits_per_dim(x).mean()
-        optimizer.zero_grad(set_to_none=True)
-        bpd.backward()
-        ranks.average_gradients(glow.parameters())
-        torch.nn.utils.clip_grad_norm_(glow.parameters(), config.grad_clip)
-        optimizer.step()
-        value = float(ranks.sum(bpd.detach()) / ranks.world if ranks.active else bpd.detach())
+        bpd = optimisation_step(glow, optimizer, x, config.grad_clip, ranks)
+        value = float(ranks.sum(bpd) / ranks.world if ranks.active else bpd)
         if not math.isfinite(value):
             raise RuntimeError(f"training diverged at step {step} (bits/dim {value}); lower --lr")
         bpd_avg = value if math.isnan(bpd_avg) else 0.95 * bpd_avg + 0.05 * value
