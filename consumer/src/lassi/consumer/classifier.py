@@ -31,7 +31,6 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
-from lassi.spec.cli import tool_name
 from lassi.spec.onnx_check import export_checked_onnx
 from lassi.spec.seeding import Stage, torch_seed
 from lassi.spec.torch_state import load_module, module_tensors
@@ -49,7 +48,7 @@ __all__ = [
     "onnx_logits_fn",
 ]
 
-TOOL = tool_name("lassi-consumer")
+from lassi.consumer import TOOL
 
 # Streams of the training stage: sample id 0 drives shuffling and training noise, sample id 1 the
 # (fixed) validation noise, sample id 2 the parameter initialisation of make_classifier.

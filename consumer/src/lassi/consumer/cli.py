@@ -16,7 +16,6 @@ from lassi.spec.cli import (
     executor_options,
     role_group,
     set_threads,
-    tool_name,
     trusted_inputs,
 )
 from lassi.spec.device import device_option
@@ -24,7 +23,7 @@ from lassi.spec.device import device_option
 if TYPE_CHECKING:
     import torch
 
-TOOL = tool_name("lassi-consumer")
+from lassi.consumer import TOOL
 
 main = role_group(
     "lassi-consumer",

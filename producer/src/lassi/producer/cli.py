@@ -14,7 +14,6 @@ from lassi.spec.cli import (
     executor_options,
     role_group,
     set_threads,
-    tool_name,
     trusted_inputs,
     validated,
 )
@@ -25,7 +24,7 @@ if TYPE_CHECKING:
 
     from lassi.regulator.similarity import SimilaritySet
 
-TOOL = tool_name("lassi-producer")
+from lassi.producer import TOOL
 
 main = role_group(
     "lassi-producer",

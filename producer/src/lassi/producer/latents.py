@@ -12,12 +12,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lassi.producer import TOOL
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec.cli import tool_name
 from lassi.spec.torch_state import load_checkpoint, run_key, save_checkpoint
-
-TOOL = tool_name("lassi-producer")
 
 
 @torch.no_grad()

@@ -7,12 +7,11 @@ from typing import Any
 
 import click
 
+from lassi.regulator import TOOL
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
-from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs, validated
+from lassi.spec.cli import role_group, set_threads, trusted_inputs, validated
 from lassi.spec.device import device_option
-
-TOOL = tool_name("lassi-regulator")
 
 main = role_group(
     "lassi-regulator",

@@ -17,15 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm import tqdm
 
+from lassi.regulator import TOOL
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, postprocess, preprocess
 from lassi.spec import GlowArtifact, GlowConfig, GlowTraining, Preprocessing, write_artifact
-from lassi.spec.cli import tool_name
 from lassi.spec.distributed import Ranks, data_parallel
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
 
-TOOL = tool_name("lassi-regulator")
 ACTNORM_INIT_BATCH = 256
 VALIDATION_NOISE = 1  # seeding purpose of the validation dequantisation noise
 
