@@ -18,6 +18,7 @@ from lassi.spec.cli import (
     trusted_inputs,
     validated,
 )
+from lassi.spec.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
     from lassi.regulator.similarity import SimilaritySet
@@ -130,6 +131,7 @@ def train_command(
     """Train the fair encoder E_L on the spec's Glow latents (resumes an interrupted run)."""
     from lassi.producer.training import EncoderTrainConfig, train_encoder
 
+    check_outputs([out, checkpoint_of(out)], inputs=[spec])
     sim, data = _load_spec(spec, options)
     try:
         widths = [int(w) for w in hidden.split(",") if w.strip()]
@@ -223,6 +225,7 @@ def encode_command(
     from lassi.producer.encode import encode_split
     from lassi.spec.center_smoothing import CenterSmoothingParams
 
+    check_outputs([out, checkpoint_of(out)], inputs=[spec, encoder_path])
     sim, data = _load_spec(spec, options)
     params = None
     if certify:
@@ -271,6 +274,8 @@ def export_onnx_command(spec: Path, encoder_path: Path, out_dir: Path) -> None:
     """Export x -> E_L(E_G(x)) and the smoothing base function (z_G, t) -> representation as ONNX."""
     from lassi.producer.onnx_export import export_producer_onnx
 
+    names = ("pipeline.onnx", "base_function.onnx")
+    check_outputs([out_dir / name for name in names], inputs=[spec, encoder_path])
     for path, error in export_producer_onnx(spec, encoder_path, out_dir):
         click.echo(f"wrote {path} (max |onnxruntime - torch| = {error:.2e})")
 

@@ -10,6 +10,7 @@ import click
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
 from lassi.spec.cli import role_group, set_threads, tool_name, trusted_inputs, validated
+from lassi.spec.outputs import check_outputs, checkpoint_of
 
 TOOL = tool_name("lassi-regulator")
 
@@ -56,6 +57,7 @@ def train_glow_command(out: Path, threads: int | None, quiet: bool, **options: A
     """Train a Glow on the images; resumes from OUT.ckpt if a run was interrupted."""
     from lassi.regulator.training import GlowTrainConfig, train_glow
 
+    check_outputs([out, checkpoint_of(out), out.with_name(out.stem + ".samples.png")])
     data = dataset_config_from_options(options, image_size=None)
     flow = validated(
         GlowConfig,
@@ -143,8 +145,6 @@ def define_command(
     """
     from lassi.regulator.similarity import define_spec
     from lassi.spec.models import CertificationPolicy
-    from lassi.spec.outputs import check_outputs
-
     limits = dict(
         max_alpha=max_alpha, sigma_enc_min=sigma_enc_min, sigma_enc_max=sigma_enc_max, min_n=min_n
     )
@@ -184,6 +184,7 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
     from lassi.regulator.similarity import show_spec
 
     out = out or spec.with_name(spec.stem + ".strips.png")
+    check_outputs([out], inputs=[spec])
     meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
     if meta.fidelity is not None:
         per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
