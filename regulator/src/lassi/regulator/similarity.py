@@ -210,7 +210,7 @@ def show_spec(
     """PNG of strips D_G(E_G(x) + t·a), t evenly over [−ε, ε], per attribute (paper Fig. 4);
     for 3D Shapes each strip is followed by the row of 15 ground-truth siblings (Fig. 5)."""
     sim = SimilaritySet.load(spec_path)
-    config = data or DatasetConfig.from_provenance(sim.meta.data)
+    config = data or DatasetConfig.from_provenance(sim.meta.data, where=spec_path)
     source = make_source(config)
     ids = source.split_ids("test")[:n_inputs]
     images = source.images(ids)
