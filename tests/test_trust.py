@@ -5,7 +5,7 @@ checksum (epsilon, attributes, centers, summaries), resource bombs (devices, hug
 path tricks (outputs onto inputs, onto devices, over keys), terminal escapes, lax JSON.
 Every CLI case ends with its documented exit status, one line naming the file, no traceback,
 no output or temporary file left, and every input byte-identical afterwards. The corpus holds
-``len(CLI_CASES)`` CLI cases (asserted below) plus the API-level and hypothesis tests.
+``len(CLI_CASES)`` CLI cases (43, asserted below) plus the API-level and hypothesis tests.
 """
 
 from __future__ import annotations
@@ -216,6 +216,169 @@ def _hidden_width_bomb(chain, tmp):
     return consumer, ["inspect", str(bad)], bad.name, [bad]
 
 
+# --- semantic lies about architectures (a recomputed checksum), refused before any model is built
+
+
+def _glow_bomb_spec(chain, tmp):
+    bad = forge(chain["spec"], tmp / "bomb.safetensors", lambda m: m["flow"].update(n_steps=64, hidden=2048))
+    args = ["export-onnx", "--spec", str(bad), "--encoder", str(chain["encoder"]), "--out-dir", str(tmp / "o")]
+    return producer, args, bad.name, [bad, chain["encoder"]]
+
+
+def _glow_width_lie(chain, tmp):
+    bad = forge(chain["spec"], tmp / "width.safetensors", lambda m: m["flow"].update(hidden=17))
+    args = ["encode", "--spec", str(bad), "--encoder", str(chain["encoder"]), "--out", str(tmp / "b.safetensors")]
+    return producer, args, bad.name, [bad]
+
+
+def _glow_artifact_depth_lie(chain, tmp):
+    bad = forge(chain["glow"], tmp / "depth.safetensors", lambda m: m["flow"].update(n_steps=3))
+    args = ["define", "--glow", str(bad), "--attribute", "orientation", "--out", str(tmp / "s.safetensors")]
+    return regulator, args, bad.name, [bad]
+
+
+def _encoder_hidden_lie(chain, tmp):
+    bad = forge(chain["encoder"], tmp / "enc.safetensors", lambda m: m.__setitem__("hidden", [64, 33]))
+    args = ["encode", "--spec", str(chain["spec"]), "--encoder", str(bad), "--out", str(tmp / "b.safetensors")]
+    return producer, args, bad.name, [bad]
+
+
+def _encoder_input_lie(chain, tmp):
+    bad = forge(chain["encoder"], tmp / "enc.safetensors", lambda m: m.__setitem__("input_dim", 3 * 1024 * 1024))
+    return producer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _classifier_k_lie(chain, tmp):
+    bad = forge(chain["classifier"], tmp / "cls.safetensors", lambda m: m.__setitem__("k", 17))
+    args = ["verify", "--classifier", str(bad), "--bundle", str(chain["test"]), "--n", "10",
+            "--out", str(tmp / "r.safetensors")]
+    return consumer, args, bad.name, [bad]
+
+
+def _classifier_classes_lie(chain, tmp):
+    bad = forge(chain["classifier"], tmp / "cls.safetensors", lambda m: m["classes"].append("extra"))
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+# --- outputs that cannot destroy data, in every writing command
+
+
+def _copy(chain, tmp, key):
+    path = tmp / f"{key}.safetensors"
+    path.write_bytes(chain[key].read_bytes())
+    return path
+
+
+def _train_out_is_spec(chain, tmp):
+    spec = _copy(chain, tmp, "spec")
+    args = ["train", "--spec", str(spec), "--task", "object_hue", "--out", str(spec)]
+    return producer, args, spec.name, [spec]
+
+
+def _encode_out_is_encoder(chain, tmp):
+    encoder = _copy(chain, tmp, "encoder")
+    args = ["encode", "--spec", str(chain["spec"]), "--encoder", str(encoder), "--out", str(encoder)]
+    return producer, args, encoder.name, [encoder]
+
+
+def _encode_out_name_too_long(chain, tmp):
+    args = ["encode", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]),
+            "--out", str(tmp / ("b" * 250 + ".safetensors"))]
+    return producer, args, "bbbb", []
+
+
+def _export_onnx_fifo(chain, tmp):
+    (tmp / "o").mkdir()
+    os.mkfifo(tmp / "o" / "pipeline.onnx")
+    args = ["export-onnx", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]), "--out-dir", str(tmp / "o")]
+    return producer, args, "pipeline.onnx", []
+
+
+def _train_glow_folder_is_a_file(chain, tmp):
+    (tmp / "file").write_text("not a folder")
+    return regulator, ["train-glow", "--out", str(tmp / "file" / "g.safetensors")], "g.safetensors", [tmp / "file"]
+
+
+def _train_glow_checkpoint_fifo(chain, tmp):
+    os.mkfifo(tmp / "g.safetensors.ckpt")
+    return regulator, ["train-glow", "--out", str(tmp / "g.safetensors")], "g.safetensors.ckpt", []
+
+
+def _show_out_is_spec(chain, tmp):
+    spec = _copy(chain, tmp, "spec")
+    return regulator, ["show", str(spec), "--out", str(spec)], spec.name, [spec]
+
+
+def _consumer_train_out_is_bundle(chain, tmp):
+    bundle = _copy(chain, tmp, "train")
+    args = ["train", "--bundle", str(bundle), "--task", "object_hue", "--out", str(bundle)]
+    return consumer, args, bundle.name, [bundle]
+
+
+def _consumer_export_out_is_classifier(chain, tmp):
+    classifier = _copy(chain, tmp, "classifier")
+    return consumer, ["export-onnx", "--classifier", str(classifier), "--out", str(classifier)], classifier.name, [classifier]
+
+
+def _sign_over_fifo(chain, tmp):
+    key = tmp / "k.key"
+    assert CliRunner().invoke(producer, ["keygen", "--out", str(key)]).exit_code == 0
+    bundle = _copy(chain, tmp, "test")
+    os.mkfifo(tmp / "test.safetensors.sig")
+    return producer, ["sign", str(bundle), "--key", str(key)], "test.safetensors.sig", [bundle, key]
+
+
+# --- exit classes of what remains
+
+
+def _damaged_checkpoint(chain, tmp):
+    out = tmp / "r.safetensors"
+    checkpoint = tmp / "r.safetensors.ckpt"
+    checkpoint.write_bytes(chain["classifier"].read_bytes()[:100])  # a run killed mid-write elsewhere
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+            "--n0", "10", "--n", "10", "--quiet", "--out", str(out)]
+    return consumer, args, checkpoint.name, [checkpoint]
+
+
+def _bad_data_options_in_spec(chain, tmp):
+    bad = forge(chain["spec"], tmp / "data.safetensors", lambda m: m["data"]["options"].update(correlate="a:b:7"))
+    return regulator, ["show", str(bad), "--out", str(tmp / "s.png")], bad.name, [bad]
+
+
+def _onnx_file(tmp, name, input_type, width, card):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from lassi.spec.onnx_check import set_onnx_card
+
+    node = helper.make_node("Identity", ["z"], ["logits"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("z", input_type, ["b", width])],
+        [helper.make_tensor_value_info("logits", input_type, ["b", width])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    set_onnx_card(model, card)
+    path = tmp / name
+    onnx.save(model, str(path))
+    return path, TensorProto
+
+
+def _predict_wrong_output_shape(chain, tmp):
+    k = read_artifact(chain["test"]).meta.k
+    path, _ = _onnx_file(tmp, "shape.onnx", 1, k, {"num_classes": 3, "sigma_cls": 0.5, "k": k})
+    args = ["predict", "--onnx", str(path), "--bundle", str(chain["test"]), "--n", "10", "--limit", "1"]
+    return consumer, args, path.name, [path]
+
+
+def _predict_wrong_input_type(chain, tmp):
+    from onnx import TensorProto
+
+    k = read_artifact(chain["test"]).meta.k
+    path, _ = _onnx_file(tmp, "type.onnx", TensorProto.INT64, k, {"num_classes": 3, "sigma_cls": 0.5, "k": k})
+    args = ["predict", "--onnx", str(path), "--bundle", str(chain["test"]), "--n", "10", "--limit", "1"]
+    return consumer, args, path.name, [path]
+
+
 CLI_CASES = [
     CliCase("fifo_artifact", _fifo, USAGE, "named pipe"),
     CliCase("fifo_signed_file", _fifo_signed, USAGE, "named pipe"),
@@ -239,11 +402,32 @@ CLI_CASES = [
     CliCase("define_out_is_glow", _define_out_is_glow, USAGE, "also an input"),
     CliCase("class_count_bomb", _class_count_bomb, INVALID, "num_classes"),
     CliCase("hidden_width_bomb", _hidden_width_bomb, INVALID, "hidden"),
+    CliCase("glow_bomb_spec", _glow_bomb_spec, INVALID, "over the limit"),
+    CliCase("glow_width_lie", _glow_width_lie, INVALID, "architecture and weights disagree"),
+    CliCase("glow_artifact_depth_lie", _glow_artifact_depth_lie, INVALID, "architecture and weights disagree"),
+    CliCase("encoder_hidden_lie", _encoder_hidden_lie, INVALID, "encoder layers"),
+    CliCase("encoder_input_lie", _encoder_input_lie, INVALID, "encoder declares"),
+    CliCase("classifier_k_lie", _classifier_k_lie, INVALID, "classifier layers"),
+    CliCase("classifier_classes_lie", _classifier_classes_lie, INVALID, "classifier layers"),
+    CliCase("producer_train_out_is_spec", _train_out_is_spec, USAGE, "also an input"),
+    CliCase("encode_out_is_encoder", _encode_out_is_encoder, USAGE, "also an input"),
+    CliCase("encode_out_name_too_long", _encode_out_name_too_long, USAGE, "too long"),
+    CliCase("export_onnx_into_fifo", _export_onnx_fifo, USAGE, "not a regular file"),
+    CliCase("train_glow_folder_is_a_file", _train_glow_folder_is_a_file, USAGE, "is not a folder"),
+    CliCase("train_glow_checkpoint_is_fifo", _train_glow_checkpoint_fifo, USAGE, "not a regular file"),
+    CliCase("show_out_is_spec", _show_out_is_spec, USAGE, "also an input"),
+    CliCase("consumer_train_out_is_bundle", _consumer_train_out_is_bundle, USAGE, "also an input"),
+    CliCase("consumer_export_out_is_classifier", _consumer_export_out_is_classifier, USAGE, "also an input"),
+    CliCase("sign_over_fifo", _sign_over_fifo, USAGE, "not a regular file"),
+    CliCase("damaged_checkpoint", _damaged_checkpoint, INVALID, "checkpoint is damaged"),
+    CliCase("bad_data_options_in_spec", _bad_data_options_in_spec, INVALID, "data options that are not valid"),
+    CliCase("predict_wrong_output_shape", _predict_wrong_output_shape, INVALID, "expected float"),
+    CliCase("predict_wrong_input_type", _predict_wrong_input_type, INVALID, "onnxruntime fails"),
 ]
 
 
 def test_cli_corpus_size() -> None:
-    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 22
+    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 43
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
@@ -455,3 +639,51 @@ def test_any_certificate_the_schema_accepts_can_be_replayed(edits, chain, tmp_pa
         return
     CenterSmoothingParams.from_certificate(bundle.meta.certificate)  # never raises
 
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+@pytest.mark.parametrize(("size", "levels", "steps", "hidden", "coupling"),
+                         [(16, 2, 2, 16, "additive"), (32, 3, 1, 8, "affine"), (8, 1, 3, 4, "additive")])
+def test_glow_weight_count_matches_the_real_glow(size, levels, steps, hidden, coupling) -> None:
+    """The count the reader checks before building equals the state dict a real Glow has
+    (built on the meta device: nothing is allocated)."""
+    import torch
+
+    from lassi.regulator.training import build_glow
+    from lassi.spec.architecture import glow_weight_count
+    from lassi.spec.models import GlowConfig
+
+    flow = GlowConfig(image_size=size, n_levels=levels, n_steps=steps, hidden=hidden, coupling=coupling)
+    with torch.device("meta"):
+        state = build_glow(flow).state_dict()
+    assert glow_weight_count(size, levels, steps, hidden, coupling) == (
+        sum(v.numel() for v in state.values()), len(state))
+
+
+def test_a_huge_declared_glow_is_refused_within_bounded_memory(chain: dict[str, Path], tmp_path: Path) -> None:
+    """A small spec declaring a Glow of ~5e8 weights: refused before building, peak RSS < 1 GB."""
+    bad = forge(chain["spec"], tmp_path / "bomb.safetensors", lambda m: m["flow"].update(n_steps=64, hidden=2048))
+    code = "from lassi.producer.cli import main; main()"
+    args = ["export-onnx", "--spec", str(bad), "--encoder", str(chain["encoder"]), "--out-dir", str(tmp_path / "o")]
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    assert run.returncode == INVALID and "over the limit" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert peak_kib < 1024 * 1024, f"peak {peak_kib} KiB"
+    assert bad.stat().st_size < 5 * 1024 * 1024 and not (tmp_path / "o").exists()
+
+
+def test_report_and_side_files_are_all_or_nothing(chain: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
+    """A failure while rendering the figure leaves neither the report nor any side file."""
+    import lassi.consumer.report as report
+
+    def broken(*_args, **_kwargs):
+        raise OSError(28, "No space left on device", "r.png")
+
+    monkeypatch.setattr(report, "plot_radii", broken)
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]), "--n0", "10",
+            "--n", "20", "--quiet", "--out", str(tmp_path / "r.safetensors")]
+    result = CliRunner().invoke(consumer, args)
+    assert result.exit_code == USAGE and "No space left" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

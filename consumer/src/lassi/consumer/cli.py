@@ -19,6 +19,7 @@ from lassi.spec.cli import (
     trusted_inputs,
 )
 from lassi.spec.device import device_option
+from lassi.spec.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
     import torch
@@ -77,14 +78,12 @@ def train_command(
     quiet: bool,
 ) -> None:
     """Train the noise-augmented classifier C_L on a bundle's representations."""
-    from lassi.spec.outputs import check_outputs
-
-    check_outputs([out], inputs=[bundle])
     from lassi.consumer.classifier import train_consumer_classifier
     from lassi.spec import UsageError
 
     if not sigma > 0 or epochs < 1 or batch_size < 1 or not lr > 0:
         raise UsageError(None, "need --sigma > 0, --epochs >= 1, --batch-size >= 1 and --lr > 0")
+    check_outputs([out], inputs=[bundle])
     set_threads(threads)
     train_consumer_classifier(
         bundle,
@@ -163,11 +162,10 @@ def verify_command(
     from lassi.consumer.verification import verify
     from lassi.spec import RepresentationBundle, UsageError, read_artifact
     from lassi.spec.binding import binding_note, check_binding, read_spec_header
-    from lassi.spec.outputs import check_outputs
-
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
         raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
-    check_outputs([out, *report_sidecars(out).values()], inputs=[classifier_path, bundle, spec_path])
+    outputs = [out, *report_sidecars(out).values(), checkpoint_of(out)]
+    check_outputs(outputs, inputs=[classifier_path, bundle, spec_path])
     bundle_meta = read_artifact(bundle, expect=RepresentationBundle).meta
     spec_meta, spec_sha = read_spec_header(spec_path) if spec_path else (None, None)
     if spec_meta is not None and spec_sha is not None:
@@ -206,7 +204,6 @@ def verify_command(
 def export_onnx_command(classifier_path: Path, out: Path) -> None:
     """Export C_L as ONNX (input z [batch, k] -> logits), provenance in its metadata."""
     from lassi.consumer.onnx_export import export_classifier
-    from lassi.spec.outputs import check_outputs
 
     check_outputs([out], inputs=[classifier_path])
     error = export_classifier(classifier_path, out)

@@ -6,11 +6,53 @@ sample's z_CS (or z, for plain bundles and abstained centers) without lassi's tr
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from lassi.consumer.randomized_smoothing import ABSTAIN, SmoothNumpy, onnx_logits_fn, ort_session
-from lassi.spec import CenterStatus, IntegrityError, RepresentationBundle, read_artifact
+from lassi.spec import (
+    CenterStatus,
+    IntegrityError,
+    InvalidArtifactError,
+    RepresentationBundle,
+    read_artifact,
+)
 from lassi.spec.onnx_check import load_checked_onnx, onnx_card
+
+
+@contextlib.contextmanager
+def onnx_errors(onnx_path: Path) -> Iterator[None]:
+    """onnxruntime's own failures (wrong input shape or type, a kernel error) as exit 3 naming
+    the ONNX file, in one line."""
+    try:
+        yield
+    except Exception as error:
+        if type(error).__module__.startswith("onnxruntime"):
+            message = " ".join(str(error).split())[:160]
+            raise InvalidArtifactError(onnx_path, f"onnxruntime fails on it ({message})") from None
+        raise
+
+
+def checked_logits(
+    logits_fn: Callable[[np.ndarray], np.ndarray], num_classes: int, onnx_path: Path
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``logits_fn`` whose output must be finite float logits [B, num_classes]."""
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        with onnx_errors(onnx_path):
+            out = np.asarray(logits_fn(batch))
+        if out.shape != (len(batch), num_classes) or out.dtype.kind != "f":
+            raise InvalidArtifactError(
+                onnx_path,
+                f"returns {out.dtype} logits of shape {list(out.shape)}, "
+                f"expected float [{len(batch)}, {num_classes}]",
+            )
+        return out
+
+    return run
 
 
 def predict_bundle(
@@ -36,14 +78,19 @@ def predict_bundle(
         raise IntegrityError(
             bundle_path, "was made with another encoder than the one the classifier was trained on"
         )
-    session, provider = ort_session(onnx_path, prefer_gpu=prefer_gpu)
-    num_classes = int(card.get("num_classes") or session.get_outputs()[0].shape[1])
+    with onnx_errors(onnx_path):
+        session, provider = ort_session(onnx_path, prefer_gpu=prefer_gpu)
+    declared = card.get("num_classes") or session.get_outputs()[0].shape[1]
+    if not isinstance(declared, int) or declared < 2:
+        raise InvalidArtifactError(onnx_path, f"declares no class count (output shape {declared!r})")
+    num_classes = int(declared)
     sigma = float(card.get("sigma_cls", 0.0))
     if not sigma > 0:
         raise IntegrityError(
             onnx_path, "records no sigma_cls (export it with lassi-consumer export-onnx)"
         )
-    smooth = SmoothNumpy(onnx_logits_fn(session), num_classes, sigma)
+    logits = checked_logits(onnx_logits_fn(session), num_classes, onnx_path)
+    smooth = SmoothNumpy(logits, num_classes, sigma)
     t = bundle.tensors
     count = bundle.meta.n_samples if limit is None else min(limit, bundle.meta.n_samples)
     rows = []

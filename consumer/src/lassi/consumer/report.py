@@ -6,6 +6,7 @@ Beside ``x.safetensors``: ``x.json`` (summary and one row per sample), ``x.md`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,10 @@ from lassi.spec import (
     ReportSummary,
     VerificationReport,
     atomic_path,
+    read_artifact,
+    write_artifact,
 )
+from lassi.spec.outputs import atomic_group
 
 STATUS_NAMES = {s: s.name.lower() for s in ReportStatus}
 
@@ -96,11 +100,26 @@ def report_sidecars(report_path: Path) -> dict[str, Path]:
     return {ext: path.with_name(f"{path.stem}.{ext}") for ext in ("json", "md", "png")}
 
 
-def write_report_files(report: Artifact[VerificationReport]) -> dict[str, Path]:
-    """``<report>.json`` (summary + per sample), ``.md`` (tables) and ``.png`` (R vs r_CS)."""
+def write_report(out: Path, meta: VerificationReport, tensors: dict) -> Artifact[VerificationReport]:
+    """Write the report artifact and its ``.json``/``.md``/``.png`` side files all-or-nothing
+    (``lassi.spec.outputs.atomic_group``): if any of them fails, none appears."""
+    out = Path(out)
+    sidecars = report_sidecars(out)
+    with atomic_group([out, *sidecars.values()]) as temps:
+        write_artifact(temps[0], meta, tensors)
+        artifact = dataclasses.replace(read_artifact(temps[0], expect=VerificationReport), path=out)
+        write_report_files(artifact, dict(zip(sidecars, temps[1:], strict=True)))
+    return artifact
+
+
+def write_report_files(
+    report: Artifact[VerificationReport], paths: dict[str, Path] | None = None
+) -> dict[str, Path]:
+    """``<report>.json`` (summary + per sample), ``.md`` (tables) and ``.png`` (R vs r_CS),
+    written to ``paths`` (default: the report's side files, each atomically)."""
     meta = report.meta
     rows = report_rows(report)
-    paths = report_sidecars(report.path)
+    paths = paths or report_sidecars(report.path)
     record = {"report_sha256": report.sha256, **meta.model_dump(mode="json"), "samples": rows}
     with atomic_path(paths["json"]) as tmp:
         tmp.write_text(json.dumps(record, indent=2))

@@ -16,7 +16,7 @@ import numpy as np
 
 from lassi.consumer.classifier import TOOL, load_classifier
 from lassi.consumer.randomized_smoothing import ABSTAIN, Smooth
-from lassi.consumer.report import summarise, write_report_files
+from lassi.consumer.report import summarise, write_report
 from lassi.spec import (
     Artifact,
     CenterStatus,
@@ -28,7 +28,6 @@ from lassi.spec import (
     UsageError,
     VerificationReport,
     read_artifact,
-    write_artifact,
 )
 from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import run_key
@@ -162,8 +161,6 @@ def verify(
     report_tensors = {"ids": tensors["ids"], "r_cs": tensors["r_cs"], **result}
     if labels is not None:
         report_tensors["labels"] = labels
-    write_artifact(out, report, report_tensors)
+    artifact = write_report(out, report, report_tensors)
     loop.finish()
-    artifact = read_artifact(out, expect=VerificationReport)
-    write_report_files(artifact)
     return artifact

@@ -18,6 +18,7 @@ from lassi.spec.cli import (
     validated,
 )
 from lassi.spec.device import device_option
+from lassi.spec.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
     import torch
@@ -132,11 +133,9 @@ def train_command(
     **options: Any,
 ) -> None:
     """Train the fair encoder E_L on the spec's Glow latents (resumes an interrupted run)."""
-    from lassi.spec.outputs import check_outputs
-
-    check_outputs([out], inputs=[spec])
     from lassi.producer.training import EncoderTrainConfig, train_encoder
 
+    check_outputs([out, checkpoint_of(out)], inputs=[spec])
     sim, data = _load_spec(spec, options)
     try:
         widths = [int(w) for w in hidden.split(",") if w.strip()]
@@ -243,9 +242,8 @@ def encode_command(
     """Encode a data split into a representation bundle (certified with --certify)."""
     from lassi.producer.encode import encode_split
     from lassi.spec.center_smoothing import CenterSmoothingParams, never_certifies
-    from lassi.spec.outputs import check_outputs
 
-    check_outputs([out], inputs=[spec, encoder_path])
+    check_outputs([out, checkpoint_of(out)], inputs=[spec, encoder_path])
     sim, data = _load_spec(spec, options)
     params = None
     if certify:
@@ -305,7 +303,6 @@ def export_onnx_command(
     The graphs are always traced and checked on the CPU (--device is accepted, and validated, so
     one set of options serves every command; it does not change the exported files)."""
     from lassi.producer.onnx_export import export_producer_onnx
-    from lassi.spec.outputs import check_outputs
 
     names = ("pipeline.onnx", "base_function.onnx")
     check_outputs([out_dir / name for name in names], inputs=[spec, encoder_path])

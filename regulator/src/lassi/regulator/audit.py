@@ -94,10 +94,7 @@ def auditor_data_config(data: DataProvenance, data_root: Path | None, where: Pat
             "options": {k: v for k, v in data.options.items() if k != "csv"},
         }
     )
-    try:
-        return DatasetConfig.from_provenance(safe)
-    except (ValueError, TypeError):
-        raise InvalidArtifactError(where, "records data options that are not valid") from None
+    return DatasetConfig.from_provenance(safe, where=where)
 
 
 def onnx_base(session, z_g: np.ndarray):

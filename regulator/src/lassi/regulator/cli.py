@@ -12,6 +12,7 @@ from lassi.regulator.data_config import dataset_config_from_options, dataset_opt
 from lassi.spec import GlowConfig, UsageError
 from lassi.spec.cli import role_group, set_threads, trusted_inputs, validated
 from lassi.spec.device import device_option
+from lassi.spec.outputs import check_outputs, checkpoint_of
 
 main = role_group(
     "lassi-regulator",
@@ -58,9 +59,8 @@ def train_glow_command(
 ) -> None:
     """Train a Glow on the images; resumes from OUT.ckpt if a run was interrupted."""
     from lassi.regulator.training import GlowTrainConfig, train_glow
-    from lassi.spec.outputs import check_outputs
 
-    check_outputs([out, out.with_name(out.stem + ".samples.png")])
+    check_outputs([out, checkpoint_of(out), out.with_name(out.stem + ".samples.png")])
     data = dataset_config_from_options(options, image_size=None)
     flow = validated(
         GlowConfig,
@@ -158,8 +158,6 @@ def define_command(
     """
     from lassi.regulator.similarity import define_spec
     from lassi.spec.models import CertificationPolicy
-    from lassi.spec.outputs import check_outputs
-
     limits = dict(
         max_alpha=max_alpha, sigma_enc_min=sigma_enc_min, sigma_enc_max=sigma_enc_max, min_n=min_n
     )
@@ -200,7 +198,6 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
     point of the set to each ground-truth sibling, above the siblings)."""
     from lassi.regulator.coverage import describe
     from lassi.regulator.show import show_spec
-    from lassi.spec.outputs import check_outputs
 
     out = out or spec.with_name(spec.stem + ".strips.png")
     check_outputs([out], inputs=[spec])

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import click
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from lassi.spec import DataProvenance, UsageError
+from lassi.spec import DataProvenance, InvalidArtifactError, UsageError
 from lassi.spec.errors import validation_message
 
 
@@ -75,8 +75,14 @@ class DatasetConfig(BaseModel):
         )
 
     @classmethod
-    def from_provenance(cls, data: DataProvenance) -> DatasetConfig:
-        """Rebuild the config an artifact was made from (e.g. the spec's data for the producer)."""
+    def from_provenance(cls, data: DataProvenance, where: str | Path | None = None) -> DatasetConfig:
+        """Rebuild the config an artifact was made from (e.g. the spec's data for the producer).
+
+        Options another party recorded that are not valid are an invalid artifact (exit 3,
+        naming ``where``), not a usage error of whoever reads the file.
+        """
+        from pydantic import ValidationError
+
         options = dict(data.options)
         kwargs: dict[str, Any] = {"dataset": data.dataset, "seed": data.seed}
         if data.root is not None:
@@ -84,7 +90,11 @@ class DatasetConfig(BaseModel):
         for key in ("image_size", "n_train", "n_val", "n_test", "correlate", "csv"):
             if options.get(key) is not None:
                 kwargs[key] = options[key]
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ValidationError as error:
+            message = validation_message(error, "data option")
+            raise InvalidArtifactError(where, f"records data options that are not valid: {message}") from None
 
 
 def make_source(config: DatasetConfig) -> Any:

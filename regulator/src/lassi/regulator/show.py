@@ -75,7 +75,7 @@ def show_spec(
 ) -> SimilaritySpec:
     """Write the labelled strips of ``spec_path`` (see the module docstring) to ``out``."""
     sim = SimilaritySet.load(spec_path)
-    config = data or DatasetConfig.from_provenance(sim.meta.data)
+    config = data or DatasetConfig.from_provenance(sim.meta.data, where=spec_path)
     source = make_source(config)
     ids = source.split_ids("test")[:n_inputs]
     images = source.images(ids)

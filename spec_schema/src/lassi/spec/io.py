@@ -391,6 +391,9 @@ def read_artifact(
         raise InvalidArtifactError(path, "not a lassi artifact (no 'lassi' metadata entry)")
     raw = strict_json(metadata[METADATA_KEY], path, "lassi metadata")
     meta = parse_metadata(raw, path, expect)
+    problem = meta.check_architecture({name: entry["shape"] for name, entry in header.items()})
+    if problem:  # before any tensor is loaded or model built (lassi.spec.architecture)
+        raise InvalidArtifactError(path, problem)
     try:
         tensors = st_load(data)
     except Exception as error:  # safetensors re-validates; any complaint means a bad file

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from lassi.spec.architecture import check_classifier, check_encoder, check_glow
+
 SCHEMA_VERSION = 1
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -83,6 +85,11 @@ class ArtifactBase(Model):
 
     def check_values(self, tensors: dict[str, Any]) -> str | None:
         """Kind-specific checks of tensor values; returns a problem description or None."""
+        return None
+
+    def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
+        """The declared architecture against the header's tensor shapes, before anything is
+        loaded or built (``lassi.spec.architecture``); a problem description or None."""
         return None
 
 
@@ -173,6 +180,9 @@ class GlowArtifact(ArtifactBase):
     def _consistent_preprocessing(self) -> GlowArtifact:
         _check_preprocessing(self.flow, self.preprocessing)
         return self
+
+    def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
+        return check_glow(self.flow, shapes)
 
 
 class AttributeInfo(Model):
@@ -316,6 +326,9 @@ class SimilaritySpec(ArtifactBase):
         _check_preprocessing(self.flow, self.preprocessing)
         return self
 
+    def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
+        return check_glow(self.flow, shapes)
+
     @property
     def attribute_names(self) -> list[str]:
         return [a.name for a in self.attributes]
@@ -366,7 +379,7 @@ class EncoderCard(ArtifactBase):
 
     kind: Literal["encoder"] = "encoder"
     architecture: Literal["latent_mlp", "image_resnet18"]
-    input_dim: int = Field(ge=1)
+    input_dim: int = Field(ge=1, le=3 * 1024 * 1024)
     hidden: list[Annotated[int, Field(ge=1, le=MAX_HIDDEN_WIDTH)]] = Field(
         default_factory=list, max_length=MAX_HIDDEN_LAYERS
     )
@@ -378,6 +391,9 @@ class EncoderCard(ArtifactBase):
     training: EncoderTraining
     data: DataProvenance
     weight_prefixes: ClassVar[tuple[str, ...]] = ("encoder.", "aux.", "decoder.")
+
+    def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
+        return check_encoder(self, shapes)
 
 
 class CenterStatus(IntEnum):
@@ -517,6 +533,9 @@ class ClassifierCard(ArtifactBase):
     classes: list[str] = Field(min_length=2, max_length=MAX_CLASSES)
     training: ClassifierTraining
     weight_prefixes: ClassVar[tuple[str, ...]] = ("classifier.",)
+
+    def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
+        return check_classifier(self, shapes)
 
     @property
     def num_classes(self) -> int:

@@ -37,6 +37,12 @@ def _existing_ancestor(folder: Path) -> Path:
     return folder
 
 
+def checkpoint_of(out: str | Path) -> Path:
+    """The resumable checkpoint a long command keeps beside its output (``OUT.ckpt``)."""
+    out = Path(out)
+    return out.with_name(out.name + ".ckpt")
+
+
 def check_outputs(
     outputs: Sequence[str | Path | None], inputs: Iterable[str | Path | None] = ()
 ) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lassi.spec.errors import InvalidArtifactError
+from lassi.spec.errors import IntegrityError, InvalidArtifactError
 from lassi.spec.io import read_artifact, write_artifact
 from lassi.spec.models import Checkpoint
 
@@ -135,7 +135,12 @@ def load_checkpoint(
     path = Path(path)
     if not path.exists():
         return None
-    artifact = read_artifact(path, expect=Checkpoint)
+    try:
+        artifact = read_artifact(path, expect=Checkpoint)
+    except (InvalidArtifactError, IntegrityError) as error:  # truncated by a crash, edited...
+        raise InvalidArtifactError(
+            path, f"checkpoint is damaged ({error.problem}); delete it to start the run over"
+        ) from None
     meta = artifact.meta
     if meta.stage != stage or meta.run_key != key:
         return None
