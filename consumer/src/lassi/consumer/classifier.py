@@ -214,6 +214,12 @@ def _task_labels(bundle: Artifact[RepresentationBundle], task: str) -> np.ndarra
     if task not in meta.label_names:
         known = ", ".join(meta.label_names) or "none"
         raise UsageError(bundle.path, f"has no labels for task '{task}' (labels: {known})")
+    if task in meta.sensitive_labels or task in meta.attributes:
+        raise UsageError(
+            bundle.path,
+            f"label '{task}' is a sensitive attribute of the spec; a fair classifier must not "
+            "be trained on it",
+        )
     return bundle.tensors[f"labels.{task}"]
 
 

@@ -168,6 +168,18 @@ def train_command(
     "--every", type=int, default=1, show_default=True, help="Take every K-th sample of the split."
 )
 @click.option("--out", type=PATH, required=True, help="Representation bundle to write.")
+@click.option(
+    "--labels",
+    "labels",
+    default=None,
+    help="Comma-separated labels to export (default: the encoder's task).",
+)
+@click.option(
+    "--include-sensitive-labels",
+    is_flag=True,
+    help="Also export the labels of the spec's sensitive attributes (recorded in the bundle; "
+    "a consumer refuses to train on them).",
+)
 @click.option("--certify", is_flag=True, help="Center-smooth every sample (z_CS, r_CS).")
 @click.option(
     "--sigma", type=float, default=0.65, show_default=True, help="Std of the t-noise sigma_enc."
@@ -201,6 +213,8 @@ def encode_command(
     limit: int | None,
     every: int,
     out: Path,
+    labels: str | None,
+    include_sensitive_labels: bool,
     certify: bool,
     sigma: float,
     n0: int,
@@ -254,6 +268,8 @@ def encode_command(
             cache_dir=cache_dir,
             progress=not quiet,
             executor=runner,
+            labels=[name.strip() for name in labels.split(",") if name.strip()] if labels else None,
+            include_sensitive=include_sensitive_labels,
         )
 
 

@@ -84,6 +84,12 @@ def train_encoder(
         )
     source = make_source(data)
     source.check_attribute(config.task)
+    if config.task in set(sim.meta.attribute_names) | set(sim.meta.vector_names):
+        raise UsageError(
+            None,
+            f"task {config.task!r} is a sensitive attribute of the spec; the encoder must not "
+            "be trained to predict it",
+        )
     num_classes = source.num_classes(config.task)
     train_ids = source.split_ids("train")
     if config.max_train is not None:
