@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 from factories import DATA
+from test_datasets import CELEBA_ATTRIBUTES, N_FACES, celeba  # noqa: F401 (fixture)
 
 from lassi.spec import RepresentationBundle, read_artifact
 
@@ -79,3 +82,61 @@ def test_encoder_training_on_a_sensitive_attribute_is_a_usage_error(chain, tmp_p
                            "--epochs", "1", "--quiet", "--out", out])  # fmt: skip
     assert result.exit_code == 2
     assert "sensitive" in result.output and not out.exists()
+
+
+# ------------------------------------------------------------------------- CelebA layouts
+
+
+def celeba_csv_layout(official: Path, root: Path, nested: bool) -> Path:
+    """The widespread CSV redistribution of the official files ``official`` under ``root``."""
+    import shutil
+
+    lines = (official / "list_attr_celeba.txt").read_text().splitlines()
+    names = lines[1].split()
+    rows = [",".join(line.split()) for line in lines[2:]]
+    images = root / "img_align_celeba" / ("img_align_celeba" if nested else "")
+    shutil.copytree(official / "img_align_celeba", images)
+    (root / "list_attr_celeba.csv").write_text("image_id," + ",".join(names) + "\n" + "\n".join(rows) + "\n")
+    partition = (official / "list_eval_partition.txt").read_text().split()
+    pairs = [f"{partition[i]},{partition[i + 1]}" for i in range(0, len(partition), 2)]
+    (root / "list_eval_partition.csv").write_text("image_id,partition\n" + "\n".join(pairs) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_celeba_csv_layout_loads_the_same_labels_and_splits(celeba, tmp_path, nested):
+    from lassi.regulator.datasets import CelebASource
+
+    official = CelebASource(celeba, image_size=8)
+    csv = CelebASource(celeba_csv_layout(celeba, tmp_path / "kaggle", nested), image_size=8)
+    assert (official.layout, csv.layout) == ("official", "csv")
+    assert csv.attribute_names == official.attribute_names == CELEBA_ATTRIBUTES
+    ids = np.arange(N_FACES)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(csv.split_ids(split), official.split_ids(split))
+    for name, labels in official.attributes(ids).items():
+        np.testing.assert_array_equal(csv.attributes(ids)[name], labels)
+    np.testing.assert_array_equal(csv.images(ids), official.images(ids))
+    # ids are 0-based rows, CelebA file names 1-based
+    assert csv.file_names(np.array([0, 5])) == ["000001.jpg", "000006.jpg"]
+
+
+def test_celeba_without_attribute_file_names_both_layouts(celeba):
+    from lassi.regulator.datasets import CelebASource, DataError
+
+    (celeba / "list_attr_celeba.txt").unlink()
+    with pytest.raises(DataError) as error:
+        CelebASource(celeba)
+    message = str(error.value)
+    assert "\n" not in message and str(celeba) in message
+    assert "list_attr_celeba.txt" in message and "list_attr_celeba.csv" in message
+
+
+def test_celeba_csv_errors_name_file_and_line(celeba, tmp_path):
+    from lassi.regulator.datasets import CelebASource, DataError
+
+    root = celeba_csv_layout(celeba, tmp_path / "kaggle", nested=False)
+    path = root / "list_eval_partition.csv"
+    path.write_text(path.read_text().replace("000004.jpg,1", "000004.jpg,7"))
+    with pytest.raises(DataError, match=r"list_eval_partition.csv.*line 5.*0, 1 or 2"):
+        CelebASource(root)

@@ -151,6 +151,11 @@ def train_command(
     )
     set_threads(threads)
     train_encoder(config, sim, out, cache_dir=cache_dir, progress=not quiet)
+    if quiet:  # the result line is printed with or without --quiet (progress is not)
+        from lassi.spec import EncoderCard, read_artifact
+
+        card = read_artifact(out, expect=EncoderCard).meta
+        click.echo(f"wrote {out} (best val acc {card.training.val_accuracy:.3f})")
 
 
 @main.command("encode")
@@ -271,6 +276,13 @@ def encode_command(
             labels=[name.strip() for name in labels.split(",") if name.strip()] if labels else None,
             include_sensitive=include_sensitive_labels,
         )
+    from lassi.spec import RepresentationBundle, read_artifact
+
+    meta = read_artifact(out, expect=RepresentationBundle).meta
+    click.echo(
+        f"wrote {out} ({meta.n_samples} samples{', certified' if certify else ''}; "
+        f"labels: {', '.join(meta.label_names)})"
+    )
 
 
 @main.command("export-onnx")

@@ -143,8 +143,6 @@ def encode_split(
         parents={"encoder": encoder_sha, "similarity_spec": sim.sha256},
     )
     write_artifact(out, meta, tensors)
-    if progress:
-        print(f"wrote {out} ({len(ids)} samples{', certified' if certify else ''})")
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -105,7 +106,15 @@ def binary_split(
     """
     source.check_attribute(attribute)
     values = source.attributes(np.asarray(ids, dtype=np.int64))[attribute]
-    half = half_of_range(values, source.num_classes(attribute))
+    n = source.num_classes(attribute)
+    half = half_of_range(values, n)
+    dropped = int((half == 0).sum())
+    if dropped:
+        print(
+            f"note: {attribute} has {n} values; its middle value {n // 2} is in neither half, "
+            f"so {dropped} of {len(values)} samples are not used for its vector",
+            file=sys.stderr,
+        )
     return half == 1, half == -1
 
 
@@ -291,7 +300,7 @@ class CelebASource(_FileImageSource):
         else:
             raise DataError(
                 self.root,
-                f"no CelebA attribute file; expected {CELEBA_LAYOUTS[0]} or {CELEBA_LAYOUTS[1]}",
+                f"CelebA attribute file not found; expected {CELEBA_LAYOUTS[0]} or {CELEBA_LAYOUTS[1]}",
             )
         self.image_dir = self.root / "img_align_celeba"
         if not self.image_dir.is_dir():
