@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_datasets
 from click.testing import CliRunner
-from factories import DATA
-from test_datasets import CELEBA_ATTRIBUTES, N_FACES, celeba  # noqa: F401 (fixture)
+from test_datasets import CELEBA_ATTRIBUTES, N_FACES
 
+from factories import DATA
 from lassi.spec import RepresentationBundle, read_artifact
 
 
@@ -87,6 +88,12 @@ def test_encoder_training_on_a_sensitive_attribute_is_a_usage_error(chain, tmp_p
 # ------------------------------------------------------------------------- CelebA layouts
 
 
+@pytest.fixture()
+def celeba(tmp_path: Path) -> Path:
+    """The miniature CelebA of test_datasets, in the official layout."""
+    return test_datasets.celeba.__wrapped__(tmp_path)
+
+
 def celeba_csv_layout(official: Path, root: Path, nested: bool) -> Path:
     """The widespread CSV redistribution of the official files ``official`` under ``root``."""
     import shutil
@@ -140,3 +147,64 @@ def test_celeba_csv_errors_name_file_and_line(celeba, tmp_path):
     path.write_text(path.read_text().replace("000004.jpg,1", "000004.jpg,7"))
     with pytest.raises(DataError, match=r"list_eval_partition.csv.*line 5.*0, 1 or 2"):
         CelebASource(root)
+
+
+# --------------------------------------------------------------------- no silent fallbacks
+
+
+def test_data_root_without_dataset_is_inferred_or_refused(celeba, tmp_path):
+    from lassi.regulator.data_config import dataset_config_from_options
+    from lassi.spec import UsageError
+
+    def config(**given):
+        options = dict(dataset=None, data_root=None, csv=None, image_size=None, data_seed=None,
+                       n_train=None, n_val=None, n_test=None, correlate=None)  # fmt: skip
+        return dataset_config_from_options(options | given)
+
+    assert config(data_root=celeba).dataset == "celeba"
+    assert config().dataset == "shapes3d"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "attributes.csv").write_text("file,split,a\n")
+    assert config(data_root=tmp_path / "mine").dataset == "folder"
+    with pytest.raises(UsageError, match="pass --dataset celeba or --dataset folder"):
+        config(data_root=tmp_path)
+    with pytest.raises(UsageError, match="--n-train, --correlate applies to the generated 3D"):
+        config(data_root=celeba, n_train=10, correlate="Male:Smiling:0.5")
+    with pytest.raises(UsageError, match="--data-root does not apply"):
+        config(dataset="shapes3d", data_root=celeba)
+
+
+def test_cli_refuses_shapes_options_for_celeba_and_unknown_folders(celeba, tmp_path):
+    from lassi.regulator.cli import main
+
+    out = tmp_path / "glow.safetensors"
+    args = ["train-glow", "--data-root", celeba, "--image-size", "8", "--levels", "1", "--depth",
+            "1", "--hidden", "8", "--steps", "1", "--batch-size", "2", "--quiet", "--out", out]  # fmt: skip
+    result = invoke(main, [*args, "--n-train", "5"])
+    assert result.exit_code == 2 and "--n-train" in result.output and not out.exists()
+    result = invoke(main, [*args, "--correlate", "Male:Smiling:0.5"])
+    assert result.exit_code == 2 and "--correlate" in result.output
+    result = invoke(main, [a if a != celeba else tmp_path for a in args])
+    assert result.exit_code == 2 and "--dataset" in result.output and not out.exists()
+
+
+def test_quiet_still_prints_the_result(chain, tmp_path):
+    from lassi.producer.cli import main
+
+    out = tmp_path / "b.safetensors"
+    result = invoke(main, encode_args(chain, out))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (5 samples; labels: object_hue)" in result.output
+    assert "%|" not in result.output  # no progress bar
+
+
+def test_checkpoint_of_other_options_is_not_discarded_silently(tmp_path, capsys):
+    from lassi.spec.torch_state import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, tool="t", stage="verify", key="a", step=3, modules={})
+    assert load_checkpoint(path, stage="verify", key="a", modules={})[0] == 3
+    assert capsys.readouterr().err == ""
+    assert load_checkpoint(path, stage="verify", key="b", modules={}) is None
+    err = capsys.readouterr().err
+    assert str(path) in err and "other options" in err and "afresh" in err
