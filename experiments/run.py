@@ -116,8 +116,10 @@ def producer_run(
     loss: LossWeights | None = None,
     epochs: int = EPOCHS,
     cert: CenterSmoothingParams = CERT,
+    labels: list[str] | None = None,
 ) -> tuple[Path, Path, Path]:
-    """Encoder + plain train bundle + certified test bundle (reused when present)."""
+    """Encoder + plain train bundle + certified test bundle (reused when present); the bundles
+    carry ``labels`` (default: the encoder's task, object_hue)."""
     folder.mkdir(parents=True, exist_ok=True)
     encoder, train, test = (
         folder / "encoder.safetensors",
@@ -138,7 +140,7 @@ def producer_run(
         train_encoder(config, spec, encoder, cache_dir=OUT / ".cache")
     if not train.exists():
         encode_split(
-            spec, encoder, data, "train", train, cache_dir=OUT / ".cache", labels=LABELS
+            spec, encoder, data, "train", train, cache_dir=OUT / ".cache", labels=labels
         )
     if not test.exists():
         encode_split(
@@ -151,7 +153,7 @@ def producer_run(
             certify=cert,
             seed=seed,
             cache_dir=OUT / ".cache",
-            labels=LABELS,
+            labels=labels,
         )
     return encoder, train, test
 
@@ -350,9 +352,12 @@ def transfer(args: argparse.Namespace) -> dict:
     )
     name = f"producer-rec{args.lambda_rec}-contr{args.lambda_contr}"
     producer = folder / (name if args.lambda_adv == 0.1 else f"{name}-adv{args.lambda_adv}")
-    _, train, test = producer_run(spec, data, "transfer", 0, producer, args.test, loss=loss)
+    tasks = ["object_hue", "shape", "floor_hue"]
+    _, train, test = producer_run(
+        spec, data, "transfer", 0, producer, args.test, loss=loss, labels=tasks
+    )
     rows = []
-    for task in ("object_hue", "shape", "floor_hue"):
+    for task in tasks:
         for sigma in args.sigmas:
             result = consumer_run(
                 train, test, task, sigma, producer, 0, epochs=args.consumer_epochs

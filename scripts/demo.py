@@ -164,6 +164,8 @@ def main() -> int:
                 *DATA,
                 "--split",
                 "train",
+                "--labels",
+                "object_hue",
                 "--out",
                 str(train_bundle),
             ],

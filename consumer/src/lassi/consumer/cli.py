@@ -247,7 +247,8 @@ def predict_command(
         return
     abstained = sum(row["prediction"] is None for row in rows)
     for row in rows:
-        click.echo(f"{row['id']}\t{'abstain' if row['prediction'] is None else row['prediction']}")
+        name = f"\t{row['file']}" if "file" in row else ""
+        click.echo(f"{row['id']}{name}\t{'abstain' if row['prediction'] is None else row['prediction']}")
     click.echo(f"{len(rows)} samples, {abstained} abstained", err=True)
 
 

@@ -93,6 +93,7 @@ def predict_bundle(
     smooth = SmoothNumpy(logits, num_classes, sigma)
     t = bundle.tensors
     count = bundle.meta.n_samples if limit is None else min(limit, bundle.meta.n_samples)
+    files = bundle.meta.file_names
     rows = []
     for i in range(count):
         use_center = bundle.meta.certified and t["status"][i] == CenterStatus.CERTIFIED
@@ -101,6 +102,7 @@ def predict_bundle(
         rows.append(
             {
                 "id": int(t["ids"][i]),
+                **({"file": files[i]} if files is not None else {}),
                 "prediction": None if prediction == ABSTAIN else prediction,
                 "input": "z_cs" if use_center else "z",
             }

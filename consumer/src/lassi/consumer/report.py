@@ -52,11 +52,15 @@ def summarise(
 
 
 def report_rows(report: Artifact[VerificationReport]) -> list[dict[str, Any]]:
-    """One JSON-able row per sample: id, label, prediction (None: abstained), R, r_CS, status."""
+    """One JSON-able row per sample: id (0-based), file (when the bundle names the images),
+    label, prediction (None: abstained), R, r_CS, status."""
     t = report.tensors
+    files = report.meta.file_names
     rows = []
     for i in range(report.meta.n_samples):
         row: dict[str, Any] = {"id": int(t["ids"][i])}
+        if files is not None:
+            row["file"] = files[i]
         if "labels" in t:
             row["label"] = int(t["labels"][i])
         prediction = int(t["prediction"][i])
@@ -124,12 +128,12 @@ def write_report_files(
     with atomic_path(paths["json"]) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     per_sample = [
-        "| id | label | prediction | R | r_CS | status |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| id | file | label | prediction | R | r_CS | status |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         per_sample.append(
-            f"| {row['id']} | {row.get('label', '')} | {'abstain' if row['prediction'] is None else row['prediction']} "
+            f"| {row['id']} | {row.get('file', '')} | {row.get('label', '')} | {'abstain' if row['prediction'] is None else row['prediction']} "
             f"| {row['R']:.4f} | {row['r_cs']:.4f} | {row['status']} |"
         )
     parents = "\n".join(f"- {kind}: `{digest}`" for kind, digest in meta.parents.items())

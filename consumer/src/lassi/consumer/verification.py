@@ -157,6 +157,7 @@ def verify(
         certificate=certificate,
         summary=summary,
         parents=parents,
+        file_names=meta.file_names,
     )
     report_tensors = {"ids": tensors["ids"], "r_cs": tensors["r_cs"], **result}
     if labels is not None:

@@ -157,6 +157,11 @@ def train_command(
     )
     set_threads(threads)
     train_encoder(config, sim, out, cache_dir=cache_dir, progress=not quiet, device=device)
+    if quiet:  # the result line is printed with or without --quiet (progress is not)
+        from lassi.spec import EncoderCard, read_artifact
+
+        card = read_artifact(out, expect=EncoderCard).meta
+        click.echo(f"wrote {out} (best val acc {card.training.val_accuracy:.3f})")
 
 
 @main.command("encode")
@@ -176,13 +181,15 @@ def train_command(
 @click.option("--out", type=PATH, required=True, help="Representation bundle to write.")
 @click.option(
     "--labels",
+    "labels",
     default=None,
-    help="Comma-separated labels to hand on with the representations (default: the encoder's task).",
+    help="Comma-separated labels to export (default: the encoder's task).",
 )
 @click.option(
     "--include-sensitive-labels",
     is_flag=True,
-    help="Also hand on labels of the spec's sensitive attributes (recorded in the bundle).",
+    help="Also export the labels of the spec's sensitive attributes (recorded in the bundle; "
+    "a consumer refuses to train on them).",
 )
 @click.option("--certify", is_flag=True, help="Center-smooth every sample (z_CS, r_CS).")
 @click.option(
@@ -278,10 +285,17 @@ def encode_command(
             cache_dir=cache_dir,
             progress=not quiet,
             executor=runner,
-            labels=None if labels is None else [s.strip() for s in labels.split(",") if s.strip()],
-            include_sensitive_labels=include_sensitive_labels,
+            labels=[name.strip() for name in labels.split(",") if name.strip()] if labels else None,
+            include_sensitive=include_sensitive_labels,
             device=device,
         )
+    from lassi.spec import RepresentationBundle, read_artifact
+
+    meta = read_artifact(out, expect=RepresentationBundle).meta
+    click.echo(
+        f"wrote {out} ({meta.n_samples} samples{', certified' if certify else ''}; "
+        f"labels: {', '.join(meta.label_names)})"
+    )
 
 
 @main.command("export-onnx")

@@ -1,14 +1,17 @@
 """Encoding a data split into a representation bundle, optionally center-smoothed (Sec. 4.3).
 
-Plain: z = E_L(E_G(x)), labels and sample ids. Certified (``certify``): for every sample, center
-smoothing of f(t) = E_L(z_G + Σ t_i a_i) with t ~ N(0, σ_enc² I_m) gives z_CS and r_CS, or an
+Plain: z = E_L(E_G(x)), the requested labels and sample ids. Labels policy: only the labels asked
+for are exported (default: the encoder's task); the labels of the spec's sensitive attributes only
+on explicit request (``include_sensitive``), and the bundle then lists them in
+``sensitive_labels`` so that a consumer refuses to train on them.
+
+Certified (``certify``): for every sample, center smoothing of f(t) = E_L(z_G + Σ t_i a_i) with t ~ N(0, σ_enc² I_m) gives z_CS and r_CS, or an
 abstention. Certification is checkpointed as it goes; a killed run resumes where it stopped and,
 thanks to per-sample seeds, writes a bit-identical file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,30 @@ def select_ids(source, split: str, limit: int | None, every: int) -> np.ndarray:
     return ids if limit is None else ids[:limit]
 
 
+def sensitive_names(sim: SimilaritySet) -> set[str]:
+    """Names of the spec's sensitive attributes (and of their vectors)."""
+    return set(sim.meta.attribute_names) | set(sim.meta.vector_names)
+
+
+def choose_labels(
+    source, sim: SimilaritySet, task: str, labels: list[str] | None, include_sensitive: bool
+) -> tuple[list[str], list[str]]:
+    """(labels to export, the sensitive ones among them); see the module docstring."""
+    sensitive = sensitive_names(sim)
+    wanted = list(dict.fromkeys(labels if labels else [task]))
+    for name in wanted:
+        source.check_attribute(name)
+        if name in sensitive and not include_sensitive:
+            raise UsageError(
+                None,
+                f"label {name!r} is a sensitive attribute of the spec; it is exported only with "
+                "--include-sensitive-labels",
+            )
+    if include_sensitive:
+        wanted += [a for a in sim.meta.attribute_names if a not in wanted and a in source.attribute_names]
+    return sorted(wanted), sorted(name for name in wanted if name in sensitive)
+
+
 def encode_split(
     spec: Path | SimilaritySet,
     encoder_path: Path,
@@ -47,14 +74,11 @@ def encode_split(
     progress: bool = True,
     executor: Executor | None = None,
     device: str | torch.device = "cpu",
-    labels: Sequence[str] | None = None,
-    include_sensitive_labels: bool = False,
+    labels: list[str] | None = None,
+    include_sensitive: bool = False,
 ) -> Path:
-    """Write the representation bundle of ``split`` (certified when ``certify`` is given).
-
-    ``labels``: the labels handed on with the representations (default: the encoder's task).
-    A label of a sensitive attribute of the spec is refused unless ``include_sensitive_labels``
-    (recorded in the bundle), so that a consumer is not handed what the set is fair about.
+    """Write the representation bundle of ``split`` (certified when ``certify`` is given) with
+    the ``labels`` asked for (default: the encoder's task).
 
     ``device``: where E_L runs (plain encoding and every center-smoothing draw)."""
     out = Path(out)
@@ -66,23 +90,14 @@ def encode_split(
     source = make_source(data)
     if split not in ("train", "val", "test"):
         raise UsageError(None, f"unknown split '{split}' (train, val, test)")
+    names, sensitive = choose_labels(source, sim, card.task, labels, include_sensitive)
     ids = select_ids(source, split, limit, every)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / ".cache"
     z_g = glow_latents(
         sim, source, data, ids, cache_dir, progress=progress, desc=f"glow latents ({split})"
     )
-    wanted = list(dict.fromkeys(labels if labels is not None else [card.task]))
-    sensitive = sorted(set(wanted) & set(sim.meta.attribute_names))
-    if sensitive and not include_sensitive_labels:
-        raise UsageError(
-            None,
-            f"label {sensitive[0]!r} is a sensitive attribute of the spec; it is handed on only "
-            "with --include-sensitive-labels",
-        )
-    for name in wanted:
-        source.check_attribute(name)
-    every_label = source.attributes(ids)
-    labels = {name: np.asarray(every_label[name], dtype=np.int64) for name in wanted}
+    all_labels = source.attributes(ids)
+    exported = {name: np.asarray(all_labels[name], dtype=np.int64) for name in names}
     with torch.no_grad():
         z = (
             torch.cat([base(z_g[i : i + 1024].to(device)).cpu() for i in range(0, len(ids), 1024)])
@@ -93,7 +108,7 @@ def encode_split(
         "z": z.numpy().astype(np.float32),
         "ids": ids.astype(np.int64),
     }
-    tensors.update({f"labels.{name}": y for name, y in labels.items()})
+    tensors.update({f"labels.{name}": y for name, y in exported.items()})
     certificate = None
     if certify is not None:
         certificate = certify.certificate(seed)
@@ -121,18 +136,17 @@ def encode_split(
         split=split,
         n_samples=len(ids),
         k=card.k,
-        label_names=sorted(labels),
-        label_classes={name: source.num_classes(name) for name in labels},
+        label_names=names,
+        label_classes={name: source.num_classes(name) for name in names},
+        sensitive_labels=sensitive,
+        file_names=source.file_names(ids),
         certified=certify is not None,
         certificate=certificate,
         attributes=sim.meta.attribute_names,
-        sensitive_labels=sensitive,
         data=data.provenance(split, len(ids)),
         parents={"encoder": encoder_sha, "similarity_spec": sim.sha256},
     )
     write_artifact(out, meta, tensors)
-    if progress:
-        print(f"wrote {out} ({len(ids)} samples{', certified' if certify else ''})")
     return out
 
 

@@ -111,14 +111,14 @@ def _train_encoder(
             None,
             f"data image size {data.image_size} differs from the spec's Glow ({sim.glow.image_size})",
         )
-    if config.task in sim.meta.attribute_names:
-        raise UsageError(
-            None,
-            f"task {config.task!r} is a sensitive attribute of the spec: the encoder must be fair "
-            "about it, not predict it",
-        )
     source = make_source(data)
     source.check_attribute(config.task)
+    if config.task in set(sim.meta.attribute_names) | set(sim.meta.vector_names):
+        raise UsageError(
+            None,
+            f"task {config.task!r} is a sensitive attribute of the spec; the encoder must not "
+            "be trained to predict it",
+        )
     num_classes = source.num_classes(config.task)
     train_ids = source.split_ids("train")
     if config.max_train is not None:

@@ -40,6 +40,8 @@ class DatasetConfig(BaseModel):
     def _needs_root(self) -> DatasetConfig:
         if self.dataset != "shapes3d" and self.root is None:
             raise ValueError(f"--data-root is required for --dataset {self.dataset}")
+        if self.correlate is not None and self.dataset != "shapes3d":
+            raise ValueError(f"--correlate applies to shapes3d only, not to {self.dataset}")
         if self.correlate is not None:
             parts = self.correlate.split(":")
             if len(parts) != 3:
@@ -121,15 +123,14 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--dataset",
             type=click.Choice(["shapes3d", "celeba", "folder"]),
-            default="shapes3d",
-            show_default=True,
-            help="Data source.",
+            default=None,
+            help="Data source [default: shapes3d; with --data-root inferred from the folder].",
         ),
         click.option(
             "--data-root",
             type=click.Path(path_type=Path),
             default=None,
-            help="Folder of CelebA (official layout) or of an image folder.",
+            help="Folder of CelebA (official or CSV layout) or of images with attributes.csv.",
         ),
         click.option(
             "--csv",
@@ -143,30 +144,26 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--data-seed",
             type=int,
-            default=0,
-            show_default=True,
-            help="Seed of the 3D Shapes splits.",
+            default=None,
+            help="Seed of the 3D Shapes splits [default: 0].",
         ),
         click.option(
             "--n-train",
             type=int,
-            default=20_000,
-            show_default=True,
-            help="3D Shapes: train split size.",
+            default=None,
+            help="3D Shapes: train split size [default: 20 000].",
         ),
         click.option(
             "--n-val",
             type=int,
-            default=1_000,
-            show_default=True,
-            help="3D Shapes: validation split size.",
+            default=None,
+            help="3D Shapes: validation split size [default: 1 000].",
         ),
         click.option(
             "--n-test",
             type=int,
-            default=1_000,
-            show_default=True,
-            help="3D Shapes: test split size.",
+            default=None,
+            help="3D Shapes: test split size [default: 1 000].",
         ),
         click.option(
             "--correlate",
@@ -187,17 +184,48 @@ def dataset_config_from_options(
     from pydantic import ValidationError
 
     size = options.pop("image_size") or image_size or 64
-    try:
-        return DatasetConfig(
-            dataset=options.pop("dataset"),
-            root=options.pop("data_root"),
-            csv=options.pop("csv"),
-            image_size=size,
-            seed=options.pop("data_seed"),
-            n_train=options.pop("n_train"),
-            n_val=options.pop("n_val"),
-            n_test=options.pop("n_test"),
-            correlate=options.pop("correlate"),
+    root, csv = options.pop("data_root"), options.pop("csv")
+    dataset = options.pop("dataset") or infer_dataset(root, csv)
+    shapes_only = {
+        "--data-seed": options.pop("data_seed"),
+        "--n-train": options.pop("n_train"),
+        "--n-val": options.pop("n_val"),
+        "--n-test": options.pop("n_test"),
+        "--correlate": options.pop("correlate"),
+    }
+    given = [flag for flag, value in shapes_only.items() if value is not None]
+    if dataset != "shapes3d" and given:
+        raise UsageError(
+            None,
+            f"{', '.join(given)} applies to the generated 3D Shapes splits only; {dataset} uses "
+            "the splits of its files (cap the training images with --max-train)",
         )
+    if dataset == "shapes3d" and root is not None:
+        raise UsageError(root, "--data-root does not apply to --dataset shapes3d (it is generated)")
+    if dataset != "folder" and csv is not None:
+        raise UsageError(csv, f"--csv applies to --dataset folder only, not to {dataset}")
+    values = {key.lstrip("-").replace("-", "_"): v for key, v in shapes_only.items() if v is not None}
+    if "data_seed" in values:
+        values["seed"] = values.pop("data_seed")
+    try:
+        return DatasetConfig(dataset=dataset, root=root, csv=csv, image_size=size, **values)
     except ValidationError as error:
         raise UsageError(None, f"data options: {validation_message(error, 'option')}") from None
+
+
+def infer_dataset(root: Path | None, csv: Path | None) -> str:
+    """The data set of a ``--data-root`` given without ``--dataset``: CelebA when one of its
+    attribute files is there, a folder source when ``--csv`` or ``attributes.csv`` is; refuse
+    otherwise (3D Shapes has no folder)."""
+    if root is None:
+        return "folder" if csv is not None else "shapes3d"
+    root = Path(root)
+    if any((root / name).is_file() for name in ("list_attr_celeba.txt", "list_attr_celeba.csv")):
+        return "celeba"
+    if csv is not None or (root / "attributes.csv").is_file():
+        return "folder"
+    raise UsageError(
+        root,
+        "cannot tell the data set from the folder (no list_attr_celeba.txt/.csv, no "
+        "attributes.csv); pass --dataset celeba or --dataset folder",
+    )

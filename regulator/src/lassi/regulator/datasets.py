@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -85,6 +86,10 @@ class ImageSource(ABC):
                 f"unknown attribute {attribute!r} for {self.name}{hint}; valid: {_shorten(names)}",
             )
 
+    def file_names(self, ids: np.ndarray) -> list[str] | None:
+        """Image file name (or CSV key) of each id, or None for built-in data."""
+        return None
+
     @staticmethod
     def check_split(split: str) -> None:
         """Raise :class:`DataError` unless ``split`` is train, val or test."""
@@ -103,7 +108,15 @@ def binary_split(
     """
     source.check_attribute(attribute)
     values = source.attributes(np.asarray(ids, dtype=np.int64))[attribute]
-    half = half_of_range(values, source.num_classes(attribute))
+    n = source.num_classes(attribute)
+    half = half_of_range(values, n)
+    dropped = int((half == 0).sum())
+    if dropped:
+        print(
+            f"note: {attribute} has {n} values; its middle value {n // 2} is in neither half, "
+            f"so {dropped} of {len(values)} samples are not used for its vector",
+            file=sys.stderr,
+        )
     return half == 1, half == -1
 
 
@@ -216,6 +229,9 @@ class _FileImageSource(ImageSource):
         rows = self.labels[_as_ids(ids, len(self.files))]
         return {name: rows[:, i].copy() for i, name in enumerate(self.attribute_names)}
 
+    def file_names(self, ids: np.ndarray) -> list[str]:
+        return [self.files[i] for i in _as_ids(ids, len(self.files))]
+
     def images(self, ids: np.ndarray) -> np.ndarray:
         ids = _as_ids(ids, len(self.files))
         out = np.empty((len(ids), self.image_size, self.image_size, 3), dtype=np.uint8)
@@ -239,15 +255,24 @@ def _read_lines(path: Path, what: str) -> list[str]:
     return lines
 
 
-class CelebASource(_FileImageSource):
-    """CelebA in its official layout under ``root``.
+CELEBA_LAYOUTS = (
+    "the official layout (img_align_celeba/*.jpg, list_attr_celeba.txt, list_eval_partition.txt)",
+    "the CSV layout (img_align_celeba/[img_align_celeba/]*.jpg, list_attr_celeba.csv with an "
+    "image_id column, list_eval_partition.csv)",
+)
 
-    ``img_align_celeba/*.jpg``; ``list_attr_celeba.txt`` (image count, a header of 40
-    attribute names, then one ``file -1 1 ...`` row per image; -1 becomes label 0, 1 label 1,
-    and 0 is accepted as label 0); ``list_eval_partition.txt`` (``file 0|1|2`` =
-    train/val/test). Ids are row numbers of the attribute file. Images are centre-cropped to
-    ``crop`` pixels (148 by default, clipped to the image; None = the largest square) and
-    resized to ``image_size``.
+
+class CelebASource(_FileImageSource):
+    """CelebA under ``root``, in either of its two widespread layouts (detected automatically).
+
+    Official: ``img_align_celeba/*.jpg``; ``list_attr_celeba.txt`` (image count, a header of 40
+    attribute names, then one ``file -1 1 ...`` row per image); ``list_eval_partition.txt``
+    (``file 0|1|2`` = train/val/test). CSV (as redistributed, e.g. on Kaggle): the images
+    possibly nested in ``img_align_celeba/img_align_celeba/``; ``list_attr_celeba.csv`` (header
+    ``image_id,<40 names>``, values -1/1); ``list_eval_partition.csv`` (``image_id,partition``).
+    -1 becomes label 0, 1 label 1, and 0 is accepted as label 0. Ids are 0-based row numbers of
+    the attribute file (000501.jpg is id 500). Images are centre-cropped to ``crop`` pixels (148
+    by default, clipped to the image; None = the largest square) and resized to ``image_size``.
     """
 
     name = "celeba"
@@ -264,19 +289,41 @@ class CelebASource(_FileImageSource):
         self.crop = crop
         if not self.root.is_dir():
             raise DataError(self.root, "CelebA folder not found")
+        if (self.root / "list_attr_celeba.txt").is_file():
+            self.layout = "official"
+            self.attribute_file = self.root / "list_attr_celeba.txt"
+            parse_attributes, parse_partition = _parse_celeba_attributes, _parse_celeba_partition
+            partition = self.root / "list_eval_partition.txt"
+        elif (self.root / "list_attr_celeba.csv").is_file():
+            self.layout = "csv"
+            self.attribute_file = self.root / "list_attr_celeba.csv"
+            parse_attributes, parse_partition = _parse_celeba_csv, _parse_celeba_partition_csv
+            partition = self.root / "list_eval_partition.csv"
+        else:
+            raise DataError(
+                self.root,
+                f"CelebA attribute file not found; expected {CELEBA_LAYOUTS[0]} or {CELEBA_LAYOUTS[1]}",
+            )
         self.image_dir = self.root / "img_align_celeba"
         if not self.image_dir.is_dir():
-            raise DataError(self.image_dir, "image folder not found (expected CelebA's layout)")
-        self.attribute_file = self.root / "list_attr_celeba.txt"
-        self.files, self.attribute_names, self.labels = _parse_celeba_attributes(
-            self.attribute_file
-        )
-        partition = self.root / "list_eval_partition.txt"
-        self.split_codes = _parse_celeba_partition(partition, self.files)
+            raise DataError(self.image_dir, f"image folder not found (CelebA {self.layout} layout)")
+        nested = self.image_dir / "img_align_celeba"
+        if nested.is_dir():
+            self.image_dir = nested
+        self.files, self.attribute_names, self.labels = parse_attributes(self.attribute_file)
+        self.split_codes = parse_partition(partition, self.files)
 
     def num_classes(self, attribute: str) -> int:
         self.check_attribute(attribute)
         return 2
+
+
+def _check_signs(path: Path, values: np.ndarray, first_line: int) -> np.ndarray:
+    """int64 0/1 labels of a -1/1 (or 0/1) CelebA attribute table."""
+    bad = np.flatnonzero(~np.isin(values, (-1, 0, 1)).all(axis=1))
+    if bad.size:
+        raise DataError(path, f"line {bad[0] + first_line}: attribute values must be -1 or 1")
+    return (values == 1).astype(np.int64)
 
 
 def _parse_celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarray]:
@@ -305,10 +352,52 @@ def _parse_celeba_attributes(path: Path) -> tuple[list[str], list[str], np.ndarr
         files.append(parts[0])
         tokens.extend(parts[1:])
     values = _parse_integers(path, tokens, len(names), first_line=3)
-    bad = np.flatnonzero(~np.isin(values, (-1, 0, 1)).all(axis=1))
-    if bad.size:
-        raise DataError(path, f"line {bad[0] + 3}: attribute values must be -1 or 1")
-    return files, names, (values == 1).astype(np.int64)
+    return files, names, _check_signs(path, values, first_line=3)
+
+
+def _csv_table(path: Path, what: str, first: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of a CSV whose first column is ``first``; rows of the header's width."""
+    table = list(csv.reader(_read_lines(path, what)))
+    header = [cell.strip() for cell in table[0]] if table else []
+    if len(header) < 2 or header[0] != first:
+        raise DataError(path, f"header must start with '{first},', got {','.join(header)!r}")
+    for number, row in enumerate(table[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(path, f"line {number} has {len(row)} columns, expected {len(header)}")
+    return header, [[cell.strip() for cell in row] for row in table[1:]]
+
+
+def _parse_celeba_csv(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """(files, attribute names, int64 0/1 labels) of list_attr_celeba.csv (CSV layout)."""
+    header, rows = _csv_table(path, "attribute CSV", "image_id")
+    names = header[1:]
+    if not rows:
+        raise DataError(path, "no data rows")
+    tokens = [cell for row in rows for cell in row[1:]]
+    values = _parse_integers(path, tokens, len(names), first_line=2)
+    return [row[0] for row in rows], names, _check_signs(path, values, first_line=2)
+
+
+def _parse_celeba_partition_csv(path: Path, files: list[str]) -> np.ndarray:
+    """int8 split codes of list_eval_partition.csv (``image_id,partition``, CSV layout)."""
+    header, rows = _csv_table(path, "partition CSV", "image_id")
+    if header != ["image_id", "partition"]:
+        raise DataError(path, f"header must be 'image_id,partition', got {','.join(header)!r}")
+    partition: dict[str, int] = {}
+    for number, (file, code) in enumerate(rows, start=2):
+        if code not in ("0", "1", "2"):
+            raise DataError(path, f"line {number}: partition must be 0, 1 or 2, got {code!r}")
+        partition[file] = int(code)
+    return _codes_for(path, partition, files)
+
+
+def _codes_for(path: Path, partition: dict[str, int], files: list[str]) -> np.ndarray:
+    codes = np.empty(len(files), dtype=np.int8)
+    for i, file in enumerate(files):
+        if file not in partition:
+            raise DataError(path, f"no partition entry for {file}")
+        codes[i] = partition[file]
+    return codes
 
 
 def _parse_integers(path: Path, tokens: list[str], width: int, first_line: int) -> np.ndarray:
@@ -334,12 +423,7 @@ def _parse_celeba_partition(path: Path, files: list[str]) -> np.ndarray:
         if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
             raise DataError(path, f"line {number} must be 'file.jpg 0|1|2', got {line.strip()!r}")
         partition[parts[0]] = int(parts[1])
-    codes = np.empty(len(files), dtype=np.int8)
-    for i, file in enumerate(files):
-        if file not in partition:
-            raise DataError(path, f"no partition entry for {file}")
-        codes[i] = partition[file]
-    return codes
+    return _codes_for(path, partition, files)
 
 
 # --------------------------------------------------------------------------------------------

@@ -452,14 +452,22 @@ class RepresentationBundle(ArtifactBase):
     certified: bool = False
     certificate: CertificateParams | None = None
     attributes: list[Name] = Field(default_factory=list)
+    data: DataProvenance | None = None
     sensitive_labels: list[Name] = Field(
         default_factory=list,
-        description="labels of sensitive attributes the producer chose to hand on (explicit flag)",
+        description="labels of sensitive attributes (the spec's) exported on explicit request; "
+        "a consumer must not train on them",
     )
-    data: DataProvenance | None = None
+    file_names: list[str] | None = Field(
+        None, description="image file name (or CSV key) of each sample, in the order of ids"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RepresentationBundle:
+        if not set(self.sensitive_labels) <= set(self.label_names):
+            raise ValueError("sensitive_labels must be among label_names")
+        if self.file_names is not None and len(self.file_names) != self.n_samples:
+            raise ValueError("file_names must have one entry per sample")
         if self.certified != (self.certificate is not None):
             raise ValueError("certified bundles need certificate parameters, plain ones none")
         if set(self.label_names) != set(self.label_classes):
@@ -591,6 +599,9 @@ class VerificationReport(ArtifactBase):
     smoothing: SmoothingParams
     certificate: CertificateParams
     summary: ReportSummary
+    file_names: list[str] | None = Field(
+        None, description="image file name (or CSV key) of each sample, from the bundle"
+    )
 
     def tensor_specs(self) -> list[TensorSpec]:
         """``draws`` (optional, absent in older files): classifier draws per sample, n0 + the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,11 @@ def load_checkpoint(
         ) from None
     meta = artifact.meta
     if meta.stage != stage or meta.run_key != key:
+        print(
+            f"note: {path} is a checkpoint of a run with other options (stage {meta.stage!r}, "
+            f"step {meta.step}); starting afresh, it will be overwritten",
+            file=sys.stderr,
+        )
         return None
     for name, module in modules.items():
         load_module(module, artifact.weights(f"model.{name}."), path)

@@ -1,0 +1,210 @@
+"""Real users' data and choices: label policy, CelebA layouts, no silent fallbacks (CLIs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_datasets
+from click.testing import CliRunner
+from test_datasets import CELEBA_ATTRIBUTES, N_FACES
+
+from factories import DATA
+from lassi.spec import RepresentationBundle, read_artifact
+
+
+def invoke(main, args: list[str]):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def encode_args(chain: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return ["encode", "--spec", chain["spec"], "--encoder", chain["encoder"], *DATA,
+            "--split", "val", "--limit", "5", "--quiet", "--out", out, *extra]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- label policy
+
+
+def test_bundle_carries_only_the_task_label_by_default(chain):
+    meta = read_artifact(chain["train"], expect=RepresentationBundle).meta
+    assert meta.label_names == ["object_hue"]
+    assert meta.sensitive_labels == []
+
+
+def test_encode_exports_the_labels_asked_for(chain, tmp_path):
+    from lassi.producer.cli import main
+
+    out = tmp_path / "b.safetensors"
+    result = invoke(main, encode_args(chain, out, "--labels", "shape,floor_hue"))
+    assert result.exit_code == 0, result.output
+    bundle = read_artifact(out, expect=RepresentationBundle)
+    assert bundle.meta.label_names == ["floor_hue", "shape"]
+    assert set(k for k in bundle.tensors if k.startswith("labels.")) == {
+        "labels.floor_hue",
+        "labels.shape",
+    }
+
+
+def test_sensitive_label_needs_the_explicit_flag(chain, tmp_path):
+    from lassi.producer.cli import main
+
+    out = tmp_path / "b.safetensors"
+    result = invoke(main, encode_args(chain, out, "--labels", "object_hue,orientation"))
+    assert result.exit_code == 2
+    assert "orientation" in result.output and "--include-sensitive-labels" in result.output
+    assert not out.exists()
+    result = invoke(main, encode_args(chain, out, "--include-sensitive-labels"))
+    assert result.exit_code == 0, result.output
+    meta = read_artifact(out, expect=RepresentationBundle).meta
+    assert meta.label_names == ["object_hue", "orientation"]
+    assert meta.sensitive_labels == ["orientation"]
+
+
+def test_consumer_refuses_to_train_on_a_sensitive_label(chain, tmp_path):
+    from lassi.consumer.cli import main as consumer
+    from lassi.producer.cli import main as producer
+
+    bundle = tmp_path / "b.safetensors"
+    result = invoke(producer, encode_args(chain, bundle, "--include-sensitive-labels"))
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "c.safetensors"
+    result = invoke(consumer, ["train", "--bundle", bundle, "--task", "orientation",
+                               "--sigma", "0.5", "--quiet", "--out", out])  # fmt: skip
+    assert result.exit_code == 2
+    assert "sensitive" in result.output and not out.exists()
+
+
+def test_encoder_training_on_a_sensitive_attribute_is_a_usage_error(chain, tmp_path):
+    from lassi.producer.cli import main
+
+    out = tmp_path / "e.safetensors"
+    result = invoke(main, ["train", "--spec", chain["spec"], *DATA, "--task", "orientation",
+                           "--epochs", "1", "--quiet", "--out", out])  # fmt: skip
+    assert result.exit_code == 2
+    assert "sensitive" in result.output and not out.exists()
+
+
+# ------------------------------------------------------------------------- CelebA layouts
+
+
+@pytest.fixture()
+def celeba(tmp_path: Path) -> Path:
+    """The miniature CelebA of test_datasets, in the official layout."""
+    return test_datasets.celeba.__wrapped__(tmp_path)
+
+
+def celeba_csv_layout(official: Path, root: Path, nested: bool) -> Path:
+    """The widespread CSV redistribution of the official files ``official`` under ``root``."""
+    import shutil
+
+    lines = (official / "list_attr_celeba.txt").read_text().splitlines()
+    names = lines[1].split()
+    rows = [",".join(line.split()) for line in lines[2:]]
+    images = root / "img_align_celeba" / ("img_align_celeba" if nested else "")
+    shutil.copytree(official / "img_align_celeba", images)
+    (root / "list_attr_celeba.csv").write_text("image_id," + ",".join(names) + "\n" + "\n".join(rows) + "\n")
+    partition = (official / "list_eval_partition.txt").read_text().split()
+    pairs = [f"{partition[i]},{partition[i + 1]}" for i in range(0, len(partition), 2)]
+    (root / "list_eval_partition.csv").write_text("image_id,partition\n" + "\n".join(pairs) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_celeba_csv_layout_loads_the_same_labels_and_splits(celeba, tmp_path, nested):
+    from lassi.regulator.datasets import CelebASource
+
+    official = CelebASource(celeba, image_size=8)
+    csv = CelebASource(celeba_csv_layout(celeba, tmp_path / "kaggle", nested), image_size=8)
+    assert (official.layout, csv.layout) == ("official", "csv")
+    assert csv.attribute_names == official.attribute_names == CELEBA_ATTRIBUTES
+    ids = np.arange(N_FACES)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(csv.split_ids(split), official.split_ids(split))
+    for name, labels in official.attributes(ids).items():
+        np.testing.assert_array_equal(csv.attributes(ids)[name], labels)
+    np.testing.assert_array_equal(csv.images(ids), official.images(ids))
+    # ids are 0-based rows, CelebA file names 1-based
+    assert csv.file_names(np.array([0, 5])) == ["000001.jpg", "000006.jpg"]
+
+
+def test_celeba_without_attribute_file_names_both_layouts(celeba):
+    from lassi.regulator.datasets import CelebASource, DataError
+
+    (celeba / "list_attr_celeba.txt").unlink()
+    with pytest.raises(DataError) as error:
+        CelebASource(celeba)
+    message = str(error.value)
+    assert "\n" not in message and str(celeba) in message
+    assert "list_attr_celeba.txt" in message and "list_attr_celeba.csv" in message
+
+
+def test_celeba_csv_errors_name_file_and_line(celeba, tmp_path):
+    from lassi.regulator.datasets import CelebASource, DataError
+
+    root = celeba_csv_layout(celeba, tmp_path / "kaggle", nested=False)
+    path = root / "list_eval_partition.csv"
+    path.write_text(path.read_text().replace("000004.jpg,1", "000004.jpg,7"))
+    with pytest.raises(DataError, match=r"list_eval_partition.csv.*line 5.*0, 1 or 2"):
+        CelebASource(root)
+
+
+# --------------------------------------------------------------------- no silent fallbacks
+
+
+def test_data_root_without_dataset_is_inferred_or_refused(celeba, tmp_path):
+    from lassi.regulator.data_config import dataset_config_from_options
+    from lassi.spec import UsageError
+
+    def config(**given):
+        options = dict(dataset=None, data_root=None, csv=None, image_size=None, data_seed=None,
+                       n_train=None, n_val=None, n_test=None, correlate=None)  # fmt: skip
+        return dataset_config_from_options(options | given)
+
+    assert config(data_root=celeba).dataset == "celeba"
+    assert config().dataset == "shapes3d"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "attributes.csv").write_text("file,split,a\n")
+    assert config(data_root=tmp_path / "mine").dataset == "folder"
+    with pytest.raises(UsageError, match="pass --dataset celeba or --dataset folder"):
+        config(data_root=tmp_path)
+    with pytest.raises(UsageError, match="--n-train, --correlate applies to the generated 3D"):
+        config(data_root=celeba, n_train=10, correlate="Male:Smiling:0.5")
+    with pytest.raises(UsageError, match="--data-root does not apply"):
+        config(dataset="shapes3d", data_root=celeba)
+
+
+def test_cli_refuses_shapes_options_for_celeba_and_unknown_folders(celeba, tmp_path):
+    from lassi.regulator.cli import main
+
+    out = tmp_path / "glow.safetensors"
+    args = ["train-glow", "--data-root", celeba, "--image-size", "8", "--levels", "1", "--depth",
+            "1", "--hidden", "8", "--steps", "1", "--batch-size", "2", "--quiet", "--out", out]  # fmt: skip
+    result = invoke(main, [*args, "--n-train", "5"])
+    assert result.exit_code == 2 and "--n-train" in result.output and not out.exists()
+    result = invoke(main, [*args, "--correlate", "Male:Smiling:0.5"])
+    assert result.exit_code == 2 and "--correlate" in result.output
+    result = invoke(main, [a if a != celeba else tmp_path for a in args])
+    assert result.exit_code == 2 and "--dataset" in result.output and not out.exists()
+
+
+def test_quiet_still_prints_the_result(chain, tmp_path):
+    from lassi.producer.cli import main
+
+    out = tmp_path / "b.safetensors"
+    result = invoke(main, encode_args(chain, out))
+    assert result.exit_code == 0, result.output
+    assert f"wrote {out} (5 samples; labels: object_hue)" in result.output
+    assert "%|" not in result.output  # no progress bar
+
+
+def test_checkpoint_of_other_options_is_not_discarded_silently(tmp_path, capsys):
+    from lassi.spec.torch_state import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "run.ckpt"
+    save_checkpoint(path, tool="t", stage="verify", key="a", step=3, modules={})
+    assert load_checkpoint(path, stage="verify", key="a", modules={})[0] == 3
+    assert capsys.readouterr().err == ""
+    assert load_checkpoint(path, stage="verify", key="b", modules={}) is None
+    err = capsys.readouterr().err
+    assert str(path) in err and "other options" in err and "afresh" in err
