@@ -36,6 +36,18 @@ CERT = CertificateParams(
 )
 
 
+def glow_weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Stand-in ``glow.`` tensors with as many weights, in as many tensors, as a Glow of FLOW
+    has (what ``lassi.spec.architecture.check_glow`` checks on read)."""
+    from lassi.spec.architecture import glow_weight_count
+
+    elements, count = glow_weight_count(
+        FLOW.image_size, FLOW.n_levels, FLOW.n_steps, FLOW.hidden, FLOW.coupling
+    )
+    sizes = [1] * (count - 1) + [elements - (count - 1)]
+    return {f"glow.w{i}": rng.normal(size=(size,)).astype(np.float32) for i, size in enumerate(sizes)}
+
+
 def make(kind: str, n: int = 5, k: int = 4) -> tuple:
     """(metadata, tensors) of a small valid artifact of ``kind``."""
     rng = np.random.default_rng(0)
@@ -50,7 +62,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
                 steps=1, batch_size=2, lr=1e-3, warmup_steps=0, seed=0, seconds=0.1
             ),
         )
-        return meta, {"glow.w": rng.normal(size=(3, 3)).astype(np.float32)}
+        return meta, glow_weights(rng)
     if kind == "similarity_spec":
         attr = AttributeInfo(
             name="orientation",
@@ -72,7 +84,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
         )
         return meta, {
             "attribute_vectors": rng.normal(size=(1, FLOW.latent_dim)).astype(np.float32),
-            "glow.w": rng.normal(size=(3, 3)).astype(np.float32),
+            **glow_weights(rng),
         }
     if kind == "encoder":
         meta = EncoderCard(
@@ -98,7 +110,10 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             ),
             parents={"similarity_spec": HASH_A},
         )
-        return meta, {"encoder.0.weight": rng.normal(size=(8, 192)).astype(np.float32)}
+        return meta, {
+            "encoder.0.weight": rng.normal(size=(8, 192)).astype(np.float32),
+            "encoder.3.weight": rng.normal(size=(k, 8)).astype(np.float32),
+        }
     if kind == "representations":
         meta = RepresentationBundle(
             tool=tool,

@@ -687,3 +687,11 @@ def test_report_and_side_files_are_all_or_nothing(chain: dict[str, Path], tmp_pa
     result = CliRunner().invoke(consumer, args)
     assert result.exit_code == USAGE and "No space left" in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_spec_header_refuses_a_declared_architecture_its_weights_do_not_back(chain, tmp_path) -> None:
+    """``verify --spec`` reads only the header; the architecture check runs there too."""
+    bad = forge(chain["spec"], tmp_path / "lie.safetensors", lambda m: m["flow"].update(hidden=17))
+    with pytest.raises(LassiError, match="architecture and weights disagree") as error:
+        read_spec_header(bad)
+    assert error.value.exit_code == INVALID

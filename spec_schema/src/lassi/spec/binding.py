@@ -74,6 +74,15 @@ def read_spec_header(path: str | Path) -> tuple[SimilaritySpec, str]:
         raise InvalidArtifactError(path, "not a lassi artifact (no 'lassi' metadata entry)")
     raw = strict_json(metadata[METADATA_KEY], path, "lassi metadata")
     meta = parse_metadata(raw, path, SimilaritySpec)
+    shapes = {
+        name: entry.get("shape", [])
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict)
+    }
+    if all(isinstance(s, list) and all(isinstance(d, int) for d in s) for s in shapes.values()):
+        problem = meta.check_architecture(shapes)
+        if problem:
+            raise InvalidArtifactError(path, problem)
     return meta, digest.hexdigest()
 
 
