@@ -240,7 +240,7 @@ def encode_command(
 ) -> None:
     """Encode a data split into a representation bundle (certified with --certify)."""
     from lassi.producer.encode import encode_split
-    from lassi.spec.center_smoothing import CenterSmoothingParams
+    from lassi.spec.center_smoothing import CenterSmoothingParams, never_certifies
 
     sim, data = _load_spec(spec, options)
     params = None
@@ -258,6 +258,9 @@ def encode_command(
             batch_size=batch_size,
             bounds=bounds,
         )
+        reason = never_certifies(params)
+        if reason is not None:  # refused before any data is loaded
+            raise UsageError(None, f"certificate: {reason}")
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         encode_split(
