@@ -80,7 +80,7 @@ def test_settings_that_can_never_certify_are_refused_up_front(
               "--split", "test", "--limit", "2", "--certify", "--quiet", "--out", str(out)]  # fmt: skip
     # Hoeffding: Δ1 = sqrt(ln(2/α1)/(2 n0)) > Δ = 0.05 below n0 = 1199 at α1 = 0.005
     result = _invoke(producer, [*encode, "--bounds", "hoeffding", "--n0", "1198", "--n", "2000"])
-    _one_line_error(result, 2, "n0=1198", "1199")
+    _one_line_error(result, 2, "n0=1198", "Hoeffding")
     # Hoeffding: q > 1 for a tiny n
     result = _invoke(producer, [*encode, "--bounds", "hoeffding", "--n0", "2000", "--n", "20"])
     _one_line_error(result, 2, "n=20", "q =")

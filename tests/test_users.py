@@ -208,3 +208,61 @@ def test_checkpoint_of_other_options_is_not_discarded_silently(tmp_path, capsys)
     assert load_checkpoint(path, stage="verify", key="b", modules={}) is None
     err = capsys.readouterr().err
     assert str(path) in err and "other options" in err and "afresh" in err
+
+
+# ------------------------------------------------------ settings that cannot certify, up front
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--bounds", "hoeffding", "--n0", "200", "--delta", "0.05"], "sqrt(ln(2/alpha1)/(2 n0))"),
+        (["--bounds", "hoeffding", "--n", "50", "--sigma", "0.1"], "q = q0"),
+        (["--n0", "5"], "n0=5 can never certify"),
+    ],
+)
+def test_encode_refuses_settings_that_cannot_certify_before_loading_data(
+    chain, tmp_path, extra, needle
+):
+    from lassi.producer.cli import main
+
+    out = tmp_path / "b.safetensors"
+    # a data root that does not exist: the refusal must come before any data is opened
+    args = encode_args(chain, out, "--certify", *extra)
+    args = [*args[:5], "--dataset", "folder", "--data-root", tmp_path / "absent", *args[5 + len(DATA) :]]
+    result = invoke(main, args)
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert "\n" not in line and needle in line and not out.exists()
+
+
+def test_hoeffding_reasons_match_run_time_abstentions():
+    from lassi.spec.center_smoothing import CenterSmoothingParams, never_certifies
+
+    assert never_certifies(CenterSmoothingParams(n0=200, bounds="hoeffding")).startswith("n0=200")
+    tight = CenterSmoothingParams(sigma=0.1, n0=2000, n=2000, bounds="hoeffding")
+    assert "q = q0" in never_certifies(tight)
+    assert never_certifies(CenterSmoothingParams(bounds="hoeffding")) is None
+    assert never_certifies(CenterSmoothingParams()) is None
+
+
+def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
+    from lassi.consumer.cli import main
+    from lassi.consumer.verification import largest_radius
+
+    # sigma_cls 0.5 (the chain's), n 10, alpha 0.001: alpha^(1/n) = 0.50 -> R_max ~ 0
+    assert largest_radius(0.5, 10, 0.001) < 0.01
+    out = tmp_path / "r.safetensors"
+    result = CliRunner().invoke(
+        main, [str(a) for a in ["verify", "--classifier", chain["classifier"], "--bundle",
+                                chain["test"], "--n0", "10", "--n", "10", "--quiet", "--out", out]]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no sample can be certified fair" in result.stderr
+    assert "Phi^-1(alpha^(1/n))" in result.stderr
+    result = CliRunner().invoke(
+        main, [str(a) for a in ["verify", "--classifier", chain["classifier"], "--bundle",
+                                chain["test"], "--n0", "10", "--n", "2000", "--quiet", "--out",
+                                tmp_path / "r2.safetensors"]]
+    )  # fmt: skip
+    assert result.exit_code == 0 and "warning" not in result.stderr

@@ -59,6 +59,33 @@ def check_pairing(
             )
 
 
+def largest_radius(sigma: float, n: int, alpha: float) -> float:
+    """The largest radius CERTIFY can return with n estimation draws (Cohen et al. 2019): all n
+    draws on one class give the one-sided Clopper–Pearson bound p_A = α^(1/n), so
+    R_max = σ_cls Φ⁻¹(α^(1/n)) (≤ 0 when α^(1/n) ≤ 1/2: nothing can be certified)."""
+    from statistics import NormalDist
+
+    p_max = alpha ** (1.0 / n)
+    return sigma * NormalDist().inv_cdf(p_max) if p_max < 1.0 else float("inf")
+
+
+def unreachable_warning(sigma: float, n: int, alpha: float, r_cs: np.ndarray) -> str | None:
+    """A warning when R_max = σ_cls Φ⁻¹(α^(1/n)) cannot exceed any r_CS (certified samples),
+    i.e. no sample can be certified fair whatever the classifier does."""
+    r_cs = np.asarray(r_cs, dtype=np.float64)
+    if r_cs.size == 0:
+        return None
+    r_max = largest_radius(sigma, n, alpha)
+    if r_max > float(r_cs.min()):
+        return None
+    return (
+        f"warning: with --n {n} and --alpha {alpha}, the largest radius randomized smoothing can "
+        f"certify is sigma_cls * Phi^-1(alpha^(1/n)) = {r_max:.4f}, not above the smallest r_CS "
+        f"of the bundle ({float(r_cs.min()):.4f}): no sample can be certified fair; raise --n "
+        "or use a classifier with a larger sigma_cls"
+    )
+
+
 def verify(
     classifier_path: Path,
     bundle_path: Path,

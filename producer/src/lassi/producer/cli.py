@@ -268,8 +268,8 @@ def encode_command(
             bounds=bounds,
         )
         reason = never_certifies(params)
-        if reason is not None:
-            raise UsageError(None, reason)
+        if reason is not None:  # refused before any data is loaded
+            raise UsageError(None, f"certificate: {reason}")
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         encode_split(

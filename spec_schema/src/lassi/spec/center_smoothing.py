@@ -111,18 +111,8 @@ class CenterSmoothingParams:
             raise ValueError("need 0 < alpha1, alpha2 < 1 and 0 < delta < 1/2")
         if self.bounds not in ("exact", "hoeffding"):
             raise ValueError(f"bounds must be 'exact' or 'hoeffding' (got {self.bounds!r})")
-        if self.bounds == "exact":
-            best = clopper_pearson_lower(self.n0, self.n0, self.alpha1)
-            if best < 0.5 - self.delta:
-                raise ValueError(
-                    f"n0={self.n0} can never certify: even p_hat = 1 gives a Clopper-Pearson "
-                    f"bound {best:.4f} < 1/2 - delta = {0.5 - self.delta:.4f}"
-                )
-            if estimation_rank(self) is None:
-                raise ValueError(
-                    f"n={self.n} can never certify: no rank k <= n has "
-                    f"P(Binomial(n, q0={shifted_level(self):.4f}) >= k) <= alpha2={self.alpha2}"
-                )
+        if self.bounds == "exact" and (reason := never_certifies(self)) is not None:
+            raise ValueError(reason)
 
     @property
     def alpha(self) -> float:
@@ -191,6 +181,43 @@ class CenterCertificate:
         return CenterStatus.ABSTAIN_DELTA if self.reason == "delta" else CenterStatus.ABSTAIN_Q
 
 
+def never_certifies(params: CenterSmoothingParams) -> str | None:
+    """Why no sample can ever be certified with ``params`` (even p̂ = 1), or None.
+
+    Exact settings are refused when built; Hoeffding ones are refused at the command line
+    (``lassi-producer encode --certify``) and abstain at run time when built in Python, so that
+    recorded old certificates still replay. Step 2: exact needs the Clopper–Pearson bound at
+    p̂ = 1 to reach 1/2 − Δ, Hoeffding needs Δ1 = sqrt(ln(2/α1) / (2 n0)) ≤ Δ. Step 4: exact
+    needs a rank k ≤ n, Hoeffding q = q0 + sqrt(ln(1/α2) / (2 n)) ≤ 1.
+    """
+    if params.bounds == "exact":
+        best = clopper_pearson_lower(params.n0, params.n0, params.alpha1)
+        if best < 0.5 - params.delta:
+            return (
+                f"n0={params.n0} can never certify: even p_hat = 1 gives a Clopper-Pearson "
+                f"bound {best:.4f} < 1/2 - delta = {0.5 - params.delta:.4f}"
+            )
+        if estimation_rank(params) is None:
+            return (
+                f"n={params.n} can never certify: no rank k <= n has "
+                f"P(Binomial(n, q0={shifted_level(params):.4f}) >= k) <= alpha2={params.alpha2}"
+            )
+        return None
+    delta1, _ = abstain_margins(1.0, params.n0, params.alpha1)
+    if delta1 > params.delta:
+        return (
+            f"n0={params.n0} can never certify with Hoeffding bounds: "
+            f"sqrt(ln(2/alpha1)/(2 n0)) = {delta1:.4f} > delta = {params.delta}"
+        )
+    q = quantile_level(params)
+    if q > 1.0:
+        return (
+            f"n={params.n}, epsilon={params.epsilon}, sigma={params.sigma} can never certify with "
+            f"Hoeffding bounds: q = q0 + sqrt(ln(1/alpha2)/(2 n)) = {q:.4f} > 1"
+        )
+    return None
+
+
 def abstain_margins(p_hat: float, n0: int, alpha1: float) -> tuple[float, float]:
     """Step 2: Δ1 = sqrt(ln(2/α1) / (2 n0)) and Δ2 = 1/2 − (p̂ − Δ1)."""
     delta1 = math.sqrt(math.log(2.0 / alpha1) / (2.0 * n0))
@@ -210,31 +237,6 @@ def shifted_level(params: CenterSmoothingParams) -> float:
 def quantile_level(params: CenterSmoothingParams) -> float:
     """Step 3, Hoeffding: q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2 n))."""
     return shifted_level(params) + math.sqrt(math.log(1.0 / params.alpha2) / (2.0 * params.n))
-
-
-def never_certifies(params: CenterSmoothingParams) -> str | None:
-    """Why these settings abstain on every sample by construction, or None.
-
-    Exact bounds refuse such settings when constructed; with Hoeffding's they are valid (a
-    bundle may record them, and the audit replays them) but a run with them is wasted compute, so
-    the producer's command refuses them up front: Δ1 > Δ fails step 2 even at p̂ = 1, and q > 1
-    fails step 3 whatever the sample.
-    """
-    if params.bounds != "hoeffding":
-        return None
-    delta1, _ = abstain_margins(1.0, params.n0, params.alpha1)
-    if delta1 > params.delta:
-        smallest = math.ceil(math.log(2.0 / params.alpha1) / (2.0 * params.delta**2))
-        return (
-            f"n0={params.n0} can never certify with Hoeffding bounds: Delta1 = {delta1:.4f} > "
-            f"delta = {params.delta} (needs n0 >= {smallest})"
-        )
-    if quantile_level(params) > 1:
-        return (
-            f"n={params.n} can never certify with Hoeffding bounds: q = "
-            f"{quantile_level(params):.4f} > 1 for epsilon = {params.epsilon}, sigma = {params.sigma}"
-        )
-    return None
 
 
 def estimation_rank(params: CenterSmoothingParams) -> int | None:
