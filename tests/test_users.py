@@ -260,9 +260,10 @@ def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
     assert result.exit_code == 0, result.output
     assert "no sample can be certified fair" in result.stderr
     assert "Phi^-1(alpha^(1/n))" in result.stderr
-    result = CliRunner().invoke(
-        main, [str(a) for a in ["verify", "--classifier", chain["classifier"], "--bundle",
-                                chain["test"], "--n0", "10", "--n", "2000", "--quiet", "--out",
-                                tmp_path / "r2.safetensors"]]
-    )  # fmt: skip
-    assert result.exit_code == 0 and "warning" not in result.stderr
+# the warning is exactly the condition R_max <= min r_CS, checked against Cohen et al.'s formula
+    from lassi.consumer.verification import unreachable_warning
+
+    r_max = largest_radius(0.5, 2000, 0.001)
+    assert r_max == pytest.approx(0.5 * 2.7018, abs=1e-3)  # Phi^-1(0.001^(1/2000)) = 2.7018
+    assert unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 0.99, 5.0])) is None
+    assert unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 1.01, 5.0])) is not None
