@@ -266,3 +266,49 @@ def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
                                 tmp_path / "r2.safetensors"]]
     )  # fmt: skip
     assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ --sigma auto
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_sigma_auto_picks_the_sigma_its_sweep_table_shows(chain, tmp_path, with_val):
+    from lassi.consumer.cli import main
+    from lassi.consumer.sigma_sweep import choose
+    from lassi.spec import ClassifierCard
+
+    out = tmp_path / "c.safetensors"
+    args = ["train", "--bundle", chain["train"], "--task", "object_hue", "--sigma", "auto",
+            "--sigma-grid", "0.25,0.5,4", "--max-accuracy-loss", "0.05", "--sweep-n0", "20",
+            "--sweep-n", "200", "--quiet", "--out", out]  # fmt: skip
+    if with_val:
+        args += ["--val-bundle", chain["test"]]
+    result = invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]
+    assert [r[0] for r in rows] == ["0.25", "0.5", "4"]
+    marked = [r[0] for r in rows if r[3] == "<-"]
+    card = read_artifact(out, expect=ClassifierCard).meta
+    assert len(marked) == 1 and float(marked[0]) == card.sigma_cls
+    selection = card.sigma_selection
+    assert selection.method == ("certified" if with_val else "accuracy")
+    assert [row.sigma for row in selection.rows] == [0.25, 0.5, 4.0]
+    assert choose(selection.rows, 0.05, with_val).sigma == card.sigma_cls
+    for row, cells in zip(selection.rows, rows, strict=True):
+        assert cells[1] == f"{100 * row.accuracy:.1f} %"
+    assert ("accuracy only" in result.output) != with_val
+    assert (tmp_path / "c.sigma-sweep.png").stat().st_size > 0
+
+
+def test_choose_prefers_certified_fairness_within_the_accuracy_loss():
+    from lassi.consumer.sigma_sweep import choose
+    from lassi.spec.models import SigmaSweepRow
+
+    rows = [SigmaSweepRow(sigma=1, accuracy=0.90, certified_fairness=0.2),
+            SigmaSweepRow(sigma=2.5, accuracy=0.89, certified_fairness=0.6),
+            SigmaSweepRow(sigma=10, accuracy=0.70, certified_fairness=0.9)]  # fmt: skip
+    assert choose(rows, 0.02, certified=True).sigma == 2.5
+    assert choose(rows, 0.005, certified=True).sigma == 1
+    assert choose(rows, 0.02, certified=False).sigma == 2.5
+    assert choose(rows, 0.5, certified=True).sigma == 10

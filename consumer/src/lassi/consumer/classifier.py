@@ -236,8 +236,10 @@ def train_consumer_classifier(
     seed: int = 0,
     val_fraction: float = 0.1,
     progress: bool = True,
+    sigma_selection: Any = None,
 ) -> Path:
-    """Train C_L with N(0, σ_cls² I) input noise on a bundle's z and write the classifier."""
+    """Train C_L with N(0, σ_cls² I) input noise on a bundle's z and write the classifier
+    (``sigma_selection``: how ``--sigma auto`` chose σ_cls, recorded in the card)."""
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     y_all = _task_labels(bundle, task)
     z_all = bundle.tensors["z"]
@@ -288,6 +290,7 @@ def train_consumer_classifier(
             seconds=float(history["seconds"]),
         ),
         parents=parents,
+        sigma_selection=sigma_selection,
     )
     write_artifact(out, card, module_tensors(model, "classifier."))
     if progress and noisy is not None:

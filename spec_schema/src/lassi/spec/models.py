@@ -510,6 +510,27 @@ class ClassifierTraining(Model):
     seconds: float = Field(ge=0, allow_inf_nan=False)
 
 
+class SigmaSweepRow(Model):
+    """One sigma_cls of a ``--sigma auto`` sweep: validation accuracy and, with a certified
+    validation bundle, certified fairness."""
+
+    sigma: PositiveFloat
+    accuracy: float = Field(ge=0, le=1)
+    certified_fairness: float | None = Field(None, ge=0, le=1)
+
+
+class SigmaSelection(Model):
+    """How ``--sigma auto`` chose sigma_cls (paper Sec. 5: the sigma_cls that maximises certified
+    fairness without major sacrifice in accuracy). ``method``: "certified" (highest certified
+    fairness among those within ``max_accuracy_loss`` of the best accuracy, on a certified
+    validation bundle) or "accuracy" (no such bundle: the largest sigma within that loss)."""
+
+    method: Literal["certified", "accuracy"]
+    max_accuracy_loss: float = Field(ge=0, le=1)
+    val_bundle: Sha256 | None = None
+    rows: list[SigmaSweepRow] = Field(min_length=1)
+
+
 class ClassifierCard(ArtifactBase):
     """The consumer's noise-augmented classifier C_L on representations."""
 
@@ -521,6 +542,7 @@ class ClassifierCard(ArtifactBase):
     task: Name
     classes: list[str] = Field(min_length=2, max_length=MAX_CLASSES)
     training: ClassifierTraining
+    sigma_selection: SigmaSelection | None = None
     weight_prefixes: ClassVar[tuple[str, ...]] = ("classifier.",)
 
     @property
