@@ -312,3 +312,20 @@ def test_choose_prefers_certified_fairness_within_the_accuracy_loss():
     assert choose(rows, 0.005, certified=True).sigma == 1
     assert choose(rows, 0.02, certified=False).sigma == 2.5
     assert choose(rows, 0.5, certified=True).sigma == 10
+
+
+def test_report_shows_the_scale_of_the_representations(chain):
+    from lassi.consumer.report import report_sidecars
+    from lassi.consumer.verification import representation_scale
+    from lassi.spec import VerificationReport
+
+    z = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    scale = representation_scale(z, np.array([0, 1, 0]), np.array([1.0, 2.0, 3.0]),
+                                 np.array([True, True, False]), np.array([0.5, 0.5, 0.7]),
+                                 np.array([True, False, True]))  # fmt: skip
+    assert scale.z_norm == 1.0 and scale.r_cs == 1.5 and scale.radius == 0.6
+    assert scale.nearest_other_class == pytest.approx(np.sqrt(18))  # 5, sqrt(18), sqrt(18)
+    meta = read_artifact(chain["report"], expect=VerificationReport).meta
+    assert meta.scale is not None and meta.scale.z_norm > 0
+    text = report_sidecars(chain["report"])["md"].read_text()
+    assert "median norm of z" in text and "median r_CS" in text and "another class" in text

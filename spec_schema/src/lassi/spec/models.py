@@ -588,6 +588,18 @@ class ReportSummary(Model):
     guarantee_probability: float = Field(ge=0, le=1)
 
 
+class RepresentationScale(Model):
+    """Scale of a bundle's representations next to the radii (medians; None where undefined):
+    ||z|| the typical norm, nearest_other_class the distance from a sample to the nearest sample
+    of another class (task labels), r_cs over certified centers, radius R over certified
+    classifications."""
+
+    z_norm: float | None = None
+    nearest_other_class: float | None = None
+    r_cs: float | None = None
+    radius: float | None = None
+
+
 class VerificationReport(ArtifactBase):
     """Per-sample certified fairness: certified iff both smoothings succeed and r_CS < R."""
 
@@ -602,6 +614,7 @@ class VerificationReport(ArtifactBase):
     file_names: list[str] | None = Field(
         None, description="image file name (or CSV key) of each sample, from the bundle"
     )
+    scale: RepresentationScale | None = None
 
     def tensor_specs(self) -> list[TensorSpec]:
         """``draws`` (optional, absent in older files): classifier draws per sample, n0 + the
