@@ -248,7 +248,7 @@ def test_hoeffding_reasons_match_run_time_abstentions():
 
 def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
     from lassi.consumer.cli import main
-    from lassi.consumer.verification import largest_radius
+    from lassi.consumer.verification import largest_radius, unreachable_warning
 
     # sigma_cls 0.5 (the chain's), n 10, alpha 0.001: alpha^(1/n) = 0.50 -> R_max ~ 0
     assert largest_radius(0.5, 10, 0.001) < 0.01
@@ -260,12 +260,10 @@ def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
     assert result.exit_code == 0, result.output
     assert "no sample can be certified fair" in result.stderr
     assert "Phi^-1(alpha^(1/n))" in result.stderr
-    result = CliRunner().invoke(
-        main, [str(a) for a in ["verify", "--classifier", chain["classifier"], "--bundle",
-                                chain["test"], "--n0", "10", "--n", "2000", "--quiet", "--out",
-                                tmp_path / "r2.safetensors"]]
-    )  # fmt: skip
-    assert result.exit_code == 0 and "warning" not in result.stderr
+    # R_max = 0.5 * Phi^-1(0.001^(1/2000)) ~ 1.35: a bundle with a smaller r_CS gets no warning
+    r_max = largest_radius(0.5, 2000, 0.001)
+    assert unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 0.9, 5.0])) is None
+    assert "no sample" in unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 1.1, 5.0]))
 
 
 # ------------------------------------------------------------------------------ --sigma auto
