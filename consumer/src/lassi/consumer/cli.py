@@ -208,9 +208,6 @@ def verify_command(
         check_binding(spec_meta, spec_sha, bundle_meta, bundle)
     epsilon = bundle_meta.certificate.epsilon if bundle_meta.certificate else float("nan")
     note = binding_note(spec_meta, spec_sha, epsilon)
-    warning = _reach_warning(classifier_path, bundle, n, alpha)
-    if warning:
-        click.echo(warning, err=True)
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         report = verify(
@@ -225,6 +222,7 @@ def verify_command(
             sequential=sequential,
             progress=not quiet and not as_json,
             executor=runner,
+            warn=lambda text: click.echo(text, err=True),
         )
     if as_json:
         click.echo(note, err=True)
@@ -234,19 +232,6 @@ def verify_command(
     click.echo(note)
     sidecars = report_sidecars(out)
     click.echo(f"wrote {out}, {sidecars['json']}, {sidecars['md']}, {sidecars['png']}")
-
-
-def _reach_warning(classifier_path: Path, bundle: Path, n: int, alpha: float) -> str | None:
-    """``verify``: warn up front when --n/--alpha cannot certify any r_CS of the bundle."""
-    from lassi.consumer.verification import unreachable_warning
-    from lassi.spec import CenterStatus, ClassifierCard, RepresentationBundle, read_artifact
-
-    card = read_artifact(classifier_path, expect=ClassifierCard).meta
-    tensors = read_artifact(bundle, expect=RepresentationBundle).tensors
-    if "r_cs" not in tensors:
-        return None
-    certified = tensors["status"] == CenterStatus.CERTIFIED
-    return unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][certified])
 
 
 @main.command("export-onnx")

@@ -9,6 +9,7 @@ over samples is resumable (:mod:`lassi.spec.per_sample`); the report's side file
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,17 +124,23 @@ def verify(
     progress: bool = True,
     sequential: bool = False,
     executor: Executor | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Artifact[VerificationReport]:
     """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files.
 
     ``sequential``: estimation by ``Smooth.certify_sequential`` with at most n draws.
     ``executor``: where the samples are computed (default: in this process); the result does not
-    depend on it (per-sample seeds)."""
+    depend on it (per-sample seeds). ``warn``: receives the warning of
+    :func:`unreachable_warning` once the inputs are checked, before any draw."""
     model, classifier = load_classifier(classifier_path)
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     check_pairing(classifier, bundle)
     card, meta, tensors = classifier.meta, bundle.meta, bundle.tensors
     labels = tensors.get(f"labels.{card.task}")
+    centered = tensors["status"] == CenterStatus.CERTIFIED
+    warning = unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][centered])
+    if warning and warn is not None:
+        warn(warning)
     if card.architecture == "linear":
         smooth = Smooth.for_linear_head(model, card.sigma_cls, batch_size=batch_size)
     else:
