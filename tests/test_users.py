@@ -248,7 +248,7 @@ def test_hoeffding_reasons_match_run_time_abstentions():
 
 def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
     from lassi.consumer.cli import main
-    from lassi.consumer.verification import largest_radius
+    from lassi.consumer.verification import largest_radius, unreachable_warning
 
     # sigma_cls 0.5 (the chain's), n 10, alpha 0.001: alpha^(1/n) = 0.50 -> R_max ~ 0
     assert largest_radius(0.5, 10, 0.001) < 0.01
@@ -260,10 +260,70 @@ def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
     assert result.exit_code == 0, result.output
     assert "no sample can be certified fair" in result.stderr
     assert "Phi^-1(alpha^(1/n))" in result.stderr
-# the warning is exactly the condition R_max <= min r_CS, checked against Cohen et al.'s formula
-    from lassi.consumer.verification import unreachable_warning
-
+    # R_max = 0.5 * Phi^-1(0.001^(1/2000)) ~ 1.35: a bundle with a smaller r_CS gets no warning
     r_max = largest_radius(0.5, 2000, 0.001)
-    assert r_max == pytest.approx(0.5 * 2.7018, abs=1e-3)  # Phi^-1(0.001^(1/2000)) = 2.7018
-    assert unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 0.99, 5.0])) is None
-    assert unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 1.01, 5.0])) is not None
+    assert unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 0.9, 5.0])) is None
+    assert "no sample" in unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 1.1, 5.0]))
+
+
+# ------------------------------------------------------------------------------ --sigma auto
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_sigma_auto_picks_the_sigma_its_sweep_table_shows(chain, tmp_path, with_val):
+    from lassi.consumer.cli import main
+    from lassi.consumer.sigma_sweep import choose
+    from lassi.spec import ClassifierCard
+
+    out = tmp_path / "c.safetensors"
+    args = ["train", "--bundle", chain["train"], "--task", "object_hue", "--sigma", "auto",
+            "--sigma-grid", "0.25,0.5,4", "--max-accuracy-loss", "0.05", "--sweep-n0", "20",
+            "--sweep-n", "200", "--quiet", "--out", out]  # fmt: skip
+    if with_val:
+        args += ["--val-bundle", chain["test"]]
+    result = invoke(main, args)
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[1:]]
+    assert [r[0] for r in rows] == ["0.25", "0.5", "4"]
+    marked = [r[0] for r in rows if r[3] == "<-"]
+    card = read_artifact(out, expect=ClassifierCard).meta
+    assert len(marked) == 1 and float(marked[0]) == card.sigma_cls
+    selection = card.sigma_selection
+    assert selection.method == ("certified" if with_val else "accuracy")
+    assert [row.sigma for row in selection.rows] == [0.25, 0.5, 4.0]
+    assert choose(selection.rows, 0.05, with_val).sigma == card.sigma_cls
+    for row, cells in zip(selection.rows, rows, strict=True):
+        assert cells[1] == f"{100 * row.accuracy:.1f} %"
+    assert ("accuracy only" in result.output) != with_val
+    assert (tmp_path / "c.sigma-sweep.png").stat().st_size > 0
+
+
+def test_choose_prefers_certified_fairness_within_the_accuracy_loss():
+    from lassi.consumer.sigma_sweep import choose
+    from lassi.spec.models import SigmaSweepRow
+
+    rows = [SigmaSweepRow(sigma=1, accuracy=0.90, certified_fairness=0.2),
+            SigmaSweepRow(sigma=2.5, accuracy=0.89, certified_fairness=0.6),
+            SigmaSweepRow(sigma=10, accuracy=0.70, certified_fairness=0.9)]  # fmt: skip
+    assert choose(rows, 0.02, certified=True).sigma == 2.5
+    assert choose(rows, 0.005, certified=True).sigma == 1
+    assert choose(rows, 0.02, certified=False).sigma == 2.5
+    assert choose(rows, 0.5, certified=True).sigma == 10
+
+
+def test_report_shows_the_scale_of_the_representations(chain):
+    from lassi.consumer.report import report_sidecars
+    from lassi.consumer.verification import representation_scale
+    from lassi.spec import VerificationReport
+
+    z = np.array([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
+    scale = representation_scale(z, np.array([0, 1, 0]), np.array([1.0, 2.0, 3.0]),
+                                 np.array([True, True, False]), np.array([0.5, 0.5, 0.7]),
+                                 np.array([True, False, True]))  # fmt: skip
+    assert scale.z_norm == 1.0 and scale.r_cs == 1.5 and scale.radius == 0.6
+    assert scale.nearest_other_class == pytest.approx(np.sqrt(18))  # 5, sqrt(18), sqrt(18)
+    meta = read_artifact(chain["report"], expect=VerificationReport).meta
+    assert meta.scale is not None and meta.scale.z_norm > 0
+    text = report_sidecars(chain["report"])["md"].read_text()
+    assert "median norm of z" in text and "median r_CS" in text and "another class" in text

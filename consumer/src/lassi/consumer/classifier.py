@@ -236,10 +236,12 @@ def train_consumer_classifier(
     val_fraction: float = 0.1,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    sigma_selection: Any = None,
 ) -> Path:
     """Train C_L with N(0, σ_cls² I) input noise on a bundle's z and write the classifier.
 
-    ``device``: where C_L trains (initial weights and noise are CPU-seeded, then moved)."""
+    ``device``: where C_L trains (initial weights and noise are CPU-seeded, then moved);
+    ``sigma_selection``: how ``--sigma auto`` chose σ_cls, recorded in the card."""
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     y_all = _task_labels(bundle, task)
     z_all = bundle.tensors["z"]
@@ -291,6 +293,7 @@ def train_consumer_classifier(
             seconds=float(history["seconds"]),
         ),
         parents=parents,
+        sigma_selection=sigma_selection,
     )
     write_artifact(out, card, module_tensors(model, "classifier."))
     if progress and noisy is not None:

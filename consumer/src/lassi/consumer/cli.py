@@ -44,10 +44,36 @@ PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option("--out", type=PATH, required=True, help="Classifier artifact to write.")
 @click.option(
     "--sigma",
-    type=float,
-    default=1.0,
+    default="1.0",
     show_default=True,
-    help="Training noise sigma_cls (also used for smoothing).",
+    help="Training noise sigma_cls (also used for smoothing), or 'auto': sweep --sigma-grid and "
+    "take the sigma with the highest certified fairness on --val-bundle among those within "
+    "--max-accuracy-loss of the best accuracy (paper Sec. 5).",
+)
+@click.option(
+    "--sigma-grid",
+    default="1,2.5,5,10,25,50",
+    show_default=True,
+    help="--sigma auto: the sigma_cls values tried (paper Sec. 5).",
+)
+@click.option(
+    "--max-accuracy-loss",
+    type=float,
+    default=0.02,
+    show_default=True,
+    help="--sigma auto: largest accuracy loss against the best sigma of the grid.",
+)
+@click.option(
+    "--val-bundle",
+    type=PATH,
+    default=None,
+    help="--sigma auto: certified validation bundle (encode --split val --certify); without it "
+    "the choice uses accuracy only (the largest sigma within the loss).",
+)
+@click.option("--sweep-n0", type=int, default=100, show_default=True, help="--sigma auto: n0.")
+@click.option("--sweep-n", type=int, default=1_000, show_default=True, help="--sigma auto: n.")
+@click.option(
+    "--sweep-alpha", type=float, default=0.001, show_default=True, help="--sigma auto: alpha."
 )
 @click.option(
     "--architecture", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True
@@ -65,7 +91,13 @@ def train_command(
     bundle: Path,
     task: str,
     out: Path,
-    sigma: float,
+    sigma: str,
+    sigma_grid: str,
+    max_accuracy_loss: float,
+    val_bundle: Path | None,
+    sweep_n0: int,
+    sweep_n: int,
+    sweep_alpha: float,
     architecture: str,
     hidden: int,
     epochs: int,
@@ -81,25 +113,39 @@ def train_command(
     from lassi.consumer.classifier import train_consumer_classifier
     from lassi.spec import UsageError
 
-    if not sigma > 0 or epochs < 1 or batch_size < 1 or not lr > 0:
+    auto = sigma.strip().lower() == "auto"
+    try:
+        value = 0.0 if auto else float(sigma)
+    except ValueError:
+        raise UsageError(None, f"--sigma must be a number or 'auto', got {sigma!r}") from None
+    if not (auto or value > 0) or epochs < 1 or batch_size < 1 or not lr > 0:
         raise UsageError(None, "need --sigma > 0, --epochs >= 1, --batch-size >= 1 and --lr > 0")
-    check_outputs([out], inputs=[bundle])
+    if val_bundle is not None and not auto:
+        raise UsageError(val_bundle, "--val-bundle applies to --sigma auto only")
+    sweep_png = out.with_name(f"{out.stem}.sigma-sweep.png") if auto else None
+    check_outputs([out, sweep_png], inputs=[bundle, val_bundle])
     set_threads(threads)
+    options = dict(architecture=architecture, hidden=hidden, epochs=epochs,
+                   batch_size=batch_size, lr=lr, val_fraction=val_fraction)  # fmt: skip
+    selection = None
+    if auto:
+        from lassi.consumer.sigma_sweep import parse_grid, plot_sweep, sweep_sigma, sweep_table
+
+        grid = parse_grid(sigma_grid)
+        value, selection = sweep_sigma(bundle, task, grid, max_accuracy_loss, val_bundle, options,
+                                       sweep_n0, sweep_n, sweep_alpha, seed)  # fmt: skip
+        click.echo(sweep_table(selection, value))
+        if selection.method == "accuracy":
+            click.echo(
+                "no --val-bundle: sigma_cls chosen on accuracy only (the largest sigma within "
+                f"{max_accuracy_loss:g} of the best accuracy), certified fairness not measured"
+            )
+        png = plot_sweep(selection, value, sweep_png)
+        click.echo(f"chose sigma_cls = {value:g} ({selection.method}); plot {png}")
     train_consumer_classifier(
-        bundle,
-        task,
-        out,
-        sigma,
-        architecture,
-        hidden,
-        epochs,
-        batch_size,
-        lr,
-        seed,
-        val_fraction,
-        progress=not quiet,
-        device=device,
-    )
+        bundle, task, out, value, seed=seed, progress=not quiet, sigma_selection=selection,
+        device=device, **options,
+    )  # fmt: skip
     click.echo(f"wrote {out}")
 
 
@@ -172,9 +218,6 @@ def verify_command(
         check_binding(spec_meta, spec_sha, bundle_meta, bundle)
     epsilon = bundle_meta.certificate.epsilon if bundle_meta.certificate else float("nan")
     note = binding_note(spec_meta, spec_sha, epsilon)
-    warning = _reach_warning(classifier_path, bundle, n, alpha)
-    if warning:
-        click.echo(warning, err=True)
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         report = verify(
@@ -190,6 +233,7 @@ def verify_command(
             progress=not quiet and not as_json,
             executor=runner,
             device=device,
+            warn=lambda text: click.echo(text, err=True),
         )
     if as_json:
         click.echo(note, err=True)
@@ -199,19 +243,6 @@ def verify_command(
     click.echo(note)
     sidecars = report_sidecars(out)
     click.echo(f"wrote {out}, {sidecars['json']}, {sidecars['md']}, {sidecars['png']}")
-
-
-def _reach_warning(classifier_path: Path, bundle: Path, n: int, alpha: float) -> str | None:
-    """``verify``: warn up front when --n/--alpha cannot certify any r_CS of the bundle."""
-    from lassi.consumer.verification import unreachable_warning
-    from lassi.spec import CenterStatus, ClassifierCard, RepresentationBundle, read_artifact
-
-    card = read_artifact(classifier_path, expect=ClassifierCard).meta
-    tensors = read_artifact(bundle, expect=RepresentationBundle).tensors
-    if "r_cs" not in tensors:
-        return None
-    certified = tensors["status"] == CenterStatus.CERTIFIED
-    return unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][certified])
 
 
 @main.command("export-onnx")

@@ -91,6 +91,18 @@ def summary_markdown(report: VerificationReport) -> str:
         f"| not certified (R <= r_CS) | {pct(s.not_certified)} |",
         f"| guarantee holds with probability | >= {s.guarantee_probability:.4f} |",
     ]
+    scale = report.scale  # absent in older reports
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4g}"
+
+    if scale is not None:
+        lines += [
+            f"| median r_CS (certified centers) | {num(scale.r_cs)} |",
+            f"| median R (classified samples) | {num(scale.radius)} |",
+            f"| median norm of z | {num(scale.z_norm)} |",
+            f"| median distance to nearest sample of another class | {num(scale.nearest_other_class)} |",
+        ]
     return "\n".join(lines)
 
 

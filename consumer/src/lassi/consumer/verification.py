@@ -9,6 +9,7 @@ over samples is resumable (:mod:`lassi.spec.per_sample`); the report's side file
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from lassi.spec import (
     VerificationReport,
     read_artifact,
 )
+from lassi.spec.models import RepresentationScale
 from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import run_key
 
@@ -57,6 +59,33 @@ def check_pairing(
                 bundle.path,
                 f"was made with {kind} {str(theirs)[:12]}…, the classifier was trained on {str(mine)[:12]}…",
             )
+
+
+def representation_scale(
+    z: np.ndarray, labels: np.ndarray | None, r_cs: np.ndarray, centered: np.ndarray,
+    radius: np.ndarray, classified: np.ndarray,
+) -> RepresentationScale:
+    """Medians of ||z||, of the distance to the nearest sample of another class, of r_CS (over
+    ``centered``) and of R (over ``classified``), to judge r_CS and R against the data."""
+
+    def median(values: np.ndarray) -> float | None:
+        return float(np.median(values)) if values.size else None
+
+    z = np.asarray(z, dtype=np.float64)
+    nearest = np.empty(0)
+    if labels is not None and len(z) > 1:
+        squared = np.maximum(
+            (z**2).sum(1)[:, None] + (z**2).sum(1)[None, :] - 2.0 * z @ z.T, 0.0
+        )
+        other = labels[:, None] != labels[None, :]
+        has_other = other.any(1)
+        nearest = np.sqrt(np.where(other, squared, np.inf).min(1))[has_other]
+    return RepresentationScale(
+        z_norm=median(np.linalg.norm(z, axis=1)),
+        nearest_other_class=median(nearest),
+        r_cs=median(np.asarray(r_cs, dtype=np.float64)[centered]),
+        radius=median(np.asarray(radius, dtype=np.float64)[classified]),
+    )
 
 
 def largest_radius(sigma: float, n: int, alpha: float) -> float:
@@ -99,18 +128,25 @@ def verify(
     sequential: bool = False,
     executor: Executor | None = None,
     device: str | torch.device = "cpu",
+    warn: Callable[[str], None] | None = None,
 ) -> Artifact[VerificationReport]:
     """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files.
 
     ``sequential``: estimation by ``Smooth.certify_sequential`` with at most n draws.
     ``executor``: where the samples are computed (default: in this process); the result does not
-    depend on it (per-sample seeds). ``device``: where C_L classifies and counts the draws."""
+    depend on it (per-sample seeds). ``device``: where C_L classifies and counts the draws.
+    ``warn``: receives the warning of :func:`unreachable_warning` once the inputs are checked,
+    before any draw."""
     model, classifier = load_classifier(classifier_path)
     model.to(device)
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     check_pairing(classifier, bundle)
     card, meta, tensors = classifier.meta, bundle.meta, bundle.tensors
     labels = tensors.get(f"labels.{card.task}")
+    centered = tensors["status"] == CenterStatus.CERTIFIED
+    warning = unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][centered])
+    if warning and warn is not None:
+        warn(warning)
     if card.architecture == "linear":
         smooth = Smooth.for_linear_head(
             model, card.sigma_cls, batch_size=batch_size, device=device
@@ -185,6 +221,14 @@ def verify(
         summary=summary,
         parents=parents,
         file_names=meta.file_names,
+        scale=representation_scale(
+            tensors["z"][:2048],  # pairwise distances: at most the first 2048 samples
+            None if labels is None else labels[:2048],
+            tensors["r_cs"],
+            tensors["status"] == CenterStatus.CERTIFIED,
+            result["radius"],
+            result["prediction"] != ABSTAIN,
+        ),
     )
     report_tensors = {"ids": tensors["ids"], "r_cs": tensors["r_cs"], **result}
     if labels is not None:

@@ -529,6 +529,27 @@ class ClassifierTraining(Model):
     seconds: float = Field(ge=0, allow_inf_nan=False)
 
 
+class SigmaSweepRow(Model):
+    """One sigma_cls of a ``--sigma auto`` sweep: validation accuracy and, with a certified
+    validation bundle, certified fairness."""
+
+    sigma: PositiveFloat
+    accuracy: float = Field(ge=0, le=1)
+    certified_fairness: float | None = Field(None, ge=0, le=1)
+
+
+class SigmaSelection(Model):
+    """How ``--sigma auto`` chose sigma_cls (paper Sec. 5: the sigma_cls that maximises certified
+    fairness without major sacrifice in accuracy). ``method``: "certified" (highest certified
+    fairness among those within ``max_accuracy_loss`` of the best accuracy, on a certified
+    validation bundle) or "accuracy" (no such bundle: the largest sigma within that loss)."""
+
+    method: Literal["certified", "accuracy"]
+    max_accuracy_loss: float = Field(ge=0, le=1)
+    val_bundle: Sha256 | None = None
+    rows: list[SigmaSweepRow] = Field(min_length=1)
+
+
 class ClassifierCard(ArtifactBase):
     """The consumer's noise-augmented classifier C_L on representations."""
 
@@ -540,6 +561,7 @@ class ClassifierCard(ArtifactBase):
     task: Name
     classes: list[str] = Field(min_length=2, max_length=MAX_CLASSES)
     training: ClassifierTraining
+    sigma_selection: SigmaSelection | None = None
     weight_prefixes: ClassVar[tuple[str, ...]] = ("classifier.",)
 
     def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
@@ -588,6 +610,18 @@ class ReportSummary(Model):
     guarantee_probability: float = Field(ge=0, le=1)
 
 
+class RepresentationScale(Model):
+    """Scale of a bundle's representations next to the radii (medians; None where undefined):
+    ||z|| the typical norm, nearest_other_class the distance from a sample to the nearest sample
+    of another class (task labels), r_cs over certified centers, radius R over certified
+    classifications."""
+
+    z_norm: float | None = None
+    nearest_other_class: float | None = None
+    r_cs: float | None = None
+    radius: float | None = None
+
+
 class VerificationReport(ArtifactBase):
     """Per-sample certified fairness: certified iff both smoothings succeed and r_CS < R."""
 
@@ -602,6 +636,7 @@ class VerificationReport(ArtifactBase):
     file_names: list[str] | None = Field(
         None, description="image file name (or CSV key) of each sample, from the bundle"
     )
+    scale: RepresentationScale | None = None
 
     def tensor_specs(self) -> list[TensorSpec]:
         """``draws`` (optional, absent in older files): classifier draws per sample, n0 + the
