@@ -89,3 +89,34 @@ def test_consumer_export_and_torch_free_predict(chain: dict[str, Path], tmp_path
     rows = json.loads(proc.stdout)
     ids = read_artifact(chain["test"], expect=RepresentationBundle).tensors["ids"]
     assert [row["id"] for row in rows] == ids.tolist()
+
+
+def test_predict_reads_the_onnx_file_once_and_runs_those_bytes(
+    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No second read: a file swapped after the checks is never what onnxruntime runs."""
+    import onnxruntime as ort
+
+    import lassi.spec.files as files
+
+    path = tmp_path / "classifier.onnx"
+    run(consumer, ["export-onnx", "--classifier", str(chain["classifier"]), "--out", str(path)])
+    reads: list[str] = []
+    sessions: list[object] = []
+    real_read, real_session = files.read_file, ort.InferenceSession
+
+    def counting_read(where, *args, **kwargs):
+        reads.append(str(where))
+        return real_read(where, *args, **kwargs)
+
+    def recording_session(model, *args, **kwargs):
+        sessions.append(model)
+        return real_session(model, *args, **kwargs)
+
+    monkeypatch.setattr(files, "read_file", counting_read)
+    monkeypatch.setattr("lassi.spec.onnx_check.read_file", counting_read)
+    monkeypatch.setattr(ort, "InferenceSession", recording_session)
+    run(consumer, ["predict", "--onnx", str(path), "--bundle", str(chain["test"]), "--n", "50"])
+    assert reads.count(str(path)) == 1
+    assert len(sessions) == 1 and isinstance(sessions[0], bytes)
+    assert sessions[0] == path.read_bytes()

@@ -79,7 +79,7 @@ def predict_bundle(
             bundle_path, "was made with another encoder than the one the classifier was trained on"
         )
     with onnx_errors(onnx_path):
-        session, provider = ort_session(onnx_path, prefer_gpu=prefer_gpu)
+        session, provider = ort_session(model, prefer_gpu=prefer_gpu)  # the checked bytes
     declared = card.get("num_classes") or session.get_outputs()[0].shape[1]
     if not isinstance(declared, int) or declared < 2:
         raise InvalidArtifactError(onnx_path, f"declares no class count (output shape {declared!r})")

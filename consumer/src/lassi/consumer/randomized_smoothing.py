@@ -423,8 +423,12 @@ class SmoothNumpy(_SmoothedClassifier):
                 filled = 0
 
 
-def ort_session(path: str | Path, prefer_gpu: bool = False) -> tuple[Any, str]:
-    """An onnxruntime session for ``path`` and the execution provider it actually uses.
+def ort_session(model: str | Path | bytes | Any, prefer_gpu: bool = False) -> tuple[Any, str]:
+    """An onnxruntime session for ``model`` and the execution provider it actually uses.
+
+    ``model`` is the checked ``onnx.ModelProto`` (preferred: the session then runs exactly the
+    bytes that were validated, never a second read of a file that may have changed), its
+    serialised bytes, or a path (read once, bounded).
 
     CUDA is requested only when ``prefer_gpu`` and the installed onnxruntime offers it; the provider
     reported is ``session.get_providers()[0]`` (what runs), not what is merely available. Idle
@@ -438,7 +442,15 @@ def ort_session(path: str | Path, prefer_gpu: bool = False) -> tuple[Any, str]:
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    if isinstance(model, (str, Path)):
+        from lassi.spec.onnx_check import onnx_bytes
+
+        data = onnx_bytes(model)
+    elif isinstance(model, bytes):
+        data = model
+    else:
+        data = model.SerializeToString()
+    session = ort.InferenceSession(data, options, providers=providers)
     return session, session.get_providers()[0]
 
 
