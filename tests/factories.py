@@ -266,3 +266,30 @@ def build_chain(d) -> dict:
                    "--n", "2000", "--quiet", "--out", str(p["report"])])
     return p
 # fmt: on
+
+
+GIB_KIB = 1024 * 1024
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def invoke_bounded(cli, args: list[str], limit_kib: int = GIB_KIB):
+    """``CliRunner().invoke`` with the command's peak memory measured: the process's resident
+    high-water mark (VmHWM) is reset through /proc/self/clear_refs before the call, and the peak
+    above the resident size at the start must stay under ``limit_kib`` (1 GiB by default)."""
+    from click.testing import CliRunner
+
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current VmRSS
+    except OSError:  # not Linux, or not permitted: run unmeasured rather than not at all
+        return CliRunner().invoke(cli, args)
+    start = _rss_kib("VmRSS")
+    result = CliRunner().invoke(cli, args)
+    grown = _rss_kib("VmHWM") - start
+    assert grown < limit_kib, f"{' '.join(args[:1])}: peak memory grew by {grown} KiB"
+    return result

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factories import DATA, write_raw
+from factories import DATA, invoke_bounded, write_raw
 from lassi.consumer.cli import main as consumer
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
@@ -443,13 +443,13 @@ def test_every_cli_rejects_the_hostile_file(
     out = tmp_path / "out.safetensors"
     start = time.perf_counter()
     for name, cli in CLIS.items():
-        result = CliRunner().invoke(cli, ["inspect", str(bad)])
+        result = invoke_bounded(cli, ["inspect", str(bad)])  # peak memory < 1 GiB
         if case.inspect_code == 0:
             assert result.exit_code == 0, f"{name}: {result.output}"
         else:
             check_one_line(result, bad, case.code, case.message)
     cli, args = consuming_command(case, chain, bad, out)
-    check_one_line(CliRunner().invoke(cli, args), bad, case.code, case.message)
+    check_one_line(invoke_bounded(cli, args), bad, case.code, case.message)
     assert not out.exists() and not list(tmp_path.glob(".out.safetensors*"))
     assert time.perf_counter() - start < 30
 

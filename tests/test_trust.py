@@ -25,7 +25,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from factories import write_raw
+from factories import invoke_bounded, write_raw
 from lassi.consumer.cli import main as consumer
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
@@ -437,7 +437,7 @@ def test_hostile_case_ends_cleanly(case: CliCase, chain: dict[str, Path], tmp_pa
     cli, args, name, inputs = case.build(chain, tmp_path)
     before = snapshot(inputs + [chain[k] for k in ("spec", "test", "classifier", "glow")])
     listing = sorted(p.name for p in tmp_path.iterdir())
-    check_clean(CliRunner().invoke(cli, args), case.code, name, case.message)
+    check_clean(invoke_bounded(cli, args), case.code, name, case.message)  # peak memory < 1 GiB
     assert snapshot(list(before)) == before, "an input changed"
     assert sorted(p.name for p in tmp_path.iterdir()) == listing, "an output or temp file was left"
 
@@ -608,6 +608,22 @@ def test_peak_memory_of_a_cli_run_is_bounded(target: str, chain: dict[str, Path]
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     assert run.returncode in (USAGE, INVALID) and "Traceback" not in run.stderr, run.stderr
     assert max(peak_kib, before) < 1024 * 1024, f"peak {peak_kib} KiB"
+
+
+def test_the_peak_memory_measure_of_the_corpus_can_fail() -> None:
+    """invoke_bounded (used for every CLI case) catches a command that allocates past its limit."""
+    import click
+
+    @click.command()
+    def hungry() -> None:
+        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+        click.echo(block.sum())
+
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("no /proc/self/clear_refs here: the corpus runs unmeasured")
+    assert invoke_bounded(hungry, [], limit_kib=256 * 1024).exit_code == 0
+    with pytest.raises(AssertionError, match="peak memory grew"):
+        invoke_bounded(hungry, [], limit_kib=32 * 1024)
 
 
 # --------------------------------------------------------------------------- metadata values
