@@ -32,6 +32,7 @@ from lassi.producer.losses import (
     adversarial_loss,
     contrastive_loss,
     random_attack,
+    sample_attack,
     sample_ball,
 )
 from lassi.spec.center_smoothing import (
@@ -455,6 +456,46 @@ def test_ball_sampler_survives_a_gaussian_draw_of_exactly_zero() -> None:
     nonzero = raw[:, 0] != 0
     # every other draw is unchanged: its sign follows the Gaussian
     assert bool((torch.sign(points[nonzero, 0]) == torch.sign(raw[nonzero, 0])).all())
+
+
+@pytest.mark.parametrize("m", [1, 49])
+def test_cube_attack_sampler_is_uniform_on_the_cube(m: int) -> None:
+    """region="cube": every coordinate uniform on [−ε, ε], independently (mean 0, variance ε²/3,
+    zero correlation); the ball region is sample_ball's draws unchanged."""
+    eps, n = 0.7, 40_000
+    points = sample_attack(torch.Generator().manual_seed(m), n, m, eps, "cube").double().numpy()
+    assert points.shape == (n, m) and np.abs(points).max() <= eps
+    np.testing.assert_allclose(points.mean(axis=0), 0.0, atol=0.015)
+    np.testing.assert_allclose(points.var(axis=0), eps**2 / 3, rtol=0.04)
+    assert np.mean(np.abs(points) > eps / 2) == pytest.approx(0.5, abs=0.01)
+    if m > 1:
+        corr = np.corrcoef(points[:, :5].T) - np.eye(5)
+        assert np.abs(corr).max() < 0.03
+        # the cube reaches far beyond the certified ball: typical norm eps * sqrt(m / 3)
+        norms = np.linalg.norm(points, axis=1)
+        assert np.median(norms) == pytest.approx(eps * np.sqrt(m / 3), rel=0.03)
+    ball = sample_attack(torch.Generator().manual_seed(3), 100, m, eps, "ball")
+    torch.testing.assert_close(ball, sample_ball(torch.Generator().manual_seed(3), 100, m, eps))
+    with pytest.raises(ValueError, match="attack region"):
+        sample_attack(None, 3, m, eps, "sphere")
+
+
+def test_random_attack_on_the_cube_picks_the_farthest_cube_point() -> None:
+    torch.manual_seed(1)
+    enc = LatentMLP(10, hidden=(16,), k=6)
+    z, attrs = torch.randn(4, 10), torch.randn(3, 10)
+    z_adv = random_attack(
+        BaseFunction(enc, attrs), z, 0.5, 9, torch.Generator().manual_seed(7), region="cube"
+    )
+    t = sample_attack(torch.Generator().manual_seed(7), 4 * 9, 3, 0.5, "cube").reshape(4, 9, 3)
+    assert float(t.abs().max()) <= 0.5 and float(torch.linalg.vector_norm(t, dim=2).max()) > 0.5
+    enc.eval()
+    with torch.no_grad():
+        ref = enc(z)
+        for b in range(4):
+            candidates = z[b] + t[b] @ attrs
+            dist = torch.linalg.vector_norm(enc(candidates) - ref[b], dim=1)
+            torch.testing.assert_close(z_adv[b], candidates[int(torch.argmax(dist))])
 
 
 def test_random_attack_picks_the_farthest_point() -> None:

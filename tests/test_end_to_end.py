@@ -214,3 +214,24 @@ def test_report_side_files_keep_dotted_names_apart(tmp_path: Path) -> None:
     assert a["json"].name == "report-sigma0.5.json" and a["png"].name == "report-sigma0.5.png"
     assert set(a.values()).isdisjoint(b.values())
     assert report_sidecars(tmp_path / "report.st")["md"] == tmp_path / "report.md"
+
+
+def test_attack_region_cube_is_recorded_and_the_old_default_is_the_ball(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """producer train --attack-region cube trains and records the region in the encoder card;
+    encoders written before the option existed (no field) read as the ball."""
+    from lassi.spec import EncoderCard
+
+    assert read_artifact(chain["encoder"], expect=EncoderCard).meta.loss.attack_region == "ball"
+    out = tmp_path / "cube.safetensors"
+    run(producer, ["train", "--spec", str(chain["spec"]), *DATA, "--task", "object_hue",
+                   "--hidden", "32", "--k", "8", "--epochs", "1", "--batch-size", "64",
+                   "--attack-points", "4", "--attack-region", "cube", "--quiet",
+                   "--out", str(out)])  # fmt: skip
+    assert read_artifact(out, expect=EncoderCard).meta.loss.attack_region == "cube"
+    from lassi.spec.models import LossWeights
+
+    assert LossWeights.model_validate({"adv": 0.1}).attack_region == "ball"
+    with pytest.raises(ValueError):
+        LossWeights.model_validate({"attack_region": "sphere"})

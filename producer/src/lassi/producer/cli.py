@@ -103,6 +103,14 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
     show_default=True,
     help="Random-attack points per sample.",
 )
+@click.option(
+    "--attack-region",
+    type=click.Choice(["ball", "cube"]),
+    default="ball",
+    show_default=True,
+    help="Where the random attack draws t: the certified eps-ball, or the cube [-eps, eps]^m "
+    "that contains it (the authors' sampler for one attribute with several vectors).",
+)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -126,6 +134,7 @@ def train_command(
     rec: float,
     delta_contr: float,
     attack_points: int,
+    attack_region: str,
     cache_dir: Path | None,
     threads: int | None,
     device: torch.device,
@@ -151,6 +160,7 @@ def train_command(
         rec=rec,
         delta_contr=delta_contr,
         attack_points=attack_points,
+        attack_region=attack_region,
     )
     config = validated(
         EncoderTrainConfig, "training", hidden=widths, loss=loss, data=data, **options

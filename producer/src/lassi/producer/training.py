@@ -24,7 +24,7 @@ from tqdm import tqdm
 from lassi.producer.base_function import BaseFunction, build_base_function, load_spec
 from lassi.producer.encoders import AuxClassifier, LatentDecoder
 from lassi.producer.latents import TOOL, glow_latents
-from lassi.producer.losses import LassiLoss, contrastive_loss, random_attack, sample_ball
+from lassi.producer.losses import LassiLoss, contrastive_loss, random_attack, sample_attack
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import EncoderCard, EncoderTraining, LossWeights, UsageError, write_artifact
@@ -217,12 +217,14 @@ def _train_encoder(
                 )
                 points = None
                 if ranks.active:  # this rank's rows of the global batch's draws
-                    points = sample_ball(
-                        generator, batch * lam.attack_points, base.m, sim.epsilon, dtype=z.dtype
-                    ).reshape(batch, lam.attack_points, base.m)[rows]
+                    points = sample_attack(
+                        generator, batch * lam.attack_points, base.m, sim.epsilon,
+                        lam.attack_region, dtype=z.dtype,
+                    ).reshape(batch, lam.attack_points, base.m)[rows]  # fmt: skip
                 z_adv = random_attack(
-                    base, z, sim.epsilon, lam.attack_points, generator, points=points
-                )
+                    base, z, sim.epsilon, lam.attack_points, generator, points=points,
+                    region=lam.attack_region,
+                )  # fmt: skip
                 # one joint pass: BatchNorm normalises z and z_adv with the same batch statistics
                 both = base(torch.cat([z, z_adv]))
                 r, r_adv = both[: len(z)], both[len(z) :]

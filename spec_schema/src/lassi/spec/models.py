@@ -360,6 +360,10 @@ class LossWeights(Model):
     delta_contr: PositiveFloat = 10.0
     delta_adv: float = Field(0.0, ge=0, allow_inf_nan=False)
     attack_points: int = Field(100, ge=1)
+    # where the random attack draws t: "ball" = the certified ε-ball; "cube" = each t_i uniform on
+    # [−ε, ε] (a superset of the ball: the authors' sampler for one attribute with several vectors,
+    # eth-sri/lassi src/sampler.py UniformNoiseAdder). The certified set is the ε-ball either way.
+    attack_region: Literal["ball", "cube"] = "ball"
 
 
 class EncoderTraining(Model):
