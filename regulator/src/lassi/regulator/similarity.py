@@ -74,11 +74,13 @@ class SimilaritySet:
 
     @torch.no_grad()
     def encode_images(self, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-        """E_G of uint8 images [N, H, W, 3] -> latents [N, D]."""
+        """E_G of uint8 images [N, H, W, 3] -> latents [N, D] (on the CPU; E_G runs where the
+        Glow's parameters are)."""
+        device = next(self.glow.parameters()).device
         parts = []
         for start in range(0, len(images), batch_size):
             x = preprocess(images[start : start + batch_size], self.meta.preprocessing.n_bits)
-            parts.append(self.glow.encode(x))
+            parts.append(self.glow.encode(x.to(device)).cpu())
         return torch.cat(parts) if parts else torch.zeros(0, self.glow.latent_dim)
 
     def shift(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
