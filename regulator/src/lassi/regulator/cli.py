@@ -141,6 +141,7 @@ def train_glow_command(
 @click.option("--sigma-enc-max", type=float, default=None, help="Policy: largest sigma_enc.")
 @click.option("--min-n", type=int, default=None, help="Policy: fewest center-smoothing samples n.")
 @click.option("--threads", type=int, default=None)
+@device_option
 @click.option("--quiet", is_flag=True)
 def define_command(
     glow_path: Path,
@@ -155,6 +156,7 @@ def define_command(
     sigma_enc_max: float | None,
     min_n: int | None,
     threads: int | None,
+    device: Any,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -185,6 +187,7 @@ def define_command(
         progress=not quiet,
         policy=policy,
         vectors=vectors,
+        device=device,
     )
 
 
