@@ -11,6 +11,10 @@ Per-sample seeds (sibling id = its data set index) make every result independent
 
 from __future__ import annotations
 
+import sys
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -22,6 +26,8 @@ from lassi.regulator.shapes3d import FACTOR_SIZES, Shapes3D
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import read_artifact
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.per_sample import Executor, PerSampleLoop
+from lassi.spec.torch_state import run_key
 
 
 def _siblings(sample_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,12 +60,16 @@ def siblings_predict(
     return out
 
 
-@torch.no_grad()
 def siblings_certified(
-    spec, encoder, classifier, test, report
+    spec, encoder, classifier, test, report, executor: Executor | None = None,
+    checkpoint: Path | None = None, progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """Full certification of every sibling: ``prediction`` [N, 15] (ABSTAIN = -1),
-    ``certified`` [N, 15] bool, ``r_cs`` and ``radius`` [N, 15], ``factors`` [N, 15, 6]."""
+    ``certified`` [N, 15] bool, ``r_cs`` and ``radius`` [N, 15], ``factors`` [N, 15, 6].
+
+    One test sample (its 15 siblings) at a time on the shared per-sample loop: ``executor``
+    (default: in this process, e.g. ``lassi.spec.executors.RayExecutor``) does not change the
+    result (per-sample seeds); ``checkpoint``: resume from this file (None: no resume)."""
     sim = SimilaritySet.load(spec)
     base, _, _ = load_encoder(encoder, sim)
     model, card = load_classifier(classifier)
@@ -78,22 +88,53 @@ def siblings_certified(
         "radius": np.zeros(shape, dtype=np.float32),
         "factors": np.zeros(shape + (6,), dtype=np.int64),
     }
-    bar = tqdm(ids, desc="ground truth (certify siblings)", unit="sample", dynamic_ncols=True)
-    for i, sample_id in enumerate(bar):
-        factors, sibling_ids = _siblings(int(sample_id))
-        out["factors"][i] = factors
+
+    @torch.no_grad()
+    def certify_siblings(i: int) -> dict[str, np.ndarray]:
+        factors, sibling_ids = _siblings(int(ids[i]))
+        row = {
+            "prediction": np.full(shape[1], ABSTAIN, dtype=np.int64),
+            "certified": np.zeros(shape[1], dtype=bool),
+            "r_cs": np.zeros(shape[1], dtype=np.float32),
+            "radius": np.zeros(shape[1], dtype=np.float32),
+            "factors": factors,
+        }
         z_g = sim.encode_images(renderer.render(factors))
         for j, (z, sid) in enumerate(zip(z_g, sibling_ids, strict=True)):
             center = CenterSmoothing(base.for_latent(z), sim.m, params).certify(certificate.seed, int(sid))
-            out["r_cs"][i, j] = center.r_cs
+            row["r_cs"][j] = center.r_cs
             if center.abstained:
                 continue
             cert = smooth.certify(center.center, rs.n0, rs.n, rs.alpha, rs.seed, int(sid))
-            out["prediction"][i, j] = cert.prediction
-            out["radius"][i, j] = cert.radius
-            out["certified"][i, j] = not cert.abstained and center.r_cs < cert.radius
-        unfair = [len(set(p)) > 1 for p in out["prediction"][: i + 1]]
-        bar.set_postfix(unfair=int(sum(unfair)), refresh=False)
+            row["prediction"][j] = cert.prediction
+            row["radius"][j] = cert.radius
+            row["certified"][j] = not cert.abstained and center.r_cs < cert.radius
+        return row
+
+    unfair = [0]
+
+    def postfix(row: dict[str, np.ndarray]) -> dict[str, str]:
+        unfair[0] += len(set(row["prediction"].tolist())) > 1
+        return {"unfair": str(unfair[0])}
+
+    key = run_key(
+        spec=sim.sha256, encoder=read_artifact(encoder).sha256, classifier=card.sha256,
+        test=bundle.sha256, report=read_artifact(report).sha256,
+    )
+    if executor is not None and type(executor).__name__ == "RayExecutor":
+        # experiments/ is not an installed package: Ray's workers get this module by value
+        from ray import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    with tempfile.TemporaryDirectory(prefix="lassi-ground-truth-") as scratch:
+        loop = PerSampleLoop(
+            out, checkpoint if checkpoint is not None else Path(scratch) / "siblings.ckpt",
+            tool="lassi-experiments", stage="ground-truth", key=key,
+            desc="ground truth (certify siblings)", what="the ground-truth check",
+            progress=progress, postfix=postfix,
+        )
+        loop.run(certify_siblings, executor)
+        loop.finish()
     return out
 
 

@@ -19,6 +19,7 @@ import torch
 
 from lassi.producer.base_function import BaseFunction, load_encoder, load_spec
 from lassi.producer.latents import TOOL, glow_latents
+from lassi.regulator.content_hash import samples_digest
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import CenterStatus, RepresentationBundle, UsageError, write_artifact
@@ -143,7 +144,9 @@ def encode_split(
         certified=certify is not None,
         certificate=certificate,
         attributes=sim.meta.attribute_names,
-        data=data.provenance(split, len(ids)),
+        data=data.provenance(split, len(ids)).model_copy(
+            update={"content_sha256": samples_digest(source, ids)}
+        ),
         parents={"encoder": encoder_sha, "similarity_spec": sim.sha256},
     )
     write_artifact(out, meta, tensors)

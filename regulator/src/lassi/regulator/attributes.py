@@ -103,6 +103,7 @@ def value_means(
         source.check_attribute(attribute)
     labels = source.attributes(np.asarray(ids, dtype=np.int64))
     glow.eval()
+    device = next(glow.parameters()).device  # E_G runs where the Glow is; sums on the host
     d = glow.latent_dim
     stats = []
     for attribute in attributes:
@@ -115,7 +116,8 @@ def value_means(
     with glow.inverse_cached():
         for start in range(0, len(ids), batch_size):
             batch = slice(start, start + batch_size)
-            z = glow.encode(preprocess(source.images(ids[batch]), glow.n_bits)).double().numpy()
+            x = preprocess(source.images(ids[batch]), glow.n_bits).to(device)
+            z = glow.encode(x).double().cpu().numpy()
             for s in stats:
                 np.add.at(s.sums, labels[s.attribute][batch], z)
             bar.update(len(z))

@@ -10,7 +10,14 @@ import click
 from lassi.regulator import TOOL
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
-from lassi.spec.cli import role_group, set_threads, trusted_inputs, validated
+from lassi.spec.cli import (
+    executor_from_options,
+    executor_options,
+    role_group,
+    set_threads,
+    trusted_inputs,
+    validated,
+)
 from lassi.spec.device import device_option
 from lassi.spec.outputs import check_outputs, checkpoint_of
 
@@ -134,6 +141,7 @@ def train_glow_command(
 @click.option("--sigma-enc-max", type=float, default=None, help="Policy: largest sigma_enc.")
 @click.option("--min-n", type=int, default=None, help="Policy: fewest center-smoothing samples n.")
 @click.option("--threads", type=int, default=None)
+@device_option
 @click.option("--quiet", is_flag=True)
 def define_command(
     glow_path: Path,
@@ -148,6 +156,7 @@ def define_command(
     sigma_enc_max: float | None,
     min_n: int | None,
     threads: int | None,
+    device: Any,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -178,6 +187,7 @@ def define_command(
         progress=not quiet,
         policy=policy,
         vectors=vectors,
+        device=device,
     )
 
 
@@ -243,9 +253,23 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
     "--data-root",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The auditor's own copy of the data (CelebA/folder); the bundle's paths are never used.",
+    help="The auditor's own copy of the data (CelebA/folder); the bundle's paths are never used, "
+    "and its images must hash as the bundle records.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the per-sample findings as JSON; the replay then checkpoints to OUT.ckpt "
+    "and resumes from it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-sample results as JSON.")
+@click.option(
+    "--threads", type=int, default=None, help="torch and onnxruntime threads (default: all cores)."
+)
+@executor_options
+@device_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
 def audit_command(
     spec: Path,
     base_function: Path,
@@ -254,14 +278,26 @@ def audit_command(
     count: int,
     tolerance: float,
     data_root: Path | None,
+    out: Path | None,
     as_json: bool,
+    threads: int | None,
+    executor: str,
+    workers: int,
+    ray_address: str | None,
+    device: Any,
+    quiet: bool,
 ) -> None:
-    """Replay center smoothing in onnxruntime and confirm or flag the bundle's r_CS claims."""
-    import dataclasses
+    """Replay center smoothing in onnxruntime and confirm or flag the bundle's r_CS claims.
+
+    Rows name each sample by its 0-based id and, when the bundle names its images, the image
+    file (or CSV key). Exit status 4 when a claim is not confirmed or the data does not match.
+    """
     import json
 
     from lassi.regulator.audit import audit_bundle
     from lassi.spec import IntegrityError
+    from lassi.spec.errors import printable
+    from lassi.spec.io import atomic_path
 
     try:
         chosen = None if ids is None else [int(i) for i in ids.split(",") if i.strip()]
@@ -269,31 +305,57 @@ def audit_command(
         raise UsageError(None, f"--ids must be comma-separated integers, got {ids!r}") from None
     if not 0 <= tolerance < 1 or count < 1:
         raise UsageError(None, "need 0 <= --tolerance < 1 and --count >= 1")
-    rows = audit_bundle(
-        spec,
-        base_function,
-        bundle,
-        ids=chosen,
-        count=count,
-        tolerance=tolerance,
-        data_root=data_root,
-    )
+    if threads is not None and threads < 1:
+        raise UsageError(None, "--threads must be at least 1")
+    if out is not None:
+        check_outputs([out, checkpoint_of(out)], inputs=[spec, base_function, bundle])
+    set_threads(threads)
+    with executor_from_options(executor, workers, ray_address, threads) as runner:
+        result = audit_bundle(
+            spec,
+            base_function,
+            bundle,
+            ids=chosen,
+            count=count,
+            tolerance=tolerance,
+            data_root=data_root,
+            executor=runner,
+            device=device,
+            checkpoint=None if out is None else checkpoint_of(out),
+            progress=not quiet and not as_json,
+            threads=threads or 0,
+        )
+    rows = result.rows
+    for note in result.notes:
+        click.echo(note, err=True)
+    findings = json.dumps([r.as_dict() for r in rows], indent=2, allow_nan=False)
+    if out is not None:
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text(findings + "\n")
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=2, allow_nan=False))
+        click.echo(findings)
     else:
-        click.echo("| id | claimed r_CS | replayed r_CS | center distance | verdict |")
-        click.echo("| --- | --- | --- | --- | --- |")
+        named = any(r.file is not None for r in rows)
+        click.echo(
+            f"| id |{' file |' if named else ''} claimed r_CS | replayed r_CS | center distance | verdict |"
+        )
+        click.echo(f"| --- |{' --- |' if named else ''} --- | --- | --- | --- |")
         for r in rows:
+            file = f" {printable(r.file)} |" if named else ""
             click.echo(
-                f"| {r.sample_id} | {r.claimed_r_cs:.5f} | {r.replayed_r_cs:.5f} | {r.center_distance:.2e} | {r.verdict} |"
+                f"| {r.sample_id} |{file} {r.claimed_r_cs:.5f} | {r.replayed_r_cs:.5f} | {r.center_distance:.2e} | {r.verdict} |"
             )
     flagged = [r for r in rows if r.verdict != "confirmed"]
     if flagged:
+        first = flagged[0]
+        name = "" if first.file is None else f" ({first.file})"
         raise IntegrityError(
             bundle,
             f"{len(flagged)} of {len(rows)} re-checked r_CS claims not confirmed "
-            f"(e.g. sample {flagged[0].sample_id}: {flagged[0].verdict})",
+            f"(e.g. sample {first.sample_id}{name}: {first.verdict})",
         )
+    if out is not None:
+        click.echo(f"wrote {out}", err=True)
     click.echo(f"all {len(rows)} re-checked claims confirmed within {tolerance:.1%}", err=True)
 
 

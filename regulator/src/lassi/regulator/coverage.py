@@ -71,8 +71,9 @@ def sibling_projections(
     """For one image (``sibling_images[own]``) and all its siblings: targets x_j (Glow input
     scale), the reconstruction D_G(z), the closest in-set images D_G(z + t*_j A), t*_j, and the
     relative latent residuals in the ball and in the span (t unconstrained)."""
-    x = preprocess(sibling_images, glow.n_bits)
-    z_all = glow.encode(x).double()
+    device = next(glow.parameters()).device  # the Glow's device; least squares on the host
+    x = preprocess(sibling_images, glow.n_bits).to(device)
+    z_all = glow.encode(x).double().cpu()
     z = z_all[own]
     d = (z_all - z[None]).numpy()
     a = vectors.double().numpy()
@@ -85,8 +86,8 @@ def sibling_projections(
     dtype = x.dtype
     return {
         "targets": x,
-        "recon": glow.decode(z[None].to(dtype))[0],
-        "closest": glow.decode(shifted.to(dtype)),
+        "recon": glow.decode(z[None].to(device, dtype))[0],
+        "closest": glow.decode(shifted.to(device, dtype)),
         "t": t,
         "on_boundary": active,
         "residual": residual,

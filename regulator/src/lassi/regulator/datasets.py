@@ -15,6 +15,7 @@ import difflib
 import sys
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -185,11 +186,19 @@ def load_image(
     largest square), then resize. Raises :class:`DataError` for a missing or corrupt file."""
     if not path.is_file():
         raise DataError(path, "image file not found")
+    return decode_image(path, size, crop, resample, where=path)
+
+
+def decode_image(
+    file: Path | BinaryIO, size: int, crop: int | None, resample: str, where: Path
+) -> np.ndarray:
+    """:func:`load_image` of an open file or of bytes already read (``io.BytesIO``), so that
+    an auditor decodes the very bytes it hashed; ``where`` names the file in errors."""
     try:
-        with Image.open(path) as image:
+        with Image.open(file) as image:
             image = image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DataError(path, f"cannot read image ({type(error).__name__}: {error})") from None
+        raise DataError(where, f"cannot read image ({type(error).__name__}: {error})") from None
     width, height = image.size
     side = min(width, height) if crop is None else min(crop, width, height)
     left, top = (width - side) // 2, (height - side) // 2

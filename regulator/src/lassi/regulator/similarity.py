@@ -74,11 +74,13 @@ class SimilaritySet:
 
     @torch.no_grad()
     def encode_images(self, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
-        """E_G of uint8 images [N, H, W, 3] -> latents [N, D]."""
+        """E_G of uint8 images [N, H, W, 3] -> latents [N, D] (on the CPU; E_G runs where the
+        Glow's parameters are)."""
+        device = next(self.glow.parameters()).device
         parts = []
         for start in range(0, len(images), batch_size):
             x = preprocess(images[start : start + batch_size], self.meta.preprocessing.n_bits)
-            parts.append(self.glow.encode(x))
+            parts.append(self.glow.encode(x.to(device)).cpu())
         return torch.cat(parts) if parts else torch.zeros(0, self.glow.latent_dim)
 
     def shift(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -103,16 +105,19 @@ def define_spec(
     progress: bool = True,
     policy: CertificationPolicy | None = None,
     vectors: VectorChoice = "pairs",
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Compute the attribute vectors over the train split and write the similarity spec.
 
     ``vectors``: "pairs" (one vector per low/high value pair of a multi-valued attribute) or
     "halves" (one high-minus-low vector per attribute); binary attributes have one either way.
     On 3D Shapes with orientation among the attributes, also measures the fidelity of the
-    single halves orientation vector and the coverage of the whole set (both printed)."""
+    single halves orientation vector and the coverage of the whole set (both printed).
+    ``device``: where E_G and D_G run (the means are summed in float64 on the host)."""
     if not epsilon > 0 or not np.isfinite(epsilon):
         raise UsageError(None, f"epsilon must be a positive number, got {epsilon}")
     glow, glow_artifact = load_glow(glow_path)
+    glow.to(device)
     if data.image_size != glow.image_size:
         data = data.model_copy(update={"image_size": glow.image_size})
     source = make_source(data)
@@ -189,17 +194,18 @@ def fidelity(
     ids = source.split_ids("test")[:n_images]
     factors = Shapes3D.index_to_factors(ids)
     angles = np.linspace(-30.0, 30.0, 15)
-    ts = torch.linspace(-1.5 * epsilon, 1.5 * epsilon, strip_points)
+    device = next(glow.parameters()).device  # E_G and D_G run where the Glow is
+    ts = torch.linspace(-1.5 * epsilon, 1.5 * epsilon, strip_points).to(device)
     sums = {name: [0.0, 0.0] for name in SHAPE_NAMES}
     glow.eval()
     with glow.inverse_cached():
         for f in factors:
             siblings = Shapes3D.siblings(f[None])[0]
-            sib_x = preprocess(renderer.render(siblings), glow.n_bits)
+            sib_x = preprocess(renderer.render(siblings), glow.n_bits).to(device)
             x = sib_x[int(f[5])][None]
             z = glow.encode(x)
             recon = glow.decode(z)
-            strip = glow.decode(z + ts[:, None] * vector[None].to(z.dtype))
+            strip = glow.decode(z + ts[:, None] * vector[None].to(z.device, z.dtype))
             far = np.abs(angles - angles[int(f[5])]) >= FIDELITY_MIN_ANGLE - 1e-6
             for j in np.flatnonzero(far):
                 target = sib_x[j]

@@ -153,6 +153,12 @@ class DataProvenance(Model):
     n_samples: int = Field(ge=0)
     seed: int = Field(0, ge=0)
     options: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    content_sha256: Sha256 | None = Field(
+        None,
+        description="files on disk (celeba, folder): SHA-256 over the relative file names and "
+        "bytes of the samples' images (lassi.regulator.content_hash); absent for the rendered "
+        "3D Shapes (its renderer and factors are the content) and in bundles written before it",
+    )
 
 
 class GlowTraining(Model):
