@@ -38,13 +38,17 @@ def _siblings(sample_id: int) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.no_grad()
 def siblings_predict(
-    spec, encoder, classifier, test, seed: int, cert: CenterSmoothingParams, n0: int, n: int, alpha: float
+    spec, encoder, classifier, test, seed: int, cert: CenterSmoothingParams, n0: int, n: int,
+    alpha: float, device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """[N, 15] predictions of the smoothed model (step-1 center, PREDICT) on the siblings."""
+    """[N, 15] predictions of the smoothed model (step-1 center, PREDICT) on the siblings;
+    ``device``: where E_G, E_L and C_L run (noise is drawn on the CPU from per-sample seeds)."""
     sim = SimilaritySet.load(spec)
+    sim.glow.to(device)
     base, _, _ = load_encoder(encoder, sim)
+    base.to(device)
     model, card = load_classifier(classifier)
-    smooth = Smooth.for_linear_head(model, card.meta.sigma_cls)
+    smooth = Smooth.for_linear_head(model.to(device), card.meta.sigma_cls, device=device)
     params = CenterSmoothingParams(sigma=cert.sigma, epsilon=cert.epsilon, n0=n0, n=n0)
     renderer = Shapes3D(sim.glow.image_size)
     ids = read_artifact(test).tensors["ids"]
@@ -53,7 +57,7 @@ def siblings_predict(
         factors, sibling_ids = _siblings(int(sample_id))
         z_g = sim.encode_images(renderer.render(factors))
         for j, (z, sid) in enumerate(zip(z_g, sibling_ids, strict=True)):
-            center, _ = CenterSmoothing(base.for_latent(z), sim.m, params).center(
+            center, _ = CenterSmoothing(base.for_latent(z.to(device)), sim.m, params).center(
                 seed, int(sid)
             )
             out[i, j] = smooth.predict(center, n, alpha, seed, int(sid))
@@ -62,18 +66,21 @@ def siblings_predict(
 
 def siblings_certified(
     spec, encoder, classifier, test, report, executor: Executor | None = None,
-    checkpoint: Path | None = None, progress: bool = True,
+    checkpoint: Path | None = None, progress: bool = True, device: str | torch.device = "cpu",
 ) -> dict[str, np.ndarray]:
     """Full certification of every sibling: ``prediction`` [N, 15] (ABSTAIN = -1),
     ``certified`` [N, 15] bool, ``r_cs`` and ``radius`` [N, 15], ``factors`` [N, 15, 6].
 
     One test sample (its 15 siblings) at a time on the shared per-sample loop: ``executor``
     (default: in this process, e.g. ``lassi.spec.executors.RayExecutor``) does not change the
-    result (per-sample seeds); ``checkpoint``: resume from this file (None: no resume)."""
+    result (per-sample seeds); ``checkpoint``: resume from this file (None: no resume);
+    ``device``: where E_G, E_L and C_L run."""
     sim = SimilaritySet.load(spec)
+    sim.glow.to(device)
     base, _, _ = load_encoder(encoder, sim)
+    base.to(device)
     model, card = load_classifier(classifier)
-    smooth = Smooth.for_linear_head(model, card.meta.sigma_cls)
+    smooth = Smooth.for_linear_head(model.to(device), card.meta.sigma_cls, device=device)
     bundle = read_artifact(test)
     certificate = bundle.meta.certificate
     params = CenterSmoothingParams.from_certificate(certificate)
@@ -101,7 +108,9 @@ def siblings_certified(
         }
         z_g = sim.encode_images(renderer.render(factors))
         for j, (z, sid) in enumerate(zip(z_g, sibling_ids, strict=True)):
-            center = CenterSmoothing(base.for_latent(z), sim.m, params).certify(certificate.seed, int(sid))
+            center = CenterSmoothing(base.for_latent(z.to(device)), sim.m, params).certify(
+                certificate.seed, int(sid)
+            )
             row["r_cs"][j] = center.r_cs
             if center.abstained:
                 continue

@@ -50,8 +50,9 @@ from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.regulator.similarity import define_spec, load_glow
-from lassi.spec import LossWeights, ReportStatus, read_artifact
+from lassi.spec import LassiError, LossWeights, ReportStatus, read_artifact
 from lassi.spec.center_smoothing import CenterSmoothingParams
+from lassi.spec.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "experiments"
@@ -71,6 +72,7 @@ CERT = CenterSmoothingParams(
 )
 VERIFY = {"n0": 2_000, "n": 100_000, "alpha": 0.001}
 LABELS = ("object_hue", "shape", "floor_hue")  # handed on: the task and the transfer tasks
+DEVICE = torch.device("cpu")  # set once from --device in main(); every step runs there
 EPOCHS = 4  # encoder epochs (the brief says 5; 4 keeps the experiments within CPU time)
 
 
@@ -101,7 +103,8 @@ def spec_for(glow: Path, attributes: list[str], folder: Path, vectors: str = "ha
     if not out.exists():
         folder.mkdir(parents=True, exist_ok=True)
         define_spec(
-            glow, attributes, 1.0, regulator_data(glow), out, fidelity_images=32, vectors=vectors
+            glow, attributes, 1.0, regulator_data(glow), out, fidelity_images=32, vectors=vectors,
+            device=DEVICE,
         )
     return out
 
@@ -137,10 +140,11 @@ def producer_run(
             seed=seed,
             data=data,
         )
-        train_encoder(config, spec, encoder, cache_dir=OUT / ".cache")
+        train_encoder(config, spec, encoder, cache_dir=OUT / ".cache", device=DEVICE)
     if not train.exists():
         encode_split(
-            spec, encoder, data, "train", train, cache_dir=OUT / ".cache", labels=labels
+            spec, encoder, data, "train", train, cache_dir=OUT / ".cache", labels=labels,
+            device=DEVICE,
         )
     if not test.exists():
         encode_split(
@@ -154,6 +158,7 @@ def producer_run(
             seed=seed,
             cache_dir=OUT / ".cache",
             labels=labels,
+            device=DEVICE,
         )
     return encoder, train, test
 
@@ -173,10 +178,11 @@ def consumer_run(
     report = folder / f"report-{name}.safetensors"
     if not classifier.exists():
         train_consumer_classifier(
-            train, task, classifier, sigma, epochs=epochs, seed=seed, progress=False
+            train, task, classifier, sigma, epochs=epochs, seed=seed, progress=False, device=DEVICE
         )
     if not report.exists():
-        verify(classifier, test, report, seed=seed, progress=False, **(verify_params or VERIFY))
+        verify(classifier, test, report, seed=seed, progress=False, device=DEVICE,
+               **(verify_params or VERIFY))  # fmt: skip
     return read_artifact(report).meta.summary.model_dump() | {
         "classifier": str(classifier),
         "report": str(report),
@@ -199,12 +205,13 @@ def ground_truth(args, protocol: str, spec, encoder, classifier, test, report, s
     else:
         if protocol == "authors":
             out = siblings_certified(
-                spec, encoder, classifier, test, report, checkpoint=run / "ground_truth.ckpt"
+                spec, encoder, classifier, test, report, checkpoint=run / "ground_truth.ckpt",
+                device=DEVICE,
             )
         else:
             out = {"prediction": siblings_predict(
                 spec, encoder, classifier, test, seed, args.cert,
-                args.sibling_n0, args.verify["n"], args.verify["alpha"],
+                args.sibling_n0, args.verify["n"], args.verify["alpha"], device=DEVICE,
             )}
             ids = read_artifact(test).tensors["ids"]
             out["factors"] = np.stack(
@@ -431,6 +438,9 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
+    )
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="table2: encoder epochs")
     parser.add_argument(
         "--methods",
@@ -495,6 +505,12 @@ def main() -> int:
         "--sigmas", type=float, nargs="+", default=[0.5, 1.0], help="transfer: sigma_cls values"
     )
     args = parser.parse_args()
+    global DEVICE
+    try:
+        DEVICE = resolve_device(args.device)
+    except LassiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     args.cert, args.verify, args.sibling_n0 = CERT, dict(VERIFY), 2_000
     if args.cert_n is not None or args.cert_n0 is not None:
         n = args.cert_n or CERT.n
