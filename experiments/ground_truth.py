@@ -166,6 +166,21 @@ def summarise(
     result["sibling_accuracy_per_scale"] = {
         int(s): float(correct[scales == s].mean()) for s in np.unique(scales)
     }
+    # what the unfair samples are made of: abstentions (ABSTAIN is an outcome of its own, as in
+    # the authors' code) or two different classes among the siblings that were classified
+    abstained = predictions == ABSTAIN
+    result["sibling_abstain"] = float(abstained.mean())
+    result["ground_truth_unfair_classes"] = float(np.mean(
+        [len(set(row) - {ABSTAIN}) > 1 for row in predictions.tolist()]
+    ))  # fmt: skip
+    # per-image errors (of classified siblings) where the fully correlated split never shows the hue-orientation pair
+    # (hue 0-4 with orientation 8-14, hue 5-9 with 0-6) and where it does (orientation 7: none)
+    hue, orientation = factors[..., 2], factors[..., 5]
+    unseen = ((hue <= 4) & (orientation >= 8)) | ((hue >= 5) & (orientation <= 6))
+    seen = ~unseen & (orientation != 7)
+    for name, group in (("unseen", unseen & ~abstained), ("seen", seen & ~abstained)):
+        # error rate among the siblings that were classified (abstentions counted above)
+        result[f"sibling_error_{name}_pairs"] = float((~correct[group]).mean()) if group.any() else 0.0
     if sibling_certified is not None:
         any_certified = sibling_certified.any(axis=1)
         result.update(

@@ -274,6 +274,10 @@ def table2(args: argparse.Namespace) -> dict:
         "certified_but_ground_truth_unfair": "certified but GT unfair %",
         "any_certified_but_unfair": "any sibling certified but unfair % (authors)",
         "sibling_accuracy": "sibling accuracy %",
+        "ground_truth_unfair_classes": "GT unfair by two classes % (abstentions aside)",
+        "sibling_abstain": "sibling abstentions %",
+        "sibling_error_unseen_pairs": "sibling error, hue-orientation pairs unseen in training %",
+        "sibling_error_seen_pairs": "sibling error, seen pairs %",
     }
     present = [k for k in columns if all(k in r for results in rows.values() for r in results)]
     lines = [

@@ -30,3 +30,20 @@ def test_any_sibling_certified_but_unfair_follows_the_authors_definition() -> No
     assert r["any_sibling_certified"] == 0.5 and r["all_siblings_certified"] == 0.25
     assert r["sibling_accuracy_per_scale"] == {0: 29 / 30, 7: 29 / 30}
     assert "any_certified_but_unfair" not in summarise(predictions, sample_certified, factors)
+    # the breakdown: sample 2 is unfair only through its abstention, sample 1 through a class
+    assert r["ground_truth_unfair_classes"] == 0.25 and r["sibling_abstain"] == 1 / 60
+
+
+def test_sibling_errors_are_split_by_what_the_correlated_split_shows() -> None:
+    """hue 0-4 is seen only with orientation 0-6 and hue 5-9 with 8-14; orientation 7 in neither."""
+    factors = np.zeros((2, 15, 6), dtype=np.int64)
+    factors[..., 5] = np.arange(15)  # the 15 orientation siblings
+    factors[0, :, 2], factors[1, :, 2] = 2, 7  # a low-hue and a high-hue sample
+    predictions = factors[..., 2].copy()
+    predictions[0, 10] = 3  # low hue at orientation 10: an unseen pair, wrong
+    predictions[1, 3] = -1  # abstention: neither right nor wrong
+    predictions[1, 12] = 6  # high hue at orientation 12: a seen pair, wrong
+    predictions[0, 7] = 9  # orientation 7 counts in neither group
+    r = summarise(predictions, np.array([True, True]), factors)
+    assert r["sibling_error_unseen_pairs"] == 1 / 13  # 7 + 6 unseen siblings, one abstained
+    assert r["sibling_error_seen_pairs"] == 1 / 14
