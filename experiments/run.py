@@ -53,6 +53,7 @@ from lassi.regulator.similarity import define_spec, load_glow
 from lassi.spec import LassiError, LossWeights, ReportStatus, read_artifact
 from lassi.spec.center_smoothing import CenterSmoothingParams
 from lassi.spec.device import resolve_device
+from lassi.spec.executors import make_executor
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "experiments"
@@ -204,10 +205,14 @@ def ground_truth(args, protocol: str, spec, encoder, classifier, test, report, s
             }
     else:
         if protocol == "authors":
-            out = siblings_certified(
-                spec, encoder, classifier, test, report, checkpoint=run / "ground_truth.ckpt",
-                device=DEVICE,
-            )
+            with make_executor(
+                args.executor, workers=args.workers, address=args.ray_address,
+                threads=args.threads or 1,
+            ) as executor:  # fmt: skip
+                out = siblings_certified(
+                    spec, encoder, classifier, test, report, executor=executor,
+                    checkpoint=run / "ground_truth.ckpt", device=DEVICE,
+                )  # fmt: skip
         else:
             out = {"prediction": siblings_predict(
                 spec, encoder, classifier, test, seed, args.cert,
@@ -445,6 +450,12 @@ def main() -> int:
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
     )
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], default="local",
+        help="table2 (authors' protocol): where the siblings are certified",
+    )  # fmt: skip
+    parser.add_argument("--workers", type=int, default=2, help="--executor ray: actors")
+    parser.add_argument("--ray-address", default=None, help="--executor ray: a running cluster")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="table2: encoder epochs")
     parser.add_argument(
         "--methods",
@@ -512,6 +523,7 @@ def main() -> int:
     global DEVICE
     try:
         DEVICE = resolve_device(args.device)
+        make_executor(args.executor, workers=args.workers, address=args.ray_address)  # checks
     except LassiError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
