@@ -22,8 +22,8 @@ from lassi.producer.latents import TOOL, glow_latents
 from lassi.regulator.content_hash import samples_digest
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec import CenterStatus, RepresentationBundle, UsageError, write_artifact
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec import RepresentationBundle, UsageError, write_artifact
+from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams, progress_hooks
 from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import (
     run_key,
@@ -195,8 +195,7 @@ def certify_all(
         desc="center smoothing",
         what="certification",
         progress=progress,
-        certified=lambda row: row["status"] == CenterStatus.CERTIFIED,
-        postfix=lambda row: {"r_cs": f"{row['r_cs']:.3f}"},
+        **progress_hooks(),
     )
 
     m = sim.m  # the sample function closes over what it needs only (it may go to Ray actors)

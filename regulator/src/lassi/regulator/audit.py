@@ -48,7 +48,7 @@ from lassi.spec import (
     read_artifact,
 )
 from lassi.spec.binding import check_binding
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams, progress_hooks
 from lassi.spec.models import CenterStatus, DataProvenance
 from lassi.spec.onnx_check import load_checked_onnx, onnx_bytes, onnx_card
 from lassi.spec.per_sample import Executor, PerSampleLoop
@@ -375,8 +375,7 @@ def replay_all(
             desc="audit (replay)",
             what="the audit",
             progress=progress,
-            certified=lambda row: row["status"] == CenterStatus.CERTIFIED,
-            postfix=lambda row: {"r_cs": f"{row['r_cs']:.3f}"},
+            **progress_hooks(),
         )
         loop.run(replay, executor)
         loop.finish()

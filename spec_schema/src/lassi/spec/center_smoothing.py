@@ -522,3 +522,12 @@ def _on_accelerator(base: object) -> bool:
 
 def _since(start: float) -> float:
     return time.perf_counter() - start
+
+
+def progress_hooks() -> dict[str, Callable[[dict[str, Any]], Any]]:
+    """The per-sample loop's ``certified`` and ``postfix`` for rows of center-smoothing
+    certificates (``status``, ``r_cs``): shared by ``encode --certify`` and the audit's replay."""
+    return {
+        "certified": lambda row: row["status"] == CenterStatus.CERTIFIED,
+        "postfix": lambda row: {"r_cs": f"{row['r_cs']:.3f}"},
+    }

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from lassi.spec.errors import UsageError
 
-# ``atomic_path`` names its temporary ".NAME.XXXXXXXX.tmp" (mkstemp adds 8 characters).
+# ``atomic_path`` names its temporary "." + NAME + "." + 8 random characters (mkstemp) + ".tmp".
 TEMP_NAME_EXTRA = len("..") + 8 + len(".tmp")
 
 

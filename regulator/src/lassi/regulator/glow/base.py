@@ -8,6 +8,7 @@ paper Eq. 2-3).
 
 from __future__ import annotations
 
+import abc
 import math
 
 from torch import Tensor, nn
@@ -15,14 +16,17 @@ from torch import Tensor, nn
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-class Transform(nn.Module):
-    """An invertible map with tractable log-determinant (Glow, Sec. 2)."""
+class Transform(nn.Module, abc.ABC):
+    """An invertible map with tractable log-determinant (Glow, Sec. 2); every layer of the flow
+    implements both directions (an abstract class: it cannot be built without them)."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """y = T(x) and log |det ∂T/∂x| per sample."""
 
-    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """x = T⁻¹(y) and log |det ∂T⁻¹/∂y| per sample."""
 
 
 def per_sample(value: Tensor, x: Tensor) -> Tensor:
