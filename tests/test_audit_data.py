@@ -156,3 +156,32 @@ def test_flagged_findings_name_the_file(chain, folder_audit, tmp_path) -> None:
     result = _audit(chain, folder_audit, folder_audit["data"], "--ids", str(certified[0]), bundle=forged)
     assert result.exit_code == INTEGRITY, result.output
     assert f"sample {certified[0]} (img{certified[0]}.png): understated" in result.output
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "huge"])
+def test_an_image_that_is_not_a_plain_bounded_file_ends_cleanly(
+    chain, folder_audit, tmp_path, kind, monkeypatch
+) -> None:
+    """In the auditor's data root an image path may be a FIFO (must not block), a folder, or
+    larger than the image bound: one-line error naming it, never a hang or a traceback."""
+    import os
+
+    import lassi.regulator.content_hash as content_hash
+
+    copy = _copy(folder_audit["data"], tmp_path / kind)
+    target = copy / "img1.png"
+    if kind == "fifo":
+        target.unlink()
+        os.mkfifo(target)
+    elif kind == "directory":
+        target.unlink()
+        target.mkdir()
+    else:  # the bound, lowered so that the test needs no big file: every image is over it
+        monkeypatch.setattr(content_hash, "MAX_IMAGE_BYTES", 64)
+    result = _audit(chain, folder_audit, copy)
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    named = "img0.png" if kind == "huge" else "img1.png"  # the first sample read over the bound
+    assert len(lines) == 1 and named in lines[0], result.output
+    if kind == "huge":
+        assert "over 64" in lines[0]
