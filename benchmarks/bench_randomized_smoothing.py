@@ -23,12 +23,8 @@ from pathlib import Path
 import torch
 
 from lassi.consumer.classifier import export_classifier_onnx, make_classifier
-from lassi.consumer.randomized_smoothing import (
-    Smooth,
-    SmoothNumpy,
-    onnx_logits_fn,
-    ort_session,
-)
+from lassi.consumer.onnx_runtime import onnx_logits_fn, ort_session
+from lassi.consumer.randomized_smoothing import Smooth, SmoothNumpy
 
 TARGET_SECONDS = 0.2
 

@@ -74,7 +74,7 @@ CERT = CenterSmoothingParams(
 VERIFY = {"n0": 2_000, "n": 100_000, "alpha": 0.001}
 LABELS = ("object_hue", "shape", "floor_hue")  # handed on: the task and the transfer tasks
 DEVICE = torch.device("cpu")  # set once from --device in main(); every step runs there
-EPOCHS = 4  # encoder epochs (the brief says 5; 4 keeps the experiments within CPU time)
+EPOCHS = 4  # encoder epochs (the authors' code trains 5; 4 keeps the experiments within CPU time)
 
 
 CORRELATE = "orientation:object_hue:0.9"

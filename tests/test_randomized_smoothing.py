@@ -20,16 +20,15 @@ from lassi.consumer.classifier import (
     MLPClassifier,
     export_classifier_onnx,
     make_classifier,
-    onnx_logits_fn,
-    ort_session,
     train_classifier,
 )
+from lassi.consumer.onnx_runtime import onnx_logits_fn, ort_session
 from lassi.consumer.randomized_smoothing import (
     ABSTAIN,
     Smooth,
     SmoothNumpy,
-    certified_radius,
     lower_confidence_bound,
+    radius_from_bound,
 )
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 
@@ -86,7 +85,7 @@ def test_radius_matches_independent_formula(n: int, alpha: float) -> None:
         bound = expected_bound(n_a, n, alpha)
         assert lower_confidence_bound(n_a, n, alpha) == pytest.approx(bound, abs=1e-12)
         for sigma in GRID_SIGMA:
-            radius = certified_radius(n_a, n, alpha, sigma)
+            radius = radius_from_bound(lower_confidence_bound(n_a, n, alpha), sigma)
             if bound < 0.5:
                 assert radius is None, (n_a, n, alpha, bound)
             else:
@@ -94,13 +93,13 @@ def test_radius_matches_independent_formula(n: int, alpha: float) -> None:
                 assert abs(radius - sigma * special.ndtri(bound)) <= 1e-9
     # Right around the threshold: abstain just below it, certify from it on.
     if threshold <= n and expected_bound(threshold, n, alpha) >= 0.5:
-        assert certified_radius(threshold - 1, n, alpha, 1.0) is None
-        assert certified_radius(threshold, n, alpha, 1.0) is not None
+        assert radius_from_bound(lower_confidence_bound(threshold - 1, n, alpha), 1.0) is None
+        assert radius_from_bound(lower_confidence_bound(threshold, n, alpha), 1.0) is not None
 
 
 def test_largest_radius_at_reference_settings() -> None:
     # at n = 1e5, α = 0.001 the largest radius is σ·Φ⁻¹(0.001^(1/n)) ≈ 3.81 σ (all draws agree).
-    assert certified_radius(100_000, 100_000, 0.001, 1.0) == pytest.approx(3.81, abs=0.01)
+    assert radius_from_bound(lower_confidence_bound(100_000, 100_000, 0.001), 1.0) == pytest.approx(3.81, abs=0.01)
     assert lower_confidence_bound(100_000, 100_000, 0.001) == pytest.approx(0.001 ** (1 / 1e5))
 
 
@@ -379,7 +378,7 @@ def test_logit_space_certificate_is_consistent() -> None:
     z = 3 * model.weight[2].detach()
     cert = smooth.certify(z, 500, 20_000, 0.001, seed=0, sample_id=0)
     assert cert.prediction == 2
-    assert cert.radius == certified_radius(cert.count, 20_000, 0.001, 0.5)
+    assert cert.radius == radius_from_bound(lower_confidence_bound(cert.count, 20_000, 0.001), 0.5)
 
 
 # --- classifier training and ONNX -------------------------------------------------------------
@@ -462,9 +461,8 @@ def test_torch_free_numpy_path(tmp_path) -> None:
 
         sys.meta_path.insert(0, BlockTorch())
         import numpy as np
-        from lassi.consumer.randomized_smoothing import (
-            SmoothNumpy, lower_confidence_bound, onnx_logits_fn, ort_session,
-        )
+        from lassi.consumer.onnx_runtime import onnx_logits_fn, ort_session
+        from lassi.consumer.randomized_smoothing import SmoothNumpy, lower_confidence_bound
         session, provider = ort_session({str(path)!r}, prefer_gpu=True)
         smooth = SmoothNumpy(onnx_logits_fn(session), 3, sigma=0.5)
         cert = smooth.certify(np.array({z!r}), 100, 2000, 0.01, 1, 2)

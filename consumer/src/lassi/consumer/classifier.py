@@ -6,7 +6,7 @@ classifier is accurate and the certified radii are large. Defaults: a linear hea
 1 epoch, batch 128, Adam lr 1e-3 (the paper states no values for them).
 
 The trained classifier is shared as ONNX (dynamic batch) so that a party can run it without this
-code; :func:`ort_session` reports the execution provider onnxruntime actually uses.
+code; :mod:`lassi.consumer.onnx_runtime` runs it and reports the execution provider used.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from lassi.consumer.randomized_smoothing import onnx_logits_fn, ort_session
 from lassi.spec import (
     Artifact,
     ClassifierCard,
@@ -44,8 +43,6 @@ __all__ = [
     "train_consumer_classifier",
     "load_classifier",
     "export_classifier_onnx",
-    "ort_session",
-    "onnx_logits_fn",
 ]
 
 from lassi.consumer import TOOL

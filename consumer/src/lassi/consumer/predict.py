@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lassi.consumer.randomized_smoothing import ABSTAIN, SmoothNumpy, onnx_logits_fn, ort_session
+from lassi.consumer.onnx_runtime import onnx_logits_fn, ort_session
+from lassi.consumer.randomized_smoothing import ABSTAIN, SmoothNumpy
 from lassi.spec import (
     CenterStatus,
     IntegrityError,

@@ -30,7 +30,8 @@ different random generators (torch vs numpy PCG64), so their certificates differ
 while being equally valid.
 
 Why one long module: CERTIFY, PREDICT, the sequential variant and their three back-ends
-(torch, the linear-head projection, onnxruntime) share one noise stream and counting code.
+(torch, the linear-head projection, a numpy logits callable) share one noise stream and counting
+code. Running an ONNX classifier in onnxruntime lives in :mod:`lassi.consumer.onnx_runtime`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -98,16 +98,11 @@ def lower_confidence_bound(n_a: int, n: int, alpha: float) -> float:
     return float(beta.ppf(alpha, n_a, n - n_a + 1))
 
 
-def _radius_from_bound(p_lower: float, sigma: float) -> float | None:
+def radius_from_bound(p_lower: float, sigma: float) -> float | None:
     """Theorem 1 with p_B = 1 − p_A: R = σ Φ⁻¹(p_A); None (abstain) iff p_A < 1/2."""
     if p_lower < 0.5:
         return None
     return float(sigma * norm.ppf(p_lower))
-
-
-def certified_radius(n_a: int, n: int, alpha: float, sigma: float) -> float | None:
-    """The certified radius σ Φ⁻¹(p_A) for n_a of n estimation draws; None (abstain) iff p_A < 1/2."""
-    return _radius_from_bound(lower_confidence_bound(n_a, n, alpha), sigma)
 
 
 def _check_arguments(n: int, alpha: float, n0: int = 1) -> None:
@@ -178,7 +173,7 @@ class _SmoothedClassifier(ABC):
         n_a = int(counts_estimation[c_hat])
         # 3. p_A = Clopper–Pearson lower bound; 4. R = σ Φ⁻¹(p_A) unless p_A < 1/2 (Theorem 1).
         p_lower = lower_confidence_bound(n_a, n, alpha)
-        radius = _radius_from_bound(p_lower, self.sigma)
+        radius = radius_from_bound(p_lower, self.sigma)
         seconds = time.perf_counter() - start
         if radius is None:
             return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + n)
@@ -224,7 +219,7 @@ class _SmoothedClassifier(ABC):
             blocks.close()  # type: ignore[attr-defined]
         floor = p_star if verdict == sequential_test.CERTIFY else 0.0
         p_lower = float(sequential_test.lower_bound(n_a, used, alpha, floor))
-        radius = _radius_from_bound(p_lower, self.sigma)
+        radius = radius_from_bound(p_lower, self.sigma)
         seconds = time.perf_counter() - start
         if radius is None:
             return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + used)
@@ -370,7 +365,7 @@ class Smooth(_SmoothedClassifier):
 class SmoothNumpy(_SmoothedClassifier):
     """Randomized smoothing of a numpy logits callable [B, k] float32 → [B, C] (no torch needed).
 
-    ``logits_fn`` may wrap an onnxruntime session (see :func:`onnx_logits_fn`). Noise comes from
+    ``logits_fn`` may wrap an onnxruntime session (see :func:`lassi.consumer.onnx_runtime.onnx_logits_fn`). Noise comes from
     ``numpy_rng(seed, sample_id, stage)`` in fixed chunks, evaluated in batches of ``batch_size``.
     """
 
@@ -421,45 +416,3 @@ class SmoothNumpy(_SmoothedClassifier):
                 yield counts.copy()
                 counts[:] = 0
                 filled = 0
-
-
-def ort_session(model: str | Path | bytes | Any, prefer_gpu: bool = False) -> tuple[Any, str]:
-    """An onnxruntime session for ``model`` and the execution provider it actually uses.
-
-    ``model`` is the checked ``onnx.ModelProto`` (preferred: the session then runs exactly the
-    bytes that were validated, never a second read of a file that may have changed), its
-    serialised bytes, or a path (read once, bounded).
-
-    CUDA is requested only when ``prefer_gpu`` and the installed onnxruntime offers it; the provider
-    reported is ``session.get_providers()[0]`` (what runs), not what is merely available. Idle
-    intra-op threads do not spin: smoothing runs large batches, and spinning threads starve the
-    noise generation running beside them.
-    """
-    import onnxruntime as ort
-
-    providers = ["CPUExecutionProvider"]
-    if prefer_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
-        providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if isinstance(model, (str, Path)):
-        from lassi.spec.onnx_check import onnx_bytes
-
-        data = onnx_bytes(model)
-    elif isinstance(model, bytes):
-        data = model
-    else:
-        data = model.SerializeToString()
-    session = ort.InferenceSession(data, options, providers=providers)
-    return session, session.get_providers()[0]
-
-
-def onnx_logits_fn(session: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """A logits callable [B, k] → [B, C] running the single-input graph of an onnxruntime session."""
-    input_name = session.get_inputs()[0].name
-
-    def logits_fn(batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return session.run(None, {input_name: batch})[0]
-
-    return logits_fn
