@@ -181,3 +181,9 @@ def attribute_vectors(
     """average_diff vectors [m, D] (float32) for ``attributes`` over the images ``ids``."""
     stats = value_means(glow, source, attributes, ids, batch_size, progress)
     return vectors_from_means(stats, source, vectors)
+
+
+def shift(z: torch.Tensor, t: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """z + t A = z + Σ_i t_i a_i (Sec. 3), A = ``vectors`` [m, D], in z's dtype; broadcasting:
+    z [..., D] (one latent [D]) and offsets t [..., m] -> [..., D]."""
+    return z + t.to(z.dtype) @ vectors.to(z.dtype)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from lassi.regulator.attributes import shift
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.shapes3d import SHAPE_NAMES
 from lassi.spec import Coverage
@@ -82,7 +83,7 @@ def sibling_projections(
     norm_d = np.maximum(np.linalg.norm(d, axis=1), 1e-300)
     residual = np.linalg.norm(d - t @ a, axis=1) / norm_d
     residual_span = np.linalg.norm(d - t_span @ a, axis=1) / norm_d
-    shifted = z[None] + torch.from_numpy(t) @ vectors.double()
+    shifted = shift(z[None], torch.from_numpy(t), vectors)
     dtype = x.dtype
     return {
         "targets": x,

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lassi.regulator.attributes import VectorChoice, value_means, vectors_from_means
+from lassi.regulator.attributes import VectorChoice, shift, value_means, vectors_from_means
 from lassi.regulator.coverage import coverage, describe
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, preprocess
@@ -86,12 +86,6 @@ class SimilaritySet:
     def shift(self, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """z_G + Σ_i t_i a_i with this spec's vectors (see :func:`shift`)."""
         return shift(z, t, self.vectors)
-
-
-def shift(z: torch.Tensor, t: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """z + t A = z + Σ_i t_i a_i (Sec. 3), A = ``vectors`` [m, D], in z's dtype; broadcasting:
-    z [..., D] (one latent [D]) and offsets t [..., m] -> [..., D]."""
-    return z + t.to(z.dtype) @ vectors.to(z.dtype)
 
 
 def define_spec(
