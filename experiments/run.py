@@ -1,7 +1,7 @@
 """The paper's experiments on built-in 3D Shapes (paper Sec. 5), each one command.
 
     python experiments/run.py table2   --glow GLOW [--seeds 0 1 2] [--test 150] [--protocol authors|strength0.9]
-    python experiments/run.py ablation --glow GLOW [--test 100]
+    python experiments/run.py ablation --glow GLOW [--test 100] [--vectors halves|pairs] [--epochs N] [--sensitive ...]
     python experiments/run.py transfer --glow GLOW [--test 100]
 
 Every experiment goes through the same Python API the CLIs are thin layers over, writes its
@@ -68,6 +68,7 @@ SIGMA_CLS = {
     "adversarial+contrastive": 1.0,
 }  # brief: 3D Shapes naive 5, LASSI 1
 SWEEP = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+SENSITIVE_SETS = ("orientation", "scale", "orientation+scale")  # the ablation's rows
 CERT = CenterSmoothingParams(
     sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha1=0.005, alpha2=0.005, delta=0.05
 )
@@ -324,14 +325,21 @@ def table2(args: argparse.Namespace) -> dict:
 
 
 def ablation(args: argparse.Namespace) -> dict:
-    folder = OUT / "ablation"
+    # the first ablation (halves, default epochs and certificate) keeps its folder and file names
+    variant = "" if args.vectors == "halves" and args.epochs == EPOCHS else f"-{args.vectors}-epochs{args.epochs}"
+    if args.cert != CERT:
+        variant += f"-cert{args.cert.n0}x{args.cert.n}"
+    folder = OUT / f"ablation{variant}"
     data = data_config(args.glow)
     table = []
-    for attributes in (["orientation"], ["scale"], ["orientation", "scale"]):
-        spec = spec_for(args.glow, attributes, folder)
+    for sensitive in args.sensitive:
+        attributes = sensitive.split("+")
+        spec = spec_for(args.glow, attributes, folder, args.vectors)
         for method in METHODS:
-            run = folder / f"{'+'.join(attributes)}-{method}"
-            _, train, test = producer_run(spec, data, method, 0, run, args.test)
+            run = folder / f"{sensitive}-{method}"
+            _, train, test = producer_run(
+                spec, data, method, 0, run, args.test, epochs=args.epochs, cert=args.cert
+            )
             sweep = [
                 consumer_run(train, test, "object_hue", s, run, 0) | {"sigma": s} for s in SWEEP
             ]
@@ -355,7 +363,14 @@ def ablation(args: argparse.Namespace) -> dict:
             f"| {'+'.join(row['attributes'])} | {row['method']} | {c['sigma']} | {100 * c['accuracy']:.1f} "
             f"| {100 * c['certified_fairness']:.1f} | {100 * c['certified_fair_and_accurate']:.1f} |"
         )
-    return {"rows": table, "markdown": "\n".join(lines)}
+    every = args.sensitive == list(SENSITIVE_SETS)
+    return {
+        "rows": table,
+        "markdown": "\n".join(lines),
+        "folder": folder.name,
+        "results_file": "results.json" if every else f"results-{'-'.join(args.sensitive)}.json",
+        "figure": f"ablation_sigma{variant}.png" if every else None,
+    }
 
 
 def transfer(args: argparse.Namespace) -> dict:
@@ -456,7 +471,17 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="--executor ray: actors")
     parser.add_argument("--ray-address", default=None, help="--executor ray: a running cluster")
-    parser.add_argument("--epochs", type=int, default=EPOCHS, help="table2: encoder epochs")
+    parser.add_argument(
+        "--epochs", type=int, default=EPOCHS, help="table2, ablation: encoder epochs"
+    )
+    parser.add_argument(
+        "--vectors", choices=["halves", "pairs"], default="halves",
+        help="ablation: the regulator's attribute vectors (pairs: one per low/high value pair)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--sensitive", nargs="+", choices=list(SENSITIVE_SETS), default=list(SENSITIVE_SETS),
+        help="ablation: which sensitive sets (rows) to run",
+    )  # fmt: skip
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -475,7 +500,7 @@ def main() -> int:
         "--cert-n",
         type=int,
         default=None,
-        help="table2: center smoothing n (estimation draws) and, unless --cert-n0 is given, n0 "
+        help="table2, ablation: center smoothing n (estimation draws) and, unless --cert-n0 is given, n0 "
         "(default: the paper's 10 000); randomized smoothing keeps the paper's n0 = 2000, n = 10^5 "
         "unless --verify-n is given",
     )
@@ -483,7 +508,7 @@ def main() -> int:
         "--cert-n0",
         type=int,
         default=None,
-        help="table2: center smoothing n0 (selection and abstain-test draws each)",
+        help="table2, ablation: center smoothing n0 (selection and abstain-test draws each)",
     )
     parser.add_argument(
         "--verify-n",
@@ -545,8 +570,9 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     results_file = folder / result.pop("results_file", "results.json")
     results_file.write_text(json.dumps(result, indent=2, default=str))
-    if args.experiment == "ablation":
-        plot_sigma(result, ROOT / "docs" / "figures" / "ablation_sigma.png")
+    figure = result.pop("figure", None)
+    if figure:
+        plot_sigma(result, ROOT / "docs" / "figures" / figure)
     print(result["markdown"])
     print(f"{result['command']}: {result['seconds'] / 60:.1f} min")
     return 0
