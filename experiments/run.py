@@ -249,12 +249,15 @@ def table2(args: argparse.Namespace) -> dict:
         suffix += f"-cert{args.cert.n0}x{args.cert.n}" if args.cert.n0 != args.cert.n else f"-cert{args.cert.n}"
     if args.verify != VERIFY:
         suffix += f"-rs{args.verify['n']}"
+    if args.attack_region != "ball":
+        suffix += f"-{args.attack_region}"
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:  # seed-major, so a partial run already compares both methods
         for method in args.methods:
             run = folder / f"{method}-seed{seed}{suffix}"
+            loss = METHODS[method].model_copy(update={"attack_region": args.attack_region})
             encoder, train, test = producer_run(
-                spec, data, method, seed, run, args.test, epochs=args.epochs, cert=args.cert
+                spec, data, method, seed, run, args.test, loss, args.epochs, args.cert
             )
             sigma = args.lassi_sigma if method != "baseline" and args.lassi_sigma else SIGMA_CLS[method]
             result = consumer_run(train, test, "object_hue", sigma, run, seed, verify_params=args.verify)
@@ -523,6 +526,11 @@ def main() -> int:
         help="table2: sigma_cls of the LASSI rows (default 1, the authors' script; the paper "
         "sweeps {1, 2.5, 5, 10, 25, 50})",
     )
+    parser.add_argument(
+        "--attack-region", choices=["ball", "cube"], default="ball",
+        help="table2: where the encoder's random attack draws t (cube: each t_i on [-eps, eps], "
+        "as the authors' code does for one attribute name)",
+    )  # fmt: skip
     parser.add_argument(
         "--producer-train",
         type=int,
