@@ -112,6 +112,14 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
     "that contains it (the authors' sampler for one attribute with several vectors).",
 )
 @click.option("--epochs", type=int, default=5, show_default=True)
+@click.option(
+    "--keep",
+    type=click.Choice(["best", "last"]),
+    default="best",
+    show_default=True,
+    help="Which epoch's weights to write: the best validation accuracy, or the last epoch "
+    "(the authors' choice).",
+)
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -171,7 +179,10 @@ def train_command(
         from lassi.spec import EncoderCard, read_artifact
 
         card = read_artifact(out, expect=EncoderCard).meta
-        click.echo(f"wrote {out} (best val acc {card.training.val_accuracy:.3f})")
+        click.echo(
+            f"wrote {out} ({card.training.keep} val acc {card.training.val_accuracy:.3f} "
+            f"at epoch {card.training.best_epoch + 1})"
+        )
 
 
 @main.command("encode")

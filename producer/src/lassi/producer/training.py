@@ -3,8 +3,9 @@
 Loss = CE(aux(E_L(z)), y) + λ_adv · adversarial + λ_contr · contrastive (+ λ_rec · ||dec(E_L(z)) − z||²),
 z = E_G(x) the Glow latent (cached: it never changes). The adversary is the random attack
 (:func:`lassi.producer.losses.random_attack`): points t uniform in the m-dimensional ε-ball, the
-farthest representation taken with the encoder in eval mode. λ = 0 is the baseline. The best epoch on the validation split is kept; every epoch
-is checkpointed and a rerun with the same arguments resumes. Batch order and attack draws
+farthest representation taken with the encoder in eval mode. λ = 0 is the baseline. The epoch
+with the best validation accuracy is written (``keep="best"``) or the last one (``keep="last"``);
+every epoch is checkpointed and a rerun with the same arguments resumes. Batch order and attack draws
 derive from ``(seed, epoch/step)``.
 """
 
@@ -52,6 +53,11 @@ class EncoderTrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     data: DatasetConfig
     max_train: int | None = Field(None, ge=1)
+    # Which epoch's weights are written: "best" validation accuracy, or the "last" epoch (the
+    # authors' code certifies the last). Validation accuracy saturates within a few epochs while
+    # the fairness terms keep shrinking the spread along the similarity set, so "best" can keep an
+    # early, less invariant encoder.
+    keep: Literal["best", "last"] = "best"
 
 
 def _accuracy(
@@ -260,7 +266,7 @@ def _train_encoder(
         train_acc = correct / n
         val_acc = _accuracy(base, aux, z_val, y_val, device=device)
         state["seconds"] = float(state["seconds"]) + time.perf_counter() - t0
-        if val_acc > float(state["best_val"]):
+        if val_acc > float(state["best_val"]) or config.keep == "last":
             state.update(best_val=val_acc, best_epoch=epoch, train_acc=train_acc)
             for name, module in modules.items():
                 best[name].load_state_dict(module.state_dict())
@@ -300,6 +306,7 @@ def _train_encoder(
             lr=config.lr,
             seed=config.seed,
             best_epoch=int(state["best_epoch"]),
+            keep=config.keep,
             train_accuracy=float(state["train_acc"]),
             val_accuracy=max(float(state["best_val"]), 0.0),
             n_train=n,
@@ -315,6 +322,7 @@ def _train_encoder(
     checkpoint.unlink(missing_ok=True)
     if progress:
         print(
-            f"wrote {out} (best val acc {card.training.val_accuracy:.3f} at epoch {card.training.best_epoch + 1})"
+            f"wrote {out} ({'best' if config.keep == 'best' else 'last'} val acc "
+            f"{card.training.val_accuracy:.3f} at epoch {card.training.best_epoch + 1})"
         )
     return out

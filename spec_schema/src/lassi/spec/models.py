@@ -377,7 +377,8 @@ class EncoderTraining(Model):
     batch_size: int = Field(ge=1)
     lr: PositiveFloat
     seed: int = Field(ge=0)
-    best_epoch: int = Field(ge=0)
+    best_epoch: int = Field(ge=0)  # 0-based index of the epoch whose weights were written
+    keep: Literal["best", "last"] = "best"  # that epoch: best validation accuracy, or the last
     train_accuracy: float = Field(ge=0, le=1)
     val_accuracy: float = Field(ge=0, le=1)
     n_train: int = Field(ge=1)
