@@ -53,5 +53,5 @@ def test_each_rule_writes_the_epoch_it_names(folder: Path) -> None:
         np.testing.assert_array_equal(best_tensors[name], stopped_tensors[name], err_msg=name)
     # and the best epoch's validation accuracy is at least the last epoch's
     last, last_tensors = _train(folder, "last", EPOCHS)
-    assert best.training.val_accuracy > last.training.val_accuracy
+    assert best.training.val_accuracy >= last.training.val_accuracy
     assert any(not np.array_equal(best_tensors[n], last_tensors[n]) for n in best_tensors)

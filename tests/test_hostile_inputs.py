@@ -336,6 +336,24 @@ CASES = [
         inspect_code=0,
     ),
     Case(
+        "encoder_keep_last_names_another_epoch",
+        "encoder",
+        lambda b, o: rewrite(
+            b, o, meta_edit=lambda m: m["training"].update(keep="last", epochs=5, best_epoch=1)
+        ),
+        INVALID,
+        "keep 'last' names epoch 1",
+    ),
+    Case(
+        "encoder_best_epoch_past_training",
+        "encoder",
+        lambda b, o: rewrite(
+            b, o, meta_edit=lambda m: m["training"].update(epochs=2, best_epoch=2**40)
+        ),
+        INVALID,
+        "is past the last epoch",
+    ),
+    Case(
         "parent_hash_mismatch",
         "encoder",
         lambda b, o: rewrite(

@@ -322,7 +322,7 @@ def _train_encoder(
     checkpoint.unlink(missing_ok=True)
     if progress:
         print(
-            f"wrote {out} ({'best' if config.keep == 'best' else 'last'} val acc "
+            f"wrote {out} ({config.keep} val acc "
             f"{card.training.val_accuracy:.3f} at epoch {card.training.best_epoch + 1})"
         )
     return out

@@ -384,6 +384,17 @@ class EncoderTraining(Model):
     n_train: int = Field(ge=1)
     seconds: float = Field(ge=0, allow_inf_nan=False)
 
+    @model_validator(mode="after")
+    def _written_epoch_exists(self) -> EncoderTraining:
+        last = self.epochs - 1
+        if self.epochs and self.best_epoch > last:
+            raise ValueError(f"best_epoch {self.best_epoch} is past the last epoch {last}")
+        if self.keep == "last" and self.epochs and self.best_epoch != last:
+            raise ValueError(
+                f"keep 'last' names epoch {self.best_epoch}, not the last epoch {last}"
+            )
+        return self
+
 
 class EncoderCard(ArtifactBase):
     """The producer's fair encoder E_L (and its auxiliary head)."""
