@@ -5,8 +5,15 @@ batch 32, Adam 1e-3, gradient clipping 50, torch's default threads). The baselin
 single-file Glow of git commit 45a0d66, materialised into a temporary module and imported. Both
 start from the same weights (ActNorm initialised on the same batch) and train on the same
 dequantised 5-bit batches, in alternating rounds (the order flips every round), so both see the
-same machine load; the figure to quote is the median of the per-round ratios. Run from the
-repository root, e.g.
+same machine load; the figure to quote is the median of the per-round ratios.
+
+It also prints a compute bound: the floating-point operations of one training step (forward
+and backward, counted by torch's FlopCounterMode; Adam's few element-wise operations are left
+out) and this machine's dense matrix-multiply rate at the same thread count, on the shape of the
+largest layer (the 1x1 convolution of the first level's coupling networks as a [N*H*W, hidden]
+x [hidden, hidden] product). A training step cannot run faster than FLOPs / that rate, so
+``batch * rate / FLOPs`` images/s bounds any rewrite that keeps the architecture, the batch
+and float32. Run from the repository root, e.g.
 
     PYTHONPATH=spec_schema/src:regulator/src .venv/bin/python benchmarks/bench_glow_train.py
 """
@@ -25,6 +32,7 @@ from types import ModuleType
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.training import optimisation_step
@@ -78,6 +86,27 @@ def baseline_step(glow, optimiser, x: torch.Tensor, grad_clip: float) -> float:
     torch.nn.utils.clip_grad_norm_(glow.parameters(), grad_clip)
     optimiser.step()
     return float(loss.detach())
+
+
+def step_flops(glow, x: torch.Tensor) -> int:
+    """Floating-point operations of the forward and backward pass of one training step."""
+    with FlopCounterMode(display=False) as counter:
+        glow.bits_per_dim(x).mean().backward()
+    glow.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_rate(rows: int, width: int, repeats: int = 50) -> float:
+    """Measured float32 GEMM rate (FLOP/s) of a [rows, width] x [width, width] product."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(rows, width, generator=generator)
+    b = torch.randn(width, width, generator=generator)
+    for _ in range(5):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * rows * width * width * repeats / (time.perf_counter() - start)
 
 
 class Trainer:
@@ -182,6 +211,20 @@ def main() -> None:
     )
     for name, t in trainers.items():
         print(f"bits/dim {name}: first {first[name]:.4f} -> last {t.last_bpd:.4f}")
+
+    flops = step_flops(glow, batches[0])
+    first_level = args.batch * (args.image_size // 2) ** 2
+    rates = [matmul_rate(first_level, args.hidden) for _ in range(3)]
+    rate = max(rates)
+    bound = args.batch * rate / flops
+    current = statistics.median(speeds["current"])
+    print(
+        f"compute bound: {flops / 1e9:.2f} GFLOP per step; GEMM [{first_level}, {args.hidden}] x "
+        f"[{args.hidden}, {args.hidden}] at {rate / 1e9:.1f} GFLOP/s (best of 3: "
+        f"{', '.join(f'{r / 1e9:.1f}' for r in rates)}) -> at most {bound:.1f} img/s, "
+        f"{bound / current:.2f}x the current median; the current code runs at "
+        f"{current * flops / args.batch / 1e9:.1f} GFLOP/s"
+    )
 
 
 if __name__ == "__main__":
