@@ -24,6 +24,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from factories import invoke_bounded, write_raw
 from lassi.consumer.cli import main as consumer
@@ -33,7 +34,14 @@ from lassi.spec import EXIT_CODES, LassiError, read_artifact
 from lassi.spec.binding import check_binding, read_spec_header
 from lassi.spec.center_smoothing import CenterSmoothingParams
 from lassi.spec.files import pinned_reads, read_file
-from lassi.spec.models import CertificationPolicy, RepresentationBundle, SimilaritySpec
+from lassi.spec.models import (
+    CertificateScope,
+    CertificationPolicy,
+    Coverage,
+    RepresentationBundle,
+    SimilaritySpec,
+    VerificationReport,
+)
 
 USAGE, INVALID, INTEGRITY, SIGNATURE = (EXIT_CODES[k] for k in ("usage", "invalid_artifact", "integrity", "signature"))
 
@@ -509,6 +517,44 @@ def test_consumer_report_names_the_spec_or_the_producers_word(chain: dict[str, P
     assert f"bound to similarity spec sha256 {digest}" in bound.output
     loose = CliRunner().invoke(consumer, [*base, "--out", str(tmp_path / "b.safetensors")])
     assert loose.exit_code == 0 and "taken on the producer's word" in loose.output
+
+
+def test_report_records_what_the_certificates_cover(chain: dict[str, Path], tmp_path: Path) -> None:
+    """The report file, not only the terminal, says which set the certificates speak for: the
+    bound spec's hash, m and the regulator's coverage of real siblings, or the producer's word."""
+    base = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]), "--n", "20",
+            "--n0", "10", "--quiet"]
+    spec = read_artifact(chain["spec"], expect=SimilaritySpec)
+    assert spec.meta.coverage is not None  # define measured it (3D Shapes, orientation)
+    bound = CliRunner().invoke(consumer, [*base, "--spec", str(chain["spec"]), "--out", str(tmp_path / "a.safetensors")])
+    assert bound.exit_code == 0, bound.output
+    scope = read_artifact(tmp_path / "a.safetensors", expect=VerificationReport).meta.scope
+    assert scope is not None and scope.spec_sha256 == spec.sha256
+    assert scope.m == len(spec.meta.vector_names) and scope.coverage == spec.meta.coverage
+    assert scope.vectors == {a.name: a.vectors for a in spec.meta.attributes}
+    text = (tmp_path / "a.md").read_text()
+    assert "## What the certificates cover" in text and f"m = {scope.m} attribute vectors" in text
+    assert f"leaves {spec.meta.coverage.latent_residual:.3f} of a real sibling's latent move" in text
+    assert "coverage (the regulator's measurement" in bound.output
+    assert json.loads((tmp_path / "a.json").read_text())["scope"]["spec_sha256"] == spec.sha256
+
+    loose = CliRunner().invoke(consumer, [*base, "--out", str(tmp_path / "b.safetensors")])
+    assert loose.exit_code == 0, loose.output
+    scope = read_artifact(tmp_path / "b.safetensors", expect=VerificationReport).meta.scope
+    assert scope is not None and scope.spec_sha256 is None and scope.coverage is None
+    assert "taken on the producer's word" in (tmp_path / "b.md").read_text()
+
+
+def test_scope_without_a_spec_cannot_claim_coverage() -> None:
+    """m, vectors and coverage come from the regulator's spec; a report cannot state them unbound."""
+    cov = Coverage(vectors="pairs", m=49, epsilon=1.0, latent_residual=0.9, latent_residual_span=0.8,
+                   pixel_ratio=0.95, per_shape={}, on_boundary=0.5, n_images=4, n_siblings=40)
+    with pytest.raises(ValidationError, match="need spec_sha256"):
+        CertificateScope(attributes=["orientation"], epsilon=1.0, coverage=cov)
+    with pytest.raises(ValidationError, match="need spec_sha256"):
+        CertificateScope(attributes=["orientation"], epsilon=1.0, m=49)
+    with pytest.raises(ValidationError, match="exactly the scope's attributes"):
+        CertificateScope(spec_sha256="a" * 64, attributes=["orientation"], epsilon=1.0, vectors={"scale": "pairs"})
 
 
 # --------------------------------------------------------------------------- the audit

@@ -206,18 +206,12 @@ def verify_command(
     """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
     from lassi.consumer.report import report_sidecars, summary_markdown
     from lassi.consumer.verification import verify
-    from lassi.spec import RepresentationBundle, UsageError, read_artifact
-    from lassi.spec.binding import binding_note, check_binding, read_spec_header
+    from lassi.spec import UsageError
+    from lassi.spec.binding import binding_note, coverage_note
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
         raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
     outputs = [out, *report_sidecars(out).values(), checkpoint_of(out)]
     check_outputs(outputs, inputs=[classifier_path, bundle, spec_path])
-    bundle_meta = read_artifact(bundle, expect=RepresentationBundle).meta
-    spec_meta, spec_sha = read_spec_header(spec_path) if spec_path else (None, None)
-    if spec_meta is not None and spec_sha is not None:
-        check_binding(spec_meta, spec_sha, bundle_meta, bundle)
-    epsilon = bundle_meta.certificate.epsilon if bundle_meta.certificate else float("nan")
-    note = binding_note(spec_meta, spec_sha, epsilon)
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         report = verify(
@@ -234,7 +228,12 @@ def verify_command(
             executor=runner,
             device=device,
             warn=lambda text: click.echo(text, err=True),
+            spec_path=spec_path,
         )
+    scope = report.meta.scope
+    assert scope is not None  # verify always records it
+    notes = [binding_note(scope), coverage_note(scope)]
+    note = "\n".join(line for line in notes if line)
     if as_json:
         click.echo(note, err=True)
         click.echo(json.dumps(report.meta.summary.model_dump(mode="json"), indent=2))

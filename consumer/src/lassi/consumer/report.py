@@ -23,6 +23,7 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
+from lassi.spec.binding import binding_note, coverage_note
 from lassi.spec.outputs import atomic_group
 
 STATUS_NAMES = {s: s.name.lower() for s in ReportStatus}
@@ -106,6 +107,33 @@ def summary_markdown(report: VerificationReport) -> str:
     return "\n".join(lines)
 
 
+def scope_markdown(report: VerificationReport) -> str:
+    """What the certificates speak for: the similarity set (paper Eq. 4), its binding, coverage."""
+    scope = report.scope
+    if scope is None:
+        return "Not recorded (a report written before lassi recorded the certificates' scope)."
+    vectors = ", ".join(f"{name}: {kind}" for name, kind in scope.vectors.items())
+    m = f"m = {scope.m} attribute vectors ({vectors})" if scope.m is not None else (
+        f"the attribute vectors of {', '.join(scope.attributes)}"
+    )
+    lines = [
+        f"A certified sample gets the same prediction for every individual of "
+        f"S(x) = {{D_G(E_G(x) + sum_i t_i a_i) : ||t||_2 <= {scope.epsilon:g}}}, {m}, with the "
+        "probability above. Individuals outside S(x) are not covered.",
+        "",
+        f"- {binding_note(scope)}",
+    ]
+    coverage = coverage_note(scope)
+    if coverage is None:
+        coverage = "coverage of real similar individuals: " + (
+            "unknown (the regulator's spec records it; pass --spec SPEC)"
+            if scope.spec_sha256 is None
+            else "not measured by the regulator (the spec records none)"
+        )
+    lines.append(f"- {coverage}")
+    return "\n".join(lines)
+
+
 def report_sidecars(report_path: Path) -> dict[str, Path]:
     """The files beside a report: ``x.safetensors`` → ``x.json``, ``x.md``, ``x.png``.
 
@@ -152,7 +180,8 @@ def write_report_files(
     text = (
         f"# Verification report\n\nTask `{meta.task}`, sigma_cls {meta.smoothing.sigma_cls}, n {meta.smoothing.n}, "
         f"alpha {meta.smoothing.alpha}; center smoothing sigma_enc {meta.certificate.sigma_enc}, "
-        f"epsilon {meta.certificate.epsilon}.\n\n{summary_markdown(meta)}\n\n## Provenance\n\n{parents}\n\n"
+        f"epsilon {meta.certificate.epsilon}.\n\n{summary_markdown(meta)}\n\n"
+        f"## What the certificates cover\n\n{scope_markdown(meta)}\n\n## Provenance\n\n{parents}\n\n"
         "## Per sample\n\n" + "\n".join(per_sample) + "\n"
     )
     with atomic_path(paths["md"]) as tmp:

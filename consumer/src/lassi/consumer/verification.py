@@ -30,6 +30,7 @@ from lassi.spec import (
     VerificationReport,
     read_artifact,
 )
+from lassi.spec.binding import certificate_scope, check_binding, read_spec_header
 from lassi.spec.models import RepresentationScale
 from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import run_key
@@ -129,8 +130,14 @@ def verify(
     executor: Executor | None = None,
     device: str | torch.device = "cpu",
     warn: Callable[[str], None] | None = None,
+    spec_path: Path | None = None,
 ) -> Artifact[VerificationReport]:
     """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files.
+
+    ``spec_path``: the regulator's similarity spec. The bundle must belong to it and obey its
+    epsilon, attributes and policy (:func:`lassi.spec.binding.check_binding`), and the report
+    records its hash, vectors and coverage as the certificates' scope; without it the scope is
+    the producer's word.
 
     ``sequential``: estimation by ``Smooth.certify_sequential`` with at most n draws.
     ``executor``: where the samples are computed (default: in this process); the result does not
@@ -142,6 +149,10 @@ def verify(
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     check_pairing(classifier, bundle)
     card, meta, tensors = classifier.meta, bundle.meta, bundle.tensors
+    spec, spec_sha = read_spec_header(spec_path) if spec_path is not None else (None, None)
+    if spec is not None and spec_sha is not None:
+        check_binding(spec, spec_sha, meta, bundle_path)
+    scope = certificate_scope(spec, spec_sha, meta)
     labels = tensors.get(f"labels.{card.task}")
     centered = tensors["status"] == CenterStatus.CERTIFIED
     warning = unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][centered])
@@ -221,6 +232,7 @@ def verify(
         summary=summary,
         parents=parents,
         file_names=meta.file_names,
+        scope=scope,
         scale=representation_scale(
             tensors["z"][:2048],  # pairwise distances: at most the first 2048 samples
             None if labels is None else labels[:2048],

@@ -29,7 +29,7 @@ from lassi.spec.io import (
     parse_metadata,
     strict_json,
 )
-from lassi.spec.models import RepresentationBundle, SimilaritySpec
+from lassi.spec.models import CertificateScope, RepresentationBundle, SimilaritySpec
 
 
 def read_spec_header(path: str | Path) -> tuple[SimilaritySpec, str]:
@@ -116,11 +116,55 @@ def check_binding(
         raise IntegrityError(where, f"breaks the spec's certification policy: {problem}")
 
 
-def binding_note(spec: SimilaritySpec | None, spec_sha256: str | None, epsilon: float) -> str:
-    """One line for a report: which spec (hash, epsilon) the certificate was checked against."""
+def certificate_scope(
+    spec: SimilaritySpec | None, spec_sha256: str | None, bundle: RepresentationBundle
+) -> CertificateScope:
+    """The set a report's certificates speak for: the bound spec's, else the bundle's word.
+
+    Call after :func:`check_binding` (it does not re-check that the bundle belongs to the spec).
+    """
     if spec is None or spec_sha256 is None:
+        epsilon = bundle.certificate.epsilon if bundle.certificate is not None else None
+        if epsilon is None or not bundle.attributes:
+            raise IntegrityError(None, "a certified bundle names its attributes and epsilon")
+        return CertificateScope(attributes=bundle.attributes, epsilon=epsilon)
+    return CertificateScope(
+        spec_sha256=spec_sha256,
+        attributes=spec.attribute_names,
+        epsilon=spec.epsilon,
+        m=len(spec.vector_names),
+        vectors={a.name: a.vectors for a in spec.attributes},
+        coverage=spec.coverage,
+    )
+
+
+def binding_note(scope: CertificateScope) -> str:
+    """One line for a report: which spec (hash, epsilon) the certificate was checked against."""
+    if scope.spec_sha256 is None:
         return (
-            f"epsilon = {epsilon:g} taken on the producer's word "
-            "(pass --spec SPEC to bind the certificate to the regulator's spec)"
+            f"epsilon = {scope.epsilon:g} and attributes {', '.join(scope.attributes)} taken on "
+            "the producer's word (pass --spec SPEC to bind the certificate to the regulator's spec)"
         )
-    return f"bound to similarity spec sha256 {spec_sha256} (epsilon = {spec.epsilon:g})"
+    return (
+        f"bound to similarity spec sha256 {scope.spec_sha256} (epsilon = {scope.epsilon:g}, "
+        f"m = {scope.m} vectors)"
+    )
+
+
+def coverage_note(scope: CertificateScope) -> str | None:
+    """What the regulator measured of real similar individuals in the set, or None if nothing.
+
+    Latent residual and pixel ratio (``lassi.spec.models.Coverage``) near 1 mean the set holds
+    little of a real sibling's move, so a certificate says little about real siblings.
+    """
+    cov = scope.coverage
+    if cov is None:
+        return None
+    return (
+        f"coverage (the regulator's measurement, {cov.n_siblings} real orientation siblings "
+        f">= {cov.min_angle_deg:g} deg away of {cov.n_images} test images): the closest member of "
+        f"the set leaves {cov.latent_residual:.3f} of a real sibling's latent move and "
+        f"{cov.pixel_ratio:.3f} of its pixel difference (0 = the set contains the real sibling, "
+        "1 or more = none of it); certificates cover the set, not the part of real siblings "
+        "outside it"
+    )

@@ -644,6 +644,32 @@ class RepresentationScale(Model):
     radius: float | None = None
 
 
+class CertificateScope(Model):
+    """What a report's certificates speak for: the similarity set S(x) of paper Eq. 4.
+
+    ``spec_sha256`` is the regulator's spec the consumer bound the bundle to (``verify --spec``);
+    without it, attributes and epsilon are the producer's word and ``m``, ``vectors`` and
+    ``coverage`` are unknown. ``coverage`` is the regulator's measurement of how much of real
+    similar individuals the set contains (3D Shapes), copied from the spec.
+    """
+
+    spec_sha256: Sha256 | None = None
+    attributes: list[Name] = Field(min_length=1, max_length=16)
+    epsilon: PositiveFloat
+    m: int | None = Field(None, ge=1)
+    vectors: dict[Name, Literal["halves", "pairs"]] = Field(default_factory=dict, max_length=16)
+    coverage: Coverage | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> CertificateScope:
+        known = self.m is not None or self.vectors or self.coverage is not None
+        if self.spec_sha256 is None and known:
+            raise ValueError("m, vectors and coverage come from a spec: they need spec_sha256")
+        if self.vectors and set(self.vectors) != set(self.attributes):
+            raise ValueError("vectors must name exactly the scope's attributes")
+        return self
+
+
 class VerificationReport(ArtifactBase):
     """Per-sample certified fairness: certified iff both smoothings succeed and r_CS < R."""
 
@@ -659,6 +685,7 @@ class VerificationReport(ArtifactBase):
         None, description="image file name (or CSV key) of each sample, from the bundle"
     )
     scale: RepresentationScale | None = None
+    scope: CertificateScope | None = Field(None, description="absent in older reports")
 
     def tensor_specs(self) -> list[TensorSpec]:
         """``draws`` (optional, absent in older files): classifier draws per sample, n0 + the
