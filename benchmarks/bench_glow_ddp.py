@@ -62,7 +62,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="1 round of 4 steps (smoke run)")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 4, 1
     speeds: dict[str, list[float]] = {"single": [], "torchrun": []}
     bpd: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-glow-ddp-") as tmp:
