@@ -109,6 +109,33 @@ def matmul_rate(rows: int, width: int, repeats: int = 50) -> float:
     return 2 * rows * width * width * repeats / (time.perf_counter() - start)
 
 
+def layer_rates(batch: int, image_size: int, levels: int, hidden: int, repeats: int = 30) -> None:
+    """Print forward + backward GFLOP/s of each coupling-network convolution (channels-last)."""
+    import torch.nn.functional as F
+
+    channels, size = 3, image_size
+    print("coupling convolutions, forward + backward, channels-last:")
+    for level in range(1, levels + 1):
+        channels, size = channels * 4, size // 2  # squeeze
+        half = channels // 2
+        cells = []
+        for c_in, c_out, k in ((half, hidden, 3), (hidden, hidden, 1), (hidden, half, 3)):
+            x = torch.randn(batch, c_in, size, size).contiguous(memory_format=torch.channels_last)
+            x.requires_grad_()
+            w = torch.randn(c_out, c_in, k, k, requires_grad=True)
+            for i in range(repeats + 5):
+                if i == 5:
+                    start = time.perf_counter()
+                out = F.conv2d(x, w, padding=k // 2)
+                out.backward(torch.ones_like(out))
+            seconds = (time.perf_counter() - start) / repeats
+            flops = 3 * 2 * batch * size * size * c_in * c_out * k * k
+            cells.append(f"{k}x{k} {c_in}->{c_out}: {flops / seconds / 1e9:.0f} GFLOP/s "
+                         f"({seconds * 1e3:.1f} ms)")  # fmt: skip
+        print(f"  level {level} ({size}x{size}): " + "; ".join(cells))
+        channels //= 2  # split
+
+
 class Trainer:
     """Adam on the dequantised bits/dim of one Glow over a fixed pool of batches, timed."""
 
@@ -150,6 +177,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="git commit of the baseline")
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 steps (smoke run)")
+    parser.add_argument(
+        "--layers", action="store_true", help="also time each coupling convolution alone"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps, args.warmup = 2, 2, 1
@@ -225,6 +255,8 @@ def main() -> None:
         f"{bound / current:.2f}x the current median; the current code runs at "
         f"{current * flops / args.batch / 1e9:.1f} GFLOP/s"
     )
+    if args.layers:
+        layer_rates(args.batch, args.image_size, args.levels, args.hidden)
 
 
 if __name__ == "__main__":
