@@ -168,6 +168,7 @@ def producer_run(
 
 
 def consumer_run(
+    spec: Path,
     train: Path,
     test: Path,
     task: str,
@@ -177,6 +178,7 @@ def consumer_run(
     epochs: int = 1,
     verify_params: dict | None = None,
 ) -> dict:
+    """Train the consumer's classifier and verify the test bundle bound to ``spec`` (cached)."""
     name = f"{task}-sigma{sigma}" + (f"-epochs{epochs}" if epochs != 1 else "")
     classifier = folder / f"classifier-{name}.safetensors"
     report = folder / f"report-{name}.safetensors"
@@ -186,7 +188,7 @@ def consumer_run(
         )
     if not report.exists():
         verify(classifier, test, report, seed=seed, progress=False, device=DEVICE,
-               **(verify_params or VERIFY))  # fmt: skip
+               spec_path=spec, **(verify_params or VERIFY))  # fmt: skip
     return read_artifact(report).meta.summary.model_dump() | {
         "classifier": str(classifier),
         "report": str(report),
@@ -265,7 +267,7 @@ def table2(args: argparse.Namespace) -> dict:
                 keep=args.keep,
             )  # fmt: skip
             sigma = args.lassi_sigma if method != "baseline" and args.lassi_sigma else SIGMA_CLS[method]
-            result = consumer_run(train, test, "object_hue", sigma, run, seed, verify_params=args.verify)
+            result = consumer_run(spec, train, test, "object_hue", sigma, run, seed, verify_params=args.verify)
             classifier, report = Path(result["classifier"]), Path(result["report"])
             result.update(
                 ground_truth(args, args.protocol, spec, encoder, classifier, test, report, seed, run)
@@ -352,7 +354,7 @@ def ablation(args: argparse.Namespace) -> dict:
                 keep=args.keep,
             )  # fmt: skip
             sweep = [
-                consumer_run(train, test, "object_hue", s, run, 0) | {"sigma": s} for s in SWEEP
+                consumer_run(spec, train, test, "object_hue", s, run, 0) | {"sigma": s} for s in SWEEP
             ]
             best_acc = max(r["accuracy"] for r in sweep)
             eligible = [r for r in sweep if r["accuracy"] >= best_acc - 0.05]
@@ -405,7 +407,7 @@ def transfer(args: argparse.Namespace) -> dict:
     for task in tasks:
         for sigma in args.sigmas:
             result = consumer_run(
-                train, test, task, sigma, producer, 0, epochs=args.consumer_epochs
+                spec, train, test, task, sigma, producer, 0, epochs=args.consumer_epochs
             ) | {
                 "task": task,
                 "sigma": sigma,
