@@ -196,12 +196,23 @@ def consumer_run(
 
 
 def ground_truth(args, protocol: str, spec, encoder, classifier, test, report, seed, run) -> dict:
-    """The protocol's ground-truth check of one run (cached in run/ground_truth.json)."""
-    gt_file = run / "ground_truth.json"
+    """The protocol's ground-truth check of one run and classifier, cached in
+    run/ground_truth-<classifier>.json with the classifier's hash (the sibling predictions are
+    the classifier's, so another sigma_cls in the same run folder must not reuse them). The older
+    cache name run/ground_truth.json is reused only where the folder holds this one classifier."""
+    classifier_sha = read_artifact(classifier).sha256
+    gt_file = run / f"ground_truth-{Path(classifier).stem}.json"
+    legacy = run / "ground_truth.json"
+    if not gt_file.exists() and legacy.exists() and list(run.glob("classifier-*.safetensors")) == [
+        Path(classifier)
+    ]:
+        gt_file = legacy
     status = read_artifact(report).tensors["status"]
     sample_certified = status == ReportStatus.CERTIFIED
-    if gt_file.exists():
-        cached = json.loads(gt_file.read_text())
+    cached = json.loads(gt_file.read_text()) if gt_file.exists() else None
+    if isinstance(cached, dict) and cached.get("classifier", classifier_sha) != classifier_sha:
+        cached = None  # written for another classifier of the same name: recompute
+    if cached is not None:
         if isinstance(cached, list):  # the first protocol's files: one unfair flag per sample
             unfair = np.array(cached, dtype=bool)
             return {
@@ -216,7 +227,7 @@ def ground_truth(args, protocol: str, spec, encoder, classifier, test, report, s
             ) as executor:  # fmt: skip
                 out = siblings_certified(
                     spec, encoder, classifier, test, report, executor=executor,
-                    checkpoint=run / "ground_truth.ckpt", device=DEVICE,
+                    checkpoint=run / f"ground_truth-{Path(classifier).stem}.ckpt", device=DEVICE,
                 )  # fmt: skip
         else:
             out = {"prediction": siblings_predict(
@@ -227,7 +238,8 @@ def ground_truth(args, protocol: str, spec, encoder, classifier, test, report, s
             out["factors"] = np.stack(
                 [Shapes3D.siblings(Shapes3D.index_to_factors(np.array([i])))[0] for i in ids]
             )
-        cached = {k: v.tolist() for k, v in out.items()}
+        cached = {k: v.tolist() for k, v in out.items()} | {"classifier": classifier_sha}
+        gt_file = run / f"ground_truth-{Path(classifier).stem}.json"
         gt_file.write_text(json.dumps(cached))
     certified = cached.get("certified")
     return summarise(
