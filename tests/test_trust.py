@@ -759,3 +759,13 @@ def test_spec_header_refuses_a_declared_architecture_its_weights_do_not_back(cha
     with pytest.raises(LassiError, match="architecture and weights disagree") as error:
         read_spec_header(bad)
     assert error.value.exit_code == INVALID
+
+
+def test_forged_report_scope_is_refused_at_read(chain: dict[str, Path], tmp_path: Path) -> None:
+    """A report file that claims m and coverage without a bound spec (valid checksum) is refused
+    by every reader with a one-line error, not shown as if a spec had vouched for it."""
+    bad = forge(chain["report"], tmp_path / "report.safetensors",
+                meta_edit=lambda m: m.update(scope={"attributes": ["orientation"], "epsilon": 1.0, "m": 49}))
+    result = CliRunner().invoke(consumer, ["inspect", str(bad)])
+    assert result.exit_code == INVALID, result.output
+    assert "need spec_sha256" in result.output and "Traceback" not in result.output
