@@ -5,7 +5,8 @@
     python experiments/run.py transfer --glow GLOW [--test 100]
 
 Every experiment goes through the same Python API the CLIs are thin layers over, writes its
-artifacts under runs/experiments/<name>/ (finished ones are reused) and its results as JSON
+artifacts under runs/experiments/<name>/ (``--out`` another folder; one per Glow, since every run
+of a folder is bound to its spec; finished ones are reused) and its results as JSON
 (runs/experiments/<name>/results*.json, one file per variant) and as a Markdown table printed
 at the end.
 
@@ -50,7 +51,8 @@ from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.regulator.similarity import define_spec, load_glow
-from lassi.spec import LassiError, LossWeights, ReportStatus, read_artifact
+from lassi.spec import LassiError, LossWeights, ReportStatus, UsageError, read_artifact
+from lassi.spec.binding import read_spec_header
 from lassi.spec.center_smoothing import CenterSmoothingParams
 from lassi.spec.device import resolve_device
 from lassi.spec.executors import make_executor
@@ -102,7 +104,15 @@ def spec_for(glow: Path, attributes: list[str], folder: Path, vectors: str = "ha
     """The regulator's spec (ε = 1) over its plain data; halves specs keep their old file name."""
     name = "+".join(attributes) + ("" if vectors == "halves" else f"-{vectors}")
     out = folder / f"spec-{name}.safetensors"
-    if not out.exists():
+    if out.exists():  # every run in this folder is bound to this spec: it must be this Glow's
+        made_from = read_spec_header(out)[0].parents.get("glow", "")
+        if made_from != read_artifact(glow).sha256:
+            raise UsageError(
+                out,
+                f"made from another Glow (SHA-256 {made_from[:12]}…), not {glow}; "
+                "give each Glow its own experiments folder with --out",
+            )
+    else:
         folder.mkdir(parents=True, exist_ok=True)
         define_spec(
             glow, attributes, 1.0, regulator_data(glow), out, fidelity_images=32, vectors=vectors,
@@ -479,6 +489,7 @@ def plot_sigma(results: dict, path: Path) -> None:
 
 
 def main() -> int:
+    global DEVICE, OUT
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -487,6 +498,10 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--out", type=Path, default=OUT,
+        help="experiments folder (default runs/experiments); one per Glow",
+    )  # fmt: skip
     parser.add_argument(
         "--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N"
     )
@@ -580,7 +595,7 @@ def main() -> int:
         "--sigmas", type=float, nargs="+", default=[0.5, 1.0], help="transfer: sigma_cls values"
     )
     args = parser.parse_args()
-    global DEVICE
+    OUT = args.out
     try:
         DEVICE = resolve_device(args.device)
         make_executor(args.executor, workers=args.workers, address=args.ray_address)  # checks
@@ -598,7 +613,11 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    result = {"table2": table2, "ablation": ablation, "transfer": transfer}[args.experiment](args)
+    try:
+        result = {"table2": table2, "ablation": ablation, "transfer": transfer}[args.experiment](args)
+    except LassiError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     result["seconds"] = time.perf_counter() - start
     result["command"] = " ".join(["python", "experiments/run.py", *sys.argv[1:]])
     folder = OUT / result.pop("folder", args.experiment)

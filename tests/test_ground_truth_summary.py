@@ -47,3 +47,26 @@ def test_sibling_errors_are_split_by_what_the_correlated_split_shows() -> None:
     r = summarise(predictions, np.array([True, True]), factors)
     assert r["sibling_error_unseen_pairs"] == 1 / 13  # 7 + 6 unseen siblings, one abstained
     assert r["sibling_error_seen_pairs"] == 1 / 14
+
+
+def test_an_experiments_folder_refuses_another_glows_spec(chain, tmp_path: Path) -> None:
+    """Every run in an experiments folder is bound to the folder's spec: a second --glow must not
+    silently reuse the first Glow's spec (and so its Glow), it gets a one-line error instead."""
+    import shutil
+
+    import pytest
+    from run import spec_for
+
+    from factories import DATA, run
+    from lassi.regulator.cli import main as regulator
+    from lassi.spec import UsageError
+
+    folder = tmp_path / "table2"
+    folder.mkdir()
+    shutil.copy(chain["spec"], folder / "spec-orientation.safetensors")
+    assert spec_for(chain["glow"], ["orientation"], folder) == folder / "spec-orientation.safetensors"
+    other = tmp_path / "other-glow.safetensors"
+    run(regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "2", "--hidden", "16", "--steps", "2",
+                    "--batch-size", "16", "--warmup", "1", "--seed", "1", "--quiet", "--out", str(other)])  # fmt: skip
+    with pytest.raises(UsageError, match="another Glow.*--out"):
+        spec_for(other, ["orientation"], folder)
