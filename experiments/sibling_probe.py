@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +94,6 @@ def main() -> int:
     cache = out / ".cache"
     sim = SimilaritySet.load(spec)
     encoder = folder / "encoder.safetensors"
-    start = time.perf_counter()
     if not encoder.exists():
         loss = METHODS["adversarial+contrastive"].model_copy(update={"adv": args.adv, "contr": args.contr})
         config = EncoderTrainConfig(
@@ -108,7 +106,6 @@ def main() -> int:
             train_encoder(config, sim, encoder, cache_dir=cache)
         finally:
             sim.vectors.copy_(original)
-    seconds = time.perf_counter() - start
     train = folder / "train.safetensors"
     if not train.exists():
         encode_split(sim, encoder, data, "train", train, cache_dir=cache, progress=False)
@@ -119,7 +116,7 @@ def main() -> int:
     result = {"name": name, "args": {k: str(v) for k, v in vars(args).items()}}
     result |= sibling_accuracy(sim, encoder, classifier, ids)
     result |= {
-        "encoder_seconds": seconds,
+        "encoder_seconds": read_artifact(encoder).meta.training.seconds,
         "val_accuracy": read_artifact(encoder).meta.training.val_accuracy,
     }
     (folder / "result.json").write_text(json.dumps(result, indent=1))
