@@ -203,3 +203,25 @@ def test_ball_least_squares_brute_force_in_the_plane_and_rank_deficient() -> Non
         np.linalg.norm(d - t2[0] @ doubled), np.linalg.norm(d - reference @ doubled), rtol=1e-6
     )
     assert np.linalg.norm(t2[0]) <= 0.8 * (1 + 1e-9)
+
+
+def test_reach_of_the_pairs_ball_against_the_high_minus_low_move() -> None:
+    """define's size figure: max over ||t|| <= eps of ||t A|| = eps · s_max(A), computed here by hand
+    for latents that move linearly with the value (mean of value v = v · u): every pair vector is
+    (e − b) u, so s_max = sqrt(sum (e − b)^2) = 7 sqrt(72) for 15 values (e − b has mean 8 and
+    variance 8 over the 49 pairs), and the high-minus-low move is 8 u."""
+    from lassi.regulator.attributes import ValueMeans
+    from lassi.regulator.similarity import describe_reach
+
+    u = np.zeros(6)
+    u[2] = 3.0  # ||u|| = 3
+    values = np.arange(15)
+    counts = np.full(15, 4)
+    stats = ValueMeans("orientation", sums=(values[:, None] * u) * counts[:, None], counts=counts)
+    matrix, _ = stats.pairs()
+    assert matrix.shape == (49, 6)
+    line = describe_reach(matrix.astype(np.float32), 1 / 7, [stats])
+    assert f"{np.sqrt(72) * 3:.3f}" in line  # eps · 7 sqrt(72) · ||u||
+    assert f"{np.sqrt(72) / 8:.2f} x the high-minus-low move of orientation" in line  # 1.06
+    line = describe_reach(matrix.astype(np.float32), 1.0, [stats])
+    assert f"{7 * np.sqrt(72) / 8:.2f} x" in line  # eps = 1: 7.42 times the move

@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lassi.regulator.attributes import VectorChoice, shift, value_means, vectors_from_means
+from lassi.regulator.attributes import (
+    ValueMeans,
+    VectorChoice,
+    shift,
+    value_means,
+    vectors_from_means,
+)
 from lassi.regulator.coverage import coverage, describe
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, preprocess
@@ -153,7 +159,23 @@ def define_spec(
             f"wrote {out} (attributes {', '.join(attributes)}, {len(matrix)} vectors ({vectors}), "
             f"epsilon {epsilon})"
         )
+        print(describe_reach(matrix, epsilon, stats))
     return out
+
+
+def describe_reach(matrix: np.ndarray, epsilon: float, stats: list[ValueMeans]) -> str:
+    """The largest latent move in the set, max_{||t|| <= eps} ||t A|| = eps · s_max(A), against
+    each attribute's high-minus-low move (the regulator's yardstick for the set's size: m pair
+    vectors whose mean is that move reach sqrt(m) times further along it than one vector)."""
+    reach = epsilon * float(np.linalg.norm(matrix.astype(np.float64), 2))
+    yardsticks = [(s.attribute, float(np.linalg.norm(s.halves()))) for s in stats]
+    against = ", ".join(
+        f"{reach / n:.2f} x the high-minus-low move of {a}" for a, n in yardsticks if n > 0
+    )
+    return (
+        f"largest latent move in the set: {reach:.3f} (eps x largest singular value of the vectors)"
+        + (f" = {against}" if against else "")
+    )
 
 
 def _shapes_renderer(source):
