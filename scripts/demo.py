@@ -35,7 +35,7 @@ GLOW = [
     "--hidden",
     "128",
     "--steps",
-    os.environ.get("LASSI_DEMO_GLOW_STEPS", "1800"),
+    os.environ.get("LASSI_DEMO_GLOW_STEPS", "1600"),
     "--batch-size",
     "32",
     "--lr",
