@@ -214,7 +214,10 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
     meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
     if meta.fidelity is not None:
         per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
-        click.echo(f"fidelity of the single orientation vector {meta.fidelity.overall:.3f} ({per})")
+        click.echo(
+            f"fidelity of the single orientation vector at eps {meta.epsilon:g}: "
+            f"{meta.fidelity.overall:.3f} ({per})"
+        )
     if meta.coverage is not None:
         click.echo(describe(meta.coverage))
     click.echo(f"wrote {out}")

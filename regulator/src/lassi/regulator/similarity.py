@@ -136,7 +136,8 @@ def define_spec(
         if progress:
             per_shape = ", ".join(f"{k} {v:.3f}" for k, v in fid.per_shape.items())
             print(
-                f"fidelity of the single orientation vector: {fid.overall:.3f} ({per_shape}; 1.0 = useless, 0 = perfect)"
+                f"fidelity of the single orientation vector at eps {epsilon:g}: {fid.overall:.3f} "
+                f"({per_shape}; 1.0 = useless, 0 = perfect)"
             )
             print(describe(cov))
     meta = SimilaritySpec(
