@@ -62,6 +62,7 @@ def sibling_accuracy(sim: SimilaritySet, encoder: Path, classifier: Path, ids: n
         "per_scale": summary["sibling_accuracy_per_scale"],
     }
 
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glow", type=Path, required=True)

@@ -43,10 +43,10 @@ def test_show_many_vectors_draws_representative_strips(chain: dict[str, Path], t
     )
     assert result.exit_code == 0, result.output
     assert "coverage" in result.output
-    eps = read_artifact(chain["spec"], expect=SimilaritySpec).meta.epsilon
-    assert f"fidelity of the single orientation vector at eps {eps:g}:" in result.output
+    meta = read_artifact(chain["spec"], expect=SimilaritySpec).meta
+    assert f"fidelity of the single orientation vector at eps {meta.epsilon:g}:" in result.output
     with Image.open(out) as image:
         width, height = image.size
-    size = read_artifact(chain["spec"], expect=SimilaritySpec).meta.flow.image_size
+    size = meta.flow.image_size
     # per input: 3 representative strips + closest-in-set row + real siblings row
     assert height >= 2 * 5 * size and width >= 15 * size

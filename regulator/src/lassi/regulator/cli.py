@@ -208,16 +208,13 @@ def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> Non
     point of the set to each ground-truth sibling, above the siblings)."""
     from lassi.regulator.coverage import describe
     from lassi.regulator.show import show_spec
+    from lassi.regulator.similarity import describe_fidelity
 
     out = out or spec.with_name(spec.stem + ".strips.png")
     check_outputs([out], inputs=[spec])
     meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
     if meta.fidelity is not None:
-        per = ", ".join(f"{k} {v:.3f}" for k, v in meta.fidelity.per_shape.items())
-        click.echo(
-            f"fidelity of the single orientation vector at eps {meta.epsilon:g}: "
-            f"{meta.fidelity.overall:.3f} ({per})"
-        )
+        click.echo(describe_fidelity(meta.fidelity, meta.epsilon))
     if meta.coverage is not None:
         click.echo(describe(meta.coverage))
     click.echo(f"wrote {out}")

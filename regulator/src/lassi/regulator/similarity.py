@@ -134,11 +134,7 @@ def define_spec(
             glow, source, torch.from_numpy(matrix), epsilon, vectors, n_images=fidelity_images
         )
         if progress:
-            per_shape = ", ".join(f"{k} {v:.3f}" for k, v in fid.per_shape.items())
-            print(
-                f"fidelity of the single orientation vector at eps {epsilon:g}: {fid.overall:.3f} "
-                f"({per_shape}; 1.0 = useless, 0 = perfect)"
-            )
+            print(describe_fidelity(fid, epsilon))
             print(describe(cov))
     meta = SimilaritySpec(
         tool=TOOL,
@@ -186,6 +182,15 @@ def _shapes_renderer(source):
 
         renderer = Shapes3D(source.image_size)
     return renderer
+
+
+def describe_fidelity(fid: Fidelity, epsilon: float) -> str:
+    """One line for :func:`fidelity`'s figure, naming the ε it was measured at."""
+    per_shape = ", ".join(f"{k} {v:.3f}" for k, v in fid.per_shape.items())
+    return (
+        f"fidelity of the single orientation vector at eps {epsilon:g}: {fid.overall:.3f} "
+        f"({per_shape}; 1.0 = useless, 0 = perfect)"
+    )
 
 
 @torch.no_grad()
