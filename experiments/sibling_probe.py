@@ -3,7 +3,8 @@ of the *unsmoothed* pipeline (C_L(E_L(E_G(x_j))), no noise), for an encoder trai
 authors' protocol (49 pair vectors, fully correlated split) and one knob changed.
 
     python experiments/sibling_probe.py --glow GLOW [--seed 0] [--epochs 40] [--attack-scale 2]
-        [--adv 0.1] [--contr 0.1] [--producer-train N] [--test 150] [--name NAME]
+        [--adv 0.1] [--contr 0.1] [--producer-train N] [--hidden 1024 512] [--k 256] [--test 150]
+        [--name NAME]
 
 Why a probe: in the 40-epoch Table 2 runs (seeds 0, 1, 2), every sibling that the unsmoothed
 pipeline misclassifies is also misclassified (or abstained on) by the full certification, and
@@ -72,6 +73,8 @@ def main() -> int:
     parser.add_argument("--adv", type=float, default=METHODS["adversarial+contrastive"].adv)
     parser.add_argument("--contr", type=float, default=METHODS["adversarial+contrastive"].contr)
     parser.add_argument("--producer-train", type=int, default=None)
+    parser.add_argument("--hidden", type=int, nargs="+", default=[1024, 512], help="encoder MLP widths")
+    parser.add_argument("--k", type=int, default=256, help="representation size")
     parser.add_argument("--test", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default=None)
@@ -87,6 +90,7 @@ def main() -> int:
     name = args.name or (
         f"seed{args.seed}-epochs{args.epochs}-scale{args.attack_scale}-adv{args.adv}-contr{args.contr}"
         + (f"-n{args.producer_train}" if args.producer_train else "")
+        + ("" if (args.hidden, args.k) == ([1024, 512], 256) else f"-mlp{'x'.join(map(str, args.hidden))}-k{args.k}")
     )
     folder = out / "sibling-probe" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,7 +100,7 @@ def main() -> int:
     if not encoder.exists():
         loss = METHODS["adversarial+contrastive"].model_copy(update={"adv": args.adv, "contr": args.contr})
         config = EncoderTrainConfig(
-            hidden=[1024, 512], k=256, task="object_hue", loss=loss, epochs=args.epochs,
+            hidden=args.hidden, k=args.k, task="object_hue", loss=loss, epochs=args.epochs,
             batch_size=250, seed=args.seed, data=data, keep="last",
         )  # fmt: skip
         original = sim.vectors.clone()
