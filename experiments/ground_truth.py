@@ -189,3 +189,18 @@ def summarise(
             any_certified_but_unfair=float((any_certified & unfair).mean()),
         )
     return result
+
+
+def probe_figures(predictions: np.ndarray, factors: np.ndarray) -> dict:
+    """An unsmoothed probe's figures from [N, 15] sibling predictions: the wrong siblings, their
+    (true -> predicted hue) confusions, and :func:`summarise`'s figures without certificates."""
+    hue = factors[..., 2]
+    wrong = predictions != hue
+    confusions: dict[str, int] = {}
+    for true, got in zip(hue[wrong].tolist(), predictions[wrong].tolist(), strict=True):
+        confusions[f"{true}->{got}"] = confusions.get(f"{true}->{got}", 0) + 1
+    summary = summarise(predictions, np.zeros(len(predictions), dtype=bool), factors)
+    return {
+        "wrong_siblings": int(wrong.sum()),
+        "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1])),
+    } | {k: v for k, v in summary.items() if "certified" not in k}

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import run
 import torch
-from ground_truth import _siblings, summarise
+from ground_truth import _siblings, probe_figures
 from run import METHODS, PROTOCOLS, data_config, spec_for
 
 from lassi.consumer.classifier import load_classifier, train_consumer_classifier
@@ -48,20 +48,15 @@ SIGMA_CLS = 2.5  # the consumer's noise of the 40-epoch Table 2 runs
 
 def sibling_accuracy(sim: SimilaritySet, encoder: Path, classifier: Path, ids: np.ndarray) -> dict:
     """Unsmoothed predictions on the 15 siblings of each test sample: accuracy (overall and per
-    object scale), ground-truth unfair (the 15 predictions differ) and the wrong-sibling count."""
+    object scale), ground-truth unfair (the 15 predictions differ), the wrong siblings and their
+    hue confusions, and the error on hue-orientation pairs the split never shows."""
     base, _, _ = load_encoder(encoder, sim)
     model, _ = load_classifier(classifier)
     factors = np.stack([_siblings(int(i))[0] for i in ids])  # [N, 15, 6]
     with torch.no_grad():
         z_g = sim.encode_images(Shapes3D(sim.glow.image_size).render(factors.reshape(-1, 6)))
         pred = model(base(z_g)).argmax(1).numpy().reshape(factors.shape[:2])
-    summary = summarise(pred, np.zeros(len(ids), dtype=bool), factors)  # Table 2's own figures
-    return {
-        "sibling_accuracy": summary["sibling_accuracy"],
-        "wrong_siblings": int((pred != factors[..., 2]).sum()),
-        "ground_truth_unfair": summary["ground_truth_unfair"],
-        "per_scale": summary["sibling_accuracy_per_scale"],
-    }
+    return probe_figures(pred, factors)
 
 
 def main() -> int:

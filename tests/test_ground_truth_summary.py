@@ -9,7 +9,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
-from ground_truth import summarise  # noqa: E402
+from ground_truth import probe_figures, summarise  # noqa: E402
 
 
 def test_any_sibling_certified_but_unfair_follows_the_authors_definition() -> None:
@@ -32,6 +32,19 @@ def test_any_sibling_certified_but_unfair_follows_the_authors_definition() -> No
     assert "any_certified_but_unfair" not in summarise(predictions, sample_certified, factors)
     # the breakdown: sample 2 is unfair only through its abstention, sample 1 through a class
     assert r["ground_truth_unfair_classes"] == 0.25 and r["sibling_abstain"] == 1 / 60
+
+
+def test_probe_figures_count_wrong_siblings_and_their_confusions() -> None:
+    factors = np.zeros((2, 15, 6), dtype=np.int64)
+    factors[0, :, 2], factors[1, :, 2] = 1, 8  # object hue per sample
+    predictions = factors[..., 2].copy()
+    predictions[0, [2, 5, 11]] = 2  # three siblings of hue 1 read as 2
+    predictions[1, 0] = 9  # one of hue 8 as 9
+    r = probe_figures(predictions, factors)
+    assert r["wrong_siblings"] == 4
+    assert list(r["confusions"].items()) == [("1->2", 3), ("8->9", 1)]  # most frequent first
+    assert r["ground_truth_unfair"] == 1.0 and r["sibling_accuracy"] == 26 / 30
+    assert not any("certified" in key for key in r)
 
 
 def test_sibling_errors_are_split_by_what_the_correlated_split_shows() -> None:
