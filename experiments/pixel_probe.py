@@ -3,6 +3,7 @@ siblings a property of the data (small objects at this image size) or of the rep
 input (the Glow latent)?
 
     python experiments/pixel_probe.py --glow GLOW [--seed 0] [--model cnn|mlp] [--epochs 40]
+        [--n-bits 8]
 
 Trains a plain classifier of object hue *on pixels* (no Glow, no fairness terms, no smoothing) on
 the same fully correlated producer split that Table 2's encoders train on, and measures it on the
@@ -10,7 +11,9 @@ same 150 test samples' 15 siblings as ``sibling_probe.py`` does (wrong siblings,
 per object scale, ground-truth unfair). ``--model cnn`` is a small convolutional network (three
 stride-2 3x3 convolutions, 32-64-128 channels, global average pooling), ``--model mlp`` the
 encoder's MLP shape (1024-512) on the flattened pixels. The Glow is read only for the data
-configuration (image size, splits), so the samples are exactly Table 2's.
+configuration (image size, splits), so the samples are exactly Table 2's. ``--n-bits n`` feeds
+the pixels quantised as the Glow's preprocessing does (floor(x / 2^(8-n)) / 2^n - 0.5; the Glow
+sees 5 bits), so the probe can tell what the quantisation alone removes; 8 keeps every level.
 
 Not a fair encoder and not part of the pipeline: a classifier on pixels cannot be center-smoothed
 along the latent similarity set. It says whether an input with the data's full spatial structure
@@ -36,6 +39,7 @@ from torch import nn
 
 from lassi.producer.encode import select_ids
 from lassi.regulator.data_config import make_source
+from lassi.regulator.glow import preprocess
 from lassi.regulator.shapes3d import Shapes3D
 
 TASK = "object_hue"
@@ -56,9 +60,6 @@ def model_for(kind: str, size: int, classes: int) -> nn.Module:
     )  # fmt: skip
 
 
-def as_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 [N, H, W, C] -> float [N, C, H, W] in [-0.5, 0.5]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - 0.5
 
 
 def main() -> int:
@@ -67,6 +68,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument(
+        "--n-bits", type=int, default=8, help="quantise as the Glow does (5: what the Glow sees)"
+    )
     parser.add_argument("--batch-size", type=int, default=250)
     parser.add_argument("--test", type=int, default=150)
     parser.add_argument("--threads", type=int, default=1)
@@ -76,7 +80,7 @@ def main() -> int:
     data = data_config(args.glow, PROTOCOLS["authors"]["correlate"])
     source = make_source(data)
     train_ids = source.split_ids("train")
-    x = as_input(source.images(train_ids))
+    x = preprocess(source.images(train_ids), args.n_bits)
     y = torch.from_numpy(source.attributes(train_ids)[TASK].astype(np.int64))
 
     torch.manual_seed(args.seed)
@@ -99,10 +103,12 @@ def main() -> int:
     ids = select_ids(source, "test", args.test, 1)  # the samples Table 2 certifies
     factors = np.stack([_siblings(int(i))[0] for i in ids])  # [N, 15, 6]
     with torch.no_grad():
-        images = as_input(Shapes3D(data.image_size).render(factors.reshape(-1, 6)))
+        images = preprocess(Shapes3D(data.image_size).render(factors.reshape(-1, 6)), args.n_bits)
         pred = model(images).argmax(1).numpy().reshape(factors.shape[:2])
         train_accuracy = float((model(x).argmax(1) == y).float().mean())
-    name = f"{args.model}-seed{args.seed}-epochs{args.epochs}"
+    name = f"{args.model}-seed{args.seed}-epochs{args.epochs}" + (
+        "" if args.n_bits == 8 else f"-bits{args.n_bits}"
+    )
     result = {
         "name": name,
         "args": {k: str(v) for k, v in vars(args).items()},
