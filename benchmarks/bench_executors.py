@@ -26,6 +26,7 @@ from lassi.producer.base_function import BaseFunction
 from lassi.producer.encoders import LatentMLP
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 from lassi.spec.executors import RayExecutor
+from lassi.spec.io import atomic_write_bytes
 from lassi.spec.per_sample import LocalExecutor, PerSampleLoop
 
 OUT = Path(__file__).resolve().parent / "out" / "executors"
@@ -109,7 +110,7 @@ def main() -> None:
         "identical_certificates": True,
     }
     print(json.dumps(summary, indent=2))
-    (OUT / "results.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_bytes(OUT / "results.json", json.dumps(summary, indent=2).encode())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import click
 import numpy as np
 
 from lassi.spec import CenterStatus, RepresentationBundle, read_artifact
+from lassi.spec.io import atomic_write_bytes
 
 DEMO = Path(__file__).resolve().parents[1] / "runs" / "demo"
 HERE = Path(__file__).resolve().parent
@@ -124,7 +125,7 @@ def main(spec, encoder, test_bundle, train_bundle, classifier, samples, small_n0
             row = _run(name, spec, encoder, data, head, out, samples, bounds, n_cs, sequential)
             rows.append(row)
             click.echo(json.dumps(row))
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    atomic_write_bytes(out / "results.json", json.dumps(rows, indent=2).encode())
     keys = list(rows[0])
     click.echo("| " + " | ".join(keys) + " |")
     click.echo("|" + " --- |" * len(keys))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -196,11 +197,10 @@ def probe_figures(predictions: np.ndarray, factors: np.ndarray) -> dict:
     (true -> predicted hue) confusions, and :func:`summarise`'s figures without certificates."""
     hue = factors[..., 2]
     wrong = predictions != hue
-    confusions: dict[str, int] = {}
-    for true, got in zip(hue[wrong].tolist(), predictions[wrong].tolist(), strict=True):
-        confusions[f"{true}->{got}"] = confusions.get(f"{true}->{got}", 0) + 1
+    pairs = zip(hue[wrong].tolist(), predictions[wrong].tolist(), strict=True)
+    confusions = Counter(f"{true}->{got}" for true, got in pairs)
     summary = summarise(predictions, np.zeros(len(predictions), dtype=bool), factors)
     return {
         "wrong_siblings": int(wrong.sum()),
-        "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1])),
+        "confusions": dict(confusions.most_common()),
     } | {k: v for k, v in summary.items() if "certified" not in k}

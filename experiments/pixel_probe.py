@@ -41,6 +41,7 @@ from lassi.producer.encode import select_ids
 from lassi.regulator.data_config import make_source
 from lassi.regulator.glow import preprocess
 from lassi.regulator.shapes3d import Shapes3D
+from lassi.spec.io import atomic_write_bytes
 
 TASK = "object_hue"
 
@@ -58,8 +59,6 @@ def model_for(kind: str, size: int, classes: int) -> nn.Module:
         nn.Flatten(), nn.Linear(3 * size * size, 1024), nn.ReLU(),
         nn.Linear(1024, 512), nn.ReLU(), nn.Linear(512, classes),
     )  # fmt: skip
-
-
 
 
 def main() -> int:
@@ -117,7 +116,7 @@ def main() -> int:
     } | probe_figures(pred, factors)
     folder = args.out / "pixel-probe"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(result, indent=1))
+    atomic_write_bytes(folder / f"{name}.json", json.dumps(result, indent=1).encode())
     print(json.dumps(result))
     return 0
 

@@ -56,6 +56,7 @@ from lassi.spec.binding import read_spec_header
 from lassi.spec.center_smoothing import CenterSmoothingParams
 from lassi.spec.device import resolve_device
 from lassi.spec.executors import make_executor
+from lassi.spec.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "runs" / "experiments"
@@ -250,7 +251,7 @@ def ground_truth(args, protocol: str, spec, encoder, classifier, test, report, s
             )
         cached = {k: v.tolist() for k, v in out.items()} | {"classifier": classifier_sha}
         gt_file = run / f"ground_truth-{Path(classifier).stem}.json"
-        gt_file.write_text(json.dumps(cached))
+        atomic_write_bytes(gt_file, json.dumps(cached).encode())
     certified = cached.get("certified")
     return summarise(
         np.array(cached["prediction"]),
@@ -625,7 +626,7 @@ def main() -> int:
     folder = OUT / result.pop("folder", args.experiment)
     folder.mkdir(parents=True, exist_ok=True)
     results_file = folder / result.pop("results_file", "results.json")
-    results_file.write_text(json.dumps(result, indent=2, default=str))
+    atomic_write_bytes(results_file, json.dumps(result, indent=2, default=str).encode())
     figure = result.pop("figure", None)
     if figure:
         plot_sigma(result, ROOT / "docs" / "figures" / figure)

@@ -42,6 +42,7 @@ from lassi.regulator.data_config import make_source
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import read_artifact
+from lassi.spec.io import atomic_write_bytes
 
 SIGMA_CLS = 2.5  # the consumer's noise of the 40-epoch Table 2 runs
 
@@ -115,7 +116,7 @@ def main() -> int:
     result |= sibling_accuracy(sim, encoder, classifier, ids)
     training = read_artifact(encoder).meta.training
     result |= {"encoder_seconds": training.seconds, "val_accuracy": training.val_accuracy}
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    atomic_write_bytes(folder / "result.json", json.dumps(result, indent=1).encode())
     print(json.dumps(result))
     return 0
 
