@@ -24,8 +24,11 @@ result.json) and prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +41,7 @@ from lassi.consumer.classifier import load_classifier, train_consumer_classifier
 from lassi.producer.base_function import load_encoder
 from lassi.producer.encode import encode_split, select_ids
 from lassi.producer.training import EncoderTrainConfig, train_encoder
-from lassi.regulator.data_config import make_source
+from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import read_artifact
@@ -60,7 +63,12 @@ def sibling_accuracy(sim: SimilaritySet, encoder: Path, classifier: Path, ids: n
     return probe_figures(pred, factors)
 
 
-def main() -> int:
+# A training variant (experiments/knob_probe.py): given the spec, the producer's data and the latent
+# cache, a context manager that is active while the encoder trains (and only then).
+Variant = Callable[[SimilaritySet, DatasetConfig, Path], AbstractContextManager]
+
+
+def main(argv: list[str] | None = None, variant: Variant | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glow", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
@@ -75,7 +83,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", type=Path, default=run.OUT, help="experiments folder (one per Glow)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if variant is not None and args.name is None:
+        parser.error("a training variant needs --name")
     torch.set_num_threads(args.threads)
     run.OUT = out = args.out
     protocol = PROTOCOLS["authors"]
@@ -102,7 +112,8 @@ def main() -> int:
         original = sim.vectors.clone()
         sim.vectors.mul_(args.attack_scale)  # the attack's radius during training only
         try:
-            train_encoder(config, sim, encoder, cache_dir=cache)
+            with variant(sim, data, cache) if variant else contextlib.nullcontext():
+                train_encoder(config, sim, encoder, cache_dir=cache)
         finally:
             sim.vectors.copy_(original)
     train = folder / "train.safetensors"
