@@ -125,7 +125,9 @@ def latent_noise(scale: float):
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], add_help=False)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Other options: those of sibling_probe.py."
+    )
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--standardise", action="store_true")
     group.add_argument("--oversample-small", type=int, metavar="C")
