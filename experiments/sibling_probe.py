@@ -50,15 +50,23 @@ from lassi.spec.io import atomic_write_bytes
 SIGMA_CLS = 2.5  # the consumer's noise of the 40-epoch Table 2 runs
 
 
+def sibling_latents(sim: SimilaritySet, ids: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    """The factors [N, 15, 6] of the 15 orientation siblings of each sample and their Glow
+    latents E_G(x_j) [N · 15, D]."""
+    factors = np.stack([_siblings(int(i))[0] for i in ids])
+    with torch.no_grad():
+        z_g = sim.encode_images(Shapes3D(sim.glow.image_size).render(factors.reshape(-1, 6)))
+    return factors, z_g
+
+
 def sibling_accuracy(sim: SimilaritySet, encoder: Path, classifier: Path, ids: np.ndarray) -> dict:
     """Unsmoothed predictions on the 15 siblings of each test sample: accuracy (overall and per
     object scale), ground-truth unfair (the 15 predictions differ), the wrong siblings and their
     hue confusions, and the error on hue-orientation pairs the split never shows."""
     base, _, _ = load_encoder(encoder, sim)
     model, _ = load_classifier(classifier)
-    factors = np.stack([_siblings(int(i))[0] for i in ids])  # [N, 15, 6]
+    factors, z_g = sibling_latents(sim, ids)
     with torch.no_grad():
-        z_g = sim.encode_images(Shapes3D(sim.glow.image_size).render(factors.reshape(-1, 6)))
         pred = model(base(z_g)).argmax(1).numpy().reshape(factors.shape[:2])
     return probe_figures(pred, factors)
 
