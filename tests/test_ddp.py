@@ -49,18 +49,15 @@ def _torchrun(script: str, args: list[str], n: int = 2) -> subprocess.CompletedP
     return subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
 
 
+def _abs_diffs(a: Path, b: Path) -> dict[str, np.ndarray]:
+    """|a - b| of each tensor of two artifacts, element by element."""
+    ta, tb = read_artifact(a).tensors, read_artifact(b).tensors
+    assert sorted(ta) == sorted(tb)
+    return {k: np.abs(ta[k].astype(np.float64) - tb[k]) for k in ta}
+
+
 def _diffs(a: Path, b: Path) -> dict[str, float]:
-    ta, tb = read_artifact(a).tensors, read_artifact(b).tensors
-    assert sorted(ta) == sorted(tb)
-    return {k: float(np.abs(ta[k].astype(np.float64) - tb[k]).max(initial=0.0)) for k in ta}
-
-
-def _elementwise_diffs(a: Path, b: Path) -> np.ndarray:
-    """|a - b| of every floating-point element of two artifacts' tensors, flattened."""
-    ta, tb = read_artifact(a).tensors, read_artifact(b).tensors
-    assert sorted(ta) == sorted(tb)
-    floats = [k for k in ta if ta[k].dtype.kind == "f"]
-    return np.concatenate([np.abs(ta[k].astype(np.float64) - tb[k]).ravel() for k in floats])
+    return {k: float(d.max(initial=0.0)) for k, d in _abs_diffs(a, b).items()}
 
 
 def _max_diff(a: Path, b: Path) -> float:
@@ -168,12 +165,13 @@ def test_producer_train_two_ranks_match_one_process(tmp_path: Path, spec: Path) 
     # TOLERANCE, none by more than 6.5 lr). So no element may differ by more than two runs' worth
     # of Adam steps, and the typical element must agree to TOLERANCE: ranks that did not share
     # their gradients (or trained on other batches) move most elements by O(lr) = 10 TOLERANCE.
-    diffs = _elementwise_diffs(ddp, one)
+    per_tensor = _abs_diffs(ddp, one)
+    counters = {k: d for k, d in per_tensor.items() if k.endswith("num_batches_tracked")}
+    assert counters and not any(d.any() for d in counters.values()), counters
+    diffs = np.concatenate([d.ravel() for k, d in per_tensor.items() if k not in counters])
     steps, lr = 2 * 4, 1e-3  # 2 epochs of ceil(99 / 32) steps at the default lr
     assert diffs.max() <= 2 * steps * lr, diffs.max()
     assert np.median(diffs) < TOLERANCE, np.median(diffs)
-    ints = {k: v for k, v in _diffs(ddp, one).items() if k.endswith("num_batches_tracked")}
-    assert ints and not any(ints.values()), ints
     a, b = read_artifact(ddp).meta.training, read_artifact(one).meta.training
     assert (a.best_epoch, a.train_accuracy, a.val_accuracy) == (
         b.best_epoch,
