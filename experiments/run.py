@@ -6,9 +6,10 @@
 
 Every experiment goes through the same Python API the CLIs are thin layers over, writes its
 artifacts under runs/experiments/<name>/ (``--out`` another folder; one per Glow, since every run
-of a folder is bound to its spec; finished ones are reused) and its results as JSON
-(runs/experiments/<name>/results*.json, one file per variant) and as a Markdown table printed
-at the end.
+of a folder is bound to its spec; finished ones are reused, and so is an encoder another
+experiment of the folder, such as the sibling probe, trained with the same configuration) and
+its results as JSON (runs/experiments/<name>/results*.json, one file per variant) and as a
+Markdown table printed at the end.
 
 Ground-truth transfer (Table 2) has two protocols:
 
@@ -36,6 +37,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -122,6 +125,37 @@ def spec_for(glow: Path, attributes: list[str], folder: Path, vectors: str = "ha
     return out
 
 
+def trained_twin(config: EncoderTrainConfig, spec: Path, out: Path) -> bool:
+    """Hard-link (or copy) to ``out`` an encoder another experiment of this folder already
+    trained with exactly ``config`` on ``spec`` (e.g. the sibling probe's for a Table 2 run),
+    judged by its card: the same spec, architecture, sizes, task, losses, training schedule,
+    seed and data. Returns whether one was found."""
+    spec_sha = read_artifact(spec).sha256
+    for other in sorted(OUT.glob("*/*/encoder.safetensors")):
+        if other.resolve() == out.resolve():
+            continue
+        card = read_artifact(other).meta
+        t = card.training
+        same = (
+            card.parents.get("similarity_spec") == spec_sha
+            and (card.architecture, card.hidden, card.width, card.k, card.task, card.loss)
+            == (config.architecture, list(config.hidden), config.width, config.k, config.task, config.loss)
+            and (t.epochs, t.batch_size, t.lr, t.seed, t.keep)
+            == (config.epochs, config.batch_size, config.lr, config.seed, config.keep)
+            and config.max_train is None
+            and card.data == config.data.provenance("train", card.data.n_samples)
+        )
+        if same:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(other, out)
+            except OSError:
+                shutil.copyfile(other, out)
+            print(f"reusing {other} (trained with the same configuration)", file=sys.stderr)
+            return True
+    return False
+
+
 def producer_run(
     spec: Path,
     data: DatasetConfig,
@@ -155,7 +189,8 @@ def producer_run(
             data=data,
             keep=keep,
         )
-        train_encoder(config, spec, encoder, cache_dir=OUT / ".cache", device=DEVICE)
+        if not trained_twin(config, spec, encoder):
+            train_encoder(config, spec, encoder, cache_dir=OUT / ".cache", device=DEVICE)
     if not train.exists():
         encode_split(
             spec, encoder, data, "train", train, cache_dir=OUT / ".cache", labels=labels,

@@ -17,6 +17,9 @@ full ground-truth run (≈ 40 min) is spent on them.
 during training only; the encoder is then loaded and evaluated on the regulator's spec as is).
 A producer may train on any radius; the certificate is still for ε.
 
+Without a training variant or attack scale, the probe reuses a Table 2 encoder of the same
+configuration when `run.py table2` trained one first (and Table 2 reuses the probe's).
+
 Writes <--out, default runs/experiments>/sibling-probe/<name>/ (encoder, train bundle, consumer classifier,
 result.json) and prints one JSON line.
 """
@@ -117,13 +120,15 @@ def main(argv: list[str] | None = None, variant: Variant | None = None) -> int:
             hidden=args.hidden, k=args.k, task="object_hue", loss=loss, epochs=args.epochs,
             batch_size=250, seed=args.seed, data=data, keep="last",
         )  # fmt: skip
-        original = sim.vectors.clone()
-        sim.vectors.mul_(args.attack_scale)  # the attack's radius during training only
-        try:
-            with variant(sim, data, cache) if variant else contextlib.nullcontext():
-                train_encoder(config, sim, encoder, cache_dir=cache)
-        finally:
-            sim.vectors.copy_(original)
+        plain = variant is None and args.attack_scale == 1.0  # Table 2's own configuration
+        if not (plain and run.trained_twin(config, spec, encoder)):
+            original = sim.vectors.clone()
+            sim.vectors.mul_(args.attack_scale)  # the attack's radius during training only
+            try:
+                with variant(sim, data, cache) if variant else contextlib.nullcontext():
+                    train_encoder(config, sim, encoder, cache_dir=cache)
+            finally:
+                sim.vectors.copy_(original)
     train = folder / "train.safetensors"
     if not train.exists():
         encode_split(sim, encoder, data, "train", train, cache_dir=cache, progress=False)

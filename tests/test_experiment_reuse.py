@@ -1,0 +1,55 @@
+"""experiments/run.py reuses an encoder another experiment trained with the same configuration
+(the sibling probe's for Table 2), judged by the encoder's card, and nothing else."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+
+import run  # noqa: E402
+
+from lassi.producer.training import EncoderTrainConfig  # noqa: E402
+from lassi.regulator.data_config import DatasetConfig  # noqa: E402
+from lassi.spec import read_artifact  # noqa: E402
+
+
+def _config_of(encoder: Path) -> EncoderTrainConfig:
+    """The training configuration the encoder's card records."""
+    card = read_artifact(encoder).meta
+    t = card.training
+    return EncoderTrainConfig(
+        architecture=card.architecture, hidden=card.hidden, width=card.width, k=card.k, task=card.task,
+        loss=card.loss, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=t.seed, keep=t.keep,
+        data=DatasetConfig.from_provenance(card.data),
+    )  # fmt: skip
+
+
+def test_table2_reuses_only_an_encoder_of_the_same_configuration(
+    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run, "OUT", tmp_path)
+    probe = tmp_path / "sibling-probe" / "seed0" / "encoder.safetensors"
+    probe.parent.mkdir(parents=True)
+    shutil.copyfile(chain["encoder"], probe)
+    config = _config_of(probe)
+    target = tmp_path / "table2-authors" / "run" / "encoder.safetensors"
+
+    for other in (
+        config.model_copy(update={"seed": config.seed + 1}),
+        config.model_copy(update={"epochs": config.epochs + 1}),
+        config.model_copy(update={"keep": "last" if config.keep == "best" else "best"}),
+        config.model_copy(update={"loss": config.loss.model_copy(update={"adv": config.loss.adv + 0.1})}),
+        config.model_copy(update={"k": config.k * 2}),
+        config.model_copy(update={"data": config.data.model_copy(update={"n_train": config.data.n_train + 1})}),
+    ):  # fmt: skip
+        assert not run.trained_twin(other, chain["spec"], target)
+    assert not run.trained_twin(config, chain["glow"], target)  # another spec (any other artifact)
+    assert not target.exists()
+
+    assert run.trained_twin(config, chain["spec"], target)
+    assert target.read_bytes() == chain["encoder"].read_bytes()
