@@ -30,7 +30,7 @@ import numpy as np
 import run
 import torch
 from ground_truth import probe_figures
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from sibling_probe import sibling_latents
 
 from lassi.consumer.classifier import load_classifier
@@ -57,22 +57,21 @@ def main(argv: list[str] | None = None) -> int:
     spec = folder / "spec-orientation-pairs.safetensors"
     sim = SimilaritySet.load(spec)
     cache = args.out / "consumer-probe" / "siblings.safetensors"  # E_G of the siblings, all seeds
+    stored = load_file(str(cache)) if cache.exists() else {}
     rows = []
     for seed in args.seeds:
         folder_run = folder / f"{args.method}-seed{seed}{args.suffix}"
         ids = np.asarray(read_artifact(folder_run / "test.safetensors").tensors["ids"])
-        if cache.exists() and np.array_equal(load_file(str(cache))["ids"].numpy(), ids):
-            stored = load_file(str(cache))
-            factors, z_g = stored["factors"].numpy(), stored["z"]
-        else:
+        if "ids" not in stored or not np.array_equal(stored["ids"].numpy(), ids):
             factors, z_g = sibling_latents(sim, ids)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tensors = {
+            stored = {
                 "z": z_g.contiguous(),
                 "factors": torch.from_numpy(factors),
                 "ids": torch.from_numpy(ids),
             }
-            save_file(tensors, str(cache))
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(cache, save(stored))
+        factors, z_g = stored["factors"].numpy(), stored["z"]
         base, _, _ = load_encoder(folder_run / "encoder.safetensors", sim)
         with torch.no_grad():
             rep = base(z_g)

@@ -28,6 +28,7 @@ import torch
 from run import regulator_data
 
 from lassi.regulator import TOOL
+from lassi.regulator.data_config import make_source
 from lassi.regulator.glow import preprocess
 from lassi.regulator.similarity import load_glow
 from lassi.regulator.training import GlowTrainConfig, _batch_ids, dequantize, train_glow
@@ -57,8 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.out.with_name(args.out.name + ".ckpt")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if not checkpoint.exists():
-        from lassi.regulator.data_config import make_source
-
         source = make_source(config.data)
         train_ids = source.split_ids("train")
         glow.train()
