@@ -125,6 +125,11 @@ def spec_for(glow: Path, attributes: list[str], folder: Path, vectors: str = "ha
     return out
 
 
+# Written next to an encoder that a probe trained with a variant its card cannot show (another
+# attack radius or attack set, a patched trainer): trained_twin must never reuse it.
+VARIANT_MARK = "trained-with-variant.json"
+
+
 def trained_twin(config: EncoderTrainConfig, spec: Path, out: Path) -> bool:
     """Hard-link (or copy) to ``out`` an encoder another experiment of this folder already
     trained with exactly ``config`` on ``spec`` (e.g. the sibling probe's for a Table 2 run),
@@ -132,8 +137,8 @@ def trained_twin(config: EncoderTrainConfig, spec: Path, out: Path) -> bool:
     seed and data. Returns whether one was found."""
     spec_sha = read_artifact(spec).sha256
     for other in sorted(OUT.glob("*/*/encoder.safetensors")):
-        if other.resolve() == out.resolve():
-            continue
+        if other.resolve() == out.resolve() or (other.parent / VARIANT_MARK).exists():
+            continue  # a probe's training variant leaves the card as is: never a twin
         card = read_artifact(other).meta
         t = card.training
         same = (

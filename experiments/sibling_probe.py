@@ -114,13 +114,16 @@ def main(argv: list[str] | None = None, variant: Variant | None = None) -> int:
     cache = out / ".cache"
     sim = SimilaritySet.load(spec)
     encoder = folder / "encoder.safetensors"
+    plain = variant is None and args.attack_scale == 1.0  # Table 2's own configuration
+    if not plain:  # the card looks like Table 2's: mark the folder so no run reuses its encoder
+        mark = {"attack_scale": args.attack_scale, "variant": args.name if variant else None}
+        atomic_write_bytes(folder / run.VARIANT_MARK, json.dumps(mark).encode())
     if not encoder.exists():
         loss = METHODS["adversarial+contrastive"].model_copy(update={"adv": args.adv, "contr": args.contr})
         config = EncoderTrainConfig(
             hidden=args.hidden, k=args.k, task="object_hue", loss=loss, epochs=args.epochs,
             batch_size=250, seed=args.seed, data=data, keep="last",
         )  # fmt: skip
-        plain = variant is None and args.attack_scale == 1.0  # Table 2's own configuration
         if not (plain and run.trained_twin(config, spec, encoder)):
             original = sim.vectors.clone()
             sim.vectors.mul_(args.attack_scale)  # the attack's radius during training only

@@ -53,3 +53,18 @@ def test_table2_reuses_only_an_encoder_of_the_same_configuration(
 
     assert run.trained_twin(config, chain["spec"], target)
     assert target.read_bytes() == chain["encoder"].read_bytes()
+
+
+def test_table2_never_reuses_a_probe_variant_encoder(
+    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A probe trained with another attack radius or attack set writes the same card as Table 2's
+    configuration; its folder's mark keeps trained_twin from reusing it."""
+    monkeypatch.setattr(run, "OUT", tmp_path)
+    probe = tmp_path / "sibling-probe" / "conditional-scale-seed0" / "encoder.safetensors"
+    probe.parent.mkdir(parents=True)
+    shutil.copyfile(chain["encoder"], probe)
+    (probe.parent / run.VARIANT_MARK).write_text('{"attack_scale": 1.0, "variant": "x"}')
+    target = tmp_path / "table2-authors" / "run" / "encoder.safetensors"
+    assert not run.trained_twin(_config_of(probe), chain["spec"], target)
+    assert not target.exists()
