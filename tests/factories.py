@@ -241,17 +241,21 @@ def run(main, args: list[str]) -> str:
     return result.output
 
 
-def build_chain(d) -> dict:
-    """regulator -> producer -> consumer at tiny sizes, through the CLIs; returns the file paths."""
+def build_chain(d, glow: Path | None = None, define: tuple[str, ...] = ()) -> dict:
+    """regulator -> producer -> consumer at tiny sizes, through the CLIs; returns the file paths.
+    ``glow``: reuse this Glow instead of training one; ``define``: more ``define`` options."""
     from lassi.consumer.cli import main as consumer
     from lassi.producer.cli import main as producer
     from lassi.regulator.cli import main as regulator
 
     p = {name: d / f"{name}.safetensors" for name in ("glow", "spec", "encoder", "train", "test", "classifier", "report")}
-    run(regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "2", "--hidden", "16", "--steps", "40",
-                    "--batch-size", "16", "--warmup", "5", "--quiet", "--out", str(p["glow"])])
+    if glow is None:
+        run(regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "2", "--hidden", "16", "--steps", "40",
+                        "--batch-size", "16", "--warmup", "5", "--quiet", "--out", str(p["glow"])])
+    else:
+        p["glow"] = glow
     run(regulator, ["define", "--glow", str(p["glow"]), "--attribute", "orientation", "--epsilon", "1.0", *DATA,
-                    "--fidelity-images", "4", "--quiet", "--out", str(p["spec"])])
+                    "--fidelity-images", "4", "--quiet", *define, "--out", str(p["spec"])])
     run(producer, ["train", "--spec", str(p["spec"]), *DATA, "--task", "object_hue", "--hidden", "64,32", "--k", "16",
                    "--epochs", "2", "--batch-size", "64", "--attack-points", "4", "--lambda-contr", "0.1",
                    "--delta", "1", "--quiet", "--out", str(p["encoder"])])

@@ -225,3 +225,78 @@ def test_reach_of_the_pairs_ball_against_the_high_minus_low_move() -> None:
     assert f"{np.sqrt(72) / 8:.2f} x the high-minus-low move of orientation" in line  # 1.06
     line = describe_reach(matrix.astype(np.float32), 1.0, [stats])
     assert f"{7 * np.sqrt(72) / 8:.2f} x" in line  # eps = 1: 7.42 times the move
+
+
+def test_conditional_vectors_are_the_halves_within_each_group(glow) -> None:
+    """``--condition-on``: after the attribute's own vectors, one high-minus-low vector per value
+    of the conditioning attribute, over that group's images only (hand-computed here)."""
+    source = TinySource()
+    ids = source.split_ids("train")
+    plain, _ = attribute_vectors(glow, source, ["pose"], ids, batch_size=7, progress=False)
+    vectors, infos = attribute_vectors(
+        glow, source, ["pose"], ids, batch_size=7, progress=False, given="smile"
+    )
+    z = one_by_one_latents(glow, source)
+    expected = [
+        z[(source.pose >= 3) & (source.smile == g)].mean(axis=0)
+        - z[(source.pose <= 1) & (source.smile == g)].mean(axis=0)
+        for g in (0, 1)
+    ]
+    assert vectors.shape == (4 + 2, FLOW.latent_dim)
+    np.testing.assert_allclose(vectors[:4], plain, rtol=1e-5, atol=1e-6)  # own vectors unchanged
+    np.testing.assert_allclose(vectors[4:], np.stack(expected), rtol=1e-4, atol=1e-5)
+    (pose,) = infos
+    assert pose.names == ["pose_0_3", "pose_0_4", "pose_1_3", "pose_1_4", "pose_given_smile_0", "pose_given_smile_1"]
+    assert pose.given == "smile" and pose.given_counts == np.bincount(source.smile).tolist()
+    assert pose.value_counts == np.bincount(source.pose, minlength=5).tolist()
+    # halves + conditional: the attribute's own name first
+    vectors, (pose,) = attribute_vectors(
+        glow, source, ["pose"], ids, vectors="halves", progress=False, given="smile"
+    )
+    assert pose.names == ["pose", "pose_given_smile_0", "pose_given_smile_1"] and len(vectors) == 3
+    np.testing.assert_allclose(vectors[1:], np.stack(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_conditional_vectors_refuse_a_sensitive_or_one_sided_group(glow) -> None:
+    source = TinySource()
+    ids = source.split_ids("train")
+    with pytest.raises(UsageError, match="it is one of the sensitive attributes"):
+        attribute_vectors(glow, source, ["pose", "smile"], ids, progress=False, given="smile")
+    with pytest.raises(UsageError, match="unknown attribute"):
+        attribute_vectors(glow, source, ["pose"], ids, progress=False, given="age")
+    source.pose[source.smile == 1] = 0  # no smiling image in the high half of pose
+    source.pose[:5] = np.arange(5) * (source.smile[:5] == 0)
+    with pytest.raises(UsageError, match="no images with it in the images with smile = 1"):
+        attribute_vectors(glow, source, ["pose"], ids, vectors="halves", progress=False, given="smile")
+
+
+def test_spec_checks_conditional_vector_names() -> None:
+    common = dict(num_values=15, positive="high", negative="low", n_positive=3, n_negative=3, vector_norm=1.0)
+    pairs = [f"orientation_{b}_{e}" for b, e in value_pairs(15)]
+    given = [f"orientation_given_scale_{g}" for g in range(8)]
+    info = AttributeInfo(
+        name="orientation", vectors="pairs", vector_names=pairs + given, given="scale",
+        given_counts=[5] * 8, **common,
+    )  # fmt: skip
+    assert info.given_values == 8 and _spec([info]).tensor_specs()[0].shape == (57, FLOW.latent_dim)
+    halves = AttributeInfo(name="orientation", vector_names=["orientation", *given], given="scale",
+                           given_counts=[5] * 8, **common)  # fmt: skip
+    assert _spec([halves]).vector_names == ["orientation", *given]
+    bad = [
+        dict(vector_names=pairs + given, given="scale", given_counts=[5] * 7),  # 7 groups, 8 names
+        dict(vector_names=pairs + given[::-1], given="scale", given_counts=[5] * 8),
+        dict(vector_names=given, given="scale", given_counts=[5] * 8),  # no own vectors
+        dict(vector_names=pairs + given, given="scale"),  # no counts
+        dict(vector_names=pairs, given_counts=[5] * 8),  # counts without given
+        dict(vector_names=pairs + given, given="scale", given_counts=[5] * 7 + [1]),
+        dict(vector_names=pairs + [f"orientation_given_orientation_{g}" for g in range(15)],
+             given="orientation", given_counts=[5] * 15),  # fmt: skip
+    ]
+    for fields in bad:
+        with pytest.raises(ValueError):
+            AttributeInfo(name="orientation", vectors="pairs", **{**common, **fields})
+    with pytest.raises(ValueError):  # halves: the own vector must carry the attribute's name
+        AttributeInfo(name="orientation", vector_names=["x", *given], given="scale", given_counts=[5] * 8, **common)
+    scale = AttributeInfo(**{**common, "name": "scale", "num_values": 8})
+    with pytest.raises(ValueError, match="itself sensitive"):
+        _spec([info, scale])

@@ -104,6 +104,21 @@ def _set(key: str, value: object) -> Callable[[dict], None]:
     return lambda meta: meta.__setitem__(key, value)
 
 
+def _condition(given: str, groups: int, swap: bool = False) -> Callable[[dict], None]:
+    """Claim the first attribute also has one vector per value of ``given`` (the tensor is
+    untouched; with ``swap`` it does hold as many rows, but the names are out of order)."""
+
+    def edit(meta: dict) -> None:
+        attribute = meta["attributes"][0]
+        own = attribute["vector_names"] or [attribute["name"]]
+        extra = [f"{attribute['name']}_given_{given}_{g}" for g in range(groups)]
+        if swap:  # as many names as rows: the last two own vectors renamed as conditional ones
+            own, extra = own[:-2], extra[::-1]
+        attribute.update(given=given, given_counts=[10] * groups, vector_names=own + extra)
+
+    return edit
+
+
 def _overlap(h: dict) -> None:
     a, b = first_two(h)
     h[b]["data_offsets"] = [
@@ -259,6 +274,27 @@ CASES = [
         ),
         INVALID,
         "attribute_vectors",
+    ),
+    Case(
+        "conditional_vectors_missing",  # names claim 8 vectors per scale the tensor does not hold
+        "spec",
+        lambda b, o: rewrite(b, o, meta_edit=_condition("scale", 8)),
+        INVALID,
+        "attribute_vectors",
+    ),
+    Case(
+        "conditioned_on_itself",
+        "spec",
+        lambda b, o: rewrite(b, o, meta_edit=_condition("orientation", 15)),
+        INVALID,
+        "conditioned on itself",
+    ),
+    Case(
+        "conditional_names_out_of_order",
+        "spec",
+        lambda b, o: rewrite(b, o, meta_edit=_condition("scale", 2, swap=True)),
+        INVALID,
+        "vector_names must be its own vectors",
     ),
     Case(
         "unknown_kind",

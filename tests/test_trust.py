@@ -124,6 +124,20 @@ def _epsilon_lie_audit(chain, tmp):
     return regulator, args, bad.name, [bad, chain["spec"]]
 
 
+def _m_lie(chain, tmp):  # smoothed over fewer directions than the spec's 49 vectors
+    bad = forge(chain["test"], tmp / "m.safetensors", lambda m: m["certificate"].__setitem__("m", 1))
+    args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(chain["classifier"]),
+            "--bundle", str(bad), "--n", "10", "--out", str(tmp / "r.safetensors")]
+    return consumer, args, bad.name, [bad, chain["spec"], chain["classifier"]]
+
+
+def _m_lie_audit(chain, tmp):
+    bad = forge(chain["test"], tmp / "m.safetensors", lambda m: m["certificate"].__setitem__("m", 1))
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(tmp / "unused.onnx"),
+            "--bundle", str(bad)]
+    return regulator, args, bad.name, [bad, chain["spec"]]
+
+
 def _attribute_lie(chain, tmp):
     bad = forge(chain["test"], tmp / "attr.safetensors", lambda m: m.__setitem__("attributes", ["shape"]))
     args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(chain["classifier"]),
@@ -397,6 +411,8 @@ CLI_CASES = [
     CliCase("epsilon_lie_consumer", _epsilon_lie, INTEGRITY, "epsilon = 0.001"),
     CliCase("epsilon_lie_audit", _epsilon_lie_audit, INTEGRITY, "epsilon = 0.001"),
     CliCase("attribute_lie", _attribute_lie, INTEGRITY, "attributes"),
+    CliCase("m_lie_consumer", _m_lie, INTEGRITY, "t-noise in 1 dimensions, the spec has m = 49"),
+    CliCase("m_lie_audit", _m_lie_audit, INTEGRITY, "t-noise in 1 dimensions, the spec has m = 49"),
     CliCase("delta_not_replayable", _delta_unreplayable, INVALID, "delta"),
     CliCase("alpha_sum_not_replayable", _alpha_sum, INVALID, "alpha1 + alpha2"),
     CliCase("nan_literal", _nan_literal, INVALID, "NaN"),

@@ -112,7 +112,11 @@ def scope_markdown(report: VerificationReport) -> str:
     scope = report.scope
     if scope is None:
         return "Not recorded (a report written before lassi recorded the certificates' scope)."
-    vectors = ", ".join(f"{name}: {kind}" for name, kind in scope.vectors.items())
+    vectors = ", ".join(
+        f"{name}: {kind}"
+        + (f" + one halves vector per value of {scope.given[name]}" if name in scope.given else "")
+        for name, kind in scope.vectors.items()
+    )
     m = f"m = {scope.m} attribute vectors ({vectors})" if scope.m is not None else (
         f"the attribute vectors of {', '.join(scope.attributes)}"
     )

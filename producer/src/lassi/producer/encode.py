@@ -112,7 +112,7 @@ def encode_split(
     tensors.update({f"labels.{name}": y for name, y in exported.items()})
     certificate = None
     if certify is not None:
-        certificate = certify.certificate(seed)
+        certificate = certify.certificate(seed, m=sim.m)
         if abs(certify.epsilon - sim.epsilon) > 1e-12:
             raise UsageError(
                 None, f"certificate epsilon {certify.epsilon} differs from the spec's {sim.epsilon}"

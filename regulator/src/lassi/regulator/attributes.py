@@ -9,6 +9,11 @@ every value of the attribute; memory does not grow with the number of images. Fr
   middle and e above it, as the authors' code does for 3D Shapes (orientation, 15 values:
   b ∈ 0..6, e ∈ 8..14, 49 vectors). A binary attribute keeps its single vector.
 
+Conditioned on another attribute B (``define --condition-on B``), each attribute also gets one
+halves vector per value g of B, computed over the images with B = g only: on 3D Shapes,
+orientation given scale is the orientation move of each object size, which the vectors over all
+images average away. The pass then accumulates means per (value of B, value) instead.
+
 Vectors are not normalised. The similarity set is the ℓ2 ball ||t|| ≤ ε over all vectors of all
 attributes together.
 """
@@ -25,6 +30,7 @@ from tqdm import tqdm
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.shapes3d import half_of_range
 from lassi.spec import AttributeInfo, UsageError
+from lassi.spec.models import conditional_names
 
 VectorChoice = Literal["halves", "pairs"]
 VECTOR_CHOICES: tuple[str, ...] = ("halves", "pairs")
@@ -50,11 +56,16 @@ def value_pairs(num_values: int) -> list[tuple[int, int]]:
 
 @dataclass
 class ValueMeans:
-    """Per-value mean latents of one attribute over the train split."""
+    """Per-value mean latents of one attribute over the train split; with ``given``, also per
+    group (value of the attribute ``given``): ``group_sums`` [G, n_values, D], ``group_counts``
+    [G, n_values] (``sums`` and ``counts`` are then their totals over the groups)."""
 
     attribute: str
     sums: np.ndarray  # float64 [n_values, D]
     counts: np.ndarray  # int64 [n_values]
+    given: str | None = None
+    group_sums: np.ndarray | None = None
+    group_counts: np.ndarray | None = None
 
     @property
     def num_values(self) -> int:
@@ -65,13 +76,13 @@ class ValueMeans:
         count = self.counts[values].sum()
         return self.sums[values].sum(axis=0) / count
 
-    def halves(self) -> np.ndarray:
+    def halves(self, among: str = "the split") -> np.ndarray:
         """High-half mean − low-half mean (binary: label 1 − label 0)."""
         half = half_of_range(np.arange(self.num_values), self.num_values)
         for side, word in ((1, "with"), (-1, "without")):
             if self.counts[half == side].sum() == 0:
                 raise UsageError(
-                    None, f"attribute '{self.attribute}' has no images {word} it in the split"
+                    None, f"attribute '{self.attribute}' has no images {word} it in {among}"
                 )
         return self.mean(np.flatnonzero(half == 1)) - self.mean(np.flatnonzero(half == -1))
 
@@ -88,6 +99,17 @@ class ValueMeans:
         vectors = np.stack([self.mean([e]) - self.mean([b]) for b, e in pairs])
         return vectors, [f"{self.attribute}_{b}_{e}" for b, e in pairs]
 
+    def conditional(self) -> tuple[np.ndarray, list[str]]:
+        """[G, D] halves vectors within each group g of ``given`` (high-half mean − low-half
+        mean over the images with ``given = g``) and their names ``<attr>_given_<given>_<g>``."""
+        if self.given is None or self.group_sums is None or self.group_counts is None:
+            raise ValueError(f"attribute '{self.attribute}' was not accumulated per group")
+        vectors = [
+            ValueMeans(self.attribute, sums, counts).halves(f"the images with {self.given} = {g}")
+            for g, (sums, counts) in enumerate(zip(self.group_sums, self.group_counts, strict=True))
+        ]
+        return np.stack(vectors), conditional_names(self.attribute, self.given, len(vectors))
+
 
 @torch.no_grad()
 def value_means(
@@ -97,19 +119,35 @@ def value_means(
     ids: np.ndarray,
     batch_size: int = 128,
     progress: bool = True,
+    given: str | None = None,
 ) -> list[ValueMeans]:
-    """One pass over ``ids``: per attribute, the sum and count of E_G(x) for every value."""
-    for attribute in attributes:
+    """One pass over ``ids``: per attribute, the sum and count of E_G(x) for every value (with
+    ``given``: for every value within every group ``given = g``)."""
+    for attribute in [*attributes, *([given] if given is not None else [])]:
         source.check_attribute(attribute)
+    if given is not None and given in attributes:
+        raise UsageError(None, f"cannot condition on '{given}': it is one of the sensitive attributes")
     labels = source.attributes(np.asarray(ids, dtype=np.int64))
     glow.eval()
     device = next(glow.parameters()).device  # E_G runs where the Glow is; sums on the host
     d = glow.latent_dim
+    groups = labels[given] if given is not None else np.zeros(len(ids), dtype=np.int64)
+    n_groups = source.num_classes(given) if given is not None else 1
     stats = []
     for attribute in attributes:
         n = source.num_classes(attribute)
-        counts = np.bincount(labels[attribute], minlength=n).astype(np.int64)
-        stats.append(ValueMeans(attribute, np.zeros((n, d), dtype=np.float64), counts))
+        joint = np.zeros((n_groups, n), dtype=np.int64)
+        np.add.at(joint, (groups, labels[attribute]), 1)
+        stats.append(
+            ValueMeans(
+                attribute,
+                np.zeros((n, d)),
+                joint.sum(axis=0),
+                given,
+                np.zeros((n_groups, n, d)),
+                joint,
+            )
+        )
     bar = tqdm(
         total=len(ids), desc="attribute vectors", unit="img", disable=not progress, dynamic_ncols=True
     )
@@ -119,9 +157,13 @@ def value_means(
             x = preprocess(source.images(ids[batch]), glow.n_bits).to(device)
             z = glow.encode(x).double().cpu().numpy()
             for s in stats:
-                np.add.at(s.sums, labels[s.attribute][batch], z)
+                np.add.at(s.group_sums, (groups[batch], labels[s.attribute][batch]), z)
             bar.update(len(z))
     bar.close()
+    for s in stats:
+        s.sums = s.group_sums.sum(axis=0)
+        if given is None:
+            s.group_sums = s.group_counts = None
     return stats
 
 
@@ -131,7 +173,8 @@ def vectors_from_means(
     """The spec's vectors [m, D] (float32) and one AttributeInfo per attribute.
 
     ``vectors = "pairs"`` gives pair vectors to every multi-valued attribute; binary
-    attributes (and every attribute under ``"halves"``) get their single halves vector.
+    attributes (and every attribute under ``"halves"``) get their single halves vector. Means
+    accumulated with ``given`` append one conditional vector per group (:meth:`conditional`).
     """
     if vectors not in VECTOR_CHOICES:
         raise UsageError(None, f"vectors must be one of {', '.join(VECTOR_CHOICES)}, got {vectors!r}")
@@ -143,6 +186,9 @@ def vectors_from_means(
             block, names = s.pairs()
         else:
             block, names = s.halves()[None], []
+        if s.given is not None:
+            extra, extra_names = s.conditional()
+            block, names = np.concatenate([block, extra]), (names or [s.attribute]) + extra_names
         norms = np.linalg.norm(block, axis=1)
         if not (norms > 0).all():
             which = names[int(np.argmin(norms))] if names else s.attribute
@@ -164,6 +210,8 @@ def vectors_from_means(
                 vectors=choice,
                 vector_names=names,
                 value_counts=[int(c) for c in s.counts],
+                given=s.given,
+                given_counts=[] if s.group_counts is None else s.group_counts.sum(axis=1).tolist(),
             )
         )
     return np.concatenate(rows), infos
@@ -177,9 +225,11 @@ def attribute_vectors(
     vectors: VectorChoice = "pairs",
     batch_size: int = 128,
     progress: bool = True,
+    given: str | None = None,
 ) -> tuple[np.ndarray, list[AttributeInfo]]:
-    """average_diff vectors [m, D] (float32) for ``attributes`` over the images ``ids``."""
-    stats = value_means(glow, source, attributes, ids, batch_size, progress)
+    """average_diff vectors [m, D] (float32) for ``attributes`` over the images ``ids`` (with
+    ``given``: plus one halves vector per value of that attribute, see :meth:`ValueMeans.conditional`)."""
+    stats = value_means(glow, source, attributes, ids, batch_size, progress, given)
     return vectors_from_means(stats, source, vectors)
 
 

@@ -119,6 +119,15 @@ def train_glow_command(
     "attributes have one vector either way.",
 )
 @click.option(
+    "--condition-on",
+    "given",
+    default=None,
+    metavar="ATTRIBUTE",
+    help="Also give each sensitive attribute one high-half minus low-half vector per value of "
+    "ATTRIBUTE, computed over the images with that value only (3D Shapes: --condition-on scale "
+    "adds orientation's move for each of the 8 object sizes). ATTRIBUTE must not be sensitive.",
+)
+@click.option(
     "--fidelity-images",
     type=int,
     default=32,
@@ -150,6 +159,7 @@ def define_command(
     out: Path,
     max_images: int | None,
     vectors: str,
+    given: str | None,
     fidelity_images: int,
     max_alpha: float | None,
     sigma_enc_min: float | None,
@@ -188,6 +198,7 @@ def define_command(
         policy=policy,
         vectors=vectors,
         device=device,
+        given=given,
     )
 
 

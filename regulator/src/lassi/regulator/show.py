@@ -2,7 +2,8 @@
 
 Per test input: strips D_G(E_G(x) + t·a_i), t evenly over [−ε, ε], along a few representative
 vectors (all of them when there are at most four; for pair vectors the widest pair, a middle
-one and the narrowest). On 3D Shapes two more rows follow: the point of the set closest to each
+one and the narrowest; for vectors conditioned on another attribute, those of its first and
+last value). On 3D Shapes two more rows follow: the point of the set closest to each
 real orientation sibling, D_G(z + t*_j A) with t*_j from ball-constrained least squares (the
 coverage measure), and the 15 real siblings themselves, so each column of the two rows compares
 what the set offers with what the sibling is. Every row is labelled.
@@ -34,14 +35,17 @@ def representative_vectors(meta: SimilaritySpec) -> list[int]:
     offset = 0
     for attribute in meta.attributes:
         own = attribute.names
+        base = own[: len(own) - attribute.given_values]  # the attribute's own vectors
         if attribute.vectors == "pairs":
-            pairs = [tuple(int(v) for v in name.rsplit("_", 2)[1:]) for name in own]
+            pairs = [tuple(int(v) for v in name.rsplit("_", 2)[1:]) for name in base]
             lows = sorted({b for b, _ in pairs})
             highs = sorted({e for _, e in pairs})
             wanted = [(lows[0], highs[-1]), (lows[len(lows) // 2], highs[len(highs) // 2]), (lows[-1], highs[0])]
             picks = [pairs.index(p) for p in dict.fromkeys(wanted) if p in pairs]
         else:
             picks = [0]
+        if attribute.given_values:  # the first and last group's conditional vector
+            picks += list(dict.fromkeys([len(base), len(own) - 1]))
         chosen += [offset + p for p in picks]
         offset += len(own)
     return chosen

@@ -106,11 +106,14 @@ def define_spec(
     policy: CertificationPolicy | None = None,
     vectors: VectorChoice = "pairs",
     device: str | torch.device = "cpu",
+    given: str | None = None,
 ) -> Path:
     """Compute the attribute vectors over the train split and write the similarity spec.
 
     ``vectors``: "pairs" (one vector per low/high value pair of a multi-valued attribute) or
     "halves" (one high-minus-low vector per attribute); binary attributes have one either way.
+    ``given``: also one halves vector of each attribute per value of this attribute, over the
+    images with that value only (``define --condition-on``; see ``lassi.regulator.attributes``).
     On 3D Shapes with orientation among the attributes, also measures the fidelity of the
     single halves orientation vector and the coverage of the whole set (both printed).
     ``device``: where E_G and D_G run (the means are summed in float64 on the host)."""
@@ -124,14 +127,15 @@ def define_spec(
     ids = source.split_ids("train")
     if max_images is not None:
         ids = ids[:max_images]
-    stats = value_means(glow, source, attributes, ids, progress=progress)
+    stats = value_means(glow, source, attributes, ids, progress=progress, given=given)
     matrix, infos = vectors_from_means(stats, source, vectors)
     fid = cov = None
     if data.dataset == "shapes3d" and "orientation" in attributes:
         halves = stats[attributes.index("orientation")].halves().astype(np.float32)
         fid = fidelity(glow, source, torch.from_numpy(halves), epsilon, fidelity_images)
+        choice = vectors if given is None else f"{vectors} + halves per {given}"
         cov = coverage(
-            glow, source, torch.from_numpy(matrix), epsilon, vectors, n_images=fidelity_images
+            glow, source, torch.from_numpy(matrix), epsilon, choice, n_images=fidelity_images
         )
         if progress:
             print(describe_fidelity(fid, epsilon))
@@ -153,8 +157,9 @@ def define_spec(
     write_artifact(out, meta, tensors)
     if progress:
         print(
-            f"wrote {out} (attributes {', '.join(attributes)}, {len(matrix)} vectors ({vectors}), "
-            f"epsilon {epsilon})"
+            f"wrote {out} (attributes {', '.join(attributes)}, {len(matrix)} vectors ({vectors}"
+            + ("" if given is None else f" + one halves vector per value of {given}")
+            + f"), epsilon {epsilon})"
         )
         print(describe_reach(matrix, epsilon, stats))
     return out

@@ -6,8 +6,8 @@ records, so a dishonest producer could certify against a smaller similarity ball
 weaker confidence than the regulator allows. ``check_binding`` is the one place that refuses
 that (exit 4): the bundle's ``similarity_spec`` parent is the spec's hash, its certificate's
 epsilon is the spec's epsilon (the l2 ball of Eq. 4, paper Sec. 4.1), its attribute names are
-the spec's (m = number of attribute vectors, in order), and its center-smoothing parameters
-obey the spec's ``policy`` (paper Sec. 4.3: sigma_enc, n, alpha1/alpha2).
+the spec's (in order), the dimension m of its t-noise (where recorded) is the spec's number of
+attribute vectors, and its center-smoothing parameters obey the spec's ``policy`` (paper Sec. 4.3: sigma_enc, n, alpha1/alpha2).
 
 ``read_spec_header`` reads only a spec's metadata (no tensor is parsed, no torch needed) and
 hashes its bytes in the same single pass, so the consumer can bind a bundle to a spec.
@@ -100,11 +100,18 @@ def check_binding(
         raise IntegrityError(
             where,
             f"was certified for attributes {bundle.attributes}, the spec defines "
-            f"{spec.attribute_names} (m = {len(spec.attribute_names)})",
+            f"{spec.attribute_names}",
         )
     certificate = bundle.certificate
     if certificate is None:
         return
+    m = len(spec.vector_names)
+    if certificate.m is not None and certificate.m != m:
+        raise IntegrityError(
+            where,
+            f"was certified with t-noise in {certificate.m} dimensions, the spec has m = {m} "
+            "attribute vectors",
+        )
     if certificate.epsilon != spec.epsilon:
         raise IntegrityError(
             where,
@@ -134,6 +141,7 @@ def certificate_scope(
         epsilon=spec.epsilon,
         m=len(spec.vector_names),
         vectors={a.name: a.vectors for a in spec.attributes},
+        given={a.name: a.given for a in spec.attributes if a.given is not None},
         coverage=spec.coverage,
     )
 

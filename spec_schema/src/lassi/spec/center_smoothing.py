@@ -137,8 +137,8 @@ class CenterSmoothingParams:
             bounds=c.bounds,
         )
 
-    def certificate(self, seed: int) -> CertificateParams:
-        """These parameters as recorded in a certified bundle."""
+    def certificate(self, seed: int, m: int | None = None) -> CertificateParams:
+        """These parameters as recorded in a certified bundle (``m``: the dimension of t)."""
         return CertificateParams(
             sigma_enc=self.sigma,
             epsilon=self.epsilon,
@@ -150,6 +150,7 @@ class CenterSmoothingParams:
             beta=self.beta,
             seed=seed,
             bounds=self.bounds,
+            m=m,
         )
 
 

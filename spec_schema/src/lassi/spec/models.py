@@ -191,6 +191,11 @@ class GlowArtifact(ArtifactBase):
         return check_glow(self.flow, shapes)
 
 
+def conditional_names(attribute: str, given: str, groups: int) -> list[str]:
+    """Names of an attribute's vectors conditioned on ``given`` (one per value of ``given``)."""
+    return [f"{attribute}_given_{given}_{g}" for g in range(groups)]
+
+
 class AttributeInfo(Model):
     """One sensitive attribute and how its vectors were computed (average_diff, paper Sec. 4.1).
 
@@ -200,6 +205,12 @@ class AttributeInfo(Model):
     of values with b below and e above the middle value, a_{b,e} = mean E_G(x | v = e) − mean
     E_G(x | v = b); 3D Shapes orientation gives 7 × 7 = 49. Files written before pairs existed
     have no ``vector_names``: they hold one vector named after the attribute.
+
+    ``given`` (``define --condition-on``): after those vectors, one more halves vector per value
+    g of the attribute ``given``, computed over the train images with ``given = g`` only (on 3D
+    Shapes, orientation given scale: the orientation move of each object size), named
+    ``<name>_given_<given>_<g>`` (:func:`conditional_names`); ``given_counts`` holds the train
+    images of each group.
     """
 
     name: Name
@@ -216,6 +227,12 @@ class AttributeInfo(Model):
     value_counts: list[int] = Field(
         default_factory=list, description="train images per value 0..num_values-1"
     )
+    given: Name | None = Field(
+        None, description="attribute whose every value adds one halves vector of this attribute"
+    )
+    given_counts: list[int] = Field(
+        default_factory=list, description="train images per value of ``given``"
+    )
 
     @model_validator(mode="after")
     def _names(self) -> AttributeInfo:
@@ -225,7 +242,30 @@ class AttributeInfo(Model):
             raise ValueError(f"attribute {self.name}: vector names repeat")
         if self.value_counts and len(self.value_counts) != self.num_values:
             raise ValueError(f"attribute {self.name}: value_counts needs one entry per value")
+        if (self.given is None) != (not self.given_counts):
+            raise ValueError(f"attribute {self.name}: given and given_counts come together")
+        if self.given is not None:
+            if self.given == self.name:
+                raise ValueError(f"attribute {self.name}: cannot be conditioned on itself")
+            if len(self.given_counts) < 2 or min(self.given_counts) < 2:
+                raise ValueError(
+                    f"attribute {self.name}: given_counts needs >= 2 groups of >= 2 images"
+                )
+            groups = conditional_names(self.name, self.given, len(self.given_counts))
+            base = self.vector_names[: len(self.vector_names) - len(groups)]
+            if self.vector_names[len(base) :] != groups or (
+                self.vectors == "halves" and base != [self.name]
+            ) or not base:
+                raise ValueError(
+                    f"attribute {self.name}: vector_names must be its own vectors, then "
+                    f"{groups[0]} .. {groups[-1]}"
+                )
         return self
+
+    @property
+    def given_values(self) -> int:
+        """How many conditional vectors follow the attribute's own (0 without ``given``)."""
+        return len(self.given_counts)
 
     @property
     def names(self) -> list[str]:
@@ -325,6 +365,9 @@ class SimilaritySpec(ArtifactBase):
         names = [a.name for a in attributes]
         if len(set(names)) != len(names):
             raise ValueError(f"attribute names repeat: {names}")
+        for a in attributes:
+            if a.given in names:
+                raise ValueError(f"attribute {a.name} is conditioned on {a.given}, itself sensitive")
         return attributes
 
     @model_validator(mode="after")
@@ -446,6 +489,9 @@ class CertificateParams(Model):
     beta: PositiveFloat = 2.0
     seed: int = Field(ge=0)
     bounds: Bounds = "hoeffding"
+    m: int | None = Field(
+        None, ge=1, description="dimension of the t-noise: the spec's number of attribute vectors"
+    )  # absent in files written before it was recorded
 
     @model_validator(mode="after")
     def _replayable(self) -> CertificateParams:
@@ -648,8 +694,8 @@ class CertificateScope(Model):
     """What a report's certificates speak for: the similarity set S(x) of paper Eq. 4.
 
     ``spec_sha256`` is the regulator's spec the consumer bound the bundle to (``verify --spec``);
-    without it, attributes and epsilon are the producer's word and ``m``, ``vectors`` and
-    ``coverage`` are unknown. ``coverage`` is the regulator's measurement of how much of real
+    without it, attributes and epsilon are the producer's word and ``m``, ``vectors``, ``given``
+    and ``coverage`` are unknown. ``coverage`` is the regulator's measurement of how much of real
     similar individuals the set contains (3D Shapes), copied from the spec.
     """
 
@@ -658,15 +704,22 @@ class CertificateScope(Model):
     epsilon: PositiveFloat
     m: int | None = Field(None, ge=1)
     vectors: dict[Name, Literal["halves", "pairs"]] = Field(default_factory=dict, max_length=16)
+    given: dict[Name, Name] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="attribute -> the attribute each of whose values adds one more vector",
+    )
     coverage: Coverage | None = None
 
     @model_validator(mode="after")
     def _bound(self) -> CertificateScope:
-        known = self.m is not None or self.vectors or self.coverage is not None
+        known = self.m is not None or self.vectors or self.given or self.coverage is not None
         if self.spec_sha256 is None and known:
-            raise ValueError("m, vectors and coverage come from a spec: they need spec_sha256")
+            raise ValueError("m, vectors, given and coverage come from a spec: they need spec_sha256")
         if self.vectors and set(self.vectors) != set(self.attributes):
             raise ValueError("vectors must name exactly the scope's attributes")
+        if not set(self.given) <= set(self.attributes):
+            raise ValueError("given must name only the scope's attributes")
         return self
 
 
