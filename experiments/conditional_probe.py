@@ -47,9 +47,10 @@ from run import PROTOCOLS, data_config, regulator_data, spec_for
 
 from lassi.producer.encode import select_ids
 from lassi.producer.latents import glow_latents
+from lassi.regulator.attributes import ValueMeans
 from lassi.regulator.coverage import COVERAGE_MIN_ANGLE, ball_least_squares
 from lassi.regulator.data_config import DatasetConfig, make_source
-from lassi.regulator.shapes3d import ORIENTATIONS, Shapes3D, half_of_range
+from lassi.regulator.shapes3d import ORIENTATIONS, Shapes3D
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec.io import atomic_write_bytes
 
@@ -62,14 +63,13 @@ def group_of(factors: np.ndarray, by: str) -> np.ndarray:
 
 
 def conditional_vectors(z: np.ndarray, factors: np.ndarray, by: str) -> np.ndarray:
-    """[G, D] per group: mean latent at orientations 8..14 − mean latent at 0..6."""
-    groups = group_of(factors, by)
-    half = half_of_range(factors[:, ORIENTATION], len(ORIENTATIONS))
-    rows = []
-    for g in np.unique(groups):
-        high, low = (groups == g) & (half == 1), (groups == g) & (half == -1)
-        rows.append(z[high].mean(0, dtype=np.float64) - z[low].mean(0, dtype=np.float64))
-    return np.stack(rows)
+    """[G, D] per group: mean latent at orientations 8..14 − mean latent at 0..6 (the library's
+    ``define --condition-on`` vectors, here over cached latents and possibly shape × scale)."""
+    stats = ValueMeans.of_latents(
+        "orientation", z, factors[:, ORIENTATION], len(ORIENTATIONS), by, group_of(factors, by),
+        8 if by == "scale" else 32,
+    )  # fmt: skip
+    return stats.conditional()[0]
 
 
 def residuals(

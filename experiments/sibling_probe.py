@@ -94,18 +94,23 @@ def main(argv: list[str] | None = None, variant: Variant | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", type=Path, default=run.OUT, help="experiments folder (one per Glow)")
+    parser.add_argument(
+        "--protocol", choices=[p for p, v in PROTOCOLS.items() if v["vectors"] == "pairs"], default="authors",
+        help="Table 2 protocol whose spec and split to use (authors-given-scale: define --condition-on scale)",
+    )
     args = parser.parse_args(argv)
     if variant is not None and args.name is None:
         parser.error("a training variant needs --name")
     torch.set_num_threads(args.threads)
     run.OUT = out = args.out
-    protocol = PROTOCOLS["authors"]
+    protocol = PROTOCOLS[args.protocol]
     data = data_config(args.glow, protocol["correlate"])
     if args.producer_train is not None:
         data = data.model_copy(update={"n_train": args.producer_train})
-    spec = spec_for(args.glow, ["orientation"], out / protocol["folder"], protocol["vectors"])
+    spec = spec_for(args.glow, ["orientation"], out / protocol["folder"], protocol["vectors"], protocol.get("given"))
     name = args.name or (
-        f"seed{args.seed}-epochs{args.epochs}-scale{args.attack_scale}-adv{args.adv}-contr{args.contr}"
+        ("" if args.protocol == "authors" else f"{args.protocol}-")
+        + f"seed{args.seed}-epochs{args.epochs}-scale{args.attack_scale}-adv{args.adv}-contr{args.contr}"
         + (f"-n{args.producer_train}" if args.producer_train else "")
         + ("" if (args.hidden, args.k) == ([1024, 512], 256) else f"-mlp{'x'.join(map(str, args.hidden))}-k{args.k}")
     )

@@ -249,6 +249,13 @@ def test_conditional_vectors_are_the_halves_within_each_group(glow) -> None:
     assert pose.names == ["pose_0_3", "pose_0_4", "pose_1_3", "pose_1_4", "pose_given_smile_0", "pose_given_smile_1"]
     assert pose.given == "smile" and pose.given_counts == np.bincount(source.smile).tolist()
     assert pose.value_counts == np.bincount(source.pose, minlength=5).tolist()
+    # the same from latents already computed (the experiments' cached latents)
+    from lassi.regulator.attributes import ValueMeans
+
+    cached = ValueMeans.of_latents("pose", z, source.pose, 5, "smile", source.smile, 2)
+    np.testing.assert_allclose(cached.conditional()[0], np.stack(expected), rtol=1e-10)
+    np.testing.assert_allclose(cached.pairs()[0], plain, rtol=1e-4, atol=1e-5)
+    assert ValueMeans.of_latents("pose", z, source.pose, 5).group_sums is None
     # halves + conditional: the attribute's own name first
     vectors, (pose,) = attribute_vectors(
         glow, source, ["pose"], ids, vectors="halves", progress=False, given="smile"

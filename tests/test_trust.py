@@ -453,7 +453,7 @@ CLI_CASES = [
 
 
 def test_cli_corpus_size() -> None:
-    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 43
+    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 45
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])

@@ -67,6 +67,49 @@ class ValueMeans:
     group_sums: np.ndarray | None = None
     group_counts: np.ndarray | None = None
 
+    @classmethod
+    def of_latents(
+        cls,
+        attribute: str,
+        z: np.ndarray,
+        values: np.ndarray,
+        num_values: int,
+        given: str | None = None,
+        groups: np.ndarray | None = None,
+        num_groups: int = 1,
+    ) -> ValueMeans:
+        """The means of latents already computed, z [N, D] with the attribute's ``values`` [N]
+        (and, with ``given``, each latent's group [N] among ``num_groups``)."""
+        stats = cls.empty(attribute, num_values, z.shape[1], given, num_groups)
+        stats.add(z, values, np.zeros(len(z), dtype=np.int64) if groups is None else groups)
+        return stats.totals()
+
+    @classmethod
+    def empty(
+        cls, attribute: str, num_values: int, d: int, given: str | None = None, num_groups: int = 1
+    ) -> ValueMeans:
+        """Nothing accumulated yet (see :meth:`add`, :meth:`totals`)."""
+        return cls(
+            attribute,
+            np.zeros((num_values, d)),
+            np.zeros(num_values, dtype=np.int64),
+            given,
+            np.zeros((num_groups, num_values, d)),
+            np.zeros((num_groups, num_values), dtype=np.int64),
+        )
+
+    def add(self, z: np.ndarray, values: np.ndarray, groups: np.ndarray) -> None:
+        """Accumulate latents z [B, D] (summed in float64) by (group, value)."""
+        np.add.at(self.group_sums, (groups, values), np.asarray(z, dtype=np.float64))
+        np.add.at(self.group_counts, (groups, values), 1)
+
+    def totals(self) -> ValueMeans:
+        """Per-value sums and counts over all groups (the groups dropped without ``given``)."""
+        self.sums, self.counts = self.group_sums.sum(axis=0), self.group_counts.sum(axis=0)
+        if self.given is None:
+            self.group_sums = self.group_counts = None
+        return self
+
     @property
     def num_values(self) -> int:
         return len(self.counts)
@@ -133,21 +176,7 @@ def value_means(
     d = glow.latent_dim
     groups = labels[given] if given is not None else np.zeros(len(ids), dtype=np.int64)
     n_groups = source.num_classes(given) if given is not None else 1
-    stats = []
-    for attribute in attributes:
-        n = source.num_classes(attribute)
-        joint = np.zeros((n_groups, n), dtype=np.int64)
-        np.add.at(joint, (groups, labels[attribute]), 1)
-        stats.append(
-            ValueMeans(
-                attribute,
-                np.zeros((n, d)),
-                joint.sum(axis=0),
-                given,
-                np.zeros((n_groups, n, d)),
-                joint,
-            )
-        )
+    stats = [ValueMeans.empty(a, source.num_classes(a), d, given, n_groups) for a in attributes]
     bar = tqdm(
         total=len(ids), desc="attribute vectors", unit="img", disable=not progress, dynamic_ncols=True
     )
@@ -157,14 +186,10 @@ def value_means(
             x = preprocess(source.images(ids[batch]), glow.n_bits).to(device)
             z = glow.encode(x).double().cpu().numpy()
             for s in stats:
-                np.add.at(s.group_sums, (groups[batch], labels[s.attribute][batch]), z)
+                s.add(z, labels[s.attribute][batch], groups[batch])
             bar.update(len(z))
     bar.close()
-    for s in stats:
-        s.sums = s.group_sums.sum(axis=0)
-        if given is None:
-            s.group_sums = s.group_counts = None
-    return stats
+    return [s.totals() for s in stats]
 
 
 def vectors_from_means(
