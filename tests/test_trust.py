@@ -110,32 +110,22 @@ def _folder(chain, tmp):
     return producer, ["inspect", str(tmp)], tmp.name, []
 
 
-def _epsilon_lie(chain, tmp):
-    bad = forge(chain["test"], tmp / "eps.safetensors", lambda m: m["certificate"].__setitem__("epsilon", 0.001))
-    args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(chain["classifier"]),
-            "--bundle", str(bad), "--n", "10", "--out", str(tmp / "r.safetensors")]
-    return consumer, args, bad.name, [bad, chain["spec"], chain["classifier"]]
+def _certificate_lie(key: str, value: object, audit: bool = False):
+    """A bundle whose certificate records another ``key`` than the spec's (epsilon 0.001: a
+    smaller ball; m = 1: t-noise in fewer directions than the spec's 49 vectors), given to
+    ``verify --spec`` or to the audit."""
 
+    def build(chain, tmp):
+        bad = forge(chain["test"], tmp / f"{key}.safetensors", lambda m: m["certificate"].__setitem__(key, value))
+        if audit:
+            args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(tmp / "unused.onnx"),
+                    "--bundle", str(bad)]
+            return regulator, args, bad.name, [bad, chain["spec"]]
+        args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(chain["classifier"]),
+                "--bundle", str(bad), "--n", "10", "--out", str(tmp / "r.safetensors")]
+        return consumer, args, bad.name, [bad, chain["spec"], chain["classifier"]]
 
-def _epsilon_lie_audit(chain, tmp):
-    bad = forge(chain["test"], tmp / "eps.safetensors", lambda m: m["certificate"].__setitem__("epsilon", 0.001))
-    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(tmp / "unused.onnx"),
-            "--bundle", str(bad)]
-    return regulator, args, bad.name, [bad, chain["spec"]]
-
-
-def _m_lie(chain, tmp):  # smoothed over fewer directions than the spec's 49 vectors
-    bad = forge(chain["test"], tmp / "m.safetensors", lambda m: m["certificate"].__setitem__("m", 1))
-    args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(chain["classifier"]),
-            "--bundle", str(bad), "--n", "10", "--out", str(tmp / "r.safetensors")]
-    return consumer, args, bad.name, [bad, chain["spec"], chain["classifier"]]
-
-
-def _m_lie_audit(chain, tmp):
-    bad = forge(chain["test"], tmp / "m.safetensors", lambda m: m["certificate"].__setitem__("m", 1))
-    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(tmp / "unused.onnx"),
-            "--bundle", str(bad)]
-    return regulator, args, bad.name, [bad, chain["spec"]]
+    return build
 
 
 def _attribute_lie(chain, tmp):
@@ -408,11 +398,11 @@ CLI_CASES = [
     CliCase("fifo_signed_file", _fifo_signed, USAGE, "named pipe"),
     CliCase("device_dev_zero", _device, USAGE, "device"),
     CliCase("folder_as_artifact", _folder, USAGE, "folder"),
-    CliCase("epsilon_lie_consumer", _epsilon_lie, INTEGRITY, "epsilon = 0.001"),
-    CliCase("epsilon_lie_audit", _epsilon_lie_audit, INTEGRITY, "epsilon = 0.001"),
+    CliCase("epsilon_lie_consumer", _certificate_lie("epsilon", 0.001), INTEGRITY, "epsilon = 0.001"),
+    CliCase("epsilon_lie_audit", _certificate_lie("epsilon", 0.001, audit=True), INTEGRITY, "epsilon = 0.001"),
     CliCase("attribute_lie", _attribute_lie, INTEGRITY, "attributes"),
-    CliCase("m_lie_consumer", _m_lie, INTEGRITY, "t-noise in 1 dimensions, the spec has m = 49"),
-    CliCase("m_lie_audit", _m_lie_audit, INTEGRITY, "t-noise in 1 dimensions, the spec has m = 49"),
+    CliCase("m_lie_consumer", _certificate_lie("m", 1), INTEGRITY, "t-noise in 1 dimensions, the spec has m = 49"),
+    CliCase("m_lie_audit", _certificate_lie("m", 1, audit=True), INTEGRITY, "t-noise in 1 dimensions, the spec has m = 49"),
     CliCase("delta_not_replayable", _delta_unreplayable, INVALID, "delta"),
     CliCase("alpha_sum_not_replayable", _alpha_sum, INVALID, "alpha1 + alpha2"),
     CliCase("nan_literal", _nan_literal, INVALID, "NaN"),
