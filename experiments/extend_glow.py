@@ -31,7 +31,7 @@ from lassi.regulator import TOOL
 from lassi.regulator.data_config import make_source
 from lassi.regulator.glow import preprocess
 from lassi.regulator.similarity import load_glow
-from lassi.regulator.training import GlowTrainConfig, _batch_ids, dequantize, train_glow
+from lassi.regulator.training import GlowTrainConfig, batch_ids, dequantize, train_glow
 from lassi.spec.seeding import Stage, torch_seed
 from lassi.spec.torch_state import run_key, save_checkpoint
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         squares = [torch.zeros_like(p) for p in glow.parameters()]
         for b in range(args.moment_batches):  # gradients of steps already taken (their batches)
             step = done.steps - 1 - b
-            ids = _batch_ids(train_ids, config.seed, step, config.batch_size)
+            ids = batch_ids(train_ids, config.seed, step, config.batch_size)
             noise = torch.Generator().manual_seed(torch_seed(config.seed, step, Stage.TRAINING))
             x = dequantize(
                 preprocess(source.images(ids), config.flow.n_bits), config.flow.n_bits, noise

@@ -57,7 +57,7 @@ def build_glow(flow: GlowConfig) -> Glow:
     )
 
 
-def _batch_ids(train_ids: np.ndarray, seed: int, step: int, batch_size: int) -> np.ndarray:
+def batch_ids(train_ids: np.ndarray, seed: int, step: int, batch_size: int) -> np.ndarray:
     """The images of one step: a seeded draw (without replacement) from the train split."""
     rng = numpy_rng(seed, step, Stage.TRAINING)
     return np.sort(rng.choice(train_ids, size=min(batch_size, len(train_ids)), replace=False))
@@ -214,7 +214,7 @@ def _train_glow(
         if progress:
             print(f"resuming {out.name} from step {start} ({checkpoint})")
     else:
-        init_ids = _batch_ids(train_ids, config.seed, 10**9, ACTNORM_INIT_BATCH)
+        init_ids = batch_ids(train_ids, config.seed, 10**9, ACTNORM_INIT_BATCH)
         init = preprocess(source.images(init_ids), config.flow.n_bits)
         glow.initialize_actnorm(init.to(device))
     ranks.broadcast(glow)  # every rank starts from rank 0's (identical) weights
@@ -231,7 +231,7 @@ def _train_glow(
     glow.train()
     for step in range(start, config.steps):
         t0 = time.perf_counter()
-        ids = _batch_ids(train_ids, config.seed, step, config.batch_size)
+        ids = batch_ids(train_ids, config.seed, step, config.batch_size)
         noise = torch.Generator().manual_seed(torch_seed(config.seed, step, Stage.TRAINING))
         if ranks.active:
             x = _shard_batch(source, ids, config.flow.n_bits, noise, ranks).to(device)
