@@ -514,6 +514,19 @@ def test_policy_is_enforced(chain: dict[str, Path]) -> None:
     ).policy.min_n == 5
 
 
+def test_binding_checks_the_recorded_dimension_of_the_t_noise(chain: dict[str, Path]) -> None:
+    spec, digest = read_spec_header(chain["spec"])
+    bundle = read_artifact(chain["test"], expect=RepresentationBundle).meta
+    assert bundle.certificate.m == len(spec.vector_names) == 49  # encode --certify records it
+    older = bundle.model_copy(update={"certificate": bundle.certificate.model_copy(update={"m": None})})
+    check_binding(spec, digest, older, "b")  # a bundle from before m was recorded still binds
+    for m in (1, 48, 50):
+        other = bundle.model_copy(update={"certificate": bundle.certificate.model_copy(update={"m": m})})
+        with pytest.raises(LassiError, match=f"t-noise in {m} dimensions") as error:
+            check_binding(spec, digest, other, "b")
+        assert error.value.exit_code == INTEGRITY
+
+
 def test_consumer_report_names_the_spec_or_the_producers_word(chain: dict[str, Path], tmp_path: Path) -> None:
     base = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]), "--n", "20",
             "--n0", "10", "--quiet"]
