@@ -307,3 +307,21 @@ def test_spec_checks_conditional_vector_names() -> None:
     scale = AttributeInfo(**{**common, "name": "scale", "num_values": 8})
     with pytest.raises(ValueError, match="itself sensitive"):
         _spec([info, scale])
+
+
+def test_conditioning_on_a_many_valued_attribute_is_refused_before_the_pass(glow) -> None:
+    class ManyGroups(TinySource):
+        attribute_names = ["pose", "smile", "id"]
+
+        def num_classes(self, attribute: str) -> int:
+            return 10**6 if attribute == "id" else super().num_classes(attribute)
+
+        def attributes(self, ids):
+            return {**super().attributes(ids), "id": np.asarray(ids)}
+
+        def images(self, ids):
+            raise AssertionError("no image may be read")
+
+    source = ManyGroups()
+    with pytest.raises(UsageError, match="GiB .* over the 2 GiB limit"):
+        attribute_vectors(glow, source, ["pose"], source.split_ids("train"), progress=False, given="id")

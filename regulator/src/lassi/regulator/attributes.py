@@ -32,6 +32,7 @@ from lassi.regulator.shapes3d import half_of_range
 from lassi.spec import AttributeInfo, UsageError
 from lassi.spec.models import conditional_names
 
+MAX_MEANS_BYTES = 2 * 2**30  # float64 sums per (group, value): a many-valued --condition-on
 VectorChoice = Literal["halves", "pairs"]
 VECTOR_CHOICES: tuple[str, ...] = ("halves", "pairs")
 
@@ -176,6 +177,14 @@ def value_means(
     d = glow.latent_dim
     groups = labels[given] if given is not None else np.zeros(len(ids), dtype=np.int64)
     n_groups = source.num_classes(given) if given is not None else 1
+    means_bytes = 8 * d * n_groups * sum(source.num_classes(a) for a in attributes)
+    if means_bytes > MAX_MEANS_BYTES:
+        raise UsageError(
+            None,
+            f"the per-value means need {means_bytes / 2**30:.1f} GiB ({n_groups} groups of "
+            f"{given}), over the {MAX_MEANS_BYTES / 2**30:.0f} GiB limit: condition on an "
+            "attribute with fewer values",
+        )
     stats = [ValueMeans.empty(a, source.num_classes(a), d, given, n_groups) for a in attributes]
     bar = tqdm(
         total=len(ids), desc="attribute vectors", unit="img", disable=not progress, dynamic_ncols=True
