@@ -68,3 +68,29 @@ def test_table2_never_reuses_a_probe_variant_encoder(
     target = tmp_path / "table2-authors" / "run" / "encoder.safetensors"
     assert not run.trained_twin(_config_of(probe), chain["spec"], target)
     assert not target.exists()
+
+
+def test_table2_protocols_keep_their_runs_apart() -> None:
+    """Each protocol writes its own folder and results file, and says how its siblings are
+    checked: a protocol added without them would mix its runs into another's."""
+    folders = [p["folder"] for p in run.PROTOCOLS.values()]
+    assert len(set(folders)) == len(folders)
+    for name, protocol in run.PROTOCOLS.items():
+        assert protocol["siblings"] in ("certify", "predict"), name
+        assert protocol["vectors"] in ("halves", "pairs"), name
+    assert run.PROTOCOLS["authors-given-scale"]["given"] == "scale"
+
+
+def test_spec_for_names_a_conditioned_spec_apart(
+    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The conditioned spec gets its own file name (never the pairs spec's, which a folder reuses)
+    and define is asked for it."""
+    calls = []
+    monkeypatch.setattr(run, "define_spec", lambda *args, **kwargs: calls.append((args, kwargs)))
+    out = run.spec_for(chain["glow"], ["orientation"], tmp_path, "pairs", "scale")
+    assert out.name == "spec-orientation-pairs-given-scale.safetensors"
+    assert run.spec_for(chain["glow"], ["orientation"], tmp_path, "pairs").name == "spec-orientation-pairs.safetensors"
+    (args, kwargs), (_, plain) = calls
+    assert args[4] == out and kwargs["given"] == "scale" and kwargs["vectors"] == "pairs"
+    assert plain["given"] is None
