@@ -519,7 +519,9 @@ def test_binding_checks_the_recorded_dimension_of_the_t_noise(chain: dict[str, P
     bundle = read_artifact(chain["test"], expect=RepresentationBundle).meta
     assert bundle.certificate.m == len(spec.vector_names) == 49  # encode --certify records it
     older = bundle.model_copy(update={"certificate": bundle.certificate.model_copy(update={"m": None})})
-    check_binding(spec, digest, older, "b")  # a bundle from before m was recorded still binds
+    with pytest.raises(LassiError, match="records no dimension m") as error:
+        check_binding(spec, digest, older, "b")  # an unstated m cannot be checked: refused
+    assert error.value.exit_code == INTEGRITY
     for m in (1, 48, 50):
         other = bundle.model_copy(update={"certificate": bundle.certificate.model_copy(update={"m": m})})
         with pytest.raises(LassiError, match=f"t-noise in {m} dimensions") as error:

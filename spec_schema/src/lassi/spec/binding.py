@@ -108,7 +108,13 @@ def check_binding(
     if certificate is None:
         return
     m = len(spec.vector_names)
-    if certificate.m is not None and certificate.m != m:
+    if certificate.m is None:
+        raise IntegrityError(
+            where,
+            f"records no dimension m of its t-noise, so it cannot be checked against the spec's "
+            f"m = {m} attribute vectors (certify it again with lassi-producer encode --certify)",
+        )
+    if certificate.m != m:
         raise IntegrityError(
             where,
             f"was certified with t-noise in {certificate.m} dimensions, the spec has m = {m} "

@@ -491,7 +491,7 @@ class CertificateParams(Model):
     bounds: Bounds = "hoeffding"
     m: int | None = Field(
         None, ge=1, description="dimension of the t-noise: the spec's number of attribute vectors"
-    )  # absent in files written before it was recorded
+    )  # absent in files written before it was recorded; check_binding refuses those
 
     @model_validator(mode="after")
     def _replayable(self) -> CertificateParams:
