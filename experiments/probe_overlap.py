@@ -2,13 +2,16 @@
 probability-average ensemble, and the siblings most of them get wrong.
 
     python experiments/probe_overlap.py --glow GLOW NAME [NAME ...] [--out runs/experiments]
+        [--protocol authors|authors-given-scale]
 
 NAME: folders under <out>/sibling-probe/ written by sibling_probe.py or knob_probe.py, all on the
 same Glow and the same 150 test samples. Prints one JSON object (and writes it to
 <out>/sibling-probe/overlap.json): per encoder its wrong siblings, the pairwise overlaps, the union
 and intersection, how many siblings k encoders get wrong, the ensemble's wrong siblings and
 ground-truth unfair fraction, the factors of the siblings at least half the encoders get wrong, and
-whether wrong predictions lean toward the background (wall, floor) hue.
+whether wrong predictions lean toward the background (wall, floor) hue, and, per encoder, each wrong
+sibling: its test sample (position among the test samples and id), factors and predicted hue.
+All NAMEs must have been trained on the spec of --protocol (the encoder's card names its spec).
 """
 
 from __future__ import annotations
@@ -42,18 +45,41 @@ def hue_step(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(d > N_HUES // 2, d - N_HUES, d)
 
 
+def where(
+    wrong: np.ndarray, pred: np.ndarray, flat: np.ndarray, ids: np.ndarray, per_sample: int
+) -> list[dict]:
+    """Each wrong sibling: its test sample (position among the test samples, id), factors, prediction."""
+    return [
+        {"sample": int(row // per_sample), "id": int(ids[row // per_sample]),
+         **{name: int(flat[row, i]) for i, name in enumerate(FACTOR_NAMES)}, "predicted_hue": int(pred[row])}
+        for row in np.flatnonzero(wrong)
+    ]  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--glow", type=Path, required=True)
     parser.add_argument("names", nargs="+")
     parser.add_argument("--test", type=int, default=150)
     parser.add_argument("--out", type=Path, default=run.OUT)
+    parser.add_argument(
+        "--protocol",
+        choices=[p for p, v in PROTOCOLS.items() if v["vectors"] == "pairs"],
+        default="authors",
+        help="the Table 2 protocol whose spec the encoders were trained on",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     run.OUT = out = args.out
-    protocol = PROTOCOLS["authors"]
+    protocol = PROTOCOLS[args.protocol]
     data = data_config(args.glow, protocol["correlate"])
-    spec = spec_for(args.glow, ["orientation"], out / protocol["folder"], protocol["vectors"])
+    spec = spec_for(
+        args.glow,
+        ["orientation"],
+        out / protocol["folder"],
+        protocol["vectors"],
+        protocol.get("given"),
+    )
     sim = SimilaritySet.load(spec)
     ids = select_ids(make_source(data), "test", args.test, 1)
     factors, z_g = sibling_latents(sim, ids)
@@ -103,6 +129,9 @@ def main() -> int:
             for i, name in enumerate(FACTOR_NAMES)
         },
         "errors_vs_background_hue": toward,
+        "wrong_where": {
+            n: where(w, probs[n].argmax(1), flat, ids, factors.shape[1]) for n, w in wrong.items()
+        },
     }
     atomic_write_bytes(
         out / "sibling-probe" / "overlap.json", json.dumps(result, indent=1).encode()
