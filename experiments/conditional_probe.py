@@ -43,7 +43,7 @@ import run
 import sibling_probe
 import torch
 from ground_truth import _siblings
-from run import PROTOCOLS, data_config, regulator_data, spec_for
+from run import PROTOCOLS, data_config, protocol_spec, regulator_data
 
 from lassi.producer.encode import select_ids
 from lassi.producer.latents import glow_latents
@@ -151,7 +151,7 @@ def main() -> int:
     )
     args, rest = parser.parse_known_args()
     protocol = PROTOCOLS["authors"]
-    spec = spec_for(args.glow, ["orientation"], args.out / protocol["folder"], protocol["vectors"])
+    spec = protocol_spec(args.glow, "authors", args.out)
     sim = SimilaritySet.load(spec)
     cache = args.out / ".cache"
     ids = select_ids(

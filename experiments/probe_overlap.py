@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import run
 import torch
-from run import PROTOCOLS, data_config, spec_for
+from run import PAIRS_PROTOCOLS, PROTOCOLS, data_config, protocol_spec
 from sibling_probe import sibling_latents
 
 from lassi.consumer.classifier import load_classifier
@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=run.OUT)
     parser.add_argument(
         "--protocol",
-        choices=[p for p, v in PROTOCOLS.items() if v["vectors"] == "pairs"],
+        choices=PAIRS_PROTOCOLS,
         default="authors",
         help="the Table 2 protocol whose spec the encoders were trained on",
     )
@@ -73,13 +73,7 @@ def main() -> int:
     run.OUT = out = args.out
     protocol = PROTOCOLS[args.protocol]
     data = data_config(args.glow, protocol["correlate"])
-    spec = spec_for(
-        args.glow,
-        ["orientation"],
-        out / protocol["folder"],
-        protocol["vectors"],
-        protocol.get("given"),
-    )
+    spec = protocol_spec(args.glow, args.protocol, out)
     sim = SimilaritySet.load(spec)
     ids = select_ids(make_source(data), "test", args.test, 1)
     factors, z_g = sibling_latents(sim, ids)

@@ -150,6 +150,15 @@ def spec_for(
 VARIANT_MARK = "trained-with-variant.json"
 
 
+PAIRS_PROTOCOLS = [name for name, p in PROTOCOLS.items() if p["vectors"] == "pairs"]
+
+
+def protocol_spec(glow: Path, protocol: str, out: Path) -> Path:
+    """The orientation spec of a Table 2 protocol, in its folder under the experiments folder out."""
+    p = PROTOCOLS[protocol]
+    return spec_for(glow, ["orientation"], out / p["folder"], p["vectors"], p.get("given"))
+
+
 def trained_twin(config: EncoderTrainConfig, spec: Path, out: Path) -> bool:
     """Hard-link (or copy) to ``out`` an encoder another experiment of this folder already
     trained with exactly ``config`` on ``spec`` (e.g. the sibling probe's for a Table 2 run),
@@ -325,7 +334,7 @@ def table2(args: argparse.Namespace) -> dict:
     protocol = PROTOCOLS[args.protocol]
     folder = OUT / protocol["folder"]
     data = data_config(args.glow, protocol["correlate"])
-    spec = spec_for(args.glow, ["orientation"], folder, protocol["vectors"], protocol.get("given"))
+    spec = protocol_spec(args.glow, args.protocol, OUT)
     suffix = ""
     if args.producer_train is not None:  # more producer data than the Glow's train split
         data = data.model_copy(update={"n_train": args.producer_train})

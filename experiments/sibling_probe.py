@@ -38,7 +38,7 @@ import numpy as np
 import run
 import torch
 from ground_truth import _siblings, probe_figures
-from run import METHODS, PROTOCOLS, data_config, spec_for
+from run import METHODS, PAIRS_PROTOCOLS, PROTOCOLS, data_config, protocol_spec
 
 from lassi.consumer.classifier import load_classifier, train_consumer_classifier
 from lassi.producer.base_function import load_encoder
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None, variant: Variant | None = None) -> int:
     parser.add_argument("--name", default=None)
     parser.add_argument("--out", type=Path, default=run.OUT, help="experiments folder (one per Glow)")
     parser.add_argument(
-        "--protocol", choices=[p for p, v in PROTOCOLS.items() if v["vectors"] == "pairs"], default="authors",
+        "--protocol", choices=PAIRS_PROTOCOLS, default="authors",
         help="Table 2 protocol whose spec and split to use (authors-given-scale: define --condition-on scale)",
     )
     args = parser.parse_args(argv)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None, variant: Variant | None = None) -> int:
     data = data_config(args.glow, protocol["correlate"])
     if args.producer_train is not None:
         data = data.model_copy(update={"n_train": args.producer_train})
-    spec = spec_for(args.glow, ["orientation"], out / protocol["folder"], protocol["vectors"], protocol.get("given"))
+    spec = protocol_spec(args.glow, args.protocol, out)
     name = args.name or (
         ("" if args.protocol == "authors" else f"{args.protocol}-")
         + f"seed{args.seed}-epochs{args.epochs}-scale{args.attack_scale}-adv{args.adv}-contr{args.contr}"
