@@ -105,3 +105,91 @@ def test_certificates_for_the_conditional_set_are_replayed_and_reported(conditio
     assert scope.m == 57 and scope.given == {"orientation": "scale"} and scope.vectors == {"orientation": "pairs"}
     markdown = report.with_suffix(".md").read_text()
     assert "m = 57 attribute vectors (orientation: pairs + one halves vector per value of scale)" in markdown
+
+
+TRAIN = ["--task", "object_hue", "--hidden", "64,32", "--k", "16", "--epochs", "2", "--batch-size", "64",
+         "--attack-points", "4", "--lambda-contr", "0.1", "--delta", "1", "--quiet"]  # build_chain's  # fmt: skip
+
+
+def test_an_encoder_trained_against_the_extension_stays_the_specs(chain, conditional, tmp_path: Path) -> None:
+    """``train --spec PAIRS --attack-spec CONDITIONAL``: the attack draws t in the 57-dimensional
+    ball, so the weights are exactly those of the encoder trained on the conditional spec, but the
+    encoder is the pairs spec's: its parent, and center smoothing over the 49 pair vectors."""
+    from factories import DATA
+
+    out = tmp_path / "encoder.safetensors"
+    result = CliRunner().invoke(
+        producer, ["train", "--spec", str(chain["spec"]), "--attack-spec", str(conditional["spec"]), *DATA,
+                   *TRAIN, "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    from lassi.spec import EncoderCard
+
+    mine = read_artifact(out, expect=EncoderCard)
+    twin = read_artifact(conditional["encoder"], expect=EncoderCard)
+    pairs_sha = read_artifact(chain["spec"]).sha256
+    assert mine.meta.parents["similarity_spec"] == pairs_sha
+    attack = mine.meta.training.attack_set
+    assert attack is not None and attack.spec == read_artifact(conditional["spec"]).sha256
+    assert attack.extra_vectors == [f"orientation_given_scale_{g}" for g in range(8)]
+    assert mine.tensors.keys() == twin.tensors.keys()
+    for name in mine.tensors:
+        np.testing.assert_array_equal(mine.tensors[name], twin.tensors[name], err_msg=name)
+    assert read_artifact(chain["encoder"], expect=EncoderCard).meta.training.attack_set is None
+    bundle = tmp_path / "test.safetensors"
+    result = CliRunner().invoke(
+        producer, ["encode", "--spec", str(chain["spec"]), "--encoder", str(out), *DATA, "--split", "test",
+                   "--limit", "2", "--certify", "--n0", "500", "--n", "500", "--delta", "0.1", "--quiet",
+                   "--out", str(bundle)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = read_artifact(bundle, expect=RepresentationBundle).meta
+    assert meta.certificate.m == 49 and meta.parents["similarity_spec"] == pairs_sha
+
+
+def _tampered(source: Path, out: Path, *, meta: dict | None = None, tensor: str | None = None) -> Path:
+    """A copy of the spec ``source`` with metadata fields replaced or one tensor's first element changed."""
+    from lassi.spec import write_artifact
+
+    artifact = read_artifact(source, expect=SimilaritySpec)
+    tensors = {k: v.copy() for k, v in artifact.tensors.items()}
+    if tensor is not None:
+        tensors[tensor].reshape(-1)[0] += 0.5
+    write_artifact(out, artifact.meta.model_copy(update=meta or {}), tensors)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("itself", "adds no attribute vector"),
+        ("reversed", "first 57 attribute vectors are not the spec's"),
+        ("epsilon", "epsilon 2, not 1"),
+        ("vector", "first 49 attribute vectors are not the spec's"),
+        ("glow", "another Glow (its weights differ)"),
+    ],
+)
+def test_train_refuses_an_attack_spec_that_does_not_extend_the_spec(
+    chain, conditional, tmp_path: Path, case: str, message: str
+) -> None:
+    from factories import DATA
+
+    spec, attack = chain["spec"], conditional["spec"]
+    if case == "itself":
+        attack = spec
+    elif case == "reversed":
+        spec, attack = attack, spec
+    elif case == "epsilon":
+        attack = _tampered(attack, tmp_path / "attack.safetensors", meta={"epsilon": 2.0})
+    elif case == "vector":
+        attack = _tampered(attack, tmp_path / "attack.safetensors", tensor="attribute_vectors")
+    else:
+        glow_tensor = next(k for k in read_artifact(attack).tensors if k.startswith("glow."))
+        attack = _tampered(attack, tmp_path / "attack.safetensors", tensor=glow_tensor)
+    out = tmp_path / "encoder.safetensors"
+    result = CliRunner().invoke(
+        producer, ["train", "--spec", str(spec), "--attack-spec", str(attack), *DATA, *TRAIN, "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == EXIT_CODES["usage"], result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert message in result.output and str(attack) in result.output and not out.exists()

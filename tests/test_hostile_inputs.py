@@ -505,6 +505,11 @@ def test_every_cli_rejects_the_hostile_file(
     cli, args = consuming_command(case, chain, bad, out)
     check_one_line(invoke_bounded(cli, args), bad, case.code, case.message)
     assert not out.exists() and not list(tmp_path.glob(".out.safetensors*"))
+    if case.base == "spec":  # the producer's second spec reader: train --attack-spec
+        args = ["train", "--spec", str(chain["spec"]), "--attack-spec", str(bad), *DATA,
+                "--task", "object_hue", "--quiet", "--out", str(out)]  # fmt: skip
+        check_one_line(invoke_bounded(producer, args), bad, case.code, case.message)
+        assert not out.exists() and not list(tmp_path.glob(".out.safetensors*"))
     assert time.perf_counter() - start < 30
 
 

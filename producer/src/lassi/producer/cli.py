@@ -46,8 +46,16 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
 
 
 @main.command("train")
-@trusted_inputs("spec")
+@trusted_inputs("spec", "attack_spec")
 @click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
+@click.option(
+    "--attack-spec",
+    type=PATH,
+    default=None,
+    help="Train the random attack over this larger set: a second spec of the regulator's that "
+    "extends --spec (same Glow and eps, the spec's vectors first, e.g. define --condition-on). "
+    "The encoder and its certificates stay --spec's.",
+)
 @dataset_options
 @click.option("--task", required=True, help="Attribute to predict (e.g. object_hue).")
 @click.option("--out", type=PATH, required=True, help="Encoder artifact to write.")
@@ -143,6 +151,7 @@ def train_command(
     delta_contr: float,
     attack_points: int,
     attack_region: str,
+    attack_spec: Path | None,
     cache_dir: Path | None,
     threads: int | None,
     device: torch.device,
@@ -152,8 +161,13 @@ def train_command(
     """Train the fair encoder E_L on the spec's Glow latents (resumes an interrupted run)."""
     from lassi.producer.training import EncoderTrainConfig, train_encoder
 
-    check_outputs([out, checkpoint_of(out)], inputs=[spec])
+    check_outputs([out, checkpoint_of(out)], inputs=[spec, attack_spec])
     sim, data = _load_spec(spec, options)
+    attack = None
+    if attack_spec is not None:
+        from lassi.regulator.similarity import SimilaritySet
+
+        attack = SimilaritySet.load(attack_spec)
     try:
         widths = [int(w) for w in hidden.split(",") if w.strip()]
     except ValueError:
@@ -174,7 +188,10 @@ def train_command(
         EncoderTrainConfig, "training", hidden=widths, loss=loss, data=data, **options
     )
     set_threads(threads)
-    train_encoder(config, sim, out, cache_dir=cache_dir, progress=not quiet, device=device)
+    train_encoder(
+        config, sim, out, cache_dir=cache_dir, progress=not quiet, device=device,
+        attack_spec=attack,
+    )  # fmt: skip
     if quiet:  # the result line is printed with or without --quiet (progress is not)
         from lassi.spec import EncoderCard, read_artifact
 

@@ -3,7 +3,9 @@
 Loss = CE(aux(E_L(z)), y) + λ_adv · adversarial + λ_contr · contrastive (+ λ_rec · ||dec(E_L(z)) − z||²),
 z = E_G(x) the Glow latent (cached: it never changes). The adversary is the random attack
 (:func:`lassi.producer.losses.random_attack`): points t uniform in the m-dimensional ε-ball, the
-farthest representation taken with the encoder in eval mode. λ = 0 is the baseline. The epoch
+farthest representation taken with the encoder in eval mode; a producer may train it over a larger
+set than the spec's (``attack_spec``, the regulator's extension of it), as it may over the cube
+around the ball. λ = 0 is the baseline. The epoch
 with the best validation accuracy is written (``keep="best"``) or the last one (``keep="last"``);
 every epoch is checkpointed and a rerun with the same arguments resumes. Batch order and attack draws
 derive from ``(seed, epoch/step)``.
@@ -28,7 +30,14 @@ from lassi.producer.latents import TOOL, glow_latents
 from lassi.producer.losses import LassiLoss, contrastive_loss, random_attack, sample_attack
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec import EncoderCard, EncoderTraining, LossWeights, UsageError, write_artifact
+from lassi.spec import (
+    AttackSet,
+    EncoderCard,
+    EncoderTraining,
+    LossWeights,
+    UsageError,
+    write_artifact,
+)
 from lassi.spec.distributed import Ranks, data_parallel, sync_batch_norm
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
@@ -85,8 +94,14 @@ def train_encoder(
     cache_dir: Path | None = None,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    attack_spec: Path | SimilaritySet | None = None,
 ) -> Path:
     """Train E_L on the producer's data for ``config.task`` and write the ``encoder`` artifact.
+
+    ``attack_spec``: a larger similarity set for the random attack only, a second spec of the same
+    regulator that extends ``spec`` (:meth:`SimilaritySet.check_extends`; e.g. ``define
+    --condition-on``'s over the pairs spec). The encoder stays ``spec``'s: its parent, its
+    certificates; the card records the attack set.
 
     ``device``: where the models train; latents and labels stay on the CPU and each batch moves
     (initial weights, batch order and attack draws are CPU-seeded, so they do not depend on it).
@@ -97,8 +112,9 @@ def train_encoder(
     """
     with data_parallel(device) as (ranks, device):
         return _train_encoder(
-            config, spec, Path(out), cache_dir, progress and ranks.is_main, device, ranks
-        )
+            config, spec, Path(out), cache_dir, progress and ranks.is_main, device, ranks,
+            attack_spec,
+        )  # fmt: skip
 
 
 def _train_encoder(
@@ -109,8 +125,14 @@ def _train_encoder(
     progress: bool,
     device: torch.device,
     ranks: Ranks,
+    attack_spec: Path | SimilaritySet | None = None,
 ) -> Path:
     sim = load_spec(spec)
+    attack, attack_set = sim, None
+    if attack_spec is not None:
+        attack = load_spec(attack_spec)
+        extra = attack.check_extends(sim)
+        attack_set = AttackSet(spec=attack.sha256, extra_vectors=extra)
     data = config.data
     if data.image_size != sim.glow.image_size:
         raise UsageError(
@@ -119,7 +141,8 @@ def _train_encoder(
         )
     source = make_source(data)
     source.check_attribute(config.task)
-    if config.task in set(sim.meta.attribute_names) | set(sim.meta.vector_names):
+    sensitive = {name for s in (sim, attack) for name in s.meta.attribute_names + s.meta.vector_names}
+    if config.task in sensitive:
         raise UsageError(
             None,
             f"task {config.task!r} is a sensitive attribute of the spec; the encoder must not "
@@ -150,7 +173,7 @@ def _train_encoder(
     y_val = torch.from_numpy(source.attributes(val_ids)[config.task].astype(np.int64))
 
     torch.manual_seed(config.seed)
-    base = build_base_function(config, sim)
+    base = build_base_function(config, attack)  # E_L with the attack set's A (E_L alone is saved)
     aux = AuxClassifier(config.k, num_classes)
     decoder = (
         LatentDecoder(config.k, sim.glow.latent_dim, hidden=max(config.hidden or [256]))
@@ -167,7 +190,8 @@ def _train_encoder(
     optimizer = torch.optim.Adam(params, lr=config.lr)
     best = {name: copy.deepcopy(m) for name, m in modules.items()}
     checkpoint = out.with_name(out.name + ".ckpt")
-    key = run_key(config=config.model_dump(mode="json"), spec=sim.sha256)
+    extends = {} if attack_set is None else {"attack": attack.sha256}
+    key = run_key(config=config.model_dump(mode="json"), spec=sim.sha256, **extends)
     start_epoch, state = 0, {"best_val": -1.0, "best_epoch": 0, "train_acc": 0.0, "seconds": 0.0}
     restored = load_checkpoint(
         checkpoint,
@@ -311,6 +335,7 @@ def _train_encoder(
             val_accuracy=max(float(state["best_val"]), 0.0),
             n_train=n,
             seconds=float(state["seconds"]),
+            attack_set=attack_set,
         ),
         data=data.provenance("train", n),
         parents={"similarity_spec": sim.sha256},

@@ -93,6 +93,29 @@ class SimilaritySet:
         """z_G + Σ_i t_i a_i with this spec's vectors (see :func:`shift`)."""
         return shift(z, t, self.vectors)
 
+    def check_extends(self, base: SimilaritySet) -> list[str]:
+        """Check that this spec's set contains ``base``'s and returns the names of the vectors it
+        adds: the same Glow (every weight), preprocessing and ε, vectors that begin with
+        ``base``'s (name for name, value for value) and at least one more. Then every t of
+        ``base``'s ε-ball is a t of this one with the extra coordinates 0, so S_base(x) ⊆ S(x)."""
+
+        def refuse(problem: str) -> UsageError:
+            return UsageError(self.path, f"does not extend the spec {base.path}: {problem}")
+
+        if self.meta.flow != base.meta.flow or self.meta.preprocessing != base.meta.preprocessing:
+            raise refuse("another Glow configuration or preprocessing")
+        mine, theirs = self.glow.state_dict(), base.glow.state_dict()
+        if mine.keys() != theirs.keys() or not all(torch.equal(mine[k], theirs[k]) for k in mine):
+            raise refuse("another Glow (its weights differ)")
+        if self.epsilon != base.epsilon:
+            raise refuse(f"epsilon {self.epsilon:g}, not {base.epsilon:g}")
+        names, base_names = self.meta.vector_names, base.meta.vector_names
+        if names[: base.m] != base_names or not torch.equal(self.vectors[: base.m], base.vectors):
+            raise refuse(f"its first {base.m} attribute vectors are not the spec's")
+        if self.m == base.m:
+            raise refuse("it adds no attribute vector")
+        return names[base.m :]
+
 
 def define_spec(
     glow_path: Path,

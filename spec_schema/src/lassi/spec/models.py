@@ -415,6 +415,16 @@ class LossWeights(Model):
     attack_region: Literal["ball", "cube"] = "ball"
 
 
+class AttackSet(Model):
+    """The random attack's set when the producer trained against a larger one than its spec's
+    (``lassi-producer train --attack-spec``): a second spec of the same regulator, Glow and ε
+    whose vectors begin with the spec's and add ``extra_vectors``. Only training sees it: the
+    encoder's certificates stay those of the spec it names as its parent."""
+
+    spec: Sha256
+    extra_vectors: list[Name] = Field(min_length=1, max_length=256)
+
+
 class EncoderTraining(Model):
     epochs: int = Field(ge=0)
     batch_size: int = Field(ge=1)
@@ -426,6 +436,7 @@ class EncoderTraining(Model):
     val_accuracy: float = Field(ge=0, le=1)
     n_train: int = Field(ge=1)
     seconds: float = Field(ge=0, allow_inf_nan=False)
+    attack_set: AttackSet | None = None  # None: the attack drew t over the spec's own set
 
     @model_validator(mode="after")
     def _written_epoch_exists(self) -> EncoderTraining:
