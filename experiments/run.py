@@ -159,12 +159,15 @@ def protocol_spec(glow: Path, protocol: str, out: Path) -> Path:
     return spec_for(glow, ["orientation"], out / p["folder"], p["vectors"], p.get("given"))
 
 
-def trained_twin(config: EncoderTrainConfig, spec: Path, out: Path) -> bool:
+def trained_twin(
+    config: EncoderTrainConfig, spec: Path, out: Path, attack_spec: Path | None = None
+) -> bool:
     """Hard-link (or copy) to ``out`` an encoder another experiment of this folder already
     trained with exactly ``config`` on ``spec`` (e.g. the sibling probe's for a Table 2 run),
-    judged by its card: the same spec, architecture, sizes, task, losses, training schedule,
-    seed and data. Returns whether one was found."""
+    judged by its card: the same spec and attack set, architecture, sizes, task, losses, training
+    schedule, seed and data. Returns whether one was found."""
     spec_sha = read_artifact(spec).sha256
+    attack_sha = None if attack_spec is None else read_artifact(attack_spec).sha256
     for other in sorted(OUT.glob("*/*/encoder.safetensors")):
         if other.resolve() == out.resolve() or (other.parent / VARIANT_MARK).exists():
             continue  # a probe's training variant leaves the card as is: never a twin
@@ -172,6 +175,7 @@ def trained_twin(config: EncoderTrainConfig, spec: Path, out: Path) -> bool:
         t = card.training
         same = (
             card.parents.get("similarity_spec") == spec_sha
+            and (t.attack_set.spec if t.attack_set is not None else None) == attack_sha
             and (card.architecture, card.hidden, card.width, card.k, card.task, card.loss)
             == (config.architecture, list(config.hidden), config.width, config.k, config.task, config.loss)
             and (t.epochs, t.batch_size, t.lr, t.seed, t.keep)
@@ -202,9 +206,11 @@ def producer_run(
     cert: CenterSmoothingParams = CERT,
     labels: list[str] | None = None,
     keep: str = "best",
+    attack_spec: Path | None = None,
 ) -> tuple[Path, Path, Path]:
     """Encoder + plain train bundle + certified test bundle (reused when present); the bundles
-    carry ``labels`` (default: the encoder's task, object_hue)."""
+    carry ``labels`` (default: the encoder's task, object_hue). ``attack_spec``: the encoder's
+    random attack draws over this extension of ``spec`` (``lassi-producer train --attack-spec``)."""
     folder.mkdir(parents=True, exist_ok=True)
     encoder, train, test = (
         folder / "encoder.safetensors",
@@ -223,8 +229,11 @@ def producer_run(
             data=data,
             keep=keep,
         )
-        if not trained_twin(config, spec, encoder):
-            train_encoder(config, spec, encoder, cache_dir=OUT / ".cache", device=DEVICE)
+        if not trained_twin(config, spec, encoder, attack_spec):
+            train_encoder(
+                config, spec, encoder, cache_dir=OUT / ".cache", device=DEVICE,
+                attack_spec=attack_spec,
+            )  # fmt: skip
     if not train.exists():
         encode_split(
             spec, encoder, data, "train", train, cache_dir=OUT / ".cache", labels=labels,
@@ -349,6 +358,10 @@ def table2(args: argparse.Namespace) -> dict:
         suffix += f"-{args.attack_region}"
     if args.keep != "best":
         suffix += f"-keep{args.keep}"
+    attack_spec = None
+    if args.attack_protocol is not None:  # the encoders train against the regulator's extension
+        attack_spec = protocol_spec(args.glow, args.attack_protocol, OUT)
+        suffix += f"-attack-{args.attack_protocol}"
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:  # seed-major, so a partial run already compares both methods
         for method in args.methods:
@@ -356,7 +369,7 @@ def table2(args: argparse.Namespace) -> dict:
             loss = METHODS[method].model_copy(update={"attack_region": args.attack_region})
             encoder, train, test = producer_run(
                 spec, data, method, seed, run, args.test, loss, args.epochs, args.cert,
-                keep=args.keep,
+                keep=args.keep, attack_spec=attack_spec,
             )  # fmt: skip
             sigma = args.lassi_sigma if method != "baseline" and args.lassi_sigma else SIGMA_CLS[method]
             result = consumer_run(spec, train, test, "object_hue", sigma, run, seed, verify_params=args.verify)
@@ -639,6 +652,12 @@ def main() -> int:
         "--attack-region", choices=["ball", "cube"], default="ball",
         help="table2: where the encoder's random attack draws t (cube: each t_i on [-eps, eps], "
         "as the authors' code does for one attribute name)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--attack-protocol", choices=PAIRS_PROTOCOLS, default=None,
+        help="table2: train the encoders' random attack over this protocol's spec, an extension "
+        "of --protocol's (lassi-producer train --attack-spec; e.g. authors-given-scale with "
+        "--protocol authors); the certificates stay --protocol's",
     )  # fmt: skip
     parser.add_argument(
         "--keep", choices=["best", "last"], default="best",

@@ -94,3 +94,28 @@ def test_spec_for_names_a_conditioned_spec_apart(
     (args, kwargs), (_, plain) = calls
     assert args[4] == out and kwargs["given"] == "scale" and kwargs["vectors"] == "pairs"
     assert plain["given"] is None
+
+
+def test_table2_reuses_an_encoder_only_with_the_same_attack_set(
+    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An encoder trained with ``--attack-spec`` names the certified spec as its parent, like one
+    trained without: its card's attack set keeps the two apart (and two attack sets apart)."""
+    from lassi.spec import AttackSet, EncoderCard, write_artifact
+
+    monkeypatch.setattr(run, "OUT", tmp_path)
+    attack, other_attack = chain["glow"], chain["classifier"]  # any two files: judged by SHA-256
+    plain = read_artifact(chain["encoder"], expect=EncoderCard)
+    card = plain.meta.model_copy(update={"training": plain.meta.training.model_copy(
+        update={"attack_set": AttackSet(spec=read_artifact(attack).sha256, extra_vectors=["extra_0"])}
+    )})  # fmt: skip
+    extended = tmp_path / "sibling-probe" / "seed0" / "encoder.safetensors"
+    extended.parent.mkdir(parents=True)
+    write_artifact(extended, card, plain.tensors)
+    config = _config_of(extended)
+    target = tmp_path / "table2-authors" / "run" / "encoder.safetensors"
+    assert not run.trained_twin(config, chain["spec"], target)  # no attack set asked for
+    assert not run.trained_twin(config, chain["spec"], target, other_attack)
+    assert not target.exists()
+    assert run.trained_twin(config, chain["spec"], target, attack)
+    assert target.read_bytes() == extended.read_bytes()
