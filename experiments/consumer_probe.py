@@ -5,8 +5,9 @@
 
 For each seed's Table 2 run (authors' protocol, `run.py table2 ... --epochs 40 --keep last`, whose
 encoder and bundles it reuses), trains the consumer's σ_cls classifier for each ``--epochs`` (1 is
-Table 2's; the authors train one epoch on about 224 000 images, ≈ 1750 steps of 128, which 25
-epochs of our 9000 training representations match) and reports:
+Table 2's; the authors train one epoch on their correlated split, up to 224 000 images or ≈ 1750
+steps of 128 if their train split were all of 3D Shapes, which 25 epochs of our 9000 training
+representations match) and reports:
 
 - the consumer's own verification of the 150 certified test samples (accuracy, certified fair);
 - the 15 orientation siblings of each test sample read at their *plain* representations
