@@ -193,3 +193,17 @@ def test_train_refuses_an_attack_spec_that_does_not_extend_the_spec(
     assert result.exit_code == EXIT_CODES["usage"], result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert message in result.output and str(attack) in result.output and not out.exists()
+
+
+def test_train_refuses_to_write_over_its_attack_spec(chain, conditional, tmp_path: Path) -> None:
+    from factories import DATA
+
+    attack = tmp_path / "attack.safetensors"
+    attack.write_bytes(conditional["spec"].read_bytes())
+    before = attack.read_bytes()
+    result = CliRunner().invoke(
+        producer, ["train", "--spec", str(chain["spec"]), "--attack-spec", str(attack), *DATA, *TRAIN,
+                   "--out", str(attack)],
+    )  # fmt: skip
+    assert result.exit_code == EXIT_CODES["usage"], result.output
+    assert "is also an input" in result.output and attack.read_bytes() == before
