@@ -163,11 +163,6 @@ def train_command(
 
     check_outputs([out, checkpoint_of(out)], inputs=[spec, attack_spec])
     sim, data = _load_spec(spec, options)
-    attack = None
-    if attack_spec is not None:
-        from lassi.regulator.similarity import SimilaritySet
-
-        attack = SimilaritySet.load(attack_spec)
     try:
         widths = [int(w) for w in hidden.split(",") if w.strip()]
     except ValueError:
@@ -190,7 +185,7 @@ def train_command(
     set_threads(threads)
     train_encoder(
         config, sim, out, cache_dir=cache_dir, progress=not quiet, device=device,
-        attack_spec=attack,
+        attack_spec=attack_spec,
     )  # fmt: skip
     if quiet:  # the result line is printed with or without --quiet (progress is not)
         from lassi.spec import EncoderCard, read_artifact
