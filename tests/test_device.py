@@ -201,3 +201,62 @@ def test_certificates_on_cuda_match_cpu() -> None:
     gpu_rs = Smooth(head.to("cuda"), 3, 0.5, device="cuda").certify(z, 100, 2000, 0.001, 0, 7)
     assert cpu_rs.prediction == gpu_rs.prediction
     assert abs(cpu_rs.count - gpu_rs.count) <= 2  # argmax flips only at float32 near-ties
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+@pytest.mark.parametrize(
+    "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
+)
+def test_commands_on_cuda_match_cpu(name: str, chain: dict[str, Path], tmp_path: Path) -> None:
+    """Each heavy command with --device cuda writes what --device cpu writes, up to float32
+    rounding: the same keys, dtypes and shapes, integer tensors (statuses, predictions, counts)
+    equal, floating ones close; the ONNX export gives the same outputs on the same input.
+
+    The trained weights can differ by more than rounding: Adam moves a weight by about lr per step
+    whatever its gradient's size, so a gradient that rounds to the other sign near zero moves it
+    the other way. Their bound is 2 * lr per optimiser step (lr 1e-3; train-glow takes 3 steps,
+    producer train 2 of 64 images)."""
+    group, args, out_option = _commands(chain, tmp_path)[name]
+    results = {}
+    for label in ("cpu", "cuda"):
+        out = tmp_path / (label if out_option == "--out-dir" else f"{label}.safetensors")
+        result = CliRunner().invoke(group, [*args, "--device", label, out_option, str(out)])
+        assert result.exit_code == 0, result.output
+        results[label] = out
+    if out_option == "--out-dir":
+        _assert_onnx_equal(results["cpu"], results["cuda"])
+        return
+    steps = {"train-glow": 3, "producer-train": 2}.get(name)
+    atol = 1e-4 if steps is None else 2 * 1e-3 * steps
+    cpu, cuda = _tensors(results["cpu"]), _tensors(results["cuda"])
+    assert cpu and cuda.keys() == cpu.keys()
+    for key, value in cpu.items():
+        other = cuda[key]
+        assert (other.dtype, other.shape) == (value.dtype, value.shape), key
+        if np.issubdtype(value.dtype, np.floating):
+            diff = float(np.max(np.abs(other.astype(np.float64) - value), initial=0.0))
+            assert np.isfinite(other).all(), key
+            assert np.allclose(other, value, rtol=1e-3, atol=atol), f"{key}: max |diff| {diff:.3g}"
+        else:
+            np.testing.assert_array_equal(other, value, err_msg=key)
+
+
+def _assert_onnx_equal(cpu_dir: Path, cuda_dir: Path) -> None:
+    import onnxruntime as ort
+
+    names = sorted(f.name for f in cpu_dir.glob("*.onnx"))
+    assert names and names == sorted(f.name for f in cuda_dir.glob("*.onnx"))
+    rng = np.random.default_rng(0)
+    for name in names:
+        sessions = [
+            ort.InferenceSession(str(d / name), providers=["CPUExecutionProvider"])
+            for d in (cpu_dir, cuda_dir)
+        ]
+        feed = {}
+        for arg in sessions[0].get_inputs():
+            shape = [dim if isinstance(dim, int) else 2 for dim in arg.shape]
+            feed[arg.name] = rng.standard_normal(shape).astype(np.float32)
+        a, b = (s.run(None, feed) for s in sessions)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6, err_msg=name)
