@@ -96,6 +96,24 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in load_file(str(path)).items() if k != "seconds"}
 
 
+def _run(command: tuple, label: str, extra: list[str], d: Path) -> Path:
+    """Run one of ``_commands`` with ``extra`` options, writing to ``d/label``; its output path."""
+    group, args, out_option = command
+    out = d / (label if out_option == "--out-dir" else f"{label}.safetensors")
+    result = CliRunner().invoke(group, [*args, *extra, out_option, str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _optimiser_steps(args: list[str]) -> int:
+    """Optimiser steps a training command of ``_commands`` takes: train-glow's --steps, or
+    producer train's epochs x ceil(--max-train / --batch-size)."""
+    value = dict(zip(args, args[1:], strict=False))
+    if "--steps" in value:
+        return int(value["--steps"])
+    return int(value["--epochs"]) * -(-int(value["--max-train"]) // int(value["--batch-size"]))
+
+
 @pytest.mark.parametrize(
     "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
 )
@@ -103,13 +121,10 @@ def test_device_cpu_and_auto_equal_no_option(
     name: str, chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto = cpu, also on a GPU
-    group, args, out_option = _commands(chain, tmp_path)[name]
+    command = _commands(chain, tmp_path)[name]
     results = {}
     for label, extra in (("none", []), ("cpu", ["--device", "cpu"]), ("auto", ["--device", "auto"])):
-        out = tmp_path / (label if out_option == "--out-dir" else f"{label}.safetensors")
-        result = CliRunner().invoke(group, [*args, *extra, out_option, str(out)])
-        assert result.exit_code == 0, result.output
-        results[label] = _tensors(out)
+        results[label] = _tensors(_run(command, label, extra, tmp_path))
     assert results["none"], "the command wrote no tensor"
     for label in ("cpu", "auto"):
         assert results[label].keys() == results["none"].keys()
@@ -203,6 +218,9 @@ def test_certificates_on_cuda_match_cpu() -> None:
     assert abs(cpu_rs.count - gpu_rs.count) <= 2  # argmax flips only at float32 near-ties
 
 
+TRAINING = ("train-glow", "producer-train")  # Adam-trained weights; consumer train matches closely
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize(
@@ -215,20 +233,13 @@ def test_commands_on_cuda_match_cpu(name: str, chain: dict[str, Path], tmp_path:
 
     The trained weights can differ by more than rounding: Adam moves a weight by about lr per step
     whatever its gradient's size, so a gradient that rounds to the other sign near zero moves it
-    the other way. Their bound is 2 * lr per optimiser step (lr 1e-3; train-glow takes 3 steps,
-    producer train 2 of 64 images)."""
-    group, args, out_option = _commands(chain, tmp_path)[name]
-    results = {}
-    for label in ("cpu", "cuda"):
-        out = tmp_path / (label if out_option == "--out-dir" else f"{label}.safetensors")
-        result = CliRunner().invoke(group, [*args, "--device", label, out_option, str(out)])
-        assert result.exit_code == 0, result.output
-        results[label] = out
-    if out_option == "--out-dir":
+    the other way. Their bound is 2 * lr per optimiser step (lr 1e-3, both commands' default)."""
+    command = _commands(chain, tmp_path)[name]
+    results = {label: _run(command, label, ["--device", label], tmp_path) for label in ("cpu", "cuda")}
+    if command[2] == "--out-dir":
         _assert_onnx_equal(results["cpu"], results["cuda"])
         return
-    steps = {"train-glow": 3, "producer-train": 2}.get(name)
-    atol = 1e-4 if steps is None else 2 * 1e-3 * steps
+    atol = 2 * 1e-3 * _optimiser_steps(command[1]) if name in TRAINING else 1e-4
     cpu, cuda = _tensors(results["cpu"]), _tensors(results["cuda"])
     assert cpu and cuda.keys() == cpu.keys()
     for key, value in cpu.items():
