@@ -3,18 +3,19 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PKGS := spec_schema/pyproject.toml regulator/pyproject.toml producer/pyproject.toml consumer/pyproject.toml
+PKGS := spec_schema/pyproject.toml regulator/pyproject.toml producer/pyproject.toml consumer/pyproject.toml experiments/pyproject.toml
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench results clean
 
 setup: $(STAMP)
 
-# torch first: 2.13.0 is the CPU build on this machine's disk; anything else would download CUDA.
+# torch first, pinned: the CPU build, so that pip does not fetch a CUDA build.
 $(STAMP): $(PKGS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check \
-		-e "./spec_schema[test]" -e "./regulator[cpu,test]" -e "./producer[cpu,test]" -e "./consumer[cpu,test]"
+		-e "./spec_schema[test]" -e "./regulator[cpu,test]" -e "./producer[cpu,test]" -e "./consumer[cpu,test]" \
+		-e ./experiments
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -29,6 +30,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
+
+# docs/results.md from the committed results files docs/results/*.json
+results: $(STAMP)
+	$(BIN)/lassi-experiments report
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -1,14 +1,11 @@
-"""Test configuration: make tests/factories.py importable and keep torch to few threads."""
+"""Test configuration: the session's shared fixtures (tests/factories.py is importable because
+pytest puts this folder, which has no __init__.py, on the import path)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

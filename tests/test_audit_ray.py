@@ -8,7 +8,6 @@ findings must agree exactly.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +19,6 @@ from factories import run
 pytest.importorskip("ray")
 
 from test_ray import ray_cluster  # noqa: E402,F401  (the session's shared cluster fixture)
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 
 def _findings(result) -> list[dict]:
@@ -44,8 +41,7 @@ def test_audit_through_ray_equals_local(chain: dict[str, Path], tmp_path: Path, 
 
 
 def test_ground_truth_siblings_through_ray_equal_local(chain: dict[str, Path], ray_cluster) -> None:  # noqa: F811
-    from ground_truth import siblings_certified
-
+    from lassi.experiments.ground_truth import siblings_certified
     from lassi.spec.executors import RayExecutor
 
     args = (chain["spec"], chain["encoder"], chain["classifier"], chain["test"], chain["report"])

@@ -31,7 +31,7 @@ from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import run_key
 
 
-def _siblings(sample_id: int) -> tuple[np.ndarray, np.ndarray]:
+def siblings_of(sample_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Factor rows [15, 6] and data set indices [15] of a sample's orientation siblings."""
     factors = Shapes3D.siblings(Shapes3D.index_to_factors(np.array([sample_id])))[0]
     return factors, Shapes3D.factors_to_index(factors)
@@ -55,7 +55,7 @@ def siblings_predict(
     ids = read_artifact(test).tensors["ids"]
     out = np.zeros((len(ids), FACTOR_SIZES[5]), dtype=np.int64)
     for i, sample_id in enumerate(tqdm(ids, desc="ground truth", unit="sample", dynamic_ncols=True)):
-        factors, sibling_ids = _siblings(int(sample_id))
+        factors, sibling_ids = siblings_of(int(sample_id))
         z_g = sim.encode_images(renderer.render(factors))
         for j, (z, sid) in enumerate(zip(z_g, sibling_ids, strict=True)):
             center, _ = CenterSmoothing(base.for_latent(z.to(device)), sim.m, params).center(
@@ -99,7 +99,7 @@ def siblings_certified(
 
     @torch.no_grad()
     def certify_siblings(i: int) -> dict[str, np.ndarray]:
-        factors, sibling_ids = _siblings(int(ids[i]))
+        factors, sibling_ids = siblings_of(int(ids[i]))
         row = {
             "prediction": np.full(shape[1], ABSTAIN, dtype=np.int64),
             "certified": np.zeros(shape[1], dtype=bool),
@@ -132,7 +132,8 @@ def siblings_certified(
         test=bundle.sha256, report=read_artifact(report).sha256,
     )
     if executor is not None and type(executor).__name__ == "RayExecutor":
-        # experiments/ is not an installed package: Ray's workers get this module by value
+        # Ray's workers on other machines need not have lassi-experiments installed: they get
+        # this module by value
         from ray import cloudpickle
 
         cloudpickle.register_pickle_by_value(sys.modules[__name__])

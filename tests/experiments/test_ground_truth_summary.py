@@ -1,15 +1,12 @@
-"""Table 2's ground-truth figures from sibling predictions (experiments/ground_truth.py)."""
+"""Table 2's ground-truth figures from sibling predictions (lassi.experiments.ground_truth)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-
-from ground_truth import probe_figures, summarise  # noqa: E402
+from lassi.experiments.ground_truth import probe_figures, summarise
 
 
 def test_any_sibling_certified_but_unfair_follows_the_authors_definition() -> None:
@@ -68,11 +65,15 @@ def test_an_experiments_folder_refuses_another_glows_spec(chain, tmp_path: Path)
     import shutil
 
     import pytest
-    from run import spec_for
+    import torch
 
     from factories import DATA, run
+    from lassi.experiments import load_settings
+    from lassi.experiments.workspace import Workspace
     from lassi.regulator.cli import main as regulator
     from lassi.spec import UsageError
+
+    spec_for = Workspace(out=tmp_path, device=torch.device("cpu"), settings=load_settings()).spec_for
 
     folder = tmp_path / "table2"
     folder.mkdir()

@@ -1,21 +1,24 @@
-"""experiments/run.py reuses an encoder another experiment trained with the same configuration
+"""lassi-experiments reuses an encoder another experiment trained with the same configuration
 (the sibling probe's for Table 2), judged by the encoder's card, and nothing else."""
 
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+from lassi.experiments import load_settings
+from lassi.experiments import workspace as workspace_module
+from lassi.experiments.workspace import Workspace
+from lassi.producer.training import EncoderTrainConfig
+from lassi.regulator.data_config import DatasetConfig
+from lassi.spec import read_artifact
 
-import run  # noqa: E402
 
-from lassi.producer.training import EncoderTrainConfig  # noqa: E402
-from lassi.regulator.data_config import DatasetConfig  # noqa: E402
-from lassi.spec import read_artifact  # noqa: E402
+def _workspace(out: Path) -> Workspace:
+    return Workspace(out=out, device=torch.device("cpu"), settings=load_settings())
 
 
 def _config_of(encoder: Path) -> EncoderTrainConfig:
@@ -30,9 +33,9 @@ def _config_of(encoder: Path) -> EncoderTrainConfig:
 
 
 def test_table2_reuses_only_an_encoder_of_the_same_configuration(
-    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chain: dict[str, Path], tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(run, "OUT", tmp_path)
+    run = _workspace(tmp_path)
     probe = tmp_path / "sibling-probe" / "seed0" / "encoder.safetensors"
     probe.parent.mkdir(parents=True)
     shutil.copyfile(chain["encoder"], probe)
@@ -56,11 +59,11 @@ def test_table2_reuses_only_an_encoder_of_the_same_configuration(
 
 
 def test_table2_never_reuses_a_probe_variant_encoder(
-    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chain: dict[str, Path], tmp_path: Path
 ) -> None:
     """A probe trained with another attack radius or attack set writes the same card as Table 2's
     configuration; its folder's mark keeps trained_twin from reusing it."""
-    monkeypatch.setattr(run, "OUT", tmp_path)
+    run = _workspace(tmp_path)
     probe = tmp_path / "sibling-probe" / "conditional-scale-seed0" / "encoder.safetensors"
     probe.parent.mkdir(parents=True)
     shutil.copyfile(chain["encoder"], probe)
@@ -73,12 +76,13 @@ def test_table2_never_reuses_a_probe_variant_encoder(
 def test_table2_protocols_keep_their_runs_apart() -> None:
     """Each protocol writes its own folder and results file, and says how its siblings are
     checked: a protocol added without them would mix its runs into another's."""
-    folders = [p["folder"] for p in run.PROTOCOLS.values()]
+    protocols = load_settings().protocols
+    folders = [p.folder for p in protocols.values()]
     assert len(set(folders)) == len(folders)
-    for name, protocol in run.PROTOCOLS.items():
-        assert protocol["siblings"] in ("certify", "predict"), name
-        assert protocol["vectors"] in ("halves", "pairs"), name
-    assert run.PROTOCOLS["authors-given-scale"]["given"] == "scale"
+    for name, protocol in protocols.items():
+        assert protocol.siblings in ("certify", "predict"), name
+        assert protocol.vectors in ("halves", "pairs"), name
+    assert protocols["authors-given-scale"].given == "scale"
 
 
 def test_spec_for_names_a_conditioned_spec_apart(
@@ -87,7 +91,8 @@ def test_spec_for_names_a_conditioned_spec_apart(
     """The conditioned spec gets its own file name (never the pairs spec's, which a folder reuses)
     and define is asked for it."""
     calls = []
-    monkeypatch.setattr(run, "define_spec", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(workspace_module, "define_spec", lambda *args, **kwargs: calls.append((args, kwargs)))
+    run = _workspace(tmp_path)
     out = run.spec_for(chain["glow"], ["orientation"], tmp_path, "pairs", "scale")
     assert out.name == "spec-orientation-pairs-given-scale.safetensors"
     assert run.spec_for(chain["glow"], ["orientation"], tmp_path, "pairs").name == "spec-orientation-pairs.safetensors"
@@ -97,13 +102,13 @@ def test_spec_for_names_a_conditioned_spec_apart(
 
 
 def test_table2_reuses_an_encoder_only_with_the_same_attack_set(
-    chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chain: dict[str, Path], tmp_path: Path
 ) -> None:
     """An encoder trained with ``--attack-spec`` names the certified spec as its parent, like one
     trained without: its card's attack set keeps the two apart (and two attack sets apart)."""
     from lassi.spec import AttackSet, EncoderCard, write_artifact
 
-    monkeypatch.setattr(run, "OUT", tmp_path)
+    run = _workspace(tmp_path)
     attack, other_attack = chain["glow"], chain["classifier"]  # any two files: judged by SHA-256
     plain = read_artifact(chain["encoder"], expect=EncoderCard)
     card = plain.meta.model_copy(update={"training": plain.meta.training.model_copy(

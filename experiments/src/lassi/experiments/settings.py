@@ -1,0 +1,150 @@
+"""The experiments' settings and Table 2's protocols, read from the TOML files beside this module
+(settings.toml, protocols.toml) into validated models; nothing here is module state."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lassi.spec import LossWeights, UsageError
+from lassi.spec.center_smoothing import CenterSmoothingParams
+from lassi.spec.errors import validation_message
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Regulator(Frozen):
+    epsilon: float = Field(gt=0)
+    fidelity_images: int = Field(ge=1)
+
+
+class Producer(Frozen):
+    correlate: str
+
+
+class Encoder(Frozen):
+    hidden: list[int]
+    k: int = Field(ge=1)
+    task: str
+    batch_size: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+
+
+class Method(Frozen):
+    """One row of the paper's ablation (Sec. 4.2 losses) and the consumer's sigma_cls for it."""
+
+    sigma_cls: float = Field(gt=0)
+    loss: LossWeights
+
+
+class RandomizedSmoothing(Frozen):
+    n0: int = Field(ge=1)
+    n: int = Field(ge=1)
+    alpha: float = Field(gt=0, lt=1)
+
+
+class Table2(Frozen):
+    sibling_n0: int = Field(ge=2)
+
+
+class Ablation(Frozen):
+    sigmas: list[float]
+    sensitive_sets: list[str]
+    accuracy_slack: float = Field(ge=0)
+
+
+class Transfer(Frozen):
+    tasks: list[str]
+    sigmas: list[float]
+    lambda_adv: float
+    lambda_contr: float
+    lambda_rec: float
+    delta_contr: float
+    attack_points: int
+    consumer_epochs: int
+
+
+class SiblingProbe(Frozen):
+    epochs: int
+    keep: Literal["best", "last"]
+    sigma_cls: float = Field(gt=0)
+
+
+class Protocol(Frozen):
+    """One of Table 2's protocols (protocols.toml)."""
+
+    description: str
+    vectors: Literal["halves", "pairs"]
+    given: str | None = None
+    correlate: str
+    folder: str
+    siblings: Literal["certify", "predict"]
+
+
+class Settings(Frozen):
+    regulator: Regulator
+    producer: Producer
+    encoder: Encoder
+    methods: dict[str, Method]
+    center_smoothing: dict[str, float | int | str]
+    randomized_smoothing: RandomizedSmoothing
+    table2: Table2
+    ablation: Ablation
+    transfer: Transfer
+    sibling_probe: SiblingProbe
+    protocols: dict[str, Protocol]
+
+    @property
+    def cert(self) -> CenterSmoothingParams:
+        """The certified test bundles' center smoothing parameters."""
+        return CenterSmoothingParams(**self.center_smoothing)
+
+    @property
+    def verify(self) -> dict:
+        """Keyword arguments of lassi.consumer.verification.verify (n0, n, alpha)."""
+        return self.randomized_smoothing.model_dump()
+
+    @property
+    def pairs_protocols(self) -> list[str]:
+        return [name for name, p in self.protocols.items() if p.vectors == "pairs"]
+
+
+def _read(path: Path | None, name: str) -> dict:
+    try:
+        if path is None:
+            return tomllib.loads(resources.files(__package__).joinpath(name).read_text())
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(path or name, f"cannot read the settings: {error}") from error
+
+
+def load_settings(settings: Path | None = None, protocols: Path | None = None) -> Settings:
+    """The settings (default: the packaged settings.toml and protocols.toml)."""
+    data = _read(settings, "settings.toml") | {"protocols": _read(protocols, "protocols.toml")}
+    where = settings or protocols or "settings.toml"
+    try:
+        out = Settings.model_validate(data)
+    except ValidationError as error:
+        raise UsageError(where, validation_message(error, "setting")) from error
+    try:
+        out.cert  # noqa: B018  (center smoothing's own checks)
+    except (TypeError, ValueError) as error:
+        raise UsageError(where, f"setting 'center_smoothing': {error}") from error
+    return out
+
+
+def with_draws(params: CenterSmoothingParams, n0: int, n: int) -> CenterSmoothingParams:
+    """``params`` with other draw counts."""
+    return dataclasses.replace(params, n0=n0, n=n)
