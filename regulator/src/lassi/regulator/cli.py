@@ -92,8 +92,8 @@ def train_glow_command(
     "--attribute",
     "attributes",
     multiple=True,
-    required=True,
-    help="Sensitive attribute (repeat for several: the l2 ball ||t|| <= eps).",
+    help="Sensitive attribute (repeat for several: the l2 ball ||t|| <= eps); required except "
+    "with --method discover.",
 )
 @click.option(
     "--epsilon",
@@ -128,6 +128,53 @@ def train_glow_command(
     "adds orientation's move for each of the 8 object sizes). ATTRIBUTE must not be sensitive.",
 )
 @click.option(
+    "--method",
+    type=click.Choice(["average", "perpendicular", "ramaswamy", "discover"]),
+    default="average",
+    show_default=True,
+    help="How the vectors are computed: average difference of latent means (the paper's); "
+    "perpendicular: the unit normal of a linear classifier of the attribute on the latent "
+    "(Denton et al.); ramaswamy: that normal made orthogonal to --task's, scaled by the mean "
+    "distance to the mirrored latent (Ramaswamy et al.); discover: 3 directions along which "
+    "the --classifier's output changes most, orthogonal to --task's normal (Li & Xu). "
+    "--vectors and --condition-on apply to average only.",
+)
+@click.option("--task", default=None, help="ramaswamy, discover: the task attribute.")
+@click.option(
+    "--normalize/--no-normalize",
+    default=True,
+    show_default=True,
+    help="perpendicular: unit-norm vectors (ramaswamy's are scaled, discover's unit).",
+)
+@click.option(
+    "--boundary-epochs", type=int, default=3, show_default=True, help="Linear classifiers: epochs."
+)
+@click.option("--boundary-lr", type=float, default=1e-3, show_default=True)
+@click.option("--boundary-batch-size", type=int, default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Learned methods' seed.")
+@click.option(
+    "--classifier",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="discover: the biased classifier, a lassi encoder artifact (E_L and its auxiliary head, "
+    "e.g. lassi-producer train --lambda-adv 0 on the task) whose input is this Glow's latent.",
+)
+@click.option(
+    "--class-index", type=int, default=1, show_default=True, help="discover: the class whose probability moves."
+)
+@click.option("--directions", type=int, default=3, show_default=True, help="discover: directions.")
+@click.option("--discover-iterations", type=int, default=2000, show_default=True)
+@click.option("--discover-batch-size", type=int, default=4, show_default=True)
+@click.option("--discover-lr", type=float, default=1e-3, show_default=True)
+@click.option("--lambda-orth", type=float, default=10.0, show_default=True, help="discover: orthogonality weight.")
+@click.option(
+    "--discover-step",
+    type=float,
+    default=None,
+    help="discover: walk -s, 0, +s along the normal (default eps/2: the authors walk 5 and "
+    "certify at eps 10).",
+)
+@click.option(
     "--fidelity-images",
     type=int,
     default=32,
@@ -160,6 +207,21 @@ def define_command(
     max_images: int | None,
     vectors: str,
     given: str | None,
+    method: str,
+    task: str | None,
+    normalize: bool,
+    boundary_epochs: int,
+    boundary_lr: float,
+    boundary_batch_size: int,
+    seed: int,
+    classifier: Path | None,
+    class_index: int,
+    directions: int,
+    discover_iterations: int,
+    discover_batch_size: int,
+    discover_lr: float,
+    lambda_orth: float,
+    discover_step: float | None,
     fidelity_images: int,
     max_alpha: float | None,
     sigma_enc_min: float | None,
@@ -170,13 +232,35 @@ def define_command(
     quiet: bool,
     **options: Any,
 ) -> None:
-    """Compute attribute vectors (average_diff) and write the similarity spec.
+    """Compute attribute vectors (--method) and write the similarity spec.
 
     The policy options are recorded in the spec; ``audit`` and ``lassi-consumer verify --spec``
     refuse certificates that break them.
     """
+    from lassi.regulator.attribute_methods import MethodConfig
     from lassi.regulator.similarity import define_spec
     from lassi.spec.models import CertificationPolicy
+
+    method_config = validated(
+        MethodConfig,
+        "method",
+        method="average_diff" if method == "average" else method,
+        task=task,
+        normalize=normalize,
+        epochs=boundary_epochs,
+        lr=boundary_lr,
+        batch_size=boundary_batch_size,
+        seed=seed,
+        classifier=classifier,
+        class_index=class_index,
+        directions=directions,
+        iterations=discover_iterations,
+        discover_batch_size=discover_batch_size,
+        discover_lr=discover_lr,
+        lambda_orth=lambda_orth,
+        step=discover_step,
+    )
+    method_config.check(list(attributes))
     limits = dict(
         max_alpha=max_alpha, sigma_enc_min=sigma_enc_min, sigma_enc_max=sigma_enc_max, min_n=min_n
     )
@@ -184,7 +268,7 @@ def define_command(
     if any(v is not None for v in limits.values()):
         policy = validated(CertificationPolicy, "policy", **limits)
     data = dataset_config_from_options(options)
-    check_outputs([out], inputs=[glow_path])
+    check_outputs([out], inputs=[glow_path, *([classifier] if classifier else [])])
     set_threads(threads)
     define_spec(
         glow_path,
@@ -199,6 +283,7 @@ def define_command(
         vectors=vectors,
         device=device,
         given=given,
+        method=method_config,
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lassi.regulator.attribute_methods import MethodConfig, learned_vectors
 from lassi.regulator.attributes import (
     ValueMeans,
     VectorChoice,
@@ -130,6 +131,7 @@ def define_spec(
     vectors: VectorChoice = "pairs",
     device: str | torch.device = "cpu",
     given: str | None = None,
+    method: MethodConfig | None = None,
 ) -> Path:
     """Compute the attribute vectors over the train split and write the similarity spec.
 
@@ -139,7 +141,16 @@ def define_spec(
     images with that value only (``define --condition-on``; see ``lassi.regulator.attributes``).
     On 3D Shapes with orientation among the attributes, also measures the fidelity of the
     single halves orientation vector and the coverage of the whole set (both printed).
-    ``device``: where E_G and D_G run (the means are summed in float64 on the host)."""
+    ``device``: where E_G and D_G run (the means are summed in float64 on the host).
+    ``method``: how the vectors are computed (default average_diff; ``perpendicular``,
+    ``ramaswamy`` and ``discover`` are in :mod:`lassi.regulator.attribute_methods`, which
+    ``vectors`` and ``given`` do not apply to; 3D Shapes then measures their coverage only)."""
+    method = method or MethodConfig()
+    learned = method.method != "average_diff"
+    if learned and given is not None:
+        raise UsageError(None, f"--condition-on applies to --method average_diff, not {method.method}")
+    if not learned:
+        method.check(attributes)
     if not epsilon > 0 or not np.isfinite(epsilon):
         raise UsageError(None, f"epsilon must be a positive number, got {epsilon}")
     glow, glow_artifact = load_glow(glow_path)
@@ -150,18 +161,31 @@ def define_spec(
     ids = source.split_ids("train")
     if max_images is not None:
         ids = ids[:max_images]
-    stats = value_means(glow, source, attributes, ids, progress=progress, given=given)
-    matrix, infos = vectors_from_means(stats, source, vectors)
+    record = None
+    if learned:
+        val_ids = source.split_ids("val")
+        if max_images is not None:
+            val_ids = val_ids[:max_images]
+        stats: list[ValueMeans] = []
+        matrix, infos, record = learned_vectors(
+            glow, source, attributes, ids, val_ids, epsilon, method, progress
+        )
+    else:
+        stats = value_means(glow, source, attributes, ids, progress=progress, given=given)
+        matrix, infos = vectors_from_means(stats, source, vectors)
     fid = cov = None
-    if data.dataset == "shapes3d" and "orientation" in attributes:
-        halves = stats[attributes.index("orientation")].halves().astype(np.float32)
-        fid = fidelity(glow, source, torch.from_numpy(halves), epsilon, fidelity_images)
+    if data.dataset == "shapes3d" and ("orientation" in attributes or method.method == "discover"):
+        if not learned:
+            halves = stats[attributes.index("orientation")].halves().astype(np.float32)
+            fid = fidelity(glow, source, torch.from_numpy(halves), epsilon, fidelity_images)
         choice = vectors if given is None else f"{vectors} + halves per {given}"
+        choice = method.method if learned else choice
         cov = coverage(
             glow, source, torch.from_numpy(matrix), epsilon, choice, n_images=fidelity_images
         )
         if progress:
-            print(describe_fidelity(fid, epsilon))
+            if fid is not None:
+                print(describe_fidelity(fid, epsilon))
             print(describe(cov))
     meta = SimilaritySpec(
         tool=TOOL,
@@ -169,6 +193,8 @@ def define_spec(
         preprocessing=glow_artifact.meta.preprocessing,
         data=data.provenance("train", len(ids)),
         attributes=infos,
+        attribute_method=method.method,
+        method=record,
         epsilon=epsilon,
         fidelity=fid,
         policy=policy,
@@ -179,8 +205,10 @@ def define_spec(
     tensors["attribute_vectors"] = matrix
     write_artifact(out, meta, tensors)
     if progress:
+        kind = method.method if learned else vectors
         print(
-            f"wrote {out} (attributes {', '.join(attributes)}, {len(matrix)} vectors ({vectors}"
+            f"wrote {out} (attributes {', '.join(i.name for i in infos)}, {len(matrix)} vectors "
+            f"({kind}"
             + ("" if given is None else f" + one halves vector per value of {given}")
             + f"), epsilon {epsilon})"
         )

@@ -343,6 +343,83 @@ class Coverage(Model):
     min_angle_deg: float = 20.0
 
 
+AttributeMethodName = Literal["average_diff", "perpendicular", "ramaswamy", "discover"]
+
+
+class LinearBoundary(Model):
+    """A linear classifier Linear(D, 1) of one binary label on the flattened Glow latent (BCE
+    with logits, Adam), the epoch with the lowest validation loss kept (``perpendicular``,
+    ``ramaswamy``, and the task's known normal of ``discover``). A multi-valued attribute is
+    labelled high half (1) against low half (0) of its values, its middle value left out."""
+
+    attribute: Name
+    val_accuracy: float = Field(ge=0, le=1)
+    val_loss: float = Field(ge=0, allow_inf_nan=False)
+    best_epoch: int = Field(ge=0)
+    n_train: int = Field(ge=1)
+    n_val: int = Field(ge=1)
+
+
+class DiscoverSettings(Model):
+    """Li & Xu's discovery of a biased classifier's unknown attributes (``method = discover``):
+    hyperplanes (w, b) in the Glow latent whose unit normal, walked by ``steps`` from each
+    point's projection onto the plane, changes the classifier's probability of
+    ``class_index`` most (total-variation loss), with ``lambda_orth`` times the mean squared
+    cosine to the known normals as a penalty (the task's linear normal, then each direction
+    found). ``final_tv_loss`` and ``max_known_cosine`` (|cos| to the known normals) are each
+    direction's at its last iteration."""
+
+    classifier: Sha256 = Field(description="SHA-256 of the biased classifier's artifact")
+    classifier_kind: Literal["encoder"] = "encoder"
+    classifier_task: Name
+    class_index: int = Field(ge=0, lt=MAX_CLASSES)
+    directions: int = Field(ge=1, le=16)
+    iterations: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: PositiveFloat
+    lambda_orth: float = Field(ge=0, allow_inf_nan=False)
+    steps: list[FiniteFloat] = Field(min_length=2, max_length=64)
+    final_tv_loss: list[FiniteFloat] = Field(max_length=16)
+    max_known_cosine: list[Annotated[float, Field(ge=0, le=1)]] = Field(max_length=16)
+
+    @model_validator(mode="after")
+    def _one_per_direction(self) -> DiscoverSettings:
+        if not len(self.final_tv_loss) == len(self.max_known_cosine) == self.directions:
+            raise ValueError("final_tv_loss and max_known_cosine need one entry per direction")
+        return self
+
+
+class AttributeMethod(Model):
+    """How the attribute vectors were computed when not by average difference (paper Sec. 4.1
+    uses the average difference; the authors' code also offers these): ``perpendicular``
+    (Denton et al.: the weight of a linear classifier of each sensitive attribute),
+    ``ramaswamy`` (Ramaswamy et al.: that normal made orthogonal to the task's and scaled by the
+    mean distance of the train latents to their mirror image across the sensitive boundary),
+    ``discover`` (Li & Xu: directions that change a biased classifier's output most, see
+    :class:`DiscoverSettings`). ``boundaries``: the linear classifiers trained (the sensitive
+    attributes, then the task)."""
+
+    name: Literal["perpendicular", "ramaswamy", "discover"]
+    normalized: bool
+    task: Name | None = None
+    epochs: int = Field(ge=1)
+    lr: PositiveFloat
+    batch_size: int = Field(ge=1)
+    seed: int = Field(ge=0)
+    boundaries: list[LinearBoundary] = Field(min_length=1, max_length=17)
+    discover: DiscoverSettings | None = None
+
+    @model_validator(mode="after")
+    def _settings(self) -> AttributeMethod:
+        if self.name in ("ramaswamy", "discover") and self.task is None:
+            raise ValueError(f"method {self.name} needs the task it was computed against")
+        if self.task is not None and self.boundaries[-1].attribute != self.task:
+            raise ValueError("the task's boundary must come last")
+        if (self.name == "discover") != (self.discover is not None):
+            raise ValueError("discover settings come with method discover only")
+        return self
+
+
 class SimilaritySpec(ArtifactBase):
     """Who counts as similar: S(x) = {D_G(E_G(x) + sum_i t_i a_i) : ||t||_2 <= epsilon}."""
 
@@ -351,7 +428,9 @@ class SimilaritySpec(ArtifactBase):
     preprocessing: Preprocessing
     data: DataProvenance
     attributes: list[AttributeInfo] = Field(min_length=1, max_length=16)
-    attribute_method: Literal["average_diff"] = "average_diff"
+    attribute_method: AttributeMethodName = "average_diff"
+    # absent (not even null) for average_diff, so those specs' metadata is what it always was
+    method: AttributeMethod | None = Field(None, exclude_if=lambda v: v is None)
     epsilon: PositiveFloat
     norm: Literal["l2"] = "l2"
     fidelity: Fidelity | None = None
@@ -373,6 +452,15 @@ class SimilaritySpec(ArtifactBase):
     @model_validator(mode="after")
     def _consistent_preprocessing(self) -> SimilaritySpec:
         _check_preprocessing(self.flow, self.preprocessing)
+        return self
+
+    @model_validator(mode="after")
+    def _method_recorded(self) -> SimilaritySpec:
+        recorded = "average_diff" if self.method is None else self.method.name
+        if recorded != self.attribute_method:
+            raise ValueError(
+                f"attribute_method {self.attribute_method} but the method record says {recorded}"
+            )
         return self
 
     def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
