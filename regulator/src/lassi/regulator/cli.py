@@ -80,6 +80,33 @@ def train_glow_command(
     train_glow(config, out, progress=not quiet, device=device)
 
 
+@main.command("import-glow")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Glow artifact to write.",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    required=True,
+    help="Image size the checkpoint was trained at (not recorded in it; sets the top prior).",
+)
+@click.option(
+    "--n-bits", type=int, default=5, show_default=True, help="Bits per colour channel it was trained with."
+)
+def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: int) -> None:
+    """Import a rosinality/glow-pytorch Glow state dict (the LASSI authors' released Glows), a
+    .pt/.pth read with torch.load(weights_only=True) or a .safetensors with the same keys."""
+    from lassi.regulator.glow.rosinality import import_glow
+
+    check_outputs([out], inputs=[checkpoint])
+    import_glow(checkpoint, out, image_size=image_size, n_bits=n_bits)
+    click.echo(f"wrote {out}")
+
+
 @main.command("define")
 @click.option(
     "--glow",

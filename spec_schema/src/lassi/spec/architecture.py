@@ -16,8 +16,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 # Sane upper bounds (float32: 4 bytes per weight). The paper's CelebA Glow (64x64, 3 levels,
-# 32 steps, width 512) has about 3e7 weights; 1e8 leaves room and stays under 400 MB.
-MAX_MODEL_WEIGHTS = 100_000_000
+# 32 steps, width 512) has about 3e7 weights; the authors' released CelebA 128x128 Glow (L = 5,
+# K = 32, width 512, additive) 1.02e8; 1.5e8 leaves room and stays under 600 MB.
+MAX_MODEL_WEIGHTS = 150_000_000
 # Activations of one image in one coupling network: hidden x (image_size / 2)**2 elements
 # (128 MB in float32); 64x64 with width 512 needs 2**19.
 MAX_GLOW_ACTIVATION = 2**25

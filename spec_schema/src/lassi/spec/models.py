@@ -172,19 +172,36 @@ class GlowTraining(Model):
     seconds: float = Field(ge=0, allow_inf_nan=False)
 
 
+class GlowImport(Model):
+    """Where an imported Glow came from (``lassi-regulator import-glow``): a checkpoint of another
+    implementation, converted to this one (e.g. the LASSI authors' rosinality/glow-pytorch Glows)."""
+
+    format: Literal["rosinality/glow-pytorch"]
+    file: Name = Field(description="the checkpoint's file name")
+    sha256: Sha256 = Field(description="SHA-256 of the checkpoint file")
+    plain_convs: int = Field(
+        0, ge=0, description="1x1 convolutions stored as plain weights, LU-decomposed on import"
+    )
+
+
 class GlowArtifact(ArtifactBase):
-    """A trained Glow flow (regulator, ``train-glow``)."""
+    """A Glow flow: trained here (``train-glow``: ``data`` and ``training``) or imported
+    (``import-glow``: ``imported``, the data and training are the checkpoint's, not recorded)."""
 
     kind: Literal["glow"] = "glow"
     flow: GlowConfig
     preprocessing: Preprocessing
-    data: DataProvenance
-    training: GlowTraining
+    data: DataProvenance | None = None
+    training: GlowTraining | None = None
+    imported: GlowImport | None = None
     weight_prefixes: ClassVar[tuple[str, ...]] = ("glow.",)
 
     @model_validator(mode="after")
     def _consistent_preprocessing(self) -> GlowArtifact:
         _check_preprocessing(self.flow, self.preprocessing)
+        trained = self.data is not None and self.training is not None
+        if trained == (self.imported is not None) or (self.data is None) != (self.training is None):
+            raise ValueError("a Glow records either its data and training or where it was imported from")
         return self
 
     def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
