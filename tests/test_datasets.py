@@ -214,7 +214,7 @@ def test_celeba_missing_folder_unknown_attribute_and_bad_images(
 ) -> None:
     with pytest.raises(DataError) as error:
         CelebASource(tmp_path / "nowhere")
-    _one_line(error, "nowhere", "not found")
+    _one_line(error, "nowhere", "does not exist")
 
     source = CelebASource(celeba, image_size=16)
     with pytest.raises(DataError) as error:
@@ -299,7 +299,7 @@ def test_folder_csv_errors(folder: Path, csv_text: str, needles: list[str]) -> N
 def test_folder_missing_paths(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         FolderSource(tmp_path / "absent")
-    _one_line(error, "absent", "not found")
+    _one_line(error, "absent", "does not exist")
     (folder / "attributes.csv").unlink()
     with pytest.raises(DataError) as error:
         FolderSource(folder)

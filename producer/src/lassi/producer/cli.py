@@ -42,7 +42,9 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
     from lassi.regulator.similarity import SimilaritySet
 
     sim = SimilaritySet.load(spec)
-    return sim, dataset_config_from_options(options, image_size=sim.meta.flow.image_size)
+    return sim, dataset_config_from_options(
+        options, image_size=sim.meta.flow.image_size, recorded=sim.meta.data, where=spec
+    )
 
 
 @main.command("train")

@@ -132,13 +132,7 @@ def auditor_data_config(data: DataProvenance, data_root: Path | None, where: Pat
         raise UsageError(
             None, f"{where.name} was encoded from {data.dataset} data: pass --data-root"
         )
-    safe = data.model_copy(
-        update={
-            "root": None if data_root is None else str(data_root),
-            "options": {k: v for k, v in data.options.items() if k != "csv"},
-        }
-    )
-    return DatasetConfig.from_provenance(safe, where=where)
+    return DatasetConfig.from_provenance(data, where=where, root=data_root)  # names confined
 
 
 def checked_images(

@@ -326,16 +326,55 @@ def define_command(
 @click.option(
     "--steps", type=int, default=9, show_default=True, help="Points on each strip over [-eps, eps]."
 )
-def show_command(spec: Path, out: Path | None, n_inputs: int, steps: int) -> None:
+@click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Your copy of the spec's data (CelebA/folder); the spec records no path, and one "
+    "recorded by an older version is never followed.",
+)
+@click.option(
+    "--csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Folder data: the attribute CSV (default: the one the spec names in --data-root, "
+    "else DATA_ROOT/attributes.csv).",
+)
+@click.option(
+    "--allow-symlinks-outside-root",
+    "allow_outside",
+    is_flag=True,
+    help="Read symbolic links that lead out of --data-root (a link farm).",
+)
+def show_command(
+    spec: Path,
+    out: Path | None,
+    n_inputs: int,
+    steps: int,
+    data_root: Path | None,
+    csv: Path | None,
+    allow_outside: bool,
+) -> None:
     """Render labelled strips along representative vectors of a spec (3D Shapes: also the closest
     point of the set to each ground-truth sibling, above the siblings)."""
     from lassi.regulator.coverage import describe
+    from lassi.regulator.data_config import check_data_root
     from lassi.regulator.show import show_spec
     from lassi.regulator.similarity import describe_fidelity
 
     out = out or spec.with_name(spec.stem + ".strips.png")
     check_outputs([out], inputs=[spec])
-    meta = show_spec(spec, out, n_inputs=n_inputs, steps=steps)
+    if data_root is not None:
+        check_data_root(data_root)
+    meta = show_spec(
+        spec,
+        out,
+        n_inputs=n_inputs,
+        steps=steps,
+        data_root=data_root,
+        csv=csv,
+        allow_symlinks_outside_root=allow_outside,
+    )
     if meta.fidelity is not None:
         click.echo(describe_fidelity(meta.fidelity, meta.epsilon))
     if meta.coverage is not None:

@@ -74,7 +74,7 @@ def read_samples(
         if not 0 <= i < len(files):
             raise DataError(source.image_dir, f"has no sample with id {i} ({len(files)} listed)")
         name = os.fsencode(files[i])
-        data = read_image_bytes(Path(source.image_dir) / files[i])
+        data = read_image_bytes(source.path_of(i))  # resolved inside the data root
         digest.update(len(name).to_bytes(8, "little") + name)
         digest.update(len(data).to_bytes(8, "little") + data)
         if i in wanted:

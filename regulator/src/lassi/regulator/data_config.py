@@ -2,12 +2,21 @@
 
 The same options serve the regulator (Glow training, attribute vectors) and the producer
 (encoder training and encoding), so both parties can describe their data identically.
+
+An artifact records its data relocatably (:meth:`DatasetConfig.provenance`): the data source
+kind, its options, and for a folder source's CSV its name relative to the data root (or, for a
+CSV kept elsewhere, its SHA-256), never a local path. Whoever reads the data again passes their
+own ``--data-root`` (:meth:`DatasetConfig.from_provenance`); a path an older version recorded
+is ignored with a one-line note.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Literal
 
 import click
@@ -35,11 +44,16 @@ class DatasetConfig(BaseModel):
         description="shapes3d only: 'SENSITIVE:TARGET:STRENGTH', e.g. orientation:object_hue:0.9; "
         "STRENGTH 'full' (= 1) is the authors' fully correlated split",
     )
+    allow_symlinks_outside_root: bool = Field(
+        False,
+        description="celeba, folder: read symbolic links that lead out of the data root (a "
+        "link farm); by default every file is read inside it",
+    )
 
     @model_validator(mode="after")
     def _needs_root(self) -> DatasetConfig:
         if self.dataset != "shapes3d" and self.root is None:
-            raise ValueError(f"--data-root is required for --dataset {self.dataset}")
+            raise ValueError(f"{self.dataset} data is read from a folder: pass --data-root FOLDER")
         if self.correlate is not None and self.dataset != "shapes3d":
             raise ValueError(f"--correlate applies to shapes3d only, not to {self.dataset}")
         if self.correlate is not None:
@@ -61,15 +75,16 @@ class DatasetConfig(BaseModel):
         return sensitive, target, 1.0 if strength == "full" else float(strength)
 
     def provenance(self, split: str, n_samples: int) -> DataProvenance:
+        """What an artifact records of this data: kind, options and relative names only (a
+        CSV inside the root by its relative name, one elsewhere by its SHA-256)."""
         options: dict[str, Any] = {"image_size": self.image_size}
         if self.dataset == "shapes3d":
             options.update(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
             options["correlate"] = self.correlate
         if self.csv is not None:
-            options["csv"] = str(self.csv)
+            options.update(csv_identity(self.csv, self.root))
         return DataProvenance(
             dataset=self.dataset,
-            root=None if self.root is None else str(self.root),
             split=split,
             n_samples=n_samples,
             seed=self.seed,
@@ -77,26 +92,96 @@ class DatasetConfig(BaseModel):
         )
 
     @classmethod
-    def from_provenance(cls, data: DataProvenance, where: str | Path | None = None) -> DatasetConfig:
-        """Rebuild the config an artifact was made from (e.g. the spec's data for the producer).
+    def from_provenance(
+        cls,
+        data: DataProvenance,
+        where: str | Path | None = None,
+        root: Path | None = None,
+        csv: Path | None = None,
+        allow_symlinks_outside_root: bool = False,
+    ) -> DatasetConfig:
+        """Rebuild the config an artifact was made from (e.g. the spec's data for ``show``),
+        reading the data from the caller's own ``root`` (and ``csv``): recorded paths are never
+        followed (one written by an older version is ignored with a note on stderr).
 
         Options another party recorded that are not valid are an invalid artifact (exit 3,
-        naming ``where``), not a usage error of whoever reads the file.
+        naming ``where``), not a usage error of whoever reads the file. Data on disk without a
+        ``root`` is a usage error that says to pass ``--data-root``.
         """
         from pydantic import ValidationError
 
+        name = where or "the artifact"
+        if data.root is not None:
+            note(f"{name} records a data folder path (an older version wrote it); it is ignored: "
+                 "data is read from --data-root only")
+        if data.dataset != "shapes3d" and root is None:
+            raise UsageError(where, f"records {data.dataset} data: pass --data-root FOLDER (your copy "
+                             "of it; recorded paths are never followed)")
+        if data.dataset == "shapes3d" and root is not None:
+            raise UsageError(root, "--data-root does not apply: the data is 3D Shapes (generated)")
         options = dict(data.options)
         kwargs: dict[str, Any] = {"dataset": data.dataset, "seed": data.seed}
-        if data.root is not None:
-            kwargs["root"] = Path(data.root)
-        for key in ("image_size", "n_train", "n_val", "n_test", "correlate", "csv"):
+        kwargs["allow_symlinks_outside_root"] = allow_symlinks_outside_root
+        if root is not None:
+            kwargs["root"] = Path(root)
+        for key in ("image_size", "n_train", "n_val", "n_test", "correlate"):
             if options.get(key) is not None:
                 kwargs[key] = options[key]
+        recorded_csv, csv_sha256 = options.get("csv"), options.get("csv_sha256")
+        if csv is not None:
+            if data.dataset != "folder":
+                raise UsageError(csv, f"--csv applies to folder data only, not to {data.dataset}")
+            kwargs["csv"] = Path(csv)
+            if isinstance(csv_sha256, str) and file_sha256(Path(csv)) != csv_sha256:
+                note(f"{csv} is not the CSV {name} was made with (its SHA-256 differs)")
+        elif recorded_csv is not None and root is not None:
+            from lassi.regulator.datasets import name_problem
+
+            problem = name_problem(recorded_csv) if isinstance(recorded_csv, str) else "is not a name"
+            if problem is None:
+                kwargs["csv"] = Path(root) / recorded_csv
+            else:  # an older version's absolute path, or a hostile name: never followed
+                note(f"{name} records its CSV as {str(recorded_csv)[:200]!r}, which {problem}; it "
+                     "is ignored (pass --csv to name the CSV)")
+        elif csv_sha256 is not None and root is not None:
+            raise UsageError(where, "was made with a CSV kept outside its data root (only its "
+                             "SHA-256 is recorded): pass --csv with that CSV")
         try:
             return cls(**kwargs)
         except ValidationError as error:
             message = validation_message(error, "data option")
             raise InvalidArtifactError(where, f"records data options that are not valid: {message}") from None
+
+
+def note(text: str) -> None:
+    """One line on stderr, escaped (it may name a path from another party's file)."""
+    from lassi.spec.errors import printable
+
+    print(f"note: {printable(text)}", file=sys.stderr)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, streamed in 1 MiB blocks (a missing file is a usage error)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    except OSError as error:
+        raise UsageError(path, f"cannot read ({error.strerror})") from None
+    return digest.hexdigest()
+
+
+def csv_identity(csv: Path, root: Path | None) -> dict[str, str]:
+    """How a provenance records a folder source's CSV: ``{"csv": name}``, its name relative to
+    the data root (``/``-separated), when it lies in the root; ``{"csv_sha256": digest}``
+    otherwise (a path elsewhere would name another organisation's disk)."""
+    from lassi.regulator.datasets import lexically_inside
+
+    if root is not None and lexically_inside(csv, root):
+        relative = os.path.relpath(os.path.abspath(csv), os.path.abspath(root))
+        return {"csv": PurePath(relative).as_posix()}
+    return {"csv_sha256": file_sha256(csv)}
 
 
 def make_source(config: DatasetConfig) -> Any:
@@ -112,9 +197,12 @@ def make_source(config: DatasetConfig) -> Any:
             n_test=config.n_test,
             correlate=config.correlation(),
         )
+    allow = config.allow_symlinks_outside_root
     if config.dataset == "celeba":
-        return CelebASource(config.root, image_size=config.image_size)
-    return FolderSource(config.root, csv=config.csv, image_size=config.image_size)
+        return CelebASource(config.root, image_size=config.image_size, allow_outside=allow)
+    return FolderSource(
+        config.root, csv=config.csv, image_size=config.image_size, allow_outside=allow
+    )
 
 
 def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -137,6 +225,13 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(path_type=Path),
             default=None,
             help="Folder source: attribute CSV (default ROOT/attributes.csv).",
+        ),
+        click.option(
+            "--allow-symlinks-outside-root",
+            is_flag=True,
+            default=False,
+            help="CelebA/folder: read symbolic links that lead out of --data-root (a link farm); "
+            "by default every file is read inside it.",
         ),
         click.option(
             "--image-size", type=int, default=None, help="Image size (default: 64, or the spec's)."
@@ -177,15 +272,38 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+OPTION_NAMES = {
+    "dataset": "--dataset",
+    "root": "--data-root",
+    "csv": "--csv",
+    "image_size": "--image-size",
+    "seed": "--data-seed",
+    "n_train": "--n-train",
+    "n_val": "--n-val",
+    "n_test": "--n-test",
+    "correlate": "--correlate",
+}
+
+
 def dataset_config_from_options(
-    options: dict[str, Any], image_size: int | None = None
+    options: dict[str, Any],
+    image_size: int | None = None,
+    recorded: DataProvenance | None = None,
+    where: str | Path | None = None,
 ) -> DatasetConfig:
-    """Pop the ``dataset_options`` from a click kwargs dict and validate them."""
+    """Pop the ``dataset_options`` from a click kwargs dict and validate them.
+
+    ``recorded``: the data an input artifact (``where``, e.g. the spec) records. Without
+    ``--dataset`` and ``--data-root``, data on disk there is a usage error saying to pass
+    ``--data-root`` (never a silent fall back to 3D Shapes); with a ``--data-root`` whose
+    files do not tell the data set, the recorded kind is taken.
+    """
     from pydantic import ValidationError
 
     size = options.pop("image_size") or image_size or 64
     root, csv = options.pop("data_root"), options.pop("csv")
-    dataset = options.pop("dataset") or infer_dataset(root, csv)
+    allow = bool(options.pop("allow_symlinks_outside_root", False))
+    given = options.pop("dataset")
     shapes_only = {
         "--data-seed": options.pop("data_seed"),
         "--n-train": options.pop("n_train"),
@@ -193,37 +311,77 @@ def dataset_config_from_options(
         "--n-test": options.pop("n_test"),
         "--correlate": options.pop("correlate"),
     }
-    given = [flag for flag, value in shapes_only.items() if value is not None]
-    if dataset != "shapes3d" and given:
+    kind = None if recorded is None else recorded.dataset
+    if given is not None:
+        dataset = given
+    elif root is not None:
+        dataset = infer_dataset(root, csv, recorded=kind)
+    elif csv is not None:
+        dataset = "folder"
+    elif kind is not None and kind != "shapes3d":
+        raise UsageError(
+            where,
+            f"records {kind} data: pass --data-root FOLDER (your copy of the {kind} data; "
+            "recorded paths are never followed)",
+        )
+    else:
+        dataset = "shapes3d"
+    flags = [flag for flag, value in shapes_only.items() if value is not None]
+    if dataset != "shapes3d" and flags:
         raise UsageError(
             None,
-            f"{', '.join(given)} applies to the generated 3D Shapes splits only; {dataset} uses "
+            f"{', '.join(flags)} applies to the generated 3D Shapes splits only; {dataset} uses "
             "the splits of its files (cap the training images with --max-train)",
         )
     if dataset == "shapes3d" and root is not None:
         raise UsageError(root, "--data-root does not apply to --dataset shapes3d (it is generated)")
+    if dataset == "shapes3d" and allow:
+        raise UsageError(None, "--allow-symlinks-outside-root applies to data on disk, not to shapes3d")
     if dataset != "folder" and csv is not None:
         raise UsageError(csv, f"--csv applies to --dataset folder only, not to {dataset}")
+    if dataset != "shapes3d" and root is None:
+        raise UsageError(None, f"--dataset {dataset} reads images from a folder: pass --data-root FOLDER")
     values = {key.lstrip("-").replace("-", "_"): v for key, v in shapes_only.items() if v is not None}
     if "data_seed" in values:
         values["seed"] = values.pop("data_seed")
     try:
-        return DatasetConfig(dataset=dataset, root=root, csv=csv, image_size=size, **values)
+        return DatasetConfig(
+            dataset=dataset,
+            root=root,
+            csv=csv,
+            image_size=size,
+            allow_symlinks_outside_root=allow,
+            **values,
+        )
     except ValidationError as error:
-        raise UsageError(None, f"data options: {validation_message(error, 'option')}") from None
+        raise UsageError(None, validation_message(error, "data option", OPTION_NAMES)) from None
 
 
-def infer_dataset(root: Path | None, csv: Path | None) -> str:
+def check_data_root(root: Path) -> Path:
+    """``root`` when it is an existing folder; else a usage error saying it does not exist (a
+    misspelt folder) or is not a folder."""
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(root, "does not exist (--data-root)")
+    if not root.is_dir():
+        raise UsageError(root, "is not a folder (--data-root)")
+    return root
+
+
+def infer_dataset(root: Path | None, csv: Path | None, recorded: str | None = None) -> str:
     """The data set of a ``--data-root`` given without ``--dataset``: CelebA when one of its
-    attribute files is there, a folder source when ``--csv`` or ``attributes.csv`` is; refuse
-    otherwise (3D Shapes has no folder)."""
+    attribute files is there, a folder source when ``--csv`` or ``attributes.csv`` is, else the
+    kind an input artifact records (``recorded``); refuse otherwise (3D Shapes has no folder).
+    A folder that does not exist is said to not exist."""
     if root is None:
         return "folder" if csv is not None else "shapes3d"
-    root = Path(root)
+    root = check_data_root(root)
     if any((root / name).is_file() for name in ("list_attr_celeba.txt", "list_attr_celeba.csv")):
         return "celeba"
     if csv is not None or (root / "attributes.csv").is_file():
         return "folder"
+    if recorded is not None and recorded != "shapes3d":
+        return recorded
     raise UsageError(
         root,
         "cannot tell the data set from the folder (no list_attr_celeba.txt/.csv, no "

@@ -75,11 +75,27 @@ def labelled_grid(rows: list[tuple[str, np.ndarray]], path: Path, title: str, pa
 
 @torch.no_grad()
 def show_spec(
-    spec_path: Path, out: Path, n_inputs: int = 6, steps: int = 9, data: DatasetConfig | None = None
+    spec_path: Path,
+    out: Path,
+    n_inputs: int = 6,
+    steps: int = 9,
+    data: DatasetConfig | None = None,
+    data_root: Path | None = None,
+    csv: Path | None = None,
+    allow_symlinks_outside_root: bool = False,
 ) -> SimilaritySpec:
-    """Write the labelled strips of ``spec_path`` (see the module docstring) to ``out``."""
+    """Write the labelled strips of ``spec_path`` (see the module docstring) to ``out``.
+
+    The test images are those of the data the spec records, read from ``data_root`` (the
+    caller's copy; a path recorded in the spec is never followed), or ``data`` when given."""
     sim = SimilaritySet.load(spec_path)
-    config = data or DatasetConfig.from_provenance(sim.meta.data, where=spec_path)
+    config = data or DatasetConfig.from_provenance(
+        sim.meta.data,
+        where=spec_path,
+        root=data_root,
+        csv=csv,
+        allow_symlinks_outside_root=allow_symlinks_outside_root,
+    )
     source = make_source(config)
     ids = source.split_ids("test")[:n_inputs]
     images = source.images(ids)

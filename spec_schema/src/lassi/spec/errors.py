@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from pathlib import Path
 
@@ -58,13 +59,47 @@ class SignatureError(LassiError):
     exit_code = 5
 
 
-def validation_message(error: Exception, what: str = "field") -> str:
-    """One line for a pydantic ``ValidationError``: the first field, its problem, how many more."""
+_PYDANTIC_PREFIXES = ("Value error, ", "Assertion failed, ")
+_SHOULD = re.compile(r"^[A-Z][a-z]*(?: [a-z]+)? should (be|have|match|not)\b")
+_PLAIN = {
+    "Field required": "is required",
+    "Extra inputs are not permitted": "is not a known field",
+    "Input should be a finite number": "must be a finite number",
+}
+_TYPE_LOC = re.compile(r"^(str|int|float|bool|bytes|none|list|dict|tuple|set|[a-z-]+\[.*\])$")
+
+
+def plain_message(message: str) -> str:
+    """A pydantic error message in the project's words: no "Value error," prefix, and
+    "Input should be ..." as "must be ..." (the library's phrasing never reaches a user)."""
+    for prefix in _PYDANTIC_PREFIXES:
+        if message.startswith(prefix):
+            message = message[len(prefix) :]
+    if message in _PLAIN:
+        return _PLAIN[message]
+    return _SHOULD.sub(lambda match: f"must {match.group(1)}", message)
+
+
+def validation_message(
+    error: Exception, what: str = "field", names: dict[str, str] | None = None
+) -> str:
+    """One line for a pydantic ``ValidationError``: the first field, its problem, how many more.
+
+    ``"<what> '<field>': <problem>"``; a problem of the whole model (a validator's own message)
+    is that message alone; ``names`` maps a field to what the user typed (e.g. ``image_size``
+    to ``--image-size``), which then replaces ``<what> '<field>'``. The problem is worded by
+    :func:`plain_message`."""
     errors = error.errors()  # type: ignore[attr-defined]
     first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "value"
+    parts = [str(p) for p in first["loc"] if not _TYPE_LOC.match(str(p))]
+    loc = ".".join(parts)
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{what} '{loc}': {first['msg']}{more}"
+    problem = plain_message(str(first["msg"]))
+    if not loc:
+        return f"{problem}{more}"
+    if names and loc in names:
+        return f"{names[loc]}: {problem}{more}"
+    return f"{what} '{loc}': {problem}{more}"
 
 
 EXIT_CODES: dict[str, int] = {

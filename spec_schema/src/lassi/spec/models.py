@@ -145,10 +145,19 @@ def _check_preprocessing(flow: GlowConfig, preprocessing: Preprocessing) -> None
 
 
 class DataProvenance(Model):
-    """Which data an artifact was computed from."""
+    """Which data an artifact was computed from, relocatably: the data source kind, its options
+    and relative names and hashes only, never a local path (the artifact goes to another
+    organisation, whose copy of the data lives elsewhere; readers pass their ``--data-root``).
+    A folder source's ``options`` hold ``csv``, its CSV's name relative to the data root, or
+    ``csv_sha256``, the SHA-256 of a CSV kept outside it."""
 
     dataset: Literal["shapes3d", "celeba", "folder"]
-    root: str | None = None
+    root: str | None = Field(
+        None,
+        exclude=True,
+        description="written by older versions only: the local data folder; read, ignored (a "
+        "reader uses its own --data-root) and never written again",
+    )
     split: str = "train"
     n_samples: int = Field(ge=0)
     seed: int = Field(0, ge=0)
