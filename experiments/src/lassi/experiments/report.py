@@ -52,10 +52,12 @@ class ResultsTable(BaseModel):
     provenance: Provenance
     notes: list[str] = []
 
-    @field_validator("rows")
+    @field_validator("rows", mode="before")
     @classmethod
-    def _no_booleans(cls, rows: list[list]) -> list[list]:
-        if any(isinstance(cell, bool) for row in rows for cell in row):
+    def _no_booleans(cls, rows: object) -> object:
+        if isinstance(rows, list) and any(
+            isinstance(cell, bool) for row in rows if isinstance(row, list) for cell in row
+        ):
             raise ValueError("cells are strings, numbers or null, not true/false")
         return rows
 

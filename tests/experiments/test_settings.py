@@ -1,0 +1,51 @@
+"""The experiments' settings are data (settings.toml, protocols.toml): they hold the values the
+experiments always used, and a bad settings file is a one-line usage error, not a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lassi.experiments import load_settings
+from lassi.experiments.cli import main
+from lassi.spec import LossWeights, UsageError
+from lassi.spec.center_smoothing import CenterSmoothingParams
+
+
+def test_the_packaged_settings_are_the_papers() -> None:
+    s = load_settings()
+    assert {k: m.loss for k, m in s.methods.items()} == {
+        "baseline": LossWeights(adv=0.0, contr=0.0, attack_points=20),
+        "adversarial": LossWeights(adv=0.1, contr=0.0, attack_points=20),
+        "adversarial+contrastive": LossWeights(adv=0.1, contr=0.1, delta_contr=10.0, attack_points=20),
+    }  # fmt: skip
+    assert [m.sigma_cls for m in s.methods.values()] == [5.0, 1.0, 1.0]
+    assert s.cert == CenterSmoothingParams(
+        sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha1=0.005, alpha2=0.005, delta=0.05
+    )
+    assert s.verify == {"n0": 2_000, "n": 100_000, "alpha": 0.001}
+    assert s.pairs_protocols == ["authors", "authors-given-scale"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[regulator\n", "cannot read"),
+        ('[regulator]\nepsilon = "one"\n', "regulator"),
+    ],
+)
+def test_a_bad_settings_file_is_a_one_line_error(tmp_path: Path, text: str, message: str) -> None:
+    bad = tmp_path / "settings.toml"
+    bad.write_text(text)
+    with pytest.raises(UsageError, match=message) as error:
+        load_settings(bad)
+    assert "settings.toml" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_cli_exits_2_on_bad_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "settings.toml"
+    bad.write_text("[center_smoothing]\nsigma = -1\n")
+    assert main(["--settings", str(bad), "report", "--check"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "\n" not in err
