@@ -38,7 +38,7 @@ import numpy as np
 from lassi.regulator import TOOL
 from lassi.regulator.content_hash import has_files, read_samples
 from lassi.regulator.data_config import DatasetConfig, make_source
-from lassi.regulator.datasets import DataError, decode_image
+from lassi.regulator.datasets import DataError, OutsideRootError, decode_image
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import (
     IntegrityError,
@@ -153,6 +153,8 @@ def checked_images(
         return source.images(np.array(ids, dtype=np.int64)), []
     try:
         found, kept = read_samples(source, all_ids, keep=ids)
+    except OutsideRootError:
+        raise  # a read outside --data-root is refused (exit 2), not data that differs
     except DataError as error:
         raise IntegrityError(
             error.path, f"{error.problem}: the data under --data-root does not match {where.name}"

@@ -62,6 +62,11 @@ class DataError(UsageError, ValueError):
         super().__init__(path, " ".join(str(problem).split()))
 
 
+class OutsideRootError(DataError):
+    """A listed name or a symbolic link leads out of the data root: always exit 2 (a reader
+    that tolerates unreadable files, like the audit, still refuses this one)."""
+
+
 def _shorten(names: list[str], limit: int = 8) -> str:
     """``"a, b, c"``, or the first ``limit`` names and how many there are in all."""
     if len(names) <= limit:
@@ -343,7 +348,7 @@ class _FileImageSource(ImageSource):
         except (OSError, RuntimeError) as error:  # a loop of links, a name too long
             raise DataError(entry or path, f"cannot be resolved ({error})") from None
         if not real.is_relative_to(self._real_root):
-            raise DataError(
+            raise OutsideRootError(
                 entry or path,
                 f"{'' if entry is None else f'{path} '}leads outside the data root "
                 f"{self.root} through a symbolic link (pass {SYMLINK_OPT_IN} to read a link "
@@ -362,7 +367,7 @@ class _FileImageSource(ImageSource):
         for i, name in enumerate(self.files):
             problem = name_problem(name)
             if problem is not None:
-                raise DataError(self._entry(i), f"{name[:200]!r} {problem}")
+                raise OutsideRootError(self._entry(i), f"{name[:200]!r} {problem}")
 
     def path_of(self, i: int) -> Path:
         """The file of sample ``i``, resolved and checked again to lie inside the root (the one
@@ -371,7 +376,7 @@ class _FileImageSource(ImageSource):
         name = self.files[i]
         problem = name_problem(name)
         if problem is not None:  # the listing was changed after it was parsed
-            raise DataError(self._entry(i), f"{name[:200]!r} {problem}")
+            raise OutsideRootError(self._entry(i), f"{name[:200]!r} {problem}")
         return self._inside(self.image_dir / name, self._entry(i))
 
     def __len__(self) -> int:
@@ -680,7 +685,7 @@ def _parse_celeba_csv(path: Path) -> tuple[list[str], np.ndarray, list[str], np.
 def _partition_entry(path: Path, number: int, file: str, partition: dict[str, int], code: int) -> None:
     problem = name_problem(file)
     if problem is not None:
-        raise DataError(path, f"line {number}: {file[:200]!r} {problem}")
+        raise OutsideRootError(path, f"line {number}: {file[:200]!r} {problem}")
     if len(partition) >= MAX_ROWS:
         raise DataError(path, f"line {number}: more than {MAX_ROWS} entries")
     partition[file] = code
