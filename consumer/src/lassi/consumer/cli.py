@@ -150,7 +150,7 @@ def train_command(
 
 
 @main.command("verify")
-@trusted_inputs("bundle")
+@trusted_inputs("bundle", regulator=("spec_path",))
 @click.option("--classifier", "classifier_path", type=PATH, required=True)
 @click.option(
     "--bundle", type=PATH, required=True, help="Certified representation bundle (encode --certify)."

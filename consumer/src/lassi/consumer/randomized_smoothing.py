@@ -15,6 +15,13 @@ reference implementation is locuslab/smoothing ``core.py``):
   estimation draws in growing blocks until an anytime-valid test (:mod:`.sequential_test`)
   shows p_A > Φ(r_CS / σ), shows it cannot be, or n_max draws are used.
 
+Both certificate procedures also return PREDICT computed on their n0 selection draws
+(:attr:`SmoothCertificate.predicted`): the sample's prediction, the same whichever procedure
+decides R > r_CS (the selection draws are the same stream in both), so accuracy does not depend
+on how the certificate was decided. The selection draws are independent of the estimation draws,
+so PREDICT's guarantee (a returned class differs from g(z) with probability ≤ α) and the
+certificate's hold each on their own.
+
 Every draw comes from a per-sample stream of :mod:`lassi.spec.seeding` (selection from
 ``Stage.SELECTION``, estimation and PREDICT from ``Stage.ESTIMATION``), generated on the CPU in
 chunks whose size depends only on the noise dimension, so a sample's certificate is the same
@@ -55,6 +62,11 @@ if TYPE_CHECKING:
 ABSTAIN = -1
 T = TypeVar("T")
 
+# How a certificate's estimation ended: CERTIFY gave a radius ("radius") or abstained because
+# p_A < 1/2 ("p_a_below_half"); the sequential test showed R > r_CS ("certified"), showed it out
+# of reach ("futile") or used n_max draws undecided ("undecided").
+OUTCOMES = ("radius", "p_a_below_half", "certified", "futile", "undecided")
+
 # Noise is drawn in chunks of at most this many numbers (16 MiB of float32); the row count of a
 # chunk depends only on the noise dimension, never on the evaluation batch size.
 NOISE_CHUNK_ELEMENTS = 1 << 22
@@ -68,7 +80,10 @@ class SmoothCertificate:
     representation space (0.0 when abstained); count: n_A, the estimation count of the selected
     class; p_lower: the lower bound p_A (Clopper–Pearson, or the confidence sequence's when
     sequential); seconds: wall time of the certification; draws: classifier draws used (n0 plus
-    the estimation draws).
+    the estimation draws); predicted: PREDICT (Cohen et al., 2019) on the n0 selection draws, the
+    sample's prediction whatever the certificate procedure (``ABSTAIN`` when the binomial test of
+    the top two counts fails at level α); outcome: how the estimation ended, one of
+    :data:`OUTCOMES`.
     """
 
     prediction: int
@@ -77,6 +92,8 @@ class SmoothCertificate:
     p_lower: float
     seconds: float
     draws: int = 0
+    predicted: int = ABSTAIN
+    outcome: str = "radius"
 
     @property
     def abstained(self) -> bool:
@@ -158,6 +175,14 @@ class _SmoothedClassifier(ABC):
             total += counts
         return total
 
+    def select(
+        self, z: Any, n0: int, alpha: float, seed: int, sample_id: int
+    ) -> tuple[int, int]:
+        """The selection step shared by both certificate procedures: n0 draws of their own stream
+        give the guess ĉ (their top class) and PREDICT on the same counts (ĉ, or ``ABSTAIN``)."""
+        counts = self.sample_counts(z, n0, seed, sample_id, Stage.SELECTION)
+        return int(np.argmax(counts)), predict_from_counts(counts, alpha)
+
     def certify(
         self, z: Any, n0: int, n: int, alpha: float, seed: int, sample_id: int
     ) -> SmoothCertificate:
@@ -165,9 +190,8 @@ class _SmoothedClassifier(ABC):
         prediction ĉ satisfies g(z + δ) = ĉ for all ||δ||₂ < radius."""
         _check_arguments(n, alpha, n0)
         start = time.perf_counter()
-        # 1. Selection: guess the top class from n0 draws of their own stream.
-        counts_selection = self.sample_counts(z, n0, seed, sample_id, Stage.SELECTION)
-        c_hat = int(np.argmax(counts_selection))
+        # 1. Selection: guess the top class from n0 draws of their own stream (and PREDICT).
+        c_hat, predicted = self.select(z, n0, alpha, seed, sample_id)
         # 2. Estimation: n fresh draws, independent of the selection.
         counts_estimation = self.sample_counts(z, n, seed, sample_id, Stage.ESTIMATION)
         n_a = int(counts_estimation[c_hat])
@@ -176,8 +200,10 @@ class _SmoothedClassifier(ABC):
         radius = radius_from_bound(p_lower, self.sigma)
         seconds = time.perf_counter() - start
         if radius is None:
-            return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + n)
-        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds, n0 + n)
+            return SmoothCertificate(
+                ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + n, predicted, "p_a_below_half"
+            )
+        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds, n0 + n, predicted, "radius")
 
     def certify_sequential(
         self,
@@ -201,8 +227,7 @@ class _SmoothedClassifier(ABC):
         if not r_cs >= 0.0:
             raise ValueError(f"need r_cs >= 0 (got {r_cs})")
         start = time.perf_counter()
-        counts_selection = self.sample_counts(z, n0, seed, sample_id, Stage.SELECTION)
-        c_hat = int(np.argmax(counts_selection))
+        c_hat, predicted = self.select(z, n0, alpha, seed, sample_id)
         p_star = float(norm.cdf(r_cs / self.sigma))
         n_a = used = 0
         verdict = sequential_test.CONTINUE
@@ -221,9 +246,14 @@ class _SmoothedClassifier(ABC):
         p_lower = float(sequential_test.lower_bound(n_a, used, alpha, floor))
         radius = radius_from_bound(p_lower, self.sigma)
         seconds = time.perf_counter() - start
+        outcome = {sequential_test.CERTIFY: "certified", sequential_test.FUTILE: "futile"}.get(
+            verdict, "undecided"
+        )
         if radius is None:
-            return SmoothCertificate(ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + used)
-        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds, n0 + used)
+            return SmoothCertificate(
+                ABSTAIN, 0.0, n_a, p_lower, seconds, n0 + used, predicted, outcome
+            )
+        return SmoothCertificate(c_hat, radius, n_a, p_lower, seconds, n0 + used, predicted, outcome)
 
     def predict(self, z: Any, n: int, alpha: float, seed: int, sample_id: int) -> int:
         """PREDICT (Cohen et al., 2019): the top class of n draws, or ABSTAIN when a two-sided
@@ -231,12 +261,19 @@ class _SmoothedClassifier(ABC):
         from g(z) with probability ≤ α)."""
         _check_arguments(n, alpha)
         counts = self.sample_counts(z, n, seed, sample_id, Stage.ESTIMATION)
-        order = np.argsort(-counts, kind="stable")
-        count_1 = int(counts[order[0]])
-        count_2 = int(counts[order[1]]) if len(order) > 1 else 0
-        if binomtest(count_1, count_1 + count_2, p=0.5).pvalue > alpha:
-            return ABSTAIN
-        return int(order[0])
+        return predict_from_counts(counts, alpha)
+
+
+def predict_from_counts(counts: np.ndarray, alpha: float) -> int:
+    """PREDICT's decision on class counts: the top class (ties: the lowest index, as the
+    selection's argmax), or ABSTAIN when the two-sided binomial test of the top two counts
+    against 1/2 has p-value > α."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    count_1 = int(counts[order[0]])
+    count_2 = int(counts[order[1]]) if len(order) > 1 else 0
+    if count_1 + count_2 == 0 or binomtest(count_1, count_1 + count_2, p=0.5).pvalue > alpha:
+        return ABSTAIN
+    return int(order[0])
 
 
 class Smooth(_SmoothedClassifier):

@@ -24,9 +24,19 @@ from lassi.spec import (
     write_artifact,
 )
 from lassi.spec.binding import binding_note, coverage_note
+from lassi.spec.models import ReportCause
 from lassi.spec.outputs import atomic_group
 
 STATUS_NAMES = {s: s.name.lower() for s in ReportStatus}
+CAUSE_NAMES = {c: c.name.lower() for c in ReportCause}
+
+
+def class_name(classes: list[str], index: int | None) -> str | None:
+    """A class's name from the classifier card (None for an abstention); a card that only knows
+    indices gives the index as text."""
+    if index is None:
+        return None
+    return classes[index] if 0 <= index < len(classes) else str(index)
 
 
 def summarise(
@@ -54,8 +64,10 @@ def summarise(
 
 def report_rows(report: Artifact[VerificationReport]) -> list[dict[str, Any]]:
     """One JSON-able row per sample: id (0-based), file (when the bundle names the images),
-    label, prediction (None: abstained), R, r_CS, status."""
+    label and its class name, prediction (None: abstained) and its class name, R, r_CS, status
+    and (reports that record it) the cause, each enum by its name."""
     t = report.tensors
+    classes = report.meta.classes
     files = report.meta.file_names
     rows = []
     for i in range(report.meta.n_samples):
@@ -64,11 +76,15 @@ def report_rows(report: Artifact[VerificationReport]) -> list[dict[str, Any]]:
             row["file"] = files[i]
         if "labels" in t:
             row["label"] = int(t["labels"][i])
+            row["label_name"] = class_name(classes, row["label"])
         prediction = int(t["prediction"][i])
         row["prediction"] = None if prediction == ABSTAIN else prediction
+        row["prediction_name"] = class_name(classes, row["prediction"])
         row["R"] = float(t["radius"][i])
         row["r_cs"] = float(t["r_cs"][i])
         row["status"] = STATUS_NAMES[ReportStatus(int(t["status"][i]))]
+        if "cause" in t:
+            row["cause"] = CAUSE_NAMES[ReportCause(int(t["cause"][i]))]
         rows.append(row)
     return rows
 
@@ -84,12 +100,12 @@ def summary_markdown(report: VerificationReport) -> str:
         "| metric | value |",
         "| --- | --- |",
         f"| samples | {s.n} |",
-        f"| accuracy (abstentions count as errors) | {pct(s.accuracy)} |",
+        f"| accuracy (PREDICT; abstentions count as errors) | {pct(s.accuracy)} |",
         f"| certified fairness | {pct(s.certified_fairness)} |",
         f"| certified fair and accurate | {pct(s.certified_fair_and_accurate)} |",
         f"| abstained: center smoothing | {pct(s.abstain_center)} |",
-        f"| abstained: randomized smoothing | {pct(s.abstain_classifier)} |",
-        f"| not certified (R <= r_CS) | {pct(s.not_certified)} |",
+        f"| abstained: randomized smoothing (PREDICT) | {pct(s.abstain_classifier)} |",
+        f"| not certified (predicted, no R > r_CS) | {pct(s.not_certified)} |",
         f"| guarantee holds with probability | >= {s.guarantee_probability:.4f} |",
     ]
     scale = report.scale  # absent in older reports
@@ -172,19 +188,32 @@ def write_report_files(
     with atomic_path(paths["json"]) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     per_sample = [
-        "| id | file | label | prediction | R | r_CS | status |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| id | file | label | prediction | R | r_CS | status | cause |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+
+    def shown(index: int | None, name: str | None) -> str:
+        if index is None:
+            return "abstain"
+        return str(index) if name in (None, str(index)) else f"{index} ({name})"
+
     for row in rows:
+        label = shown(row["label"], row["label_name"]) if "label" in row else ""
         per_sample.append(
-            f"| {row['id']} | {row.get('file', '')} | {row.get('label', '')} | {'abstain' if row['prediction'] is None else row['prediction']} "
-            f"| {row['R']:.4f} | {row['r_cs']:.4f} | {row['status']} |"
+            f"| {row['id']} | {row.get('file', '')} | {label} "
+            f"| {shown(row['prediction'], row['prediction_name'])} "
+            f"| {row['R']:.4f} | {row['r_cs']:.4f} | {row['status']} | {row.get('cause', '')} |"
         )
     parents = "\n".join(f"- {kind}: `{digest}`" for kind, digest in meta.parents.items())
+    warnings = ""
+    if meta.warnings:
+        warnings = "## Warnings\n\n" + "\n".join(f"- {w}" for w in meta.warnings) + "\n\n"
+    classes = ", ".join(shown(i, name) for i, name in enumerate(meta.classes))
     text = (
-        f"# Verification report\n\nTask `{meta.task}`, sigma_cls {meta.smoothing.sigma_cls}, n {meta.smoothing.n}, "
+        f"# Verification report\n\nTask `{meta.task}` (classes {classes}), sigma_cls "
+        f"{meta.smoothing.sigma_cls}, n {meta.smoothing.n}, "
         f"alpha {meta.smoothing.alpha}; center smoothing sigma_enc {meta.certificate.sigma_enc}, "
-        f"epsilon {meta.certificate.epsilon}.\n\n{summary_markdown(meta)}\n\n"
+        f"epsilon {meta.certificate.epsilon}.\n\n{summary_markdown(meta)}\n\n{warnings}"
         f"## What the certificates cover\n\n{scope_markdown(meta)}\n\n## Provenance\n\n{parents}\n\n"
         "## Per sample\n\n" + "\n".join(per_sample) + "\n"
     )

@@ -5,6 +5,17 @@ randomized smoothing of C_L around z_CS did not abstain, and r_CS < R. Then ever
 individual gets the same prediction, with probability ≥ 1 − α_c − α_s over the draws. The loop
 over samples is resumable (:mod:`lassi.spec.per_sample`); the report's side files are written by
 :mod:`lassi.consumer.report`.
+
+The sample's prediction is PREDICT (Cohen et al., 2019) on the n0 selection draws, the same
+whether CERTIFY (n draws) or the sequential test decides R > r_CS: so accuracy and the
+classifier's abstentions do not depend on ``--sequential``. A sample whose PREDICT abstains is
+``abstain_classifier``; one with a prediction is certified when the certificate of that class
+gives R > r_CS, and otherwise ``not_certified`` with its prediction kept (CERTIFY's p_A < 1/2, a
+sequential futility stop or n draws without a decision, or R ≤ r_CS; the per-sample ``cause``).
+
+When little certifies (:data:`LITTLE_CERTIFIED`), :func:`outcome_warnings` says why in numbers:
+the σ_cls that the data's r_CS needs at this n and α, r_CS against the distance between classes,
+the causes counted, and accuracy against the majority class; they go to the report.
 """
 
 from __future__ import annotations
@@ -15,8 +26,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lassi.consumer import sequential_test
 from lassi.consumer.classifier import TOOL, load_classifier
-from lassi.consumer.randomized_smoothing import ABSTAIN, Smooth
+from lassi.consumer.randomized_smoothing import ABSTAIN, Smooth, SmoothCertificate
 from lassi.consumer.report import summarise, write_report
 from lassi.spec import (
     Artifact,
@@ -31,7 +43,7 @@ from lassi.spec import (
     read_artifact,
 )
 from lassi.spec.binding import certificate_scope, check_binding, read_spec_header
-from lassi.spec.models import RepresentationScale
+from lassi.spec.models import ReportCause, RepresentationScale
 from lassi.spec.per_sample import Executor, PerSampleLoop
 from lassi.spec.torch_state import run_key
 
@@ -62,6 +74,22 @@ def check_pairing(
             )
 
 
+def majority_class(labels: np.ndarray | None, classes: list[str]) -> tuple[str, float] | None:
+    """The most frequent label (its class name) and its rate, or None without labels."""
+    if labels is None or len(labels) == 0:
+        return None
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    top = int(np.argmax(counts))
+    index = int(values[top])
+    name = classes[index] if 0 <= index < len(classes) else str(index)
+    return class_label(index, name), float(counts[top]) / len(labels)
+
+
+def class_label(index: int, name: str) -> str:
+    """A class as the reports show it: its name with the index, e.g. ``1 (Smiling)``."""
+    return str(index) if name == str(index) else f"{index} ({name})"
+
+
 def representation_scale(
     z: np.ndarray, labels: np.ndarray | None, r_cs: np.ndarray, centered: np.ndarray,
     radius: np.ndarray, classified: np.ndarray,
@@ -89,31 +117,181 @@ def representation_scale(
     )
 
 
-def largest_radius(sigma: float, n: int, alpha: float) -> float:
+# Below this certified fraction, verify explains the outcome (outcome_warnings).
+LITTLE_CERTIFIED = 0.5
+
+
+def best_bound(n: int, alpha: float, sequential: bool = False) -> float:
+    """The best p_A lower bound reachable with n estimation draws: all n on one class. CERTIFY's
+    one-sided Clopper–Pearson bound is then α^(1/n); the sequential test's is its confidence
+    sequence's lower end L_n at s = t = n."""
+    if sequential:
+        return float(sequential_test.lower_bound(n, n, alpha))
+    return alpha ** (1.0 / n)
+
+
+def _probit(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p) if 0.0 < p < 1.0 else (float("inf") if p >= 1.0 else -float("inf"))
+
+
+def largest_radius(sigma: float, n: int, alpha: float, sequential: bool = False) -> float:
     """The largest radius CERTIFY can return with n estimation draws (Cohen et al. 2019): all n
     draws on one class give the one-sided Clopper–Pearson bound p_A = α^(1/n), so
     R_max = σ_cls Φ⁻¹(α^(1/n)) (≤ 0 when α^(1/n) ≤ 1/2: nothing can be certified)."""
-    from statistics import NormalDist
-
-    p_max = alpha ** (1.0 / n)
-    return sigma * NormalDist().inv_cdf(p_max) if p_max < 1.0 else float("inf")
+    return sigma * _probit(best_bound(n, alpha, sequential))
 
 
-def unreachable_warning(sigma: float, n: int, alpha: float, r_cs: np.ndarray) -> str | None:
+def needed_sigma(r_cs: float, n: int, alpha: float, sequential: bool = False) -> float | None:
+    """The smallest σ_cls whose largest certifiable radius exceeds r_CS at n and α:
+    r_CS / Φ⁻¹(best reachable bound); None when that bound is ≤ 1/2 (no σ_cls helps, only n)."""
+    z = _probit(best_bound(n, alpha, sequential))
+    return None if not z > 0 else float(r_cs) / z
+
+
+def _sigma_advice(r_cs: float, sigma: float, n: int, alpha: float, sequential: bool) -> str:
+    needed = needed_sigma(r_cs, n, alpha, sequential)
+    if needed is None:
+        least = int(np.ceil(np.log(alpha) / np.log(0.5))) + 1
+        return f"no sigma_cls can certify at --n {n}: raise --n to at least {least}"
+    return (
+        f"certifying r_CS = {r_cs:.4g} needs sigma_cls >= r_CS / Phi^-1(best p_A bound) = "
+        f"{needed:.4g} even if every draw agreed (this classifier has sigma_cls = {sigma:g})"
+    )
+
+
+def unreachable_warning(
+    sigma: float, n: int, alpha: float, r_cs: np.ndarray, sequential: bool = False
+) -> str | None:
     """A warning when R_max = σ_cls Φ⁻¹(α^(1/n)) cannot exceed any r_CS (certified samples),
     i.e. no sample can be certified fair whatever the classifier does."""
     r_cs = np.asarray(r_cs, dtype=np.float64)
     if r_cs.size == 0:
         return None
-    r_max = largest_radius(sigma, n, alpha)
+    r_max = largest_radius(sigma, n, alpha, sequential)
     if r_max > float(r_cs.min()):
         return None
+    bound = "the confidence sequence's L_n at s = n" if sequential else "alpha^(1/n)"
     return (
         f"warning: with --n {n} and --alpha {alpha}, the largest radius randomized smoothing can "
-        f"certify is sigma_cls * Phi^-1(alpha^(1/n)) = {r_max:.4f}, not above the smallest r_CS "
-        f"of the bundle ({float(r_cs.min()):.4f}): no sample can be certified fair; raise --n "
-        "or use a classifier with a larger sigma_cls"
+        f"certify is sigma_cls * Phi^-1({bound}) = {r_max:.4f}, not above the smallest r_CS "
+        f"of the bundle ({float(r_cs.min()):.4f}): no sample can be certified fair; "
+        + _sigma_advice(float(r_cs.min()), sigma, n, alpha, sequential)
     )
+
+
+CAUSE_TEXT = {
+    ReportCause.R_NOT_ABOVE_R_CS: "R <= r_CS",
+    ReportCause.P_A_BELOW_HALF: "CERTIFY's p_A bound below 1/2",
+    ReportCause.FUTILE: "sequential test: R > r_CS out of reach (futility stop)",
+    ReportCause.UNDECIDED: "sequential test undecided after --n draws",
+    ReportCause.PREDICT_ABSTAINED: "PREDICT abstained (top two classes not told apart)",
+    ReportCause.CENTER_ABSTAINED_DELTA: "center smoothing abstained (delta test)",
+    ReportCause.CENTER_ABSTAINED_Q: "center smoothing abstained (quantile q)",
+}
+
+CAUSE_ADVICE = {
+    ReportCause.R_NOT_ABOVE_R_CS: "a larger sigma_cls or --n, or an encoder with smaller r_CS",
+    ReportCause.P_A_BELOW_HALF: "a smaller sigma_cls or a classifier trained longer",
+    ReportCause.FUTILE: "a larger sigma_cls or an encoder with smaller r_CS",
+    ReportCause.UNDECIDED: "raise --n",
+    ReportCause.PREDICT_ABSTAINED: "raise --n0 (PREDICT uses the n0 selection draws)",
+    ReportCause.CENTER_ABSTAINED_DELTA: "the producer's encode --certify settings (--n0, --delta)",
+    ReportCause.CENTER_ABSTAINED_Q: "the producer's encode --certify settings (--n, --delta)",
+}
+
+
+def cause_of(center_status: int, cert: SmoothCertificate | None, r_cs: float) -> ReportCause:
+    """The :class:`ReportCause` of one sample (``cert`` None: center smoothing abstained)."""
+    if cert is None:
+        if center_status == CenterStatus.ABSTAIN_Q:
+            return ReportCause.CENTER_ABSTAINED_Q
+        return ReportCause.CENTER_ABSTAINED_DELTA
+    if cert.predicted == ABSTAIN:
+        return ReportCause.PREDICT_ABSTAINED
+    if cert.prediction != ABSTAIN and r_cs < cert.radius:
+        return ReportCause.CERTIFIED
+    if cert.outcome == "futile":
+        return ReportCause.FUTILE
+    if cert.outcome == "undecided":
+        return ReportCause.UNDECIDED
+    if cert.prediction == ABSTAIN:
+        return ReportCause.P_A_BELOW_HALF
+    return ReportCause.R_NOT_ABOVE_R_CS
+
+
+STATUS_OF_CAUSE = {
+    ReportCause.CERTIFIED: ReportStatus.CERTIFIED,
+    ReportCause.PREDICT_ABSTAINED: ReportStatus.ABSTAIN_CLASSIFIER,
+    ReportCause.CENTER_ABSTAINED_DELTA: ReportStatus.ABSTAIN_CENTER,
+    ReportCause.CENTER_ABSTAINED_Q: ReportStatus.ABSTAIN_CENTER,
+}
+
+
+def outcome_warnings(
+    causes: np.ndarray,
+    r_cs: np.ndarray,
+    scale: RepresentationScale,
+    sigma: float,
+    n: int,
+    alpha: float,
+    sequential: bool = False,
+    accuracy: float | None = None,
+    majority: tuple[str, float] | None = None,
+) -> list[str]:
+    """Why little (< LITTLE_CERTIFIED) or nothing certified, in numbers, and what to change:
+    the σ_cls the median r_CS needs at this n and α, the median r_CS against the median distance
+    to the nearest sample of another class, the causes counted; and accuracy at or below the
+    majority-class rate (``majority``: the class name and its rate among the labels)."""
+    causes = np.asarray(causes)
+    total = len(causes)
+    warnings: list[str] = []
+    if accuracy is not None and majority is not None and accuracy <= majority[1]:
+        warnings.append(
+            f"accuracy {100 * accuracy:.1f} % is at or below the majority-class rate "
+            f"{100 * majority[1]:.1f} % (always predicting {majority[0]}): the classifier has "
+            "learned nothing useful at this sigma_cls; train to convergence (lassi-consumer "
+            "train without --epochs) or use a smaller sigma_cls"
+        )
+    certified = int((causes == ReportCause.CERTIFIED).sum())
+    if total == 0 or certified >= LITTLE_CERTIFIED * total:
+        return warnings
+    warnings.append(f"only {certified} of {total} samples ({100 * certified / total:.1f} %) are certified fair")
+    centered = np.asarray(r_cs, dtype=np.float64)[
+        ~np.isin(causes, [ReportCause.CENTER_ABSTAINED_DELTA, ReportCause.CENTER_ABSTAINED_Q])
+    ]
+    if centered.size:
+        median = float(np.median(centered))
+        r_max = largest_radius(sigma, n, alpha, sequential)
+        warnings.append(
+            f"median r_CS {median:.4g} against the largest radius sigma_cls * Phi^-1(best p_A "
+            f"bound at --n {n}, --alpha {alpha:g}) = {r_max:.4g}: "
+            + _sigma_advice(median, sigma, n, alpha, sequential)
+        )
+        if scale.nearest_other_class is not None and median >= scale.nearest_other_class:
+            warnings.append(
+                f"median r_CS {median:.4g} is not below the median distance "
+                f"{scale.nearest_other_class:.4g} from a sample to the nearest sample of another "
+                "class: the encoder is not invariant along the similarity set (similar "
+                "individuals spread wider than the classes lie apart), so a classifier with "
+                "R > r_CS cannot stay accurate; train the encoder with the adversarial and "
+                "contrastive losses (lassi-producer train --lambda-adv, --lambda-contr)"
+            )
+    counted = [
+        (cause, int((causes == cause).sum()))
+        for cause in ReportCause
+        if cause != ReportCause.CERTIFIED and (causes == cause).any()
+    ]
+    if counted:
+        warnings.append(
+            "not certified: "
+            + "; ".join(
+                f"{count} {CAUSE_TEXT[cause]} (change: {CAUSE_ADVICE[cause]})"
+                for cause, count in counted
+            )
+        )
+    return warnings
 
 
 def verify(
@@ -143,7 +321,8 @@ def verify(
     ``executor``: where the samples are computed (default: in this process); the result does not
     depend on it (per-sample seeds). ``device``: where C_L classifies and counts the draws.
     ``warn``: receives the warning of :func:`unreachable_warning` once the inputs are checked,
-    before any draw."""
+    before any draw, and those of :func:`outcome_warnings` at the end (all recorded in the
+    report)."""
     model, classifier = load_classifier(classifier_path)
     model.to(device)
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
@@ -155,7 +334,7 @@ def verify(
     scope = certificate_scope(spec, spec_sha, meta)
     labels = tensors.get(f"labels.{card.task}")
     centered = tensors["status"] == CenterStatus.CERTIFIED
-    warning = unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][centered])
+    warning = unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][centered], sequential)
     if warning and warn is not None:
         warn(warning)
     if card.architecture == "linear":
@@ -172,6 +351,7 @@ def verify(
         "radius": np.zeros(count, np.float32),
         "status": np.zeros(count, np.uint8),
         "draws": np.zeros(count, np.int64),
+        "cause": np.zeros(count, np.uint8),
     }
     checkpoint = out.with_name(out.name + ".ckpt")
     key = run_key(
@@ -188,27 +368,26 @@ def verify(
         what="verification",
         progress=progress,
         certified=lambda row: row["status"] == ReportStatus.CERTIFIED,
+        count_label="fair",
     )
 
     def verify_one(i: int) -> dict[str, object]:
-        if tensors["status"][i] != CenterStatus.CERTIFIED:
-            return {"status": ReportStatus.ABSTAIN_CENTER}
+        center = int(tensors["status"][i])
+        if center != CenterStatus.CERTIFIED:
+            cause = cause_of(center, None, 0.0)
+            return {"status": STATUS_OF_CAUSE[cause], "cause": cause}
         z_cs, r_cs, sample_id = tensors["z_cs"][i], float(tensors["r_cs"][i]), int(tensors["ids"][i])
         if sequential:
             cert = smooth.certify_sequential(z_cs, n0, r_cs, alpha, seed, sample_id, n_max=n)
         else:
             cert = smooth.certify(z_cs, n0, n, alpha, seed, sample_id)
-        if cert.prediction == ABSTAIN:
-            status = ReportStatus.ABSTAIN_CLASSIFIER
-        elif r_cs < cert.radius:
-            status = ReportStatus.CERTIFIED
-        else:
-            status = ReportStatus.NOT_CERTIFIED
+        cause = cause_of(center, cert, r_cs)
         return {
-            "prediction": cert.prediction,
+            "prediction": cert.predicted,  # PREDICT: the same whichever test decided R > r_CS
             "radius": cert.radius,
-            "status": status,
+            "status": STATUS_OF_CAUSE.get(cause, ReportStatus.NOT_CERTIFIED),
             "draws": cert.draws,
+            "cause": cause,
         }
 
     loop.run(verify_one, executor)
@@ -217,6 +396,22 @@ def verify(
     assert certificate is not None
     guarantee = 1.0 - (certificate.alpha1 + certificate.alpha2) - alpha
     summary = summarise(result["status"], result["prediction"], labels, guarantee)
+    scale = representation_scale(
+        tensors["z"][:2048],  # pairwise distances: at most the first 2048 samples
+        None if labels is None else labels[:2048],
+        tensors["r_cs"],
+        tensors["status"] == CenterStatus.CERTIFIED,
+        result["radius"],
+        result["prediction"] != ABSTAIN,
+    )
+    warnings = [warning.removeprefix("warning: ")] if warning else []
+    warnings += outcome_warnings(
+        result["cause"], tensors["r_cs"], scale, card.sigma_cls, n, alpha, sequential,
+        summary.accuracy, majority_class(labels, card.classes),
+    )  # fmt: skip
+    if warn is not None:
+        for text in warnings[1 if warning else 0 :]:
+            warn(f"warning: {text}")
     parents = {"classifier": classifier.sha256, "representations": bundle.sha256}
     parents.update({k: v for k, v in meta.parents.items() if k in ("encoder", "similarity_spec")})
     report = VerificationReport(
@@ -233,14 +428,8 @@ def verify(
         parents=parents,
         file_names=meta.file_names,
         scope=scope,
-        scale=representation_scale(
-            tensors["z"][:2048],  # pairwise distances: at most the first 2048 samples
-            None if labels is None else labels[:2048],
-            tensors["r_cs"],
-            tensors["status"] == CenterStatus.CERTIFIED,
-            result["radius"],
-            result["prediction"] != ABSTAIN,
-        ),
+        scale=scale,
+        warnings=warnings,
     )
     report_tensors = {"ids": tensors["ids"], "r_cs": tensors["r_cs"], **result}
     if labels is not None:

@@ -48,7 +48,7 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
 
 
 @main.command("train")
-@trusted_inputs("spec", "attack_spec")
+@trusted_inputs(regulator=("spec", "attack_spec"))
 @click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
 @click.option(
     "--attack-spec",
@@ -200,7 +200,7 @@ def train_command(
 
 
 @main.command("encode")
-@trusted_inputs("spec")
+@trusted_inputs(regulator=("spec",))
 @click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
 @click.option(
     "--encoder", "encoder_path", type=PATH, required=True, help="Encoder artifact (from train)."
@@ -334,7 +334,7 @@ def encode_command(
 
 
 @main.command("export-onnx")
-@trusted_inputs("spec")
+@trusted_inputs(regulator=("spec",))
 @click.option("--spec", type=PATH, required=True)
 @click.option("--encoder", "encoder_path", type=PATH, required=True)
 @click.option(

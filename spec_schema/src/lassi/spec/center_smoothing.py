@@ -525,10 +525,13 @@ def _since(start: float) -> float:
     return time.perf_counter() - start
 
 
-def progress_hooks() -> dict[str, Callable[[dict[str, Any]], Any]]:
+def progress_hooks() -> dict[str, Any]:
     """The per-sample loop's ``certified`` and ``postfix`` for rows of center-smoothing
-    certificates (``status``, ``r_cs``): shared by ``encode --certify`` and the audit's replay."""
+    certificates (``status``, ``r_cs``): shared by ``encode --certify`` and the audit's replay.
+    The bar says what they are: ``cs_ok=a/b`` counts samples where center smoothing did not
+    abstain (not fairness, which the consumer decides), ``last_r_cs`` is the latest sample's."""
     return {
         "certified": lambda row: row["status"] == CenterStatus.CERTIFIED,
-        "postfix": lambda row: {"r_cs": f"{row['r_cs']:.3f}"},
+        "postfix": lambda row: {"last_r_cs": f"{row['r_cs']:.3f}"},
+        "count_label": "cs_ok",
     }

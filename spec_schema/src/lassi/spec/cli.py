@@ -121,35 +121,58 @@ def inspect_command() -> click.Command:
     return inspect
 
 
-def trusted_inputs(*parameters: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add ``--trusted-key`` to a command whose ``parameters`` are another party's files.
+def trusted_inputs(
+    *parameters: str, regulator: tuple[str, ...] = ()
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add ``--trusted-key`` to a command whose ``parameters`` are another party's files, and
+    ``--regulator-key`` when it reads the regulator's spec (the ``regulator`` parameters).
 
     With one or more trusted keys (or ``LASSI_TRUSTED_KEYS``, paths separated by ``:``), every
-    named input must carry a valid ``.sig`` by one of them before the command runs.
+    named input must carry a valid ``.sig`` by one of them before the command runs; the spec must
+    carry one by a regulator key (``--regulator-key`` or ``LASSI_REGULATOR_KEYS``; without one,
+    by a trusted key) whenever any key is given (``lassi.spec.signing.verify_inputs``).
     """
 
     def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
-        def wrapper(*args: Any, trusted_keys: tuple[Path, ...] = (), **kwargs: Any) -> Any:
-            from lassi.spec.signing import verify_file
+        def wrapper(
+            *args: Any,
+            trusted_keys: tuple[Path, ...] = (),
+            regulator_keys: tuple[Path, ...] = (),
+            **kwargs: Any,
+        ) -> Any:
+            from lassi.spec.signing import (
+                REGULATOR_KEYS_ENV,
+                TRUSTED_KEYS_ENV,
+                keys_from,
+                verify_inputs,
+            )
 
-            keys = list(trusted_keys)
-            env = os.environ.get("LASSI_TRUSTED_KEYS", "")
-            keys += [Path(k) for k in env.split(":") if k]
-            if keys:
-                for name in parameters:
-                    value = kwargs.get(name)
-                    if value is not None:
-                        verify_file(value, keys)
+            verify_inputs(
+                [kwargs.get(name) for name in parameters],
+                [kwargs.get(name) for name in regulator],
+                keys_from(trusted_keys, TRUSTED_KEYS_ENV),
+                keys_from(regulator_keys, REGULATOR_KEYS_ENV) if regulator else [],
+            )
             return function(*args, **kwargs)
 
-        return click.option(
+        command = click.option(
             "--trusted-key",
             "trusted_keys",
             multiple=True,
             type=click.Path(dir_okay=False, path_type=Path),
             help="Public key (PEM) whose signature the other party's input files must carry.",
         )(wrapper)
+        if not regulator:
+            return command
+        return click.option(
+            "--regulator-key",
+            "regulator_keys",
+            multiple=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="The regulator's public key (PEM): the spec must carry its signature "
+            "(checked whenever any key is given; without this option, a --trusted-key's).",
+        )(command)
 
     return decorate
 

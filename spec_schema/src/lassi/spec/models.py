@@ -790,6 +790,22 @@ class ReportStatus(IntEnum):
     ABSTAIN_CLASSIFIER = 3
 
 
+class ReportCause(IntEnum):
+    """Why a sample is or is not certified (optional U8 tensor ``cause`` of a report): R > r_CS;
+    R <= r_CS; CERTIFY's p_A bound below 1/2; the sequential test found R > r_CS out of reach
+    (futile) or used all n draws undecided; PREDICT abstained; center smoothing abstained
+    (delta, q)."""
+
+    CERTIFIED = 0
+    R_NOT_ABOVE_R_CS = 1
+    P_A_BELOW_HALF = 2
+    FUTILE = 3
+    UNDECIDED = 4
+    PREDICT_ABSTAINED = 5
+    CENTER_ABSTAINED_DELTA = 6
+    CENTER_ABSTAINED_Q = 7
+
+
 class ReportSummary(Model):
     """Fractions in [0, 1]; abstentions count as errors for accuracy."""
 
@@ -864,10 +880,16 @@ class VerificationReport(ArtifactBase):
     )
     scale: RepresentationScale | None = None
     scope: CertificateScope | None = Field(None, description="absent in older reports")
+    warnings: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="why little or nothing certified, in numbers, and what to change",
+    )
 
     def tensor_specs(self) -> list[TensorSpec]:
         """``draws`` (optional, absent in older files): classifier draws per sample, n0 + the
-        estimation draws actually used (0 where center smoothing abstained)."""
+        estimation draws actually used (0 where center smoothing abstained). ``cause``
+        (optional): the :class:`ReportCause` of each sample."""
         n = self.n_samples
         specs = [
             TensorSpec(name="ids", dtype="I64", shape=(n,)),
@@ -876,6 +898,7 @@ class VerificationReport(ArtifactBase):
             TensorSpec(name="r_cs", dtype="F32", shape=(n,)),
             TensorSpec(name="status", dtype="U8", shape=(n,)),
             TensorSpec(name="draws", dtype="I64", shape=(n,), required=False),
+            TensorSpec(name="cause", dtype="U8", shape=(n,), required=False),
         ]
         if self.has_labels:
             specs.append(TensorSpec(name="labels", dtype="I64", shape=(n,)))
@@ -886,6 +909,8 @@ class VerificationReport(ArtifactBase):
             return "radii must be non-negative"
         if (tensors["status"] > max(ReportStatus)).any():
             return "tensor 'status' has unknown status codes"
+        if "cause" in tensors and (tensors["cause"] > max(ReportCause)).any():
+            return "tensor 'cause' has unknown cause codes"
         if "draws" in tensors and (tensors["draws"] < 0).any():
             return "tensor 'draws' has negative counts"
         if ((tensors["prediction"] < -1) | (tensors["prediction"] >= len(self.classes))).any():

@@ -112,7 +112,8 @@ class PerSampleLoop:
 
     ``checkpoint``: the file of finished rows, resumed only by a run with the same ``stage`` and
     ``key`` (``torch_state.run_key`` of everything the results depend on). ``certified``: whether
-    a committed row ({name: value}) counts as certified, for the bar's ``certified=a/b``.
+    a committed row ({name: value}) counts as certified, for the bar's ``certified=a/b``
+    (``count_label`` names that field after what it counts, e.g. ``cs_ok`` or ``fair``).
     ``postfix``: more bar fields from the latest committed row. ``what``: the noun of the resume
     message. Result names a sample's values leave out keep the arrays' initial values there.
 
@@ -132,6 +133,7 @@ class PerSampleLoop:
         progress: bool = True,
         certified: Callable[[Mapping[str, Any]], bool] | None = None,
         postfix: Callable[[Mapping[str, Any]], dict[str, str]] | None = None,
+        count_label: str = "certified",
     ) -> None:
         lengths = {len(array) for array in result.values()}
         if len(lengths) != 1:
@@ -140,6 +142,7 @@ class PerSampleLoop:
             )
         self.result, self.desc, self.what, self.progress = result, desc, what, progress
         self.certified, self.postfix = certified, postfix
+        self.count_label = count_label
         self.checkpoint = SampleCheckpoint(
             checkpoint, tool=tool, stage=stage, key=key, result=result
         )
@@ -190,7 +193,7 @@ class PerSampleLoop:
                     row, fields = self._row(i), {}
                     if self.certified:
                         count += bool(self.certified(row))
-                        fields["certified"] = f"{count}/{i + 1}"
+                        fields[self.count_label] = f"{count}/{i + 1}"
                     if self.postfix:
                         fields.update(self.postfix(row))
                     if fields:

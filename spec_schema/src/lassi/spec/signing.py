@@ -125,8 +125,12 @@ def sign_file(path: str | Path, private_key_path: str | Path) -> Path:
     return out
 
 
-def verify_file(path: str | Path, trusted_keys: Iterable[str | Path]) -> str:
+def verify_file(
+    path: str | Path, trusted_keys: Iterable[str | Path], signer: str = "a trusted key"
+) -> str:
     """Check ``FILE.sig`` against the trusted public keys; return the signer's key id.
+
+    ``signer`` names whose signature is required, in the refusals (e.g. the regulator's key).
 
     Raises SignatureError when the file is unsigned, the signature is malformed, the file was
     changed after signing, or no trusted key made the signature. The file is read once (see
@@ -140,7 +144,7 @@ def verify_file(path: str | Path, trusted_keys: Iterable[str | Path]) -> str:
     sig_path = signature_path(path)
     if not os.path.lexists(sig_path):
         raise SignatureError(
-            path, f"is not signed (no {sig_path.name}) but a trusted key is required"
+            path, f"is not signed (no {sig_path.name}) but {signer} is required"
         )
     raw = _small(sig_path, "a signature file")
     try:
@@ -161,4 +165,39 @@ def verify_file(path: str | Path, trusted_keys: Iterable[str | Path]) -> str:
         except InvalidSignature:
             continue
         return key_id(key)
-    raise SignatureError(path, "signature was not made by any trusted key")
+    if signer == "a trusted key":
+        raise SignatureError(path, "signature was not made by any trusted key")
+    raise SignatureError(path, f"signature was not made by {signer}")
+
+
+REGULATOR_KEY_OPTION = "--regulator-key"
+TRUSTED_KEYS_ENV, REGULATOR_KEYS_ENV = "LASSI_TRUSTED_KEYS", "LASSI_REGULATOR_KEYS"
+REGULATOR_SIGNER = f"the regulator's key ({REGULATOR_KEY_OPTION}, or a --trusted-key)"
+
+
+def keys_from(option: Iterable[str | Path], env: str) -> list[Path]:
+    """Key paths given by an option (repeatable) and by an environment variable (``:``-separated)."""
+    return [Path(k) for k in option] + [Path(k) for k in os.environ.get(env, "").split(":") if k]
+
+
+def verify_inputs(
+    producer_files: Iterable[str | Path | None],
+    regulator_files: Iterable[str | Path | None],
+    trusted_keys: Iterable[str | Path],
+    regulator_keys: Iterable[str | Path] = (),
+) -> None:
+    """The signatures a command checks before it runs, whenever keys are given.
+
+    ``producer_files`` (another party's files: a bundle, an ONNX graph) must be signed by one of
+    ``trusted_keys``. ``regulator_files`` (the similarity spec: the regulator is accountable for
+    it too) must be signed by one of ``regulator_keys``, or, when none is given, by one of
+    ``trusted_keys``: so with any key given, an unsigned spec, or one the regulator's key did not
+    sign, is refused (SignatureError, exit 5). Without keys nothing is checked.
+    """
+    trusted, regulator = list(trusted_keys), list(regulator_keys)
+    for path in producer_files:
+        if path is not None and trusted:
+            verify_file(path, trusted)
+    for path in regulator_files:
+        if path is not None and (trusted or regulator):
+            verify_file(path, regulator or trusted, REGULATOR_SIGNER)
