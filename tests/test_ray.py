@@ -8,8 +8,11 @@ computed it, so the files must agree bit for bit (all but the wall-time tensor `
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +123,87 @@ def test_executor_ray_without_ray_names_the_extra(chain: dict[str, Path], tmp_pa
     errors = [line for line in result.stderr.strip().splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "[ray]" in errors[0] and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- no hangs
+
+
+def _consumer_child(args: list[str], env: dict[str, str] | None = None, timeout: float = 120):
+    code = "from lassi.consumer.cli import main; main()"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                            timeout=timeout, env={**os.environ, **(env or {})})  # fmt: skip
+    return result, time.monotonic() - started
+
+
+def _one_error_line(result, fragment: str) -> None:
+    __tracebackhide__ = True
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and fragment in lines[0] and "Traceback" not in lines[0]
+
+
+def test_an_unreachable_ray_address_fails_fast_in_one_line(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """``--ray-address garbage:1`` used to hang for minutes with a flood of Ray warnings."""
+    out = tmp_path / "report.safetensors"
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+            "--executor", "ray", "--ray-address", "garbage:1", "--quiet", "--out", str(out)]  # fmt: skip
+    result, seconds = _consumer_child(args, timeout=60)
+    _one_error_line(result, "cannot reach Ray at garbage:1")
+    assert seconds < 30 and not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_port_that_is_not_a_ray_cluster_is_refused_within_the_timeout() -> None:
+    """A closed port, and a listener that answers in another protocol (HTTP/1), are refused
+    by the probe without Ray, within its timeout."""
+    from lassi.spec import LassiError
+    from lassi.spec.executors import probe_ray_address
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(64)
+            conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    with pytest.raises(LassiError, match="does not answer as a Ray cluster") as error:
+        probe_ray_address(f"127.0.0.1:{port}", timeout=5)
+    assert error.value.exit_code == 2 and time.monotonic() - started < 5
+    server.close()
+    with pytest.raises(LassiError, match="cannot reach Ray") as error:
+        probe_ray_address(f"127.0.0.1:{port}", timeout=5)  # now closed
+    for bad in ("garbage", "host:0", "host:99999", ":80"):
+        with pytest.raises(LassiError, match="must be HOST:PORT"):
+            probe_ray_address(bad)
+
+
+def test_a_local_ray_node_that_cannot_start_is_one_line(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """Ray's temporary folder cannot be created: exit 2 naming the cause, Ray's log hidden."""
+    out = tmp_path / "report.safetensors"
+    args = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]),
+            "--executor", "ray", "--workers", "1", "--quiet", "--out", str(out)]  # fmt: skip
+    env = {"RAY_TMPDIR": str(tmp_path / "file" / "ray"), "RAY_ADDRESS": ""}
+    (tmp_path / "file").write_text("a file where Ray wants a folder")
+    result, seconds = _consumer_child(args, env=env, timeout=120)
+    _one_error_line(result, "cannot start a local Ray node")
+    assert seconds < 60 and not out.exists()
+
+
+def test_workers_of_a_local_ray_node_are_bounded() -> None:
+    from lassi.spec import LassiError
+    from lassi.spec.executors import max_workers
+
+    with pytest.raises(LassiError, match="--workers") as error:
+        RayExecutor(workers=max_workers() + 1)
+    assert error.value.exit_code == 2

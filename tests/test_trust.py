@@ -472,11 +472,17 @@ def test_signature_vouches_for_the_bytes_that_are_parsed(chain: dict[str, Path],
     forged = forge(chain["test"], tmp_path / "forged.safetensors",
                    tensor_edit=lambda t: t.__setitem__("r_cs", (t["r_cs"] * 0.5).astype(np.float32)))
     with pinned_reads():
-        verify_file(path, [f"{key}.pub"])
+        verify_file(path, [f"{key}.pub"])  # streamed through the hash: the content is pinned
         os.replace(forged, path)  # the swap on a shared folder
-        assert read_artifact(path).sha256 == genuine
-        assert read_file(path, 1 << 30) != path.read_bytes()
-    assert read_artifact(path).sha256 != genuine  # outside a command, the new file is read anew
+        for read in (lambda: read_artifact(path), lambda: read_file(path, 1 << 30)):
+            with pytest.raises(LassiError, match="changed while this command was reading it") as error:
+                read()
+            assert error.value.exit_code == INTEGRITY
+    with pinned_reads():  # a file read whole keeps its bytes: a second reader gets the first read
+        first = read_file(path, 1 << 30)
+        path.write_bytes(chain["test"].read_bytes())
+        assert read_file(path, 1 << 30) == first != path.read_bytes()
+    assert read_artifact(path).sha256 == genuine  # outside a command, the file is read anew
 
 
 # --------------------------------------------------------------------------- binding and policy

@@ -17,75 +17,19 @@ hashes its bytes in the same single pass, so the consumer can bind a bundle to a
 
 from __future__ import annotations
 
-import hashlib
-import os
-import struct
 from pathlib import Path
 
-from lassi.spec.errors import IntegrityError, InvalidArtifactError, UsageError
-from lassi.spec.files import _open_regular
-from lassi.spec.io import (
-    MAX_ARTIFACT_BYTES,
-    MAX_HEADER_BYTES,
-    METADATA_KEY,
-    parse_metadata,
-    strict_json,
-)
+from lassi.spec.errors import IntegrityError
+from lassi.spec.io import read_header
 from lassi.spec.models import CertificateScope, RepresentationBundle, SimilaritySpec
 
 
 def read_spec_header(path: str | Path) -> tuple[SimilaritySpec, str]:
-    """(validated spec metadata, SHA-256 of the whole file) without parsing any tensor."""
-    path = Path(path)
-    fd, size = _open_regular(path, "a similarity spec")
-    try:
-        if size > MAX_ARTIFACT_BYTES:
-            raise InvalidArtifactError(path, f"is {size} bytes, over the limit {MAX_ARTIFACT_BYTES}")
-        digest = hashlib.sha256()
-        prefix = os.read(fd, 8)
-        digest.update(prefix)
-        if len(prefix) < 8:
-            raise InvalidArtifactError(path, f"file is truncated ({len(prefix)} bytes, no header)")
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
-            raise InvalidArtifactError(path, f"header length {header_len} exceeds the file or limit")
-        header_bytes = b""
-        while len(header_bytes) < header_len:
-            chunk = os.read(fd, header_len - len(header_bytes))
-            if not chunk:
-                raise InvalidArtifactError(path, "file is truncated inside its header")
-            header_bytes += chunk
-        digest.update(header_bytes)
-        total = 8 + header_len
-        while chunk := os.read(fd, 1 << 22):
-            digest.update(chunk)
-            total += len(chunk)
-            if total > MAX_ARTIFACT_BYTES:
-                raise InvalidArtifactError(path, "grew past the size limit while read")
-    except OSError as error:
-        raise UsageError(path, f"cannot read ({error.strerror})") from None
-    finally:
-        os.close(fd)
-    try:
-        text = header_bytes.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidArtifactError(path, "header is not valid UTF-8") from None
-    header = strict_json(text, path, "header")
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get(METADATA_KEY), str):
-        raise InvalidArtifactError(path, "not a lassi artifact (no 'lassi' metadata entry)")
-    raw = strict_json(metadata[METADATA_KEY], path, "lassi metadata")
-    meta = parse_metadata(raw, path, SimilaritySpec)
-    shapes = {
-        name: entry.get("shape", [])
-        for name, entry in header.items()
-        if name != "__metadata__" and isinstance(entry, dict)
-    }
-    if all(isinstance(s, list) and all(isinstance(d, int) for d in s) for s in shapes.values()):
-        problem = meta.check_architecture(shapes)
-        if problem:
-            raise InvalidArtifactError(path, problem)
-    return meta, digest.hexdigest()
+    """(validated spec metadata, SHA-256 of the whole file) without parsing any tensor: the
+    artifact reader's own header checks (``lassi.spec.io.read_header``), the rest streamed
+    through the hash."""
+    meta, _, sha256 = read_header(path, SimilaritySpec)
+    return meta, sha256
 
 
 def check_binding(

@@ -48,7 +48,17 @@ def error_exit_code(error: BaseException) -> int | None:
 
 
 class LassiGroup(click.Group):
-    """A click group that reports errors as one line and a class-specific exit status."""
+    """A click group that reports errors as one line and a class-specific exit status.
+
+    Every ``--threads`` option of its commands is checked against the machine
+    (:func:`check_threads`), however the command declared it.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        for param in cmd.params:
+            if param.name == "threads" and getattr(param, "callback", None) is not _threads_callback:
+                param.callback = _chained(param.callback)
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -275,20 +285,98 @@ def validated(model: type, where: str, **values: Any) -> Any:
         raise UsageError(None, f"{where}: {message}") from None
 
 
+THREADS_PER_CORE = 4
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def max_threads() -> int:
+    """The largest ``--threads``: 4 threads per core. More only contend for the same cores,
+    and every thread costs a stack and per-thread buffers in torch and onnxruntime (a million
+    of them exhaust memory or crash the process instead of running faster)."""
+    return THREADS_PER_CORE * cpu_cores()
+
+
+def check_threads(threads: int | None, option: str = "--threads") -> int | None:
+    """``threads`` if it is None (the default) or in 1..:func:`max_threads`, else a one-line
+    UsageError (exit 2) that says why the bound is what it is."""
+    if threads is None:
+        return None
+    limit = max_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit:
+        from lassi.spec.errors import UsageError
+
+        raise UsageError(
+            None,
+            f"{option} must be between 1 and {limit} ({THREADS_PER_CORE} per CPU core, "
+            f"{cpu_cores()} cores here; more only slow the run down and cost memory), "
+            f"got {threads}",
+        )
+    return threads
+
+
+def _threads_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    return check_threads(value, "--" + (param.name or "threads").replace("_", "-"))
+
+
+def _chained(callback: Callable[..., Any] | None) -> Callable[..., Any]:
+    """``callback`` (a command's own, if any) after the ``--threads`` check."""
+    if callback is None:
+        return _threads_callback
+
+    def run(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        return callback(ctx, param, _threads_callback(ctx, param, value))
+
+    return run
+
+
+def threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--threads N`` (default: all cores), checked by :func:`check_threads`."""
+    return click.option(
+        "--threads",
+        type=int,
+        default=None,
+        callback=_threads_callback,
+        help=f"CPU threads of torch and onnxruntime (default: all cores; at most "
+        f"{THREADS_PER_CORE} per core).",
+    )(command)
+
+
 def set_threads(threads: int | None) -> None:
     """``--threads``: the number of torch CPU threads (torch imported only when given)."""
-    if threads:
+    if check_threads(threads):
         import torch
 
         torch.set_num_threads(threads)
 
 
+def _remember_ray_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    ctx.meta["lassi.ray_verbose"] = bool(value)
+    return value
+
+
 def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--executor local|ray``, ``--workers``, ``--ray-address`` for a per-sample loop."""
+    """``--executor local|ray``, ``--workers``, ``--ray-address`` (and ``--ray-verbose``) for a
+    per-sample loop."""
+    command = click.option(
+        "--ray-verbose",
+        is_flag=True,
+        expose_value=False,
+        callback=_remember_ray_verbose,
+        help="Show Ray's own log lines (hidden by default).",
+    )(command)
     command = click.option(
         "--ray-address",
         default=None,
-        help="Address of a running Ray cluster (default with --executor ray: a local one).",
+        help="Address of a running Ray cluster, HOST:PORT or ray://HOST:PORT (default with "
+        "--executor ray: a local one). An address where no cluster answers within "
+        "10 s is an error.",
     )(command)
     command = click.option(
         "--workers",
@@ -312,4 +400,8 @@ def executor_from_options(
     """The executor the options name (a context manager; Ray is imported only for 'ray')."""
     from lassi.spec.executors import make_executor
 
-    return make_executor(executor, workers=workers, address=ray_address, threads=threads or 1)
+    context = click.get_current_context(silent=True)
+    verbose = bool(context is not None and context.meta.get("lassi.ray_verbose"))
+    return make_executor(
+        executor, workers=workers, address=ray_address, threads=threads or 1, verbose=verbose
+    )

@@ -12,10 +12,22 @@ actor, in position order, so the loop can commit (and checkpoint) a growing pref
 cluster works. An actor that dies is restarted by Ray and its unfinished batches retried
 (``max_restarts``, ``max_task_retries``). Ray moves the function and the results between this
 program's own processes with its own serialiser; no file from another party is ever unpickled.
+
+Connecting never hangs: a ``--ray-address`` is first probed with plain sockets (the name must
+resolve, the port must accept a connection and answer as a gRPC (HTTP/2) server, as Ray's GCS
+and client server do, all within ``CONNECT_TIMEOUT`` seconds), and any failure to reach or to
+start Ray is one line, exit 2. Ray's own log lines stay out of the user's terminal unless
+``verbose`` (``--ray-verbose``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import socket
+import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +36,89 @@ from lassi.spec.per_sample import Executor, LocalExecutor, SampleFn
 
 EXECUTORS = ("local", "ray")
 RAY_EXTRA = "Ray is not installed: install the optional extra, e.g. pip install './producer[ray]'"
+CONNECT_TIMEOUT = 10.0  # seconds for the whole probe of a --ray-address
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    """``[ray://]host:port`` -> (host, port); a one-line UsageError for anything else."""
+    text = address.strip()
+    if text.startswith("ray://"):
+        text = text[len("ray://") :]
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(
+            None, f"--ray-address must be HOST:PORT, ray://HOST:PORT or auto, got {address!r}"
+        )
+    return host, int(port_text)
+
+
+def probe_ray_address(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse (exit 2, one line) an address where no Ray cluster can answer, within ``timeout``
+    seconds: the name must resolve, the port accept a TCP connection, and the server answer the
+    HTTP/2 connection preface with a SETTINGS frame (Ray's GCS and client server speak gRPC; with
+    ``RAY_USE_TLS`` only the connection is checked)."""
+    if address.strip().lower() in ("auto", "local"):
+        return
+    host, port = _split_address(address)
+    where = f"cannot reach Ray at {address}"
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except socket.gaierror:
+        raise UsageError(None, f"{where}: the host name {host!r} does not resolve") from None
+    except TimeoutError:
+        raise UsageError(None, f"{where}: no answer within {timeout:g} s") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UsageError(None, f"{where}: {reason} (is 'ray start --head' running there?)") from None
+    with sock:
+        if os.environ.get("RAY_USE_TLS", "0") not in ("", "0"):
+            return
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.1))
+            sock.sendall(_HTTP2_PREFACE)
+            frame = b""
+            while len(frame) < 9:
+                piece = sock.recv(9 - len(frame))
+                if not piece:
+                    break
+                frame += piece
+        except OSError:
+            frame = b""
+        if len(frame) < 9 or frame[3] != 0x04:  # an HTTP/2 SETTINGS frame
+            raise UsageError(
+                None,
+                f"{where}: the server on port {port} does not answer as a Ray cluster (gRPC) "
+                f"within {timeout:g} s",
+            )
+
+
+@contextlib.contextmanager
+def _ray_quiet(verbose: bool) -> Iterator[None]:
+    """Ray's log lines (Python logger and the core's own lines on stderr) hidden unless
+    ``verbose``; our own one-line error is what the user reads."""
+    if verbose:
+        yield
+        return
+    logger = logging.getLogger("ray")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    saved = None
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+        logger.setLevel(level)
 
 
 class _SampleWorker:
@@ -61,27 +156,45 @@ class RayExecutor:
         num_gpus: float = 0.0,
         batch: int = 1,
         max_restarts: int = 3,
+        verbose: bool = False,
     ) -> None:
         if workers < 1 or threads < 0 or batch < 1:
             raise UsageError(None, "--workers and the batch size must be at least 1")
+        if address is None and workers > max_workers():
+            raise UsageError(
+                None,
+                f"--workers {workers} is more than a local Ray node can run here (at most "
+                f"{max_workers()}, 4 per CPU core); give --ray-address for a larger cluster",
+            )
         self.workers, self.address, self.threads = workers, address, threads
         self.num_gpus, self.batch, self.max_restarts = num_gpus, batch, max_restarts
+        self.verbose = verbose
         self.actors: list[Any] = []
         self._started = False
 
     def __enter__(self) -> RayExecutor:
         ray = import_ray()
         if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS")  # ray.init reads it too
+            if address:
+                probe_ray_address(address)
+            where = f"reach Ray at {self.address}" if self.address else "start a local Ray node"
             try:
-                ray.init(
-                    address=self.address,
-                    num_cpus=None if self.address else self.workers * max(1, self.threads),
-                    include_dashboard=False,
-                    log_to_driver=False,
-                )
-            except (ConnectionError, RuntimeError, ValueError) as error:
-                where = self.address or "a local cluster"
-                raise UsageError(None, f"cannot start or reach Ray at {where}: {error}") from None
+                with _ray_quiet(self.verbose):
+                    ray.init(
+                        address=self.address,
+                        num_cpus=None if self.address else self.workers * max(1, self.threads),
+                        include_dashboard=False,
+                        log_to_driver=self.verbose,
+                        logging_level=logging.INFO if self.verbose else logging.ERROR,
+                    )
+            except Exception as error:  # Ray raises many kinds; each means no cluster to use
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                lines = str(error).strip().splitlines() or [type(error).__name__]
+                raise UsageError(
+                    None, f"cannot {where}: {lines[0][:200]} (--ray-verbose shows Ray's log)"
+                ) from None
             self._started = True
         return self
 
@@ -134,8 +247,20 @@ def import_ray() -> Any:
     return ray
 
 
+def max_workers() -> int:
+    """The most actors a local Ray node gets: 4 per CPU core (as ``--threads``)."""
+    from lassi.spec.cli import max_threads
+
+    return max_threads()
+
+
 def make_executor(
-    name: str, *, workers: int = 2, address: str | None = None, threads: int = 1
+    name: str,
+    *,
+    workers: int = 2,
+    address: str | None = None,
+    threads: int = 1,
+    verbose: bool = False,
 ) -> Executor:
     """``--executor local|ray`` (with ``--workers``, ``--ray-address``) as an executor."""
     if name == "local":
@@ -144,5 +269,5 @@ def make_executor(
         return LocalExecutor()
     if name == "ray":
         import_ray()
-        return RayExecutor(workers, address=address, threads=threads)
+        return RayExecutor(workers, address=address, threads=threads, verbose=verbose)
     raise UsageError(None, f"unknown executor '{name}' ({', '.join(EXECUTORS)})")

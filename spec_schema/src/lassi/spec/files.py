@@ -1,27 +1,44 @@
-"""Reading another party's files: one bounded read of a regular file, the same bytes for everyone.
+"""Reading another party's files: bounded reads of regular files, the same content for everyone.
 
 A file that is read twice can change in between (a named pipe, a file swapped on a shared
 folder), so a signature checked over the first read would vouch for a second, forged one.
-``read_file`` therefore reads each file once: it opens without blocking, refuses anything that
-is not a regular file (FIFO, device, folder) with a one-line error, refuses a file over its
-size limit before allocating, and reads at most that many bytes. Inside ``pinned_reads()``
-(every CLI command runs in one) the bytes are kept, so the signature check, the hash of a
-parent and the parser all see the very bytes that were read first; writing a path through
-``lassi.spec.io.atomic_path`` forgets what was kept for it.
+Every read here therefore opens without blocking, refuses anything that is not a regular file
+(FIFO, device, folder) with a one-line error, refuses a file over its size limit before
+allocating, reads at most that many bytes, and computes the SHA-256 of what it read.
+Inside ``pinned_reads()`` (every CLI command runs in one) the first read of a path pins that
+SHA-256: the signature check, the hash of a parent and the parser all see the same content, and
+a later read that finds other bytes is refused (exit 4) instead of parsed. Small files read whole
+(``read_file``: keys, signatures, ONNX graphs) keep their bytes, so a second reader gets the very
+bytes of the first read; artifacts are streamed (``StreamedFile``: header first, tensors read
+into their own arrays, the hash computed chunk by chunk), so no file is ever held twice and a
+size check never needs the whole file. Writing a path through ``lassi.spec.io.atomic_path``
+forgets what was pinned for it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import io
 import os
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from lassi.spec.errors import InvalidArtifactError, UsageError
+from lassi.spec.errors import IntegrityError, InvalidArtifactError, UsageError
 
-_PINNED: list[dict[str, bytes]] = []
+CHUNK = 1 << 22  # 4 MiB: the largest piece read (and hashed) at a time
+
+
+@dataclass
+class _Seen:
+    sha256: str
+    data: bytes | None  # kept for small files read whole
+
+
+_PINNED: list[dict[str, _Seen]] = []
 
 
 def _key(path: str | Path) -> str:
@@ -30,7 +47,7 @@ def _key(path: str | Path) -> str:
 
 @contextlib.contextmanager
 def pinned_reads() -> Iterator[None]:
-    """Within this block, every path is read at most once; later reads get the same bytes."""
+    """Within this block, every path has one content: a read that finds other bytes is refused."""
     _PINNED.append({})
     try:
         yield
@@ -39,9 +56,33 @@ def pinned_reads() -> Iterator[None]:
 
 
 def forget(path: str | Path) -> None:
-    """Drop kept bytes of ``path`` (it was just rewritten by this process)."""
+    """Drop what was pinned for ``path`` (it was just rewritten by this process)."""
     for cache in _PINNED:
         cache.pop(_key(path), None)
+
+
+def _pinned(key: str) -> _Seen | None:
+    for cache in reversed(_PINNED):
+        if key in cache:
+            return cache[key]
+    return None
+
+
+def _pin(path: Path, key: str, sha256: str, data: bytes | None = None) -> None:
+    """Record the content of a finished read; refuse one that differs from the first read."""
+    seen = _pinned(key)
+    if seen is None:
+        if _PINNED:
+            _PINNED[-1][key] = _Seen(sha256, data)
+        return
+    if seen.sha256 != sha256:
+        raise IntegrityError(
+            path,
+            "changed while this command was reading it (its SHA-256 differs from the first "
+            "read); make sure nothing writes it, then run the command again",
+        )
+    if seen.data is None and data is not None:
+        seen.data = data
 
 
 def _open_regular(path: Path, what: str) -> tuple[int, int]:
@@ -53,7 +94,8 @@ def _open_regular(path: Path, what: str) -> tuple[int, int]:
     except IsADirectoryError:
         raise UsageError(path, f"is a folder, expected {what}") from None
     except OSError as error:
-        raise UsageError(path, f"cannot open ({error.strerror or errno.errorcode.get(error.errno)})") from None
+        reason = error.strerror or errno.errorcode.get(error.errno or 0, "error")
+        raise UsageError(path, f"cannot open ({reason})") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         os.close(fd)
@@ -72,34 +114,112 @@ def _open_regular(path: Path, what: str) -> tuple[int, int]:
     return fd, info.st_size
 
 
+class StreamedFile:
+    """One sequential, bounded read of a regular file, hashed as it goes (a context manager).
+
+    ``size`` is known before anything is read, so a reader checks what a header declares
+    against it first; ``read`` and ``readinto`` then consume the file front to back (each byte
+    hashed once), ``pread`` looks ahead without moving (not hashed), and ``finish`` checks that
+    the file ended where its size said and pins its SHA-256 (see the module docstring).
+    """
+
+    def __init__(self, path: str | Path, limit: int, what: str = "a file") -> None:
+        self.path = Path(path)
+        self.what = what
+        fd, self.size = _open_regular(self.path, what)
+        if self.size > limit:
+            os.close(fd)
+            raise InvalidArtifactError(
+                self.path, f"is {self.size} bytes, over the limit of {limit} for {what}"
+            )
+        self._file = io.FileIO(fd, "rb", closefd=True)
+        self._digest = hashlib.sha256()
+        self.position = 0
+
+    def __enter__(self) -> StreamedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def _shrunk(self) -> InvalidArtifactError:
+        return InvalidArtifactError(
+            self.path, f"is truncated (ends at byte {self.position} of {self.size}, or shrank while read)"
+        )
+
+    def readinto(self, buffer: memoryview) -> None:
+        """Fill ``buffer`` (a flat byte view) with the next bytes of the file."""
+        total = len(buffer)
+        if self.position + total > self.size:
+            raise self._shrunk()
+        done = 0
+        while done < total:
+            piece = buffer[done : min(total, done + CHUNK)]
+            try:
+                got = self._file.readinto(piece)
+            except OSError as error:
+                raise UsageError(self.path, f"cannot read ({error.strerror})") from None
+            if not got:
+                self.position += done
+                raise self._shrunk()
+            self._digest.update(piece[:got])
+            done += got
+        self.position += total
+
+    def read(self, n: int) -> bytes:
+        """The next ``n`` bytes (``n`` already checked against ``size`` by the caller)."""
+        buffer = bytearray(n)
+        self.readinto(memoryview(buffer))
+        return bytes(buffer)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """``n`` bytes at ``offset`` without moving or hashing (a look-ahead check)."""
+        try:
+            data = os.pread(self._file.fileno(), n, offset)
+        except OSError as error:
+            raise UsageError(self.path, f"cannot read ({error.strerror})") from None
+        if len(data) != n:
+            raise self._shrunk()
+        return data
+
+    def skip(self) -> None:
+        """Read (and hash) the rest of the file without keeping it."""
+        buffer = memoryview(bytearray(min(CHUNK, max(self.size - self.position, 0))))
+        while self.position < self.size:
+            n = min(len(buffer), self.size - self.position)
+            self.readinto(buffer[:n])
+
+    def finish(self) -> str:
+        """Check the file ended at its size; pin and return its SHA-256."""
+        try:
+            extra = self._file.read(1)
+        except OSError as error:
+            raise UsageError(self.path, f"cannot read ({error.strerror})") from None
+        if self.position != self.size or extra:
+            raise InvalidArtifactError(self.path, "grew while it was read")
+        sha256 = self._digest.hexdigest()
+        _pin(self.path, _key(self.path), sha256)
+        return sha256
+
+
+def stream_sha256(path: str | Path, limit: int, what: str = "a file") -> str:
+    """SHA-256 of a regular file of at most ``limit`` bytes, read in chunks (never held whole)."""
+    with StreamedFile(path, limit, what) as f:
+        f.skip()
+        return f.finish()
+
+
 def read_file(path: str | Path, limit: int, what: str = "a file") -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes, read once (see module docstring)."""
     path = Path(path)
     key = _key(path)
-    for cache in reversed(_PINNED):
-        if key in cache:
-            return cache[key]
-    fd, size = _open_regular(path, what)
-    try:
-        if size > limit:
-            raise InvalidArtifactError(path, f"is {size} bytes, over the limit of {limit} for {what}")
-        chunks, total = [], 0
-        while True:
-            try:
-                chunk = os.read(fd, min(1 << 22, limit + 1 - total))
-            except OSError as error:
-                raise UsageError(path, f"cannot read ({error.strerror})") from None
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > limit:
-                raise InvalidArtifactError(path, f"grew past the limit of {limit} bytes while read")
-    finally:
-        os.close(fd)
-    data = b"".join(chunks)
-    if _PINNED:
-        _PINNED[-1][key] = data
+    seen = _pinned(key)
+    if seen is not None and seen.data is not None:
+        return seen.data
+    with StreamedFile(path, limit, what) as f:
+        data = f.read(f.size)
+        sha256 = f.finish()
+    _pin(path, key, sha256, data)
     return data
 
 

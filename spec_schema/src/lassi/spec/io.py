@@ -2,10 +2,16 @@
 
 Format: safetensors (8-byte little-endian header length, a JSON header, the raw tensor bytes).
 The artifact metadata lives as JSON under ``__metadata__["lassi"]``. Files come from other
-organisations, so ``read_artifact`` trusts nothing: the header is parsed and bounded before any
-tensor is touched, offsets must tile the data section exactly, dtypes and shapes must be those
-the kind declares, float tensors must be finite, and parent hashes must match when given.
-Writes are atomic: a temporary file in the destination folder, fsync, rename.
+organisations, so ``read_artifact`` trusts nothing and reads header first: the header alone is
+read (bounded) and checked against the file's size, offsets must tile the data section exactly,
+dtypes and shapes must be those the kind declares, the declared architecture must be the one
+the weights' shapes back, all before any tensor byte is read. Only then are the tensors read,
+each straight into its own array (memory: the declared tensors, once; the file's SHA-256 is
+computed chunk by chunk on the way, see ``lassi.spec.files``). A data section over
+``PREPASS_BYTES`` is first checked against its content checksum and for NaN/Inf in chunks, so
+a large forged or corrupted file is refused before anything is allocated. Float tensors must be
+finite and parent hashes must match when given. Writes are atomic: a temporary file in the
+destination folder, fsync, rename.
 
 Why one long module: every check a received artifact goes through happens here, in the
 order it is applied, so that no reader can skip one.
@@ -27,11 +33,16 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 from pydantic import ValidationError
-from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from lassi.spec.errors import IntegrityError, InvalidArtifactError, printable, validation_message
-from lassi.spec.files import forget, read_file
+from lassi.spec.errors import (
+    IntegrityError,
+    InvalidArtifactError,
+    UsageError,
+    printable,
+    validation_message,
+)
+from lassi.spec.files import CHUNK, StreamedFile, forget, stream_sha256
 from lassi.spec.models import (
     ARTIFACT_KINDS,
     FLOAT_DTYPES,
@@ -42,6 +53,7 @@ from lassi.spec.models import (
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 MAX_ARTIFACT_BYTES = int(os.environ.get("LASSI_MAX_ARTIFACT_BYTES", 8 * 1024**3))
+PREPASS_BYTES = 64 * 1024**2  # data sections above this are checked in chunks before allocating
 METADATA_KEY = "lassi"
 CHECKSUM_KEY = "lassi.content_sha256"
 _ITEMSIZE = {
@@ -54,6 +66,17 @@ _ITEMSIZE = {
     "I8": 1,
     "U8": 1,
     "BOOL": 1,
+}
+_FILE_DTYPE = {  # safetensors stores little-endian
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
 }
 _NUMPY_DTYPE = {
     np.dtype(np.float64): "F64",
@@ -92,8 +115,9 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: str | Path, limit: int | None = None) -> str:
-    """SHA-256 of a regular file, read once (the same bytes a later parse sees, see files.py)."""
-    return sha256_bytes(read_file(path, MAX_ARTIFACT_BYTES if limit is None else limit))
+    """SHA-256 of a regular file, streamed in chunks (a later parse must see the same content,
+    see files.py)."""
+    return stream_sha256(path, MAX_ARTIFACT_BYTES if limit is None else limit)
 
 
 class _DuplicateKey(ValueError):
@@ -127,25 +151,43 @@ def strict_json(text: str | bytes, where: str | Path, what: str) -> Any:
         raise InvalidArtifactError(where, f"{what} is nested too deeply") from None
 
 
+def _write_error(error: OSError, path: Path) -> Exception:
+    """A failed write (disk full, quota, read-only, file too large) as one line naming the file
+    being written, not the temporary beside it nor "a file"."""
+    name = error.filename
+    temporary = name is not None and Path(os.fsdecode(name)).name.startswith(f".{path.name}.")
+    if error.errno is None or (name is not None and not temporary):
+        return error  # names its own file (e.g. an input the body read): keep it
+    reason = error.strerror or os.strerror(error.errno)
+    return UsageError(path, f"cannot write ({reason})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it into place.
 
-    If the body raises (or the process dies), nothing appears at ``path``.
+    If the body raises (or the process dies), nothing appears at ``path``; a file-system error
+    while writing names ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise _write_error(error, path) from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)  # mkstemp makes 0600 files; an artifact gets the usual 0666 & ~umask
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        os.chmod(tmp_path, 0o666 & ~umask)
+        try:
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp_path, path)
+        except OSError as error:
+            raise _write_error(error, path) from None
         forget(path)
         with contextlib.suppress(OSError):
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -173,7 +215,7 @@ def content_digest(metadata_json: str, tensors: Mapping[str, np.ndarray]) -> str
         array = np.asarray(tensors[name])
         array = array if array.flags.c_contiguous else array.copy(order="C")
         digest.update(f"\0{name}\0{_dtype_name(array)}\0{list(array.shape)}\0".encode())
-        digest.update(array.tobytes())
+        digest.update(array.reshape(-1).view(np.uint8))  # the bytes, without a copy
     return digest.hexdigest()
 
 
@@ -187,23 +229,23 @@ def _dtype_name(array: np.ndarray) -> str:
         raise ValueError(f"unsupported dtype {array.dtype}") from None
 
 
-def _check_tensors(
-    meta: ArtifactBase, tensors: Mapping[str, np.ndarray], where: str | Path
+def _check_declared(
+    meta: ArtifactBase, entries: Mapping[str, tuple[str, tuple[int, ...]]], where: str | Path
 ) -> None:
-    """Required tensors present with declared dtype/shape, no strangers, floats finite."""
+    """Required tensors present with the declared dtype/shape, no strangers, the declared
+    architecture backed by the weights: on (dtype, shape) alone, i.e. on the header before any
+    tensor byte is read (and on the arrays before a write)."""
     declared = {spec.name: spec for spec in meta.tensor_specs()}
     for spec in declared.values():
-        if spec.name not in tensors:
+        if spec.name not in entries:
             if spec.required:
                 raise InvalidArtifactError(where, f"required tensor '{spec.name}' is missing")
             continue
-        array = tensors[spec.name]
-        dtype = _dtype_name(array)
+        dtype, shape = entries[spec.name]
         if dtype != spec.dtype:
             raise InvalidArtifactError(
                 where, f"tensor '{spec.name}' has dtype {dtype}, expected {spec.dtype}"
             )
-        shape = tuple(array.shape)
         if len(shape) != len(spec.shape) or any(
             want is not None and want != got for want, got in zip(spec.shape, shape, strict=False)
         ):
@@ -211,19 +253,45 @@ def _check_tensors(
             raise InvalidArtifactError(
                 where, f"tensor '{spec.name}' has shape {list(shape)}, expected {list(want_s)}"
             )
-    for name, array in tensors.items():
+    for name, (dtype, _) in entries.items():
         if name not in declared:
             if not any(name.startswith(p) for p in meta.weight_prefixes):
                 raise InvalidArtifactError(
                     where, f"unexpected tensor '{name}' for kind {meta.kind}"
                 )
-            if array.dtype.kind == "f" and _dtype_name(array) not in FLOAT_DTYPES:
+            if dtype.startswith("F") and dtype not in FLOAT_DTYPES:
                 raise InvalidArtifactError(where, f"tensor '{name}' has an unsupported dtype")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+    problem = meta.check_architecture({name: list(shape) for name, (_, shape) in entries.items()})
+    if problem:  # before any tensor is loaded or model built (lassi.spec.architecture)
+        raise InvalidArtifactError(where, problem)
+
+
+def _finite(array: np.ndarray) -> bool:
+    """All of a float array finite, checked in chunks (no temporary the size of the array)."""
+    flat = array.reshape(-1)
+    step = CHUNK // max(array.itemsize, 1)
+    return all(np.isfinite(flat[i : i + step]).all() for i in range(0, flat.size, step))
+
+
+def _check_values(meta: ArtifactBase, tensors: Mapping[str, np.ndarray], where: str | Path) -> None:
+    """Floats finite, booleans 0 or 1, then the kind's own value checks."""
+    for name, array in tensors.items():
+        if array.dtype.kind == "f" and not _finite(array):
             raise InvalidArtifactError(where, f"tensor '{name}' contains NaN or Inf")
+        if array.dtype.kind == "b" and array.size and array.reshape(-1).view(np.uint8).max() > 1:
+            raise InvalidArtifactError(where, f"tensor '{name}' has booleans other than 0 and 1")
     problem = meta.check_values(dict(tensors))
     if problem:
         raise InvalidArtifactError(where, problem)
+
+
+def _check_tensors(
+    meta: ArtifactBase, tensors: Mapping[str, np.ndarray], where: str | Path
+) -> None:
+    """Everything ``read_artifact`` checks of a kind's tensors, on arrays (before a write)."""
+    entries = {name: (_dtype_name(a), tuple(a.shape)) for name, a in tensors.items()}
+    _check_declared(meta, entries, where)
+    _check_values(meta, tensors, where)
 
 
 def parse_metadata(raw: Any, where: str | Path, expect: type[M] | None = None) -> M:
@@ -251,21 +319,33 @@ def parse_metadata(raw: Any, where: str | Path, expect: type[M] | None = None) -
         raise InvalidArtifactError(where, validation_message(error, "metadata field")) from None
 
 
-def parse_header(data: bytes, where: str | Path) -> tuple[dict[str, Any], dict[str, str], int]:
-    """Parse and bound-check a safetensors header; return (tensor entries, metadata, data start).
-
-    The tensors' byte ranges must be well-formed, in range, non-overlapping and must tile the
-    data section exactly; sizes must agree with dtype and shape.
-    """
-    if len(data) < 8:
-        raise InvalidArtifactError(where, f"file is truncated ({len(data)} bytes, no header)")
-    (header_len,) = struct.unpack("<Q", data[:8])
+def _header_length(prefix: bytes, size: int, where: str | Path) -> int:
+    """The header length the first 8 bytes declare, checked against the limit and file size."""
+    if size < 8:
+        raise InvalidArtifactError(where, f"file is truncated ({size} bytes, no header)")
+    (header_len,) = struct.unpack("<Q", prefix[:8])
     if header_len > MAX_HEADER_BYTES:
         raise InvalidArtifactError(where, f"header length {header_len} exceeds the limit")
-    if 8 + header_len > len(data):
+    if 8 + header_len > size:
         raise InvalidArtifactError(
-            where, f"header claims {header_len} bytes but the file has only {len(data) - 8}"
+            where, f"header claims {header_len} bytes but the file has only {size - 8}"
         )
+    return header_len
+
+
+def parse_header(
+    data: bytes, where: str | Path, size: int | None = None
+) -> tuple[dict[str, Any], dict[str, str], int]:
+    """Parse and bound-check a safetensors header; return (tensor entries, metadata, data start).
+
+    ``data`` holds at least the length prefix and the header (``size``: the whole file's size,
+    default ``len(data)``). The tensors' byte ranges must be well-formed, in range,
+    non-overlapping and must tile the data section exactly; sizes must agree with dtype and shape.
+    """
+    size = len(data) if size is None else size
+    header_len = _header_length(data, size, where)
+    if 8 + header_len > len(data):
+        raise InvalidArtifactError(where, "file is truncated inside its header")
     try:
         text = data[8 : 8 + header_len].decode("utf-8")
     except UnicodeDecodeError:
@@ -278,7 +358,7 @@ def parse_header(data: bytes, where: str | Path) -> tuple[dict[str, Any], dict[s
         raise InvalidArtifactError(where, "not a lassi artifact (no __metadata__ in the header)")
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise InvalidArtifactError(where, "__metadata__ must map strings to strings")
-    data_len = len(data) - 8 - header_len
+    data_len = size - 8 - header_len
     ranges: list[tuple[int, int, str]] = []
     for name, entry in header.items():
         if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
@@ -378,33 +458,90 @@ def check_parents(artifact: Artifact, parents: Mapping[str, str | Path | Artifac
             )
 
 
+def _read_head(
+    f: StreamedFile, expect: type[M] | None
+) -> tuple[dict[str, Any], dict[str, str], M, dict[str, tuple[str, tuple[int, ...]]]]:
+    """Read (only) the length prefix and header; validate them against the file's size and the
+    metadata's declared tensors and architecture. Nothing after the header is read here."""
+    path = f.path
+    if f.size < 8:
+        raise InvalidArtifactError(path, f"file is truncated ({f.size} bytes, no header)")
+    prefix = f.read(8)
+    header_len = _header_length(prefix, f.size, path)
+    header, metadata, _ = parse_header(prefix + f.read(header_len), path, f.size)
+    if METADATA_KEY not in metadata:
+        raise InvalidArtifactError(path, "not a lassi artifact (no 'lassi' metadata entry)")
+    raw = strict_json(metadata[METADATA_KEY], path, "lassi metadata")
+    meta = parse_metadata(raw, path, expect)
+    entries = {name: (e["dtype"], tuple(e["shape"])) for name, e in header.items()}
+    _check_declared(meta, entries, path)
+    return header, metadata, meta, entries
+
+
+def _prepass(f: StreamedFile, header: dict[str, Any], metadata: dict[str, str]) -> None:
+    """A large data section: its content checksum and float finiteness, checked in chunks
+    through look-ahead reads before any array is allocated (a forged or corrupted multi-GB
+    file costs no memory). The arrays read afterwards are checked again: this is a filter."""
+    start = f.position
+    digest = hashlib.sha256(metadata[METADATA_KEY].encode("utf-8"))
+    for name in sorted(header):
+        entry = header[name]
+        dtype = _FILE_DTYPE[entry["dtype"]]
+        digest.update(f"\0{name}\0{entry['dtype']}\0{list(entry['shape'])}\0".encode())
+        begin, end = entry["data_offsets"]
+        for offset in range(begin, end, CHUNK):  # CHUNK is a multiple of every item size
+            piece = f.pread(min(CHUNK, end - offset), start + offset)
+            digest.update(piece)
+            if dtype.kind == "f" and not np.isfinite(np.frombuffer(piece, dtype)).all():
+                raise InvalidArtifactError(f.path, f"tensor '{name}' contains NaN or Inf")
+    if metadata.get(CHECKSUM_KEY) != digest.hexdigest():
+        raise IntegrityError(f.path, "content does not match its checksum (modified or corrupted)")
+
+
+def _read_tensors(f: StreamedFile, header: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Every tensor read straight into its own array, in file order (they tile the data)."""
+    tensors: dict[str, np.ndarray] = {}
+    for name in sorted(header, key=lambda n: header[n]["data_offsets"][0]):
+        entry = header[name]
+        array = np.empty(entry["shape"], dtype=_FILE_DTYPE[entry["dtype"]])
+        if array.size:
+            f.readinto(memoryview(array.reshape(-1).view(np.uint8)))
+        tensors[name] = array
+    return tensors
+
+
 def read_artifact(
     path: str | Path,
     expect: type[M] | None = None,
     parents: Mapping[str, str | Path | Artifact] | None = None,
 ) -> Artifact[M]:
-    """Read and fully validate an artifact (see the module docstring for what is checked)."""
+    """Read and fully validate an artifact, header first (see the module docstring)."""
     path = Path(path)
-    data = read_file(path, MAX_ARTIFACT_BYTES, "an artifact file")
-    header, metadata, _ = parse_header(data, path)
-    if METADATA_KEY not in metadata:
-        raise InvalidArtifactError(path, "not a lassi artifact (no 'lassi' metadata entry)")
-    raw = strict_json(metadata[METADATA_KEY], path, "lassi metadata")
-    meta = parse_metadata(raw, path, expect)
-    problem = meta.check_architecture({name: entry["shape"] for name, entry in header.items()})
-    if problem:  # before any tensor is loaded or model built (lassi.spec.architecture)
-        raise InvalidArtifactError(path, problem)
-    try:
-        tensors = st_load(data)
-    except Exception as error:  # safetensors re-validates; any complaint means a bad file
-        raise InvalidArtifactError(path, f"safetensors rejects the file ({error})") from None
+    with StreamedFile(path, MAX_ARTIFACT_BYTES, "an artifact file") as f:
+        header, metadata, meta, _ = _read_head(f, expect)
+        if f.size - f.position > PREPASS_BYTES:
+            _prepass(f, header, metadata)
+        tensors = _read_tensors(f, header)
+        sha256 = f.finish()
     if metadata.get(CHECKSUM_KEY) != content_digest(metadata[METADATA_KEY], tensors):
         raise IntegrityError(path, "content does not match its checksum (modified or corrupted)")
-    _check_tensors(meta, tensors, path)
-    artifact = Artifact(meta=meta, tensors=tensors, sha256=sha256_bytes(data), path=path)
+    _check_values(meta, tensors, path)
+    artifact = Artifact(meta=meta, tensors=tensors, sha256=sha256, path=path)
     if parents:
         check_parents(artifact, parents)
     return artifact
+
+
+def read_header(
+    path: str | Path, expect: type[M] | None = None
+) -> tuple[M, dict[str, tuple[str, tuple[int, ...]]], str]:
+    """(validated metadata, each tensor's (dtype, shape), SHA-256 of the whole file) without
+    reading any tensor into memory: the header is checked as in ``read_artifact`` and the rest
+    of the file is streamed through the hash only. Imports no torch."""
+    with StreamedFile(Path(path), MAX_ARTIFACT_BYTES, "an artifact file") as f:
+        _, _, meta, entries = _read_head(f, expect)
+        f.skip()
+        return meta, entries, f.finish()
 
 
 def describe(artifact: Artifact) -> str:

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lassi.spec.errors import InvalidArtifactError, SignatureError, UsageError
-from lassi.spec.files import read_file
-from lassi.spec.io import MAX_ARTIFACT_BYTES, atomic_path, sha256_bytes
+from lassi.spec.files import read_file, stream_sha256
+from lassi.spec.io import MAX_ARTIFACT_BYTES, atomic_path
 from lassi.spec.onnx_check import MAX_ONNX_BYTES
 
 DOMAIN = b"lassi-artifact-signature-v1\n"
@@ -111,7 +111,7 @@ def sign_file(path: str | Path, private_key_path: str | Path) -> Path:
     """Write the detached signature ``FILE.sig`` of ``path``; return its path."""
     path = Path(path)
     key = load_private_key(private_key_path)
-    digest = sha256_bytes(read_file(path, MAX_SIGNED_BYTES, "a file to sign"))
+    digest = stream_sha256(path, MAX_SIGNED_BYTES, "a file to sign")
     signature = key.sign(DOMAIN + digest.encode())
     record = {
         "algorithm": "ed25519",
@@ -133,14 +133,15 @@ def verify_file(
     ``signer`` names whose signature is required, in the refusals (e.g. the regulator's key).
 
     Raises SignatureError when the file is unsigned, the signature is malformed, the file was
-    changed after signing, or no trusted key made the signature. The file is read once (see
-    ``lassi.spec.files``): inside ``pinned_reads()`` the command then parses these same bytes.
+    changed after signing, or no trusted key made the signature. The file is streamed through
+    the hash (see ``lassi.spec.files``): inside ``pinned_reads()`` a later read by the command
+    that finds other bytes is refused.
     """
     from cryptography.exceptions import InvalidSignature
 
     path = Path(path)
     keys = [load_public_key(k) for k in trusted_keys]
-    data = read_file(path, MAX_SIGNED_BYTES, "a signed file")
+    actual = stream_sha256(path, MAX_SIGNED_BYTES, "a signed file")
     sig_path = signature_path(path)
     if not os.path.lexists(sig_path):
         raise SignatureError(
@@ -155,7 +156,7 @@ def verify_file(
         raise SignatureError(sig_path, "signature file is malformed") from None
     if algorithm != "ed25519" or not isinstance(digest, str):
         raise SignatureError(sig_path, f"unsupported signature algorithm {algorithm!r}")
-    if sha256_bytes(data) != digest:
+    if actual != digest:
         raise SignatureError(
             path, "was modified after it was signed (hash differs from the signature's)"
         )
