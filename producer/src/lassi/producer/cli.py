@@ -121,6 +121,15 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
     help="Where the random attack draws t: the certified eps-ball, or the cube [-eps, eps]^m "
     "that contains it (the authors' sampler for one attribute with several vectors).",
 )
+@click.option(
+    "--augment",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Data-augmentation baseline: N random points of the set (--attack-region) per sample "
+    "as extra training samples with the task loss only (needs --lambda-adv 0; the authors use "
+    "10 on CelebA).",
+)
 @click.option("--epochs", type=int, default=5, show_default=True)
 @click.option(
     "--keep",

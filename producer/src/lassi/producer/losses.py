@@ -137,6 +137,14 @@ def _plain_distances(base: BaseFunction, z: Tensor, t: Tensor) -> Tensor:
     return distances
 
 
+def augmented_latents(base: BaseFunction, z: Tensor, t: Tensor) -> Tensor:
+    """The data-augmentation baseline's extra samples: z_b + t_bj A for latents z [B, ...] and
+    draws t [B, N, m] of the set, as [B·N, ...] (each latent's N points together)."""
+    batch, n_points = t.shape[:2]
+    flat = z.reshape(batch, -1).repeat_interleave(n_points, dim=0)
+    return base.shift(flat, t.reshape(batch * n_points, -1)).reshape(batch * n_points, *z.shape[1:])
+
+
 def adversarial_loss(r: Tensor, r_adv: Tensor, delta_adv: float = 0.0) -> Tensor:
     """L_adv = mean_b max(0, ||r_b − r_adv,b||₂ − δ_adv)."""
     return torch.relu(torch.linalg.vector_norm(r - r_adv, dim=1) - delta_adv).mean()
@@ -193,9 +201,13 @@ class LassiLoss:
         r_adv: Tensor | None = None,
         z: Tensor | None = None,
         decoder: Callable[[Tensor], Tensor] | None = None,
+        r_aug: Tensor | None = None,
+        y_aug: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """r = E_L(z) [B, k], y labels, r_adv = E_L(z_adv) (for λ_adv > 0), z and the decoder
-        (for λ_rec > 0)."""
+        (for λ_rec > 0). ``r_aug``, ``y_aug``: the data-augmentation baseline's extra samples
+        (points of the set, their sample's label); CE is then the mean over r and r_aug
+        together ("logits" stay those of r)."""
         zero = r.new_zeros(())
         terms = {"adv": zero, "ce": zero, "contr": zero, "rec": zero}
         if self.lambda_adv > 0:
@@ -203,7 +215,12 @@ class LassiLoss:
                 raise ValueError("lambda_adv > 0 needs r_adv (see random_attack)")
             terms["adv"] = adversarial_loss(r, r_adv, self.delta_adv)
         logits = aux(r)
-        terms["ce"] = F.cross_entropy(logits, y)
+        if r_aug is None:
+            terms["ce"] = F.cross_entropy(logits, y)
+        else:
+            if y_aug is None or len(y_aug) != len(r_aug):
+                raise ValueError("r_aug needs one label per row (y_aug)")
+            terms["ce"] = F.cross_entropy(torch.cat([logits, aux(r_aug)]), torch.cat([y, y_aug]))
         if self.lambda_contr > 0:
             terms["contr"] = contrastive_loss(r, y, self.delta_contr)
         if self.lambda_rec > 0:

@@ -20,14 +20,20 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from tqdm import tqdm
 
 from lassi.producer.base_function import BaseFunction, build_base_function, load_spec
 from lassi.producer.encoders import AuxClassifier, LatentDecoder
 from lassi.producer.latents import TOOL, glow_latents
-from lassi.producer.losses import LassiLoss, contrastive_loss, random_attack, sample_attack
+from lassi.producer.losses import (
+    LassiLoss,
+    augmented_latents,
+    contrastive_loss,
+    random_attack,
+    sample_attack,
+)
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import (
@@ -42,7 +48,7 @@ from lassi.spec.distributed import Ranks, data_parallel, sync_batch_norm
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
 
-PURPOSE_ORDER, PURPOSE_ATTACK = 1, 2
+PURPOSE_ORDER, PURPOSE_ATTACK, PURPOSE_AUGMENT = 1, 2, 3
 
 
 class EncoderTrainConfig(BaseModel):
@@ -67,6 +73,19 @@ class EncoderTrainConfig(BaseModel):
     # the fairness terms keep shrinking the spread along the similarity set, so "best" can keep an
     # early, less invariant encoder.
     keep: Literal["best", "last"] = "best"
+    # The data-augmentation baseline: N points t drawn uniformly from the set (loss.attack_region)
+    # per sample, z + t A trained on with the sample's label, cross-entropy only. Left out of the
+    # dump when 0, so the run keys of other runs stay what they were.
+    augment: int = Field(0, ge=0, le=10_000, exclude_if=lambda v: v == 0)
+
+    @model_validator(mode="after")
+    def _augment_is_task_loss_only(self) -> EncoderTrainConfig:
+        if self.augment and (self.loss.adv > 0 or self.loss.contr > 0):
+            raise ValueError(
+                "--augment trains with the task loss only: use it with --lambda-adv 0 and "
+                "--lambda-contr 0"
+            )
+        return self
 
 
 def _accuracy(
@@ -238,8 +257,24 @@ def _train_encoder(
             for m in modules.values():
                 m.train()
             base.train()
-            r_adv = None
-            if lam.adv > 0:
+            r_adv = r_aug = y_aug = None
+            if config.augment:
+                n_aug = config.augment
+                generator = torch.Generator().manual_seed(
+                    torch_seed(
+                        config.seed, epoch * steps_per_epoch + step, Stage.TRAINING, PURPOSE_AUGMENT
+                    )
+                )
+                t_aug = sample_attack(
+                    generator, batch * n_aug, base.m, sim.epsilon, lam.attack_region, dtype=z.dtype
+                ).reshape(batch, n_aug, base.m)
+                if ranks.active:
+                    t_aug = t_aug[rows]
+                z_aug = augmented_latents(base, z, t_aug.to(z.device))
+                both = base(torch.cat([z, z_aug]))  # one pass: shared BatchNorm statistics
+                r, r_aug = both[: len(z)], both[len(z) :]
+                y_aug = y.repeat_interleave(n_aug)
+            elif lam.adv > 0:
                 generator = torch.Generator().manual_seed(
                     torch_seed(
                         config.seed, epoch * steps_per_epoch + step, Stage.TRAINING, PURPOSE_ATTACK
@@ -260,7 +295,9 @@ def _train_encoder(
                 r, r_adv = both[: len(z)], both[len(z) :]
             else:
                 r = base(z)
-            parts = objective(r, y, aux, r_adv=r_adv, z=z, decoder=decoder)
+            parts = objective(
+                r, y, aux, r_adv=r_adv, z=z, decoder=decoder, r_aug=r_aug, y_aug=y_aug
+            )
             loss, logits = parts["loss"], parts["logits"]
             if ranks.active:
                 loss = loss * ranks.share(batch)
@@ -336,6 +373,7 @@ def _train_encoder(
             n_train=n,
             seconds=float(state["seconds"]),
             attack_set=attack_set,
+            augment=config.augment,
         ),
         data=data.provenance("train", n),
         parents={"similarity_spec": sim.sha256},

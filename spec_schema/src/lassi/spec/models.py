@@ -551,6 +551,9 @@ class EncoderTraining(Model):
     n_train: int = Field(ge=1)
     seconds: float = Field(ge=0, allow_inf_nan=False)
     attack_set: AttackSet | None = None  # None: the attack drew t over the spec's own set
+    # the data-augmentation baseline (the authors' method rows): N uniform draws of the set
+    # (loss.attack_region) per sample as extra training samples, task loss only; absent when 0
+    augment: int = Field(0, ge=0, le=10_000, exclude_if=lambda v: v == 0)
 
     @model_validator(mode="after")
     def _written_epoch_exists(self) -> EncoderTraining:
