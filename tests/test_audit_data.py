@@ -1,11 +1,11 @@
-"""The audit's data check and its per-sample output, through the CLIs, on an image folder.
+"""The audit's per-file data check and its per-sample output, through the CLIs, on an image folder.
 
-A bundle encoded from files records a SHA-256 over the relative names and bytes of its samples'
-images (``DataProvenance.content_sha256``); ``audit --data-root`` recomputes it over the
-auditor's copy and refuses (exit 4, one line, no file contents) data that differs. Rows name
-each sample by id and image file.
+A bundle encoded from files records the SHA-256 of each sample's image file (tensor
+``file_sha256``) and a hash over their list (``DataProvenance.content_sha256``); ``audit
+--data-root`` hashes the auditor's copy file by file, names each changed, missing, renamed or
+unreadable file (never echoing contents), reports its sample as not auditable and audits the
+others. Rows name each sample by id and image file.
 """
-
 from __future__ import annotations
 
 import hashlib
@@ -41,12 +41,12 @@ def _image_folder(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def folder_audit(chain: dict[str, Path], tmp_path_factory) -> dict[str, Path]:
-    """A certified bundle of two test images of a folder, and the base function's ONNX."""
+    """A certified bundle of the three test images of a folder, and the base function's ONNX."""
     d = tmp_path_factory.mktemp("folder-audit")
     data = _image_folder(d / "faces")
     bundle = d / "b.safetensors"
     run(producer, ["encode", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]),
-                   "--dataset", "folder", "--data-root", str(data), "--split", "test", "--limit", "2",
+                   "--dataset", "folder", "--data-root", str(data), "--split", "test", "--limit", "3",
                    "--certify", "--n0", "1500", "--n", "2000", "--delta", "0.1", "--quiet",
                    "--out", str(bundle)])  # fmt: skip
     run(producer, ["export-onnx", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]),
@@ -76,17 +76,53 @@ def _one_line_error(result, code: int, *words: str) -> str:
     return lines[0]
 
 
-def test_encode_records_the_hash_of_names_and_bytes(folder_audit) -> None:
-    """The recorded hash is the documented one: length-prefixed relative name and bytes of each
-    encoded sample's file, in id order (computed here independently of lassi)."""
-    meta = read_artifact(folder_audit["bundle"], expect=RepresentationBundle).meta
+def _rows(result) -> dict[int, str]:
+    """{sample id: verdict} of a printed findings table."""
+    rows = {}
+    for line in result.output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and cells[0].isdigit():
+            rows[int(cells[0])] = cells[-1]
+    return rows
+
+
+def _stream_sha256(root: Path, names: list[str]) -> str:
+    """The hash of files written before per-file hashes (names and bytes), computed here."""
     digest = hashlib.sha256()
-    for name in meta.file_names:
-        data = (folder_audit["data"] / name).read_bytes()
+    for name in names:
+        data = (root / name).read_bytes()
         digest.update(len(name).to_bytes(8, "little") + name.encode())
         digest.update(len(data).to_bytes(8, "little") + data)
-    assert meta.file_names == ["img0.png", "img1.png"]
+    return digest.hexdigest()
+
+
+def test_encode_records_each_file_hash_and_their_list_hash(folder_audit) -> None:
+    """The recorded hashes are the documented ones (computed here independently of lassi): the
+    SHA-256 of each sample's file, in the order of ids, and content_sha256 over the
+    length-prefixed relative name and file SHA-256 of each sample in id order."""
+    artifact = read_artifact(folder_audit["bundle"], expect=RepresentationBundle)
+    meta, tensors = artifact.meta, artifact.tensors
+    assert meta.file_names == ["img0.png", "img1.png", "img2.png"]
+    assert meta.data.content_hash == "per-file"
+    files = [hashlib.sha256((folder_audit["data"] / n).read_bytes()).digest() for n in meta.file_names]
+    assert tensors["file_sha256"].dtype == np.uint8 and tensors["file_sha256"].shape == (3, 32)
+    assert [bytes(row) for row in tensors["file_sha256"]] == files
+    digest = hashlib.sha256()
+    for name, file in zip(meta.file_names, files, strict=True):
+        digest.update(len(name).to_bytes(8, "little") + name.encode() + file)
     assert meta.data.content_sha256 == digest.hexdigest()
+
+
+def test_per_file_hashes_that_disagree_with_the_recorded_hash_are_invalid(folder_audit, tmp_path) -> None:
+    from lassi.spec import InvalidArtifactError
+
+    artifact = read_artifact(folder_audit["bundle"], expect=RepresentationBundle)
+    forged_hashes = artifact.tensors["file_sha256"].copy()
+    forged_hashes[1, 0] ^= 1
+    forged = tmp_path / "forged.safetensors"
+    write_raw(forged, artifact.meta.model_dump_json(), dict(artifact.tensors, file_sha256=forged_hashes))
+    with pytest.raises(InvalidArtifactError, match="file_sha256"):
+        read_artifact(forged, expect=RepresentationBundle)
 
 
 def test_audit_of_matching_data_passes_and_names_files(chain, folder_audit, tmp_path) -> None:
@@ -97,6 +133,7 @@ def test_audit_of_matching_data_passes_and_names_files(chain, folder_audit, tmp_
     assert table.exit_code == 0, table.output
     assert "| id | file | claimed r_CS |" in table.output
     assert "| 0 | img0.png |" in table.output and "| 1 | img1.png |" in table.output
+    assert "note" not in table.output
     out = tmp_path / "findings.json"
     as_json = _audit(chain, folder_audit, copy, "--count", "2", "--json", "--out", str(out))
     assert as_json.exit_code == 0, as_json.output
@@ -107,39 +144,101 @@ def test_audit_of_matching_data_passes_and_names_files(chain, folder_audit, tmp_
     assert not (tmp_path / "findings.json.ckpt").exists()
 
 
-def test_one_changed_byte_is_refused(chain, folder_audit, tmp_path) -> None:
+def test_one_changed_image_is_named_and_the_other_samples_pass(chain, folder_audit, tmp_path) -> None:
+    """The acceptance test of the per-file audit: a copy with one changed image (one flipped
+    bit) names that file, reports its sample as not auditable and confirms the others."""
     copy = _copy(folder_audit["data"], tmp_path / "copy")
     image = bytearray((copy / "img1.png").read_bytes())
     image[len(image) // 2] ^= 0x01
     (copy / "img1.png").write_bytes(bytes(image))
-    _one_line_error(_audit(chain, folder_audit, copy), INTEGRITY, copy.name, "hash", "b.safetensors")
+    result = _audit(chain, folder_audit, copy)
+    assert result.exit_code == INTEGRITY and "Traceback" not in result.output, result.output
+    assert _rows(result) == {0: "confirmed", 1: "data_changed", 2: "confirmed"}
+    last = result.output.strip().splitlines()[-1]
+    assert "img1.png" in last and "changed" in last and "2 of 3 confirmed" in last, last
+    out = tmp_path / "findings.json"
+    _audit(chain, folder_audit, copy, "--json", "--out", str(out))
+    rows = {r["sample_id"]: r for r in json.loads(out.read_text())}
+    assert rows[1]["verdict"] == "data_changed" and rows[1]["replayed_r_cs"] is None
+    assert rows[1]["file"] == "img1.png" and "differ" in rows[1]["detail"]
+    assert rows[0]["verdict"] == rows[2]["verdict"] == "confirmed"
+    # the untouched samples alone audit cleanly; a note names the changed file
+    untouched = _audit(chain, folder_audit, copy, "--ids", "0,2")
+    assert untouched.exit_code == 0, untouched.output
+    assert _rows(untouched) == {0: "confirmed", 2: "confirmed"}
+    assert "note" in untouched.output and "sample 1 (img1.png): changed" in untouched.output
+    # the contents of a changed file are never echoed
     secret = b"SECRET-IMAGE-BYTES"
     (copy / "img1.png").write_bytes((folder_audit["data"] / "img1.png").read_bytes() + secret)
-    line = _one_line_error(_audit(chain, folder_audit, copy), INTEGRITY, "hash")
-    assert "SECRET" not in line
+    again = _audit(chain, folder_audit, copy)
+    assert again.exit_code == INTEGRITY and "SECRET" not in again.output, again.output
+    assert _rows(again)[1] == "data_changed"
 
 
-def test_a_renamed_file_is_refused(chain, folder_audit, tmp_path) -> None:
+def test_renamed_and_missing_files_are_named(chain, folder_audit, tmp_path) -> None:
     # renamed and listed under its new name: the same bytes under another name
     copy = _copy(folder_audit["data"], tmp_path / "renamed")
     (copy / "img1.png").rename(copy / "img1b.png")
     csv = copy / "attributes.csv"
     csv.write_text(csv.read_text().replace("img1.png", "img1b.png"))
-    _one_line_error(_audit(chain, folder_audit, copy), INTEGRITY, copy.name, "hash")
+    result = _audit(chain, folder_audit, copy)
+    assert result.exit_code == INTEGRITY, result.output
+    assert _rows(result) == {0: "confirmed", 1: "data_renamed", 2: "confirmed"}
+    last = result.output.strip().splitlines()[-1]
+    assert "img1.png" in last and "renamed" in last and "img1b.png" in last, last
     # renamed but still listed under its old name: the recorded sample's file is missing
     gone = _copy(folder_audit["data"], tmp_path / "gone")
-    (gone / "img1.png").rename(gone / "img1b.png")
-    _one_line_error(_audit(chain, folder_audit, gone), INTEGRITY, "img1.png", "does not match")
+    (gone / "img2.png").rename(gone / "img2b.png")
+    result = _audit(chain, folder_audit, gone)
+    assert result.exit_code == INTEGRITY, result.output
+    assert _rows(result) == {0: "confirmed", 1: "confirmed", 2: "data_missing"}
+    assert "img2.png" in result.output.strip().splitlines()[-1]
+    # not listed at all (its row dropped from the CSV): missing too
+    unlisted = _copy(folder_audit["data"], tmp_path / "unlisted")
+    csv = unlisted / "attributes.csv"
+    csv.write_text("\n".join(line for line in csv.read_text().splitlines() if "img0.png" not in line) + "\n")
+    result = _audit(chain, folder_audit, unlisted, "--ids", "1,2")
+    assert result.exit_code == 0, result.output
+    assert "sample 0 (img0.png): missing, not listed in the data here" in result.output
+
+
+def test_an_unknown_id_lists_the_valid_ones(chain, folder_audit) -> None:
+    line = _one_line_error(_audit(chain, folder_audit, folder_audit["data"], "--ids", "5"), 2)
+    assert "no sample with id 5 (ids are 0–2)" in line, line
+
+
+def _old_bundle(folder_audit, tmp_path, content_sha256: str | None) -> Path:
+    """The folder bundle as lassi wrote it before per-file hashes (one hash, or none)."""
+    artifact = read_artifact(folder_audit["bundle"], expect=RepresentationBundle)
+    meta = json.loads(artifact.meta.model_dump_json())
+    del meta["data"]["content_hash"]
+    if content_sha256 is None:
+        del meta["data"]["content_sha256"]
+    else:
+        meta["data"]["content_sha256"] = content_sha256
+    tensors = {k: v for k, v in artifact.tensors.items() if k != "file_sha256"}
+    old = tmp_path / "old.safetensors"
+    write_raw(old, json.dumps(meta), tensors)
+    return old
+
+
+def test_a_bundle_with_one_hash_over_all_files_still_audits(chain, folder_audit, tmp_path) -> None:
+    """Bundles written before per-file hashes: matching data audits; any difference is refused
+    in one line (it cannot be traced to a file)."""
+    names = ["img0.png", "img1.png", "img2.png"]
+    old = _old_bundle(folder_audit, tmp_path, _stream_sha256(folder_audit["data"], names))
+    result = _audit(chain, folder_audit, folder_audit["data"], "--count", "1", bundle=old)
+    assert result.exit_code == 0, result.output
+    copy = _copy(folder_audit["data"], tmp_path / "copy")
+    (copy / "img1.png").write_bytes((copy / "img1.png").read_bytes() + b"x")
+    line = _one_line_error(_audit(chain, folder_audit, copy, bundle=old), INTEGRITY, copy.name, "hash")
+    assert "cannot be named" in line
 
 
 def test_a_bundle_without_a_content_hash_audits_with_a_note(chain, folder_audit, tmp_path) -> None:
     """Bundles written before the hash was recorded still audit; the note says the data was
     not checked."""
-    artifact = read_artifact(folder_audit["bundle"], expect=RepresentationBundle)
-    meta = json.loads(artifact.meta.model_dump_json())
-    del meta["data"]["content_sha256"]
-    old = tmp_path / "old.safetensors"
-    write_raw(old, json.dumps(meta), dict(artifact.tensors))
+    old = _old_bundle(folder_audit, tmp_path, None)
     result = _audit(chain, folder_audit, folder_audit["data"], "--count", "1", bundle=old)
     assert result.exit_code == 0, result.output
     assert "records no content hash" in result.output and "could not be checked" in result.output
@@ -163,7 +262,8 @@ def test_an_image_that_is_not_a_plain_bounded_file_ends_cleanly(
     chain, folder_audit, tmp_path, kind, monkeypatch
 ) -> None:
     """In the auditor's data root an image path may be a FIFO (must not block), a folder, or
-    larger than the image bound: one-line error naming it, never a hang or a traceback."""
+    larger than the image bound: its sample is not auditable, named with the reason; never a
+    hang or a traceback."""
     import os
 
     import lassi.regulator.content_hash as content_hash
@@ -179,9 +279,11 @@ def test_an_image_that_is_not_a_plain_bounded_file_ends_cleanly(
     else:  # the bound, lowered so that the test needs no big file: every image is over it
         monkeypatch.setattr(content_hash, "MAX_IMAGE_BYTES", 64)
     result = _audit(chain, folder_audit, copy)
-    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    lines = result.output.strip().splitlines()
-    named = "img0.png" if kind == "huge" else "img1.png"  # the first sample read over the bound
-    assert len(lines) == 1 and named in lines[0], result.output
+    assert result.exit_code == INTEGRITY and "Traceback" not in result.output, result.output
+    rows = _rows(result)
     if kind == "huge":
-        assert "over 64" in lines[0]
+        assert rows == {0: "data_unreadable", 1: "data_unreadable", 2: "data_unreadable"}
+        assert "over 64" in result.output.strip().splitlines()[-1]
+    else:
+        assert rows == {0: "confirmed", 1: "data_unreadable", 2: "confirmed"}
+        assert "img1.png" in result.output.strip().splitlines()[-1]

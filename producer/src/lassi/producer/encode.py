@@ -7,7 +7,12 @@ on explicit request (``include_sensitive``), and the bundle then lists them in
 
 Certified (``certify``): for every sample, center smoothing of f(t) = E_L(z_G + Σ t_i a_i) with t ~ N(0, σ_enc² I_m) gives z_CS and r_CS, or an
 abstention. Certification is checkpointed as it goes; a killed run resumes where it stopped and,
-thanks to per-sample seeds, writes a bit-identical file.
+thanks to per-sample seeds, writes a bit-identical file. The checkpoint and the Glow-latent
+cache are keyed by the data's content (each image file's SHA-256, or the generator parameters
+of rendered data): a run on changed data starts over and never mixes two data sets.
+
+Data on disk: the bundle records the SHA-256 of each sample's file (tensor ``file_sha256``) and
+their file-list hash (``DataProvenance.content_sha256``), taken from the very bytes encoded.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ import numpy as np
 import torch
 
 from lassi.producer.base_function import BaseFunction, load_encoder, load_spec
-from lassi.producer.latents import TOOL, glow_latents
-from lassi.regulator.content_hash import samples_digest
+from lassi.producer.endpoints import certify_endpoints
+from lassi.producer.latents import TOOL, glow_latents_of
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import RepresentationBundle, UsageError, write_artifact
@@ -77,11 +82,16 @@ def encode_split(
     device: str | torch.device = "cpu",
     labels: list[str] | None = None,
     include_sensitive: bool = False,
+    endpoints: bool = False,
 ) -> Path:
     """Write the representation bundle of ``split`` (certified when ``certify`` is given) with
     the ``labels`` asked for (default: the encoder's task).
 
-    ``device``: where E_L runs (plain encoding and every center-smoothing draw)."""
+    ``device``: where E_L runs (plain encoding and every center-smoothing draw).
+    ``endpoints``: also center-smooth each segment end z_G ± ε·a_i (the authors' endpoints
+    analysis, :mod:`lassi.producer.endpoints`; needs ``certify``)."""
+    if endpoints and certify is None:
+        raise UsageError(None, "--endpoints needs --certify (end points are center-smoothed)")
     out = Path(out)
     sim = load_spec(spec)
     base, card, encoder_sha = load_encoder(encoder_path, sim)
@@ -94,9 +104,10 @@ def encode_split(
     names, sensitive = choose_labels(source, sim, card.task, labels, include_sensitive)
     ids = select_ids(source, split, limit, every)
     cache_dir = Path(cache_dir) if cache_dir is not None else out.parent / ".cache"
-    z_g = glow_latents(
+    latents = glow_latents_of(
         sim, source, data, ids, cache_dir, progress=progress, desc=f"glow latents ({split})"
     )
+    z_g = latents.z
     all_labels = source.attributes(ids)
     exported = {name: np.asarray(all_labels[name], dtype=np.int64) for name in names}
     with torch.no_grad():
@@ -110,6 +121,8 @@ def encode_split(
         "ids": ids.astype(np.int64),
     }
     tensors.update({f"labels.{name}": y for name, y in exported.items()})
+    if latents.file_sha256 is not None:
+        tensors["file_sha256"] = latents.file_sha256
     certificate = None
     if certify is not None:
         certificate = certify.certificate(seed, m=sim.m)
@@ -130,6 +143,8 @@ def encode_split(
                 encoder_sha,
                 progress,
                 executor,
+                endpoints=endpoints,
+                data=latents.identity(source, data),
             )
         )
     meta = RepresentationBundle(
@@ -143,9 +158,10 @@ def encode_split(
         file_names=source.file_names(ids),
         certified=certify is not None,
         certificate=certificate,
+        endpoints=2 * sim.m if endpoints else 0,
         attributes=sim.meta.attribute_names,
         data=data.provenance(split, len(ids)).model_copy(
-            update={"content_sha256": samples_digest(source, ids)}
+            update={"content_sha256": latents.content_sha256(source), "content_hash": "per-file"}
         ),
         parents={"encoder": encoder_sha, "similarity_spec": sim.sha256},
     )
@@ -165,11 +181,14 @@ def certify_all(
     encoder_sha: str,
     progress: bool,
     executor: Executor | None = None,
+    endpoints: bool = False,
+    data: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Center-smooth every sample; checkpoint to ``<out>.ckpt`` and resume from it.
 
     ``executor``: where the samples are computed (default: in order, in this process); the
-    result does not depend on it (per-sample seeds)."""
+    result does not depend on it (per-sample seeds). ``data``: the identity of the samples'
+    data (``Latents.identity``): a checkpoint of other data is not resumed."""
     n, k = len(ids), z.shape[1]
     result = {
         "z_cs": np.zeros((n, k), np.float32),
@@ -178,6 +197,9 @@ def certify_all(
         "center_shift": np.zeros(n, np.float32),
         "seconds": np.zeros(n, np.float32),
     }
+    if endpoints:  # lassi.producer.endpoints: center smoothing at z_G ± eps a_i as well
+        result["endpoint_z_cs"] = np.zeros((n, 2 * sim.m, k), np.float32)
+        result["endpoint_status"] = np.zeros((n, 2 * sim.m), np.uint8)
     checkpoint = out.with_name(out.name + ".ckpt")
     key = run_key(
         spec=sim.sha256,
@@ -185,6 +207,7 @@ def certify_all(
         ids=ids.tolist(),
         params=vars(params) | {"batch_size": 0},
         seed=seed,
+        **({"endpoints": True} if endpoints else {}),
     )
     loop = PerSampleLoop(
         result,
@@ -195,21 +218,26 @@ def certify_all(
         desc="center smoothing",
         what="certification",
         progress=progress,
+        data=data,
         **progress_hooks(),
     )
 
     m = sim.m  # the sample function closes over what it needs only (it may go to Ray actors)
+    epsilon = sim.epsilon
 
     def certify_one(i: int) -> dict[str, object]:
         z_i = z_g[i].to(base.vectors.device)  # the base function runs where E_L lives
         cert = CenterSmoothing(base.for_latent(z_i), m, params).certify(seed, int(ids[i]))
-        return {
+        row = {
             "z_cs": cert.center,
             "r_cs": cert.r_cs,
             "status": cert.status,
             "center_shift": float(np.linalg.norm(cert.center.astype(np.float64) - z[i])),
             "seconds": cert.seconds,
         }
+        if endpoints:
+            row.update(certify_endpoints(base, z_i, epsilon, params, seed, int(ids[i])))
+        return row
 
     loop.run(certify_one, executor)
     loop.finish()

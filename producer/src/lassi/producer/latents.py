@@ -1,11 +1,18 @@
-"""Glow latents of the producer's images, cached: they never change for a given spec and data.
+"""Glow latents of the producer's images, cached by content: a changed image is never served.
 
-The cache is a local ``checkpoint`` artifact keyed by the spec's hash, the data configuration and
-the sample ids, so a different spec or split can never be served stale latents.
+The cache is a local ``checkpoint`` artifact per spec, data configuration and sample ids that
+holds each sample's latent z_G = E_G(x) and, for data on disk, the SHA-256 of the image file it
+was encoded from. Every use reads each file once (``lassi.regulator.content_hash``), compares
+its hash with the cached one and encodes anew the batches with a changed file from the very
+bytes hashed; rendered data (3D Shapes) is identified by its generator parameters, which the
+data configuration holds. The hashes come back with the latents, so a bundle or a checkpoint
+records the identity of exactly the images encoded.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +20,115 @@ import torch
 from tqdm import tqdm
 
 from lassi.producer import TOOL
+from lassi.regulator.content_hash import decode_sample, has_files, read_samples
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import SimilaritySet
+from lassi.spec.data_identity import DIGEST_SIZE, data_key, file_list_sha256
 from lassi.spec.torch_state import load_checkpoint, run_key, save_checkpoint
 
 
+@dataclass
+class Latents:
+    """E_G(x) [N, D] (float32) of samples ``ids`` and the SHA-256 of each one's image file
+    (uint8 [N, 32]; None for rendered data)."""
+
+    ids: np.ndarray
+    z: torch.Tensor
+    file_sha256: np.ndarray | None
+
+    def content_sha256(self, source) -> str | None:
+        """``DataProvenance.content_sha256`` of these samples (None: rendered data)."""
+        if self.file_sha256 is None:
+            return None
+        return file_list_sha256(self.ids.tolist(), source.file_names(self.ids), self.file_sha256)
+
+    def identity(self, source, data: DatasetConfig) -> str:
+        """The data identity of a run over these samples (checkpoint keys): the per-file
+        content hashes, or the generator parameters of rendered data."""
+        if self.file_sha256 is None:
+            return data_key(rendered=generator_parameters(data), ids=self.ids.tolist())
+        return data_key(files=self.content_sha256(source))
+
+
+def generator_parameters(data: DatasetConfig) -> dict:
+    """What determines the images apart from their files: the data configuration without the
+    location of the files (their content is hashed instead)."""
+    return data.model_dump(mode="json", exclude={"root", "csv"})
+
+
 @torch.no_grad()
+def glow_latents_of(
+    sim: SimilaritySet,
+    source,
+    data: DatasetConfig,
+    ids: np.ndarray,
+    cache_dir: Path | None,
+    batch_size: int = 256,
+    progress: bool = True,
+    desc: str = "glow latents",
+) -> Latents:
+    """The latents of the images ``ids``, from the cache where their files are unchanged."""
+    ids = np.asarray(ids, dtype=np.int64)
+    key = run_key(spec=sim.sha256, data=generator_parameters(data), ids=ids.tolist())
+    cache = None if cache_dir is None else Path(cache_dir) / f"latents-{key}.safetensors"
+    files = has_files(source)
+    cached_z, cached_sha = _restore(cache, key, len(ids), sim.glow.latent_dim, files)
+    if cached_z is not None and not files:
+        return Latents(ids, torch.from_numpy(cached_z), None)
+    z = torch.empty(len(ids), sim.glow.latent_dim)
+    digests = np.zeros((len(ids), DIGEST_SIZE), np.uint8) if files else None
+    changed = 0
+    bar = tqdm(total=len(ids), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
+    for start in range(0, len(ids), batch_size):
+        rows = slice(start, start + batch_size)
+        chunk = ids[rows]
+        if digests is None:
+            z[rows] = sim.encode_images(source.images(chunk), batch_size)
+        else:
+            read = read_samples(source, chunk, keep=chunk)
+            digests[rows] = read.digests
+            if cached_z is not None and np.array_equal(cached_sha[rows], read.digests):
+                z[rows] = torch.from_numpy(cached_z[rows])
+            else:
+                if cached_z is not None:
+                    changed += int((cached_sha[rows] != read.digests).any(axis=1).sum())
+                # the whole batch anew, as a run without a cache encodes it (same floats)
+                images = np.stack([decode_sample(source, i, read.kept[i]) for i in chunk.tolist()])
+                z[rows] = sim.encode_images(images, batch_size)
+        bar.update(len(chunk))
+    bar.close()
+    if changed:
+        print(
+            f"note: {changed} of {len(ids)} images changed since the latent cache {cache}: "
+            "their latents are encoded anew",
+            file=sys.stderr,
+        )
+    if cache is not None and (cached_z is None or changed):
+        extra = {"z": z.numpy()} | ({} if digests is None else {"file_sha256": digests})
+        save_checkpoint(
+            cache, tool=TOOL, stage="latents", key=key, step=len(ids), modules={}, extra=extra
+        )
+    return Latents(ids, z, digests)
+
+
+def _restore(
+    cache: Path | None, key: str, n: int, dim: int, files: bool
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(z [n, dim], file SHA-256 [n, 32] or None) of a usable cache, else (None, None)."""
+    if cache is None:
+        return None, None
+    restored = load_checkpoint(cache, stage="latents", key=key, modules={})
+    if restored is None:
+        return None, None
+    extra = restored[2]
+    z, sha = extra.get("z"), extra.get("file_sha256")
+    if z is None or z.shape != (n, dim) or z.dtype != np.float32:
+        return None, None
+    if files and (sha is None or sha.shape != (n, DIGEST_SIZE) or sha.dtype != np.uint8):
+        return None, None  # a cache written before it recorded file hashes: encode anew
+    return np.array(z), None if sha is None else np.array(sha)
+
+
 def glow_latents(
     sim: SimilaritySet,
     source,
@@ -29,28 +139,5 @@ def glow_latents(
     progress: bool = True,
     desc: str = "glow latents",
 ) -> torch.Tensor:
-    """E_G(x) [N, D] (float32) of the images ``ids``, from the cache when possible."""
-    key = run_key(spec=sim.sha256, data=data.model_dump(mode="json"), ids=ids.tolist())
-    cache = None if cache_dir is None else Path(cache_dir) / f"latents-{key}.safetensors"
-    if cache is not None:
-        restored = load_checkpoint(cache, stage="latents", key=key, modules={})
-        if restored is not None:
-            return torch.from_numpy(restored[2]["z"].copy())
-    z = torch.empty(len(ids), sim.glow.latent_dim)
-    bar = tqdm(total=len(ids), desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
-    for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        z[start : start + len(chunk)] = sim.encode_images(source.images(chunk), batch_size)
-        bar.update(len(chunk))
-    bar.close()
-    if cache is not None:
-        save_checkpoint(
-            cache,
-            tool=TOOL,
-            stage="latents",
-            key=key,
-            step=len(ids),
-            modules={},
-            extra={"z": z.numpy()},
-        )
-    return z
+    """E_G(x) [N, D] (float32) of the images ``ids`` (:func:`glow_latents_of`'s latents)."""
+    return glow_latents_of(sim, source, data, ids, cache_dir, batch_size, progress, desc).z

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from lassi.producer.base_function import BaseFunction, build_base_function, load_spec
 from lassi.producer.encoders import AuxClassifier, LatentDecoder
-from lassi.producer.latents import TOOL, glow_latents
+from lassi.producer.latents import TOOL, glow_latents_of
 from lassi.producer.losses import (
     LassiLoss,
     augmented_latents,
@@ -182,12 +182,18 @@ def _train_encoder(
             f"{ranks.world} torchrun processes; choose another --batch-size or --max-train",
         )
     with ranks.main_first():  # rank 0 fills the latent cache, the others read it
-        z_train = glow_latents(
+        train_latents = glow_latents_of(
             sim, source, data, train_ids, cache_dir, progress=progress, desc="glow latents (train)"
         )
-        z_val = glow_latents(
+        val_latents = glow_latents_of(
             sim, source, data, val_ids, cache_dir, progress=progress, desc="glow latents (val)"
         )
+    z_train, z_val = train_latents.z, val_latents.z
+    # the checkpoint resumes only over the same data: each image file's hash (or the generator
+    # parameters of rendered data), as read now; a run never rereads its images
+    data_identity = run_key(
+        train=train_latents.identity(source, data), val=val_latents.identity(source, data)
+    )
     y_train = torch.from_numpy(source.attributes(train_ids)[config.task].astype(np.int64))
     y_val = torch.from_numpy(source.attributes(val_ids)[config.task].astype(np.int64))
 
@@ -218,6 +224,7 @@ def _train_encoder(
         key=key,
         modules={**modules, **{f"best_{n}": m for n, m in best.items()}},
         optimizer=optimizer,
+        data=data_identity,
     )
     if restored is not None:
         start_epoch, state, _ = restored
@@ -346,6 +353,7 @@ def _train_encoder(
             modules={**modules, **{f"best_{n}": m for n, m in best.items()}},
             optimizer=optimizer,
             state=state,
+            data=data_identity,
         )
     bar.close()
     if not ranks.is_main:
@@ -375,7 +383,9 @@ def _train_encoder(
             attack_set=attack_set,
             augment=config.augment,
         ),
-        data=data.provenance("train", n),
+        data=data.provenance("train", n).model_copy(
+            update={"content_sha256": train_latents.content_sha256(source), "content_hash": "per-file"}
+        ),
         parents={"similarity_spec": sim.sha256},
     )
     tensors: dict[str, np.ndarray] = {}

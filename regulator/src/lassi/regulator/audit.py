@@ -27,7 +27,6 @@ findings do not depend on it.
 from __future__ import annotations
 
 import hashlib
-import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lassi.regulator import TOOL
-from lassi.regulator.content_hash import has_files, read_samples
+from lassi.regulator.content_hash import decode_sample, has_files, read_samples
 from lassi.regulator.data_config import DatasetConfig, make_source
-from lassi.regulator.datasets import DataError, OutsideRootError, decode_image
+from lassi.regulator.datasets import DataError, OutsideRootError
+from lassi.regulator.shapes3d import N_IMAGES
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import (
     IntegrityError,
@@ -49,6 +49,7 @@ from lassi.spec import (
 )
 from lassi.spec.binding import check_binding
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams, progress_hooks
+from lassi.spec.data_identity import id_ranges
 from lassi.spec.models import CenterStatus, DataProvenance
 from lassi.spec.onnx_check import load_checked_onnx, onnx_bytes, onnx_card
 from lassi.spec.per_sample import Executor, PerSampleLoop
@@ -62,14 +63,18 @@ DEFAULT_TOLERANCE = 0.01
 
 @dataclass(frozen=True)
 class AuditRow:
+    """One audited sample. A sample whose data does not match (verdict ``data_…``, see
+    :data:`DATA_VERDICTS`) is not auditable: it has no replayed values (None)."""
+
     sample_id: int
     claimed_status: int
-    replayed_status: int
+    replayed_status: int | None
     claimed_r_cs: float
-    replayed_r_cs: float
-    center_distance: float
-    verdict: str  # confirmed | understated | overstated | status_mismatch | center_mismatch
+    replayed_r_cs: float | None
+    center_distance: float | None
+    verdict: str  # confirmed | understated | overstated | status_mismatch | center_mismatch | data_…
     file: str | None = None  # the image file (or CSV key) of the sample, when the bundle names it
+    detail: str | None = None  # why a sample is not auditable
 
     def as_dict(self) -> dict[str, Any]:
         """JSON row: id first, then the file name when known (as ``verify``'s report rows)."""
@@ -84,15 +89,19 @@ class AuditRow:
             center_distance=self.center_distance,
             verdict=self.verdict,
         )
+        if self.detail is not None:
+            row["detail"] = self.detail
         return row
 
 
 @dataclass
 class AuditResult:
-    """The per-sample findings and notes on what could not be checked."""
+    """The per-sample findings, notes on what could not be checked, and every sample of the
+    bundle whose data under the auditor's root differs (audited or not)."""
 
     rows: list[AuditRow]
     notes: list[str] = field(default_factory=list)
+    data_mismatches: list[DataMismatch] = field(default_factory=list)
 
 
 def center_tolerance(replayed_r_cs: float, center: np.ndarray, tolerance: float) -> float:
@@ -135,24 +144,136 @@ def auditor_data_config(data: DataProvenance, data_root: Path | None, where: Pat
     return DatasetConfig.from_provenance(data, where=where, root=data_root)  # names confined
 
 
+DATA_VERDICTS = ("data_changed", "data_missing", "data_renamed", "data_unreadable")
+"""Verdicts of samples whose data under the auditor's root is not what the producer encoded."""
+
+
+@dataclass(frozen=True)
+class DataMismatch:
+    """A bundle sample whose image file in the auditor's copy differs from the one encoded."""
+
+    sample_id: int
+    file: str  # the name the bundle records
+    kind: str  # changed | missing | renamed | unreadable
+    detail: str
+
+    @property
+    def verdict(self) -> str:
+        return f"data_{self.kind}"
+
+    def line(self) -> str:
+        return f"sample {self.sample_id} ({self.file}): {self.kind}, {self.detail}"
+
+
+@dataclass
+class CheckedData:
+    """The audited samples whose data matches (ids and images) and what does not."""
+
+    ids: list[int]
+    images: np.ndarray
+    mismatches: list[DataMismatch] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def checked_images(
+    meta: RepresentationBundle,
+    tensors: dict[str, np.ndarray],
+    source: Any,
+    ids: list[int],
+    data_root: Path | None,
+    where: Path,
+) -> CheckedData:
+    """The images of the audited samples ``ids`` whose files match the bundle, and each sample
+    of the bundle whose file does not.
+
+    Bundles with per-file hashes (``file_sha256``): every sample's file is looked up by the name
+    the bundle records, hashed and compared; a changed, missing, renamed (the same bytes listed
+    under another name at the sample's id) or unreadable file is a :class:`DataMismatch`, and
+    the other samples are audited. Older bundles with one hash over all files: any difference
+    is exit 4 (it cannot be traced to a file). The audited images are decoded from the very
+    bytes hashed."""
+    all_ids = [int(i) for i in tensors["ids"]]
+    if not has_files(source):
+        beyond = [i for i in all_ids if i >= N_IMAGES]
+        if beyond:
+            raise UsageError(
+                where,
+                f"records sample id {beyond[0]}, beyond the rendered 3D Shapes data set "
+                f"(ids are 0–{N_IMAGES - 1})",
+            )
+        return CheckedData(list(ids), source.images(np.array(ids, dtype=np.int64)))
+    if meta.per_file_hashes:
+        return _per_file(meta, tensors, source, ids, where)
+    return _whole(meta.data, source, all_ids, ids, data_root, where)
+
+
+def _per_file(
+    meta: RepresentationBundle, tensors: dict[str, np.ndarray], source: Any, ids: list[int], where: Path
+) -> CheckedData:
+    all_ids = [int(i) for i in tensors["ids"]]
+    names, recorded = meta.file_names or [], tensors["file_sha256"]
+    position: dict[str, int] = {}
+    for index, name in enumerate(source.files):
+        position.setdefault(name, index)
+    audited = set(ids)
+    listed = [r for r, name in enumerate(names) if name in position]
+    read = read_samples(
+        source,
+        [position[names[r]] for r in listed],
+        keep=[position[names[r]] for r in listed if all_ids[r] in audited],
+        tolerant=True,
+    )
+    found: dict[int, bytes] = {}
+    mismatches = []
+    for j, r in enumerate(listed):
+        sample_id, name, here = all_ids[r], names[r], position[names[r]]
+        if here in read.problems:
+            problem = read.problems[here]
+            kind = "missing" if "not found" in problem else "unreadable"
+            mismatches.append(DataMismatch(sample_id, name, kind, problem))
+        elif not np.array_equal(read.digests[j], recorded[r]):
+            mismatches.append(
+                DataMismatch(sample_id, name, "changed", "its bytes differ from those encoded")
+            )
+        elif sample_id in audited:
+            found[sample_id] = read.kept[here]
+    unlisted = [r for r, name in enumerate(names) if name not in position]
+    same_id = [r for r in unlisted if all_ids[r] < len(source.files)]
+    moved = read_samples(source, [all_ids[r] for r in same_id], tolerant=True)
+    renamed = {
+        r: source.files[all_ids[r]]
+        for j, r in enumerate(same_id)
+        if all_ids[r] not in moved.problems and np.array_equal(moved.digests[j], recorded[r])
+    }
+    for r in unlisted:
+        if r in renamed:
+            detail = f"the same bytes are listed here as {renamed[r]}"
+            mismatches.append(DataMismatch(all_ids[r], names[r], "renamed", detail))
+        else:
+            detail = "not listed in the data here"
+            mismatches.append(DataMismatch(all_ids[r], names[r], "missing", detail))
+    mismatches.sort(key=lambda m: m.sample_id)
+    kept_ids = [i for i in ids if i in found]
+    row_of = {sample_id: r for r, sample_id in enumerate(all_ids)}
+    images = (
+        np.stack([decode_sample(source, position[names[row_of[i]]], found[i]) for i in kept_ids])
+        if kept_ids
+        else np.zeros((0, source.image_size, source.image_size, 3), np.uint8)
+    )
+    return CheckedData(kept_ids, images, mismatches)
+
+
+def _whole(
     data: DataProvenance,
     source: Any,
     all_ids: list[int],
     ids: list[int],
     data_root: Path | None,
     where: Path,
-) -> tuple[np.ndarray, list[str]]:
-    """uint8 images [len(ids), H, W, 3] of the audited samples and notes.
-
-    Files on disk are hashed over all the bundle's samples and must match its recorded
-    ``content_sha256`` (exit 4, naming the data root, never echoing contents); the audited
-    images are decoded from the bytes that were hashed. A missing or unreadable file of a
-    recorded sample is data that does not match (exit 4) too."""
-    if not has_files(source):
-        return source.images(np.array(ids, dtype=np.int64)), []
+) -> CheckedData:
+    """Bundles from before per-file hashes: one hash over all samples' names and bytes."""
     try:
-        found, kept = read_samples(source, all_ids, keep=ids)
+        read = read_samples(source, all_ids, keep=ids, stream=True)
     except OutsideRootError:
         raise  # a read outside --data-root is refused (exit 2), not data that differs
     except DataError as error:
@@ -166,26 +287,16 @@ def checked_images(
             f"recorded one): the images under {data_root} could not be checked against those "
             "the producer encoded"
         )
-    elif found != data.content_sha256:
+    elif read.stream_sha256 != data.content_sha256:
         raise IntegrityError(
             data_root,
             f"the images of {where.name}'s {len(all_ids)} samples found here hash to sha256 "
-            f"{found[:12]}…, the bundle records {data.content_sha256[:12]}… (changed, renamed or "
-            "other files)",
+            f"{(read.stream_sha256 or '')[:12]}…, the bundle records {data.content_sha256[:12]}… "
+            "(changed, renamed or other files; it records one hash over all its images, written "
+            "before per-file hashes, so the file cannot be named)",
         )
-    images = np.stack(
-        [
-            decode_image(
-                io.BytesIO(kept[i]),
-                source.image_size,
-                source.crop,
-                source.resample,
-                where=Path(source.image_dir) / source.files[i],
-            )
-            for i in ids
-        ]
-    )
-    return images, notes
+    images = np.stack([decode_sample(source, i, read.kept[i]) for i in ids])
+    return CheckedData(list(ids), images, notes=notes)
 
 
 def onnx_base(session, z_g: np.ndarray):
@@ -291,48 +402,93 @@ def audit_bundle(
         ids = all_ids[:count]
     if not ids:
         raise UsageError(bundle_path, "has no sample to audit (auditing nothing confirms nothing)")
-    missing = [i for i in ids if i not in all_ids]
-    if missing:
-        raise UsageError(bundle_path, f"has no sample with id {missing[0]}")
     rows_of = {sample_id: row for row, sample_id in enumerate(all_ids)}
-    source = make_source(auditor_data_config(meta.data, data_root, bundle_path))
-    images, notes = checked_images(meta.data, source, all_ids, ids, data_root, bundle_path)
+    missing = [i for i in ids if i not in rows_of]
+    if missing:
+        raise UsageError(
+            bundle_path, f"has no sample with id {missing[0]} (ids are {id_ranges(all_ids)})"
+        )
+    ids = list(dict.fromkeys(ids))
+    source = open_source(meta.data, data_root, bundle_path)
+    checked = checked_images(meta, t, source, ids, data_root, bundle_path)
     graph_bytes = onnx_bytes(onnx_path)
     onnx_session(graph_bytes, 1, onnx_path)  # refuse a graph onnxruntime cannot load, up front
-    sim.glow.to(device)
-    z_g = sim.encode_images(images).numpy()
     c = meta.certificate
-    params = CenterSmoothingParams.from_certificate(c, batch_size=batch_size)
-    replay = ReplayOne(graph_bytes, onnx_path, z_g, list(ids), sim.m, params, c.seed, threads)
-    findings = replay_all(replay, meta.k, bundle.sha256, graph_bytes, sim.sha256, checkpoint, progress, executor)
+    findings = None
+    if checked.ids:
+        sim.glow.to(device)
+        z_g = sim.encode_images(checked.images).numpy()
+        params = CenterSmoothingParams.from_certificate(c, batch_size=batch_size)
+        replay = ReplayOne(graph_bytes, onnx_path, z_g, checked.ids, sim.m, params, c.seed, threads)
+        findings = replay_all(
+            replay, meta.k, bundle.sha256, graph_bytes, sim.sha256, checkpoint, progress, executor
+        )
+    replayed = {sample_id: j for j, sample_id in enumerate(checked.ids)}
+    unusable = {m.sample_id: m for m in checked.mismatches}
     rows = []
-    for j, sample_id in enumerate(ids):
+    for sample_id in ids:
         i = rows_of[sample_id]
-        claimed, replayed = float(t["r_cs"][i]), float(findings["r_cs"][j])
+        file = None if meta.file_names is None else meta.file_names[i]
+        claimed, claimed_status = float(t["r_cs"][i]), int(t["status"][i])
+        if sample_id in unusable:
+            m = unusable[sample_id]
+            rows.append(
+                AuditRow(sample_id, claimed_status, None, claimed, None, None, m.verdict, file, m.detail)
+            )
+            continue
+        j = replayed[sample_id]
+        replayed_r_cs = float(findings["r_cs"][j])
         center = findings["center"][j].astype(np.float64)
         distance = float(np.linalg.norm(center - t["z_cs"][i]))
         verdict = verdict_of(
-            int(t["status"][i]),
+            claimed_status,
             int(findings["status"][j]),
             claimed,
-            replayed,
+            replayed_r_cs,
             distance,
-            center_tolerance(replayed, center, tolerance),
+            center_tolerance(replayed_r_cs, center, tolerance),
             tolerance,
         )
         rows.append(
             AuditRow(
                 sample_id,
-                int(t["status"][i]),
+                claimed_status,
                 int(findings["status"][j]),
                 claimed,
-                replayed,
+                replayed_r_cs,
                 distance,
                 verdict,
-                None if meta.file_names is None else meta.file_names[i],
+                file,
             )
         )
-    return AuditResult(rows, notes)
+    notes = list(checked.notes)
+    others = [m for m in checked.mismatches if m.sample_id not in set(ids)]
+    if others:
+        shown = others[:MAX_NAMED]
+        more = f" (and {len(others) - len(shown)} more)" if len(others) > len(shown) else ""
+        notes.append(
+            f"note: {len(others)} sample(s) of {bundle_path.name} not audited here have other data "
+            f"under {data_root}: " + "; ".join(m.line() for m in shown) + more
+        )
+    return AuditResult(rows, notes, checked.mismatches)
+
+
+MAX_NAMED = 20
+"""The most files a note names (the JSON findings hold every audited row)."""
+
+
+def open_source(data: DataProvenance, data_root: Path | None, where: Path) -> Any:
+    """The data source of the bundle's recorded identity under the auditor's own root; recorded
+    options the data set cannot satisfy (split sizes beyond it) are exit 2, one line."""
+    config = auditor_data_config(data, data_root, where)
+    try:
+        return make_source(config)
+    except DataError:
+        raise
+    except ValueError as error:
+        raise UsageError(
+            where, f"records {data.dataset} data that cannot be made here ({error})"
+        ) from None
 
 
 def replay_all(

@@ -504,21 +504,43 @@ def audit_command(
         click.echo(f"| --- |{' --- |' if named else ''} --- | --- | --- | --- |")
         for r in rows:
             file = f" {printable(r.file)} |" if named else ""
-            click.echo(
-                f"| {r.sample_id} |{file} {r.claimed_r_cs:.5f} | {r.replayed_r_cs:.5f} | {r.center_distance:.2e} | {r.verdict} |"
+            replayed = (
+                "– | –"
+                if r.replayed_r_cs is None
+                else f"{r.replayed_r_cs:.5f} | {r.center_distance:.2e}"
             )
+            click.echo(f"| {r.sample_id} |{file} {r.claimed_r_cs:.5f} | {replayed} | {r.verdict} |")
     flagged = [r for r in rows if r.verdict != "confirmed"]
     if flagged:
-        first = flagged[0]
-        name = "" if first.file is None else f" ({first.file})"
-        raise IntegrityError(
-            bundle,
-            f"{len(flagged)} of {len(rows)} re-checked r_CS claims not confirmed "
-            f"(e.g. sample {first.sample_id}{name}: {first.verdict})",
-        )
+        raise IntegrityError(bundle, audit_failure(rows))
     if out is not None:
         click.echo(f"wrote {out}", err=True)
     click.echo(f"all {len(rows)} re-checked claims confirmed within {tolerance:.1%}", err=True)
+
+
+def audit_failure(rows: list) -> str:
+    """One line on the audit's flagged rows: claims not confirmed, samples not auditable (their
+    data differs under --data-root, file named), and how many were confirmed."""
+    wrong = [r for r in rows if r.verdict != "confirmed" and r.detail is None]
+    unusable = [r for r in rows if r.detail is not None]
+    parts = []
+    if wrong:
+        first = wrong[0]
+        name = "" if first.file is None else f" ({first.file})"
+        parts.append(
+            f"{len(wrong)} of {len(rows)} re-checked r_CS claims not confirmed "
+            f"(e.g. sample {first.sample_id}{name}: {first.verdict})"
+        )
+    if unusable:
+        first = unusable[0]
+        name = "" if first.file is None else f" ({first.file})"
+        parts.append(
+            f"{len(unusable)} of {len(rows)} samples not auditable, their data differs under "
+            f"--data-root (e.g. sample {first.sample_id}{name}: "
+            f"{first.verdict.removeprefix('data_')}, {first.detail})"
+        )
+    confirmed = sum(r.verdict == "confirmed" for r in rows)
+    return "; ".join(parts) + f"; {confirmed} of {len(rows)} confirmed"
 
 
 if __name__ == "__main__":

@@ -1,27 +1,33 @@
-"""Content hashes of a data set's samples: data provenance that an auditor can check.
+"""Content hashes of a data set's samples: data provenance that an auditor can check per file.
 
-A bundle records *which* data it was encoded from as an identity (data set, split, options) plus
-``DataProvenance.content_sha256``: a SHA-256 over, for each encoded sample in id order, the
-length-prefixed file name relative to the image folder and the length-prefixed bytes of its
-image file. Names are relative, so the hash identifies the data wherever an auditor keeps its
-copy; a changed byte or a renamed file changes it. Rendered sources (3D Shapes) have no files:
+A bundle records *which* data it was encoded from as an identity (data set, split, options),
+the SHA-256 of each sample's image file (tensor ``file_sha256``, uint8 [N, 32], in the order of
+its ids) and ``DataProvenance.content_sha256`` over the list of (relative file name, file
+SHA-256) (:func:`lassi.spec.data_identity.file_list_sha256`). Names are relative, so the hash
+identifies the data wherever an auditor keeps its copy; a changed byte or a renamed file
+changes it, and the per-file list says which file. Rendered sources (3D Shapes) have no files:
 the renderer and the factors of the recorded ids are their content, so they record no hash.
 
 Each file is read once: :func:`read_samples` hashes the bytes and keeps those of the samples
-the caller will decode (``lassi.regulator.datasets.decode_image``), so what is decoded is what
-was hashed.
+the caller will decode, and :func:`read_images` decodes the very bytes it hashed (and checks
+them against hashes taken earlier, for a run that reads a file more than once).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lassi.regulator.datasets import DataError
+import numpy as np
+
+from lassi.regulator.datasets import DataError, OutsideRootError, decode_image
+from lassi.spec.data_identity import DIGEST_SIZE, data_key, file_list_sha256
 
 MAX_IMAGE_BYTES = 256 * 2**20
 """The largest image file read (a bound before allocating; CelebA's files are ~10 kB)."""
@@ -30,6 +36,11 @@ MAX_IMAGE_BYTES = 256 * 2**20
 def has_files(source: Any) -> bool:
     """Whether the source's images are files on disk (CelebA, folder), not rendered."""
     return getattr(source, "files", None) is not None
+
+
+def sample_path(source: Any, i: int) -> Path:
+    """The image file of sample ``i`` of a file source."""
+    return source.path_of(i)  # resolved inside the data root (datasets._FileImageSource)
 
 
 def read_image_bytes(path: Path) -> bytes:
@@ -59,29 +70,159 @@ def read_image_bytes(path: Path) -> bytes:
     return b"".join(chunks)
 
 
+def _check_id(source: Any, i: int) -> None:
+    if not 0 <= i < len(source.files):
+        raise DataError(source.image_dir, f"has no sample with id {i} ({len(source.files)} listed)")
+
+
+@dataclass
+class SampleFiles:
+    """One read of the image files of samples ``ids`` (in the order asked)."""
+
+    ids: list[int]
+    digests: np.ndarray  # uint8 [N, 32]: SHA-256 of each file; zeros where it could not be read
+    kept: dict[int, bytes] = field(default_factory=dict)  # id -> bytes, for the ids kept
+    problems: dict[int, str] = field(default_factory=dict)  # id -> why unreadable (tolerant)
+    stream_sha256: str | None = None  # the older whole-stream hash, when asked for
+
+    def content_sha256(self, names: Sequence[str]) -> str:
+        """The data identity of these samples under the relative file ``names`` (one per id)."""
+        return file_list_sha256(self.ids, names, self.digests)
+
+
 def read_samples(
-    source: Any, ids: Iterable[int], keep: Iterable[int] = ()
-) -> tuple[str | None, dict[int, bytes]]:
-    """(content_sha256 of the samples ``ids``, {id: file bytes} for the ids in ``keep``).
+    source: Any,
+    ids: Iterable[int],
+    keep: Iterable[int] = (),
+    *,
+    tolerant: bool = False,
+    stream: bool = False,
+) -> SampleFiles | None:
+    """Hash each sample's image file (and keep the bytes of the ids in ``keep``), one read each.
 
-    None and nothing kept for a rendered source. Ids are hashed in ascending order, so the hash
-    does not depend on the order a caller lists them in."""
+    None for a rendered source. ``tolerant``: a file that cannot be read (missing, not a
+    regular file, over the size bound) is recorded in ``problems`` instead of raising
+    :class:`DataError`. ``stream``: also compute the hash files from before per-file hashes
+    recorded (SHA-256 over the length-prefixed names and bytes in ascending id order)."""
     if not has_files(source):
-        return None, {}
-    files, wanted = source.files, {int(i) for i in keep}
-    digest, kept = hashlib.sha256(), {}
-    for i in sorted({int(i) for i in ids}):
-        if not 0 <= i < len(files):
-            raise DataError(source.image_dir, f"has no sample with id {i} ({len(files)} listed)")
-        name = os.fsencode(files[i])
-        data = read_image_bytes(source.path_of(i))  # resolved inside the data root
-        digest.update(len(name).to_bytes(8, "little") + name)
-        digest.update(len(data).to_bytes(8, "little") + data)
+        return None
+    ids = [int(i) for i in ids]
+    wanted = {int(i) for i in keep}
+    result = SampleFiles(ids, np.zeros((len(ids), DIGEST_SIZE), np.uint8))
+    ascending = ids == sorted(set(ids))
+    inline = hashlib.sha256() if stream and ascending else None
+    for row, i in enumerate(ids):
+        try:
+            _check_id(source, i)
+            data = read_image_bytes(sample_path(source, i))
+        except DataError as error:
+            if not tolerant or isinstance(error, OutsideRootError):  # outside the root: exit 2
+                raise
+            result.problems[i] = error.problem
+            continue
+        result.digests[row] = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)
         if i in wanted:
-            kept[i] = data
-    return digest.hexdigest(), kept
+            result.kept[i] = data
+        if inline is not None:
+            _stream_update(inline, source.files[i], data)
+    if stream and not result.problems:
+        result.stream_sha256 = (
+            inline.hexdigest() if inline is not None else _stream_sha256(source, sorted(set(ids)))
+        )
+    return result
 
 
-def samples_digest(source: Any, ids: Iterable[int]) -> str | None:
+def _stream_update(digest: Any, name: str, data: bytes) -> None:
+    encoded = os.fsencode(name)
+    digest.update(len(encoded).to_bytes(8, "little") + encoded)
+    digest.update(len(data).to_bytes(8, "little") + data)
+
+
+def _stream_sha256(source: Any, ids: list[int]) -> str:
+    """The hash of files written before per-file hashes: one SHA-256 over, for each sample in
+    ascending id order, the length-prefixed relative name and the length-prefixed bytes.
+    (Reads the files again: only for those older bundles listing their ids out of order.)"""
+    digest = hashlib.sha256()
+    for i in ids:
+        _stream_update(digest, source.files[i], read_image_bytes(sample_path(source, i)))
+    return digest.hexdigest()
+
+
+def decode_sample(source: Any, i: int, data: bytes) -> np.ndarray:
+    """uint8 [H, W, 3] of sample ``i`` decoded from bytes already read (and hashed)."""
+    return decode_image(
+        io.BytesIO(data), source.image_size, source.crop, source.resample, where=sample_path(source, i)
+    )
+
+
+def read_images(
+    source: Any, ids: Sequence[int], expect: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(uint8 images [N, H, W, 3], file SHA-256s uint8 [N, 32] or None for a rendered source).
+
+    Each file is read once and decoded from the bytes hashed. ``expect`` (uint8 [N, 32]): the
+    hashes the files had earlier in the run; a file that differs now raises :class:`DataError`
+    naming it (the run would otherwise mix two versions of its data)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if not has_files(source):
+        return source.images(ids), None
+    images = np.empty((len(ids), source.image_size, source.image_size, 3), np.uint8)
+    digests = np.empty((len(ids), DIGEST_SIZE), np.uint8)
+    for row, i in enumerate(ids.tolist()):
+        _check_id(source, i)
+        data = read_image_bytes(sample_path(source, i))
+        digests[row] = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)
+        if expect is not None and not np.array_equal(digests[row], expect[row]):
+            raise DataError(
+                sample_path(source, i),
+                "changed while the run was reading its data (its SHA-256 differs from the "
+                "one taken when the run started); run the command again to start over on the "
+                "new data",
+            )
+        images[row] = decode_sample(source, i, data)
+    return images, digests
+
+
+class CheckedImages:
+    """The images of a fixed set of samples, read many times in a run (Glow training's batches)
+    and each time checked against the file hashes taken when the run started: a file that
+    changes during the run is refused (:func:`read_images`), never mixed in.
+
+    ``identity``: the data identity of the run (:func:`lassi.spec.data_identity.data_key` of the
+    files' list hash, or of ``rendered``, the generator parameters of rendered data), for
+    checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash (None: rendered data)."""
+
+    def __init__(self, source: Any, ids: Sequence[int], rendered: Any = None) -> None:
+        self.source, self.ids = source, np.asarray(ids, dtype=np.int64)
+        files = read_samples(source, self.ids)
+        self.digests = None if files is None else files.digests
+        self.row = {int(i): r for r, i in enumerate(self.ids.tolist())}
+        self.content_sha256 = (
+            None
+            if self.digests is None
+            else file_list_sha256(self.ids.tolist(), source.file_names(self.ids), self.digests)
+        )
+        self.identity = (
+            data_key(rendered=rendered, ids=self.ids.tolist())
+            if self.digests is None
+            else data_key(files=self.content_sha256)
+        )
+
+    def __call__(self, ids: Sequence[int]) -> np.ndarray:
+        """uint8 images [N, H, W, 3] of ``ids`` (a subset of the run's samples)."""
+        if self.digests is None:
+            return self.source.images(np.asarray(ids, dtype=np.int64))
+        expect = self.digests[[self.row[int(i)] for i in ids]]
+        return read_images(self.source, ids, expect)[0]
+
+
+def file_digests(source: Any, ids: Sequence[int]) -> np.ndarray | None:
+    """SHA-256 of each sample's file (uint8 [N, 32]), or None for a rendered source."""
+    files = read_samples(source, ids)
+    return None if files is None else files.digests
+
+
+def samples_digest(source: Any, ids: Sequence[int]) -> str | None:
     """The ``content_sha256`` a bundle of these samples records (None: rendered source)."""
-    return read_samples(source, ids)[0]
+    files = read_samples(source, ids)
+    return None if files is None else files.content_sha256(source.file_names(np.asarray(ids)))

@@ -18,6 +18,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from lassi.regulator import TOOL
+from lassi.regulator.content_hash import CheckedImages
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, postprocess, preprocess
 from lassi.spec import GlowArtifact, GlowConfig, GlowTraining, Preprocessing, write_artifact
@@ -87,13 +88,13 @@ def validation_noise(ids: np.ndarray, shape: tuple[int, ...], n_bits: int, seed:
 
 
 def _shard_batch(
-    source, ids: np.ndarray, n_bits: int, noise: torch.Generator, ranks: Ranks
+    images: CheckedImages, ids: np.ndarray, n_bits: int, noise: torch.Generator, ranks: Ranks
 ) -> Tensor:
     """This rank's contiguous slice of the dequantised global batch ``ids``: only its images
     are loaded, and the noise of the whole batch is drawn (then sliced) so that every image gets
     the very noise a single-process run gives it."""
     rows = ranks.shard(len(ids))
-    x = preprocess(source.images(ids[rows]), n_bits)
+    x = preprocess(images(ids[rows]), n_bits)
     u = dequantize(torch.zeros((len(ids), *x.shape[1:]), dtype=x.dtype), n_bits, noise)
     return x + u[rows]
 
@@ -204,9 +205,18 @@ def _train_glow(
     optimizer = torch.optim.Adam(glow.parameters(), lr=config.lr)
     checkpoint = out.with_name(out.name + ".ckpt")
     key = run_key(config=config.model_dump(mode="json"))
+    # the train images' files hashed once (rendered data: its generator parameters, in the
+    # config); every batch is checked against these hashes, and the checkpoint resumes only
+    # over the same data
+    images = CheckedImages(source, train_ids, rendered=config.data.model_dump(mode="json"))
     start, seconds = 0, 0.0
     restored = load_checkpoint(
-        checkpoint, stage="train-glow", key=key, modules={"glow": glow}, optimizer=optimizer
+        checkpoint,
+        stage="train-glow",
+        key=key,
+        modules={"glow": glow},
+        optimizer=optimizer,
+        data=images.identity,
     )
     if restored is not None:
         start, state, _ = restored
@@ -215,7 +225,7 @@ def _train_glow(
             print(f"resuming {out.name} from step {start} ({checkpoint})")
     else:
         init_ids = batch_ids(train_ids, config.seed, 10**9, ACTNORM_INIT_BATCH)
-        init = preprocess(source.images(init_ids), config.flow.n_bits)
+        init = preprocess(images(init_ids), config.flow.n_bits)
         glow.initialize_actnorm(init.to(device))
     ranks.broadcast(glow)  # every rank starts from rank 0's (identical) weights
 
@@ -234,9 +244,9 @@ def _train_glow(
         ids = batch_ids(train_ids, config.seed, step, config.batch_size)
         noise = torch.Generator().manual_seed(torch_seed(config.seed, step, Stage.TRAINING))
         if ranks.active:
-            x = _shard_batch(source, ids, config.flow.n_bits, noise, ranks).to(device)
+            x = _shard_batch(images, ids, config.flow.n_bits, noise, ranks).to(device)
         else:
-            x = preprocess(source.images(ids), config.flow.n_bits)
+            x = preprocess(images(ids), config.flow.n_bits)
             x = dequantize(x, config.flow.n_bits, noise).to(device)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
@@ -259,6 +269,7 @@ def _train_glow(
                 modules={"glow": glow},
                 optimizer=optimizer,
                 state={"seconds": seconds},
+                data=images.identity,
             )
     bar.close()
     if not ranks.is_main:
@@ -271,7 +282,9 @@ def _train_glow(
         tool=TOOL,
         flow=config.flow,
         preprocessing=Preprocessing.for_flow(config.flow),
-        data=config.data.provenance("train", len(train_ids)),
+        data=config.data.provenance("train", len(train_ids)).model_copy(
+            update={"content_sha256": images.content_sha256, "content_hash": "per-file"}
+        ),
         training=GlowTraining(
             steps=config.steps,
             batch_size=config.batch_size,

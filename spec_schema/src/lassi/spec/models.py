@@ -164,9 +164,16 @@ class DataProvenance(Model):
     options: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     content_sha256: Sha256 | None = Field(
         None,
-        description="files on disk (celeba, folder): SHA-256 over the relative file names and "
-        "bytes of the samples' images (lassi.regulator.content_hash); absent for the rendered "
-        "3D Shapes (its renderer and factors are the content) and in bundles written before it",
+        description="files on disk (celeba, folder): the samples' data identity "
+        "(lassi.spec.data_identity); absent for the rendered 3D Shapes (its renderer and "
+        "factors are the content) and in bundles written before it",
+    )
+    content_hash: Literal["per-file", "stream"] = Field(
+        "stream",
+        description="how content_sha256 is computed: 'per-file', SHA-256 over each sample's "
+        "length-prefixed relative file name and the SHA-256 of its file, in id order (a bundle "
+        "carries the per-file hashes as tensor 'file_sha256'); 'stream' (files written before "
+        "per-file hashes), over the names and the files' bytes",
     )
 
 
@@ -664,6 +671,8 @@ class RepresentationBundle(ArtifactBase):
             raise ValueError("sensitive_labels must be among label_names")
         if self.file_names is not None and len(self.file_names) != self.n_samples:
             raise ValueError("file_names must have one entry per sample")
+        if self.per_file_hashes and self.file_names is None:
+            raise ValueError("per-file content hashes need file_names")
         if self.certified != (self.certificate is not None):
             raise ValueError("certified bundles need certificate parameters, plain ones none")
         if set(self.label_names) != set(self.label_classes):
@@ -671,6 +680,15 @@ class RepresentationBundle(ArtifactBase):
         if any(c < 1 for c in self.label_classes.values()):
             raise ValueError("label_classes must be positive")
         return self
+
+    @property
+    def per_file_hashes(self) -> bool:
+        """Whether the bundle carries each sample's file SHA-256 (tensor ``file_sha256``)."""
+        return (
+            self.data is not None
+            and self.data.content_sha256 is not None
+            and self.data.content_hash == "per-file"
+        )
 
     def tensor_specs(self) -> list[TensorSpec]:
         n, k = self.n_samples, self.k
@@ -681,6 +699,8 @@ class RepresentationBundle(ArtifactBase):
         specs += [
             TensorSpec(name=f"labels.{name}", dtype="I64", shape=(n,)) for name in self.label_names
         ]
+        if self.per_file_hashes:
+            specs.append(TensorSpec(name="file_sha256", dtype="U8", shape=(n, 32)))
         if self.certified:
             specs += [
                 TensorSpec(name="z_cs", dtype="F32", shape=(n, k)),
@@ -701,6 +721,12 @@ class RepresentationBundle(ArtifactBase):
             y = tensors[f"labels.{name}"]
             if ((y < 0) | (y >= classes)).any():
                 return f"tensor 'labels.{name}' has labels outside [0, {classes})"
+        if self.per_file_hashes and self.data is not None and self.file_names is not None:
+            from lassi.spec.data_identity import file_list_sha256
+
+            found = file_list_sha256(ids.tolist(), self.file_names, tensors["file_sha256"])
+            if found != self.data.content_sha256:
+                return "tensor 'file_sha256' does not hash to the recorded data content_sha256"
         if self.certified:
             if (tensors["r_cs"] < 0).any():
                 return "tensor 'r_cs' has negative radii"

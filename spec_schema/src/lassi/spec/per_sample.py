@@ -63,25 +63,33 @@ class LocalExecutor:
 class SampleCheckpoint:
     """Rows ``[:done]`` of a loop's result arrays, saved atomically and restored on creation.
 
-    On creation the rows finished by an interrupted run with the same ``stage`` and ``key`` are
-    copied into ``result`` (``done`` of them); ``step_done(i)`` saves rows ``[:i]`` when
+    On creation the rows finished by an interrupted run with the same ``stage``, ``key`` and
+    ``data`` (the identity of the data the rows were computed from) are copied into ``result`` (``done`` of them); ``step_done(i)`` saves rows ``[:i]`` when
     ``checkpoint_interval()`` seconds have passed and ``i`` is not the last row (``force``: now,
     in any case); ``finish()`` removes the file.
     """
 
     def __init__(
-        self, path: str | Path, *, tool: str, stage: str, key: str, result: dict[str, np.ndarray]
+        self,
+        path: str | Path,
+        *,
+        tool: str,
+        stage: str,
+        key: str,
+        result: dict[str, np.ndarray],
+        data: str | None = None,
     ) -> None:
-        self.path, self.tool, self.stage, self.key, self.result = (
+        self.path, self.tool, self.stage, self.key, self.result, self.data = (
             Path(path),
             tool,
             stage,
             key,
             result,
+            data,
         )
         self.total = len(next(iter(result.values())))
         self.done = 0
-        restored = load_checkpoint(self.path, stage=stage, key=key, modules={})
+        restored = load_checkpoint(self.path, stage=stage, key=key, modules={}, data=data)
         if restored is not None:
             self.done, _, extra = restored
             for name, array in result.items():
@@ -100,6 +108,7 @@ class SampleCheckpoint:
                 step=finished,
                 modules={},
                 extra=self.result,
+                data=self.data,
             )
             self._last = self._clock()
 
@@ -111,7 +120,9 @@ class PerSampleLoop:
     """Fill ``result`` (arrays with one row per sample) from a function of one sample, resumably.
 
     ``checkpoint``: the file of finished rows, resumed only by a run with the same ``stage`` and
-    ``key`` (``torch_state.run_key`` of everything the results depend on). ``certified``: whether
+    ``key`` (``torch_state.run_key`` of everything the results depend on) and ``data`` (the
+    identity of the samples' data, ``lassi.spec.data_identity.data_key``; a checkpoint of other
+    data is not resumed, with a note). ``certified``: whether
     a committed row ({name: value}) counts as certified, for the bar's ``certified=a/b``
     (``count_label`` names that field after what it counts, e.g. ``cs_ok`` or ``fair``).
     ``postfix``: more bar fields from the latest committed row. ``what``: the noun of the resume
@@ -133,6 +144,7 @@ class PerSampleLoop:
         progress: bool = True,
         certified: Callable[[Mapping[str, Any]], bool] | None = None,
         postfix: Callable[[Mapping[str, Any]], dict[str, str]] | None = None,
+        data: str | None = None,
         count_label: str = "certified",
     ) -> None:
         lengths = {len(array) for array in result.values()}
@@ -144,7 +156,7 @@ class PerSampleLoop:
         self.certified, self.postfix = certified, postfix
         self.count_label = count_label
         self.checkpoint = SampleCheckpoint(
-            checkpoint, tool=tool, stage=stage, key=key, result=result
+            checkpoint, tool=tool, stage=stage, key=key, result=result, data=data
         )
         self.total = self.checkpoint.total
 

@@ -20,6 +20,9 @@ from lassi.spec.errors import IntegrityError, InvalidArtifactError
 from lassi.spec.io import read_artifact, write_artifact
 from lassi.spec.models import Checkpoint
 
+DATA_STATE = "data_identity"
+"""The checkpoint state entry that holds the identity of the data a run has read."""
+
 
 def checkpoint_interval() -> float:
     """Seconds between checkpoints of long loops (``LASSI_CHECKPOINT_SECONDS``, default 20)."""
@@ -105,12 +108,18 @@ def save_checkpoint(
     optimizer: Any | None = None,
     state: dict[str, Any] | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
+    data: str | None = None,
 ) -> None:
-    """Atomically write model(s), optimiser and progress counters of a run."""
+    """Atomically write model(s), optimiser and progress counters of a run.
+
+    ``data``: the identity of the data the run has read (``lassi.spec.data_identity.data_key``);
+    :func:`load_checkpoint` resumes only with the same."""
     tensors: dict[str, np.ndarray] = {}
     for name, module in modules.items():
         tensors.update(module_tensors(module, f"model.{name}."))
     meta_state = dict(state or {})
+    if data is not None:
+        meta_state[DATA_STATE] = data
     if optimizer is not None:
         optim_tensors, groups = optimizer_tensors(optimizer)
         tensors.update(optim_tensors)
@@ -128,10 +137,13 @@ def load_checkpoint(
     key: str,
     modules: Mapping[str, Any],
     optimizer: Any | None = None,
+    data: str | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, np.ndarray]] | None:
-    """Restore a run's checkpoint if there is one for the same stage and arguments.
+    """Restore a run's checkpoint if there is one for the same stage, arguments and ``data``
+    (the data identity given to :func:`save_checkpoint`).
 
-    Returns (step, state, extra tensors) or None when there is nothing to resume.
+    Returns (step, state, extra tensors) or None when there is nothing to resume; a checkpoint
+    of the same run over other data is not resumed (one note: the data changed).
     """
     path = Path(path)
     if not path.exists():
@@ -150,9 +162,13 @@ def load_checkpoint(
             file=sys.stderr,
         )
         return None
+    if data is not None and meta.state.get(DATA_STATE) != data:
+        print(f"note: data changed since the checkpoint {path}: starting over", file=sys.stderr)
+        return None
     for name, module in modules.items():
         load_module(module, artifact.weights(f"model.{name}."), path)
     state = dict(meta.state)
+    state.pop(DATA_STATE, None)
     groups = state.pop("optimizer_param_groups", None)
     if optimizer is not None and groups is not None:
         load_optimizer(optimizer, artifact.tensors, groups)
