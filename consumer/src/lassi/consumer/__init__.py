@@ -1,6 +1,39 @@
 """lassi.consumer: the consumer role of LASSI."""
 
+from typing import TYPE_CHECKING, Any
+
 from lassi.spec.cli import tool_name
 
 TOOL = tool_name("lassi-consumer")
 """The name and version recorded as ``tool`` in every artifact this role writes."""
+
+
+# The public API: train a classifier on a bundle, verify a certified bundle,
+# predict through ONNX. Imported on first use, so that ``import lassi.consumer``
+# (and every command's start) stays light.
+_API = {
+    "train_consumer_classifier": "lassi.consumer.classifier",
+    "load_classifier": "lassi.consumer.classifier",
+    "verify": "lassi.consumer.verification",
+    "predict_bundle": "lassi.consumer.predict",
+}
+__all__ = [
+    "TOOL",
+    "train_consumer_classifier",
+    "load_classifier",
+    "verify",
+    "predict_bundle",
+]
+
+if TYPE_CHECKING:
+    from lassi.consumer.classifier import load_classifier, train_consumer_classifier
+    from lassi.consumer.predict import predict_bundle
+    from lassi.consumer.verification import verify
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from importlib import import_module
+
+        return getattr(import_module(_API[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,7 @@
 """lassi.spec: the artifact contract shared by the regulator, the producer and the consumer."""
 
+from typing import TYPE_CHECKING, Any
+
 from lassi.spec.errors import (
     EXIT_CODES,
     IntegrityError,
@@ -50,6 +52,22 @@ from lassi.spec.models import (
 
 __version__ = "0.1.0"
 
+# More of the public API, imported on first use (center smoothing needs torch, signatures
+# cryptography; a reader of artifacts needs neither): read a spec's header without its tensors,
+# center smoothing's parameters, sign and check a file.
+_LAZY = {
+    "read_spec_header": "lassi.spec.binding",
+    "CenterSmoothingParams": "lassi.spec.center_smoothing",
+    "generate_keypair": "lassi.spec.signing",
+    "sign_file": "lassi.spec.signing",
+    "verify_file": "lassi.spec.signing",
+}
+
+if TYPE_CHECKING:
+    from lassi.spec.binding import read_spec_header
+    from lassi.spec.center_smoothing import CenterSmoothingParams
+    from lassi.spec.signing import generate_keypair, sign_file, verify_file
+
 __all__ = [
     "ARTIFACT_KINDS",
     "EXIT_CODES",
@@ -92,4 +110,17 @@ __all__ = [
     "read_artifact",
     "sha256_file",
     "write_artifact",
+    "read_spec_header",
+    "CenterSmoothingParams",
+    "generate_keypair",
+    "sign_file",
+    "verify_file",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
