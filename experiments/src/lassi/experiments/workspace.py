@@ -26,6 +26,8 @@ from lassi.spec.center_smoothing import CenterSmoothingParams
 def regulator_data(glow_path: Path) -> DatasetConfig:
     """The regulator's plain data set (the Glow's, without any correlated split)."""
     _, artifact = load_glow(glow_path)
+    if artifact.meta.data is None:
+        raise UsageError(glow_path, "is an imported Glow (import-glow): it records no data set to run on")
     return DatasetConfig.from_provenance(artifact.meta.data).model_copy(update={"correlate": None})
 
 

@@ -25,13 +25,16 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from lassi.spec import DataProvenance, InvalidArtifactError, UsageError
 from lassi.spec.errors import validation_message
 
+# The 3D Shapes sources, whose splits are seeded (--data-seed, --n-train, ..., --correlate).
+SPLIT_DATASETS = ("shapes3d", "shapes3d-h5")
+
 
 class DatasetConfig(BaseModel):
     """A data source and its splits (3D Shapes is rendered; CelebA/folder read from disk)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: Literal["shapes3d", "celeba", "folder"] = "shapes3d"
+    dataset: Literal["shapes3d", "shapes3d-h5", "celeba", "folder", "fairface"] = "shapes3d"
     root: Path | None = None
     csv: Path | None = None
     image_size: int = Field(64, ge=4, le=1024)
@@ -54,8 +57,8 @@ class DatasetConfig(BaseModel):
     def _needs_root(self) -> DatasetConfig:
         if self.dataset != "shapes3d" and self.root is None:
             raise ValueError(f"{self.dataset} data is read from a folder: pass --data-root FOLDER")
-        if self.correlate is not None and self.dataset != "shapes3d":
-            raise ValueError(f"--correlate applies to shapes3d only, not to {self.dataset}")
+        if self.correlate is not None and self.dataset not in SPLIT_DATASETS:
+            raise ValueError(f"--correlate applies to shapes3d and shapes3d-h5 only, not to {self.dataset}")
         if self.correlate is not None:
             parts = self.correlate.split(":")
             if len(parts) != 3:
@@ -78,7 +81,7 @@ class DatasetConfig(BaseModel):
         """What an artifact records of this data: kind, options and relative names only (a
         CSV inside the root by its relative name, one elsewhere by its SHA-256)."""
         options: dict[str, Any] = {"image_size": self.image_size}
-        if self.dataset == "shapes3d":
+        if self.dataset in SPLIT_DATASETS:
             options.update(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test)
             options["correlate"] = self.correlate
         if self.csv is not None:
@@ -197,7 +200,23 @@ def make_source(config: DatasetConfig) -> Any:
             n_test=config.n_test,
             correlate=config.correlation(),
         )
+    if config.dataset == "shapes3d-h5":
+        from lassi.regulator.shapes3d_h5 import Shapes3DH5Source
+
+        return Shapes3DH5Source(
+            config.root,
+            image_size=config.image_size,
+            seed=config.seed,
+            n_train=config.n_train,
+            n_val=config.n_val,
+            n_test=config.n_test,
+            correlate=config.correlation(),
+        )
     allow = config.allow_symlinks_outside_root
+    if config.dataset == "fairface":
+        from lassi.regulator.fairface import FairFaceSource
+
+        return FairFaceSource(config.root, image_size=config.image_size, allow_outside=allow)
     if config.dataset == "celeba":
         return CelebASource(config.root, image_size=config.image_size, allow_outside=allow)
     return FolderSource(
@@ -210,7 +229,7 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
             "--dataset",
-            type=click.Choice(["shapes3d", "celeba", "folder"]),
+            type=click.Choice(["shapes3d", "shapes3d-h5", "celeba", "folder", "fairface"]),
             default=None,
             help="Data source [default: shapes3d; with --data-root inferred from the folder].",
         ),
@@ -218,7 +237,8 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--data-root",
             type=click.Path(path_type=Path),
             default=None,
-            help="Folder of CelebA (official or CSV layout) or of images with attributes.csv.",
+            help="Folder of CelebA (official or CSV layout), of images with attributes.csv, or "
+            "holding DeepMind's 3dshapes.h5 (shapes3d-h5) or FairFace's label CSVs.",
         ),
         click.option(
             "--csv",
@@ -327,7 +347,7 @@ def dataset_config_from_options(
     else:
         dataset = "shapes3d"
     flags = [flag for flag, value in shapes_only.items() if value is not None]
-    if dataset != "shapes3d" and flags:
+    if dataset not in SPLIT_DATASETS and flags:
         raise UsageError(
             None,
             f"{', '.join(flags)} applies to the generated 3D Shapes splits only; {dataset} uses "
@@ -378,6 +398,10 @@ def infer_dataset(root: Path | None, csv: Path | None, recorded: str | None = No
     root = check_data_root(root)
     if any((root / name).is_file() for name in ("list_attr_celeba.txt", "list_attr_celeba.csv")):
         return "celeba"
+    if (root / "3dshapes.h5").is_file():
+        return "shapes3d-h5"
+    if (root / "fairface_label_train.csv").is_file():
+        return "fairface"
     if csv is not None or (root / "attributes.csv").is_file():
         return "folder"
     if recorded is not None and recorded != "shapes3d":

@@ -151,7 +151,7 @@ class DataProvenance(Model):
     A folder source's ``options`` hold ``csv``, its CSV's name relative to the data root, or
     ``csv_sha256``, the SHA-256 of a CSV kept outside it."""
 
-    dataset: Literal["shapes3d", "celeba", "folder"]
+    dataset: Literal["shapes3d", "shapes3d-h5", "celeba", "folder", "fairface"]
     root: str | None = Field(
         None,
         exclude=True,

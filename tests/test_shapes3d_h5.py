@@ -1,0 +1,234 @@
+"""``--dataset shapes3d-h5``: DeepMind's 3dshapes.h5 read lazily, in its exact layout.
+
+The fixture is a file in that layout (images [480000, 64, 64, 3] uint8, labels [480000, 6]
+float64 in the data set's order), sparse: only the images the tests use are written (chunks of
+one image; the others are never stored), so the file is small while declaring 5.9 GB of images.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from factories import DATA, build_chain, invoke_bounded
+from lassi.regulator.cli import main as regulator
+from lassi.regulator.data_config import DatasetConfig, make_source
+from lassi.regulator.datasets import DataError, Shapes3DSource
+from lassi.regulator.shapes3d import FACTOR_VALUES, N_IMAGES, Shapes3D, make_splits
+from lassi.regulator.shapes3d_h5 import Shapes3DH5Source, authors_correlated
+from lassi.spec import EXIT_CODES, SimilaritySpec, read_artifact
+
+SPLITS = dict(seed=0, n_train=400, n_val=100, n_test=100)
+CORRELATE = ("orientation", "object_hue", 0.9)
+SMALL = 16  # images are rendered at 16x16 and stored 4x4-repeated: area resizing gives them back
+
+
+def canonical_labels() -> np.ndarray:
+    factors = Shapes3D.index_to_factors(np.arange(N_IMAGES))
+    columns = [FACTOR_VALUES[name][factors[:, i]] for i, name in enumerate(FACTOR_VALUES)]
+    return np.stack(columns, axis=1).astype(np.float64)
+
+
+def write_h5(path: Path, ids: np.ndarray, labels: np.ndarray | None = None, **overrides) -> Path:
+    """A 3dshapes.h5 in DeepMind's layout with the images of ``ids`` written (others unstored)."""
+    ids = np.unique(ids)
+    images = np.repeat(np.repeat(Shapes3D(SMALL).render(Shapes3D.index_to_factors(ids)), 4, axis=1), 4, axis=2)
+    with h5py.File(path, "w") as f:
+        shape = overrides.get("images_shape", (N_IMAGES, 64, 64, 3))
+        dset = f.create_dataset(
+            "images", shape=shape, dtype=overrides.get("images_dtype", np.uint8),
+            chunks=overrides.get("chunks", (1, 64, 64, 3)),
+        )
+        if shape == (N_IMAGES, 64, 64, 3):
+            dset[ids] = images
+        f.create_dataset(
+            "labels", data=canonical_labels() if labels is None else labels, chunks=(32_768, 6), compression="gzip"
+        )
+    return path
+
+
+@pytest.fixture(scope="module")
+def h5_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shapes3d_h5")
+    splits = make_splits(correlate=CORRELATE, **SPLITS)
+    write_h5(root / "3dshapes.h5", np.concatenate(list(splits.values())))
+    return root
+
+
+def test_file_is_small_and_declares_the_whole_data_set(h5_root: Path) -> None:
+    assert (h5_root / "3dshapes.h5").stat().st_size < 20 * 1024**2
+    with h5py.File(h5_root / "3dshapes.h5") as f:
+        assert f["images"].shape == (480_000, 64, 64, 3) and f["labels"].shape == (480_000, 6)
+
+
+def test_same_ids_factors_and_splits_as_the_builtin_source(h5_root: Path) -> None:
+    """Row i is factor combination i: labels, seeded (and correlated) splits and class counts
+    are the built-in renderer's, so --attribute orientation --task object_hue mean the same."""
+    source = Shapes3DH5Source(h5_root, image_size=SMALL, correlate=CORRELATE, **SPLITS)
+    builtin = Shapes3DSource(image_size=SMALL, correlate=CORRELATE, **SPLITS)
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(source.split_ids(split), builtin.split_ids(split))
+    ids = source.split_ids("train")[:50]
+    for name, values in source.attributes(ids).items():
+        np.testing.assert_array_equal(values, builtin.attributes(ids)[name])
+        assert source.num_classes(name) == builtin.num_classes(name)
+    for name, grid in FACTOR_VALUES.items():
+        np.testing.assert_allclose(source.factor_values[name], grid)
+    shuffled = ids[::-1].copy()
+    np.testing.assert_array_equal(source.images(shuffled), builtin.images(shuffled))
+    full = Shapes3DH5Source(h5_root, image_size=64, correlate=CORRELATE, **SPLITS)
+    assert full.images(ids[:3]).shape == (3, 64, 64, 3)
+
+
+def test_peak_memory_does_not_depend_on_the_file(h5_root: Path, tmp_path: Path) -> None:
+    """define reads the 5.9 GB-declared file through bounded chunks: its resident memory grows
+    by less than 400 MB (one np.asarray of the images would need 5.9 GB)."""
+    glow = tmp_path / "glow.safetensors"
+    data = ["--dataset", "shapes3d-h5", "--data-root", str(h5_root), *DATA]
+    result = invoke_bounded(
+        regulator,
+        ["train-glow", *data, "--levels", "2", "--depth", "1", "--hidden", "8", "--steps", "2",
+         "--batch-size", "8", "--warmup", "1", "--quiet", "--out", str(glow)],
+        limit_kib=400 * 1024,
+    )
+    assert result.exit_code == 0, result.output
+    result = invoke_bounded(
+        regulator,
+        ["define", "--glow", str(glow), "--attribute", "orientation", *data, "--max-images", "200",
+         "--quiet", "--out", str(tmp_path / "spec.safetensors")],
+        limit_kib=400 * 1024,
+    )
+    assert result.exit_code == 0, result.output
+
+
+def test_the_whole_chain_runs_on_the_h5_file(h5_root: Path, tmp_path: Path) -> None:
+    data = ["--dataset", "shapes3d-h5", "--data-root", str(h5_root), *DATA]
+    chain = build_chain(tmp_path, data=data)
+    spec = read_artifact(chain["spec"], expect=SimilaritySpec)
+    assert spec.meta.data.dataset == "shapes3d-h5"
+    assert spec.meta.data.options["correlate"] == "orientation:object_hue:0.9"
+    assert chain["report"].is_file()
+
+
+def test_the_data_root_alone_tells_the_data_set(h5_root: Path) -> None:
+    from lassi.regulator.data_config import infer_dataset
+
+    assert infer_dataset(h5_root, None) == "shapes3d-h5"
+
+
+# --------------------------------------------------------------------------- the authors' splits
+
+
+class _Payload:
+    """Unpickling this would run a shell command that creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_authors_split_files_give_the_splits(h5_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "3dshapes.h5").symlink_to(h5_root / "3dshapes.h5")
+    splits = make_splits(correlate=None, seed=3, n_train=300, n_val=50, n_test=50)
+    for split, name in (("train", "train"), ("val", "valid"), ("test", "test")):
+        np.save(root / f"custom_{name}_split.npy", splits[split].astype(np.int32))
+    source = Shapes3DH5Source(root, image_size=SMALL, seed=0, n_train=1000, n_val=1000, n_test=20)
+    np.testing.assert_array_equal(source.split_ids("train"), splits["train"])
+    np.testing.assert_array_equal(source.split_ids("test"), splits["test"][:20])  # capped
+    correlated = Shapes3DH5Source(root, correlate=("orientation", "object_hue", 1.0), n_train=1000)
+    train = correlated.split_ids("train")
+    factors = Shapes3D.index_to_factors(train)
+    hue_high, orientation = factors[:, 2] >= 5, factors[:, 5]
+    assert ((hue_high & (orientation >= 8)) | (~hue_high & (orientation <= 6))).all()
+    np.testing.assert_array_equal(train, authors_correlated(splits["train"], "orientation", "object_hue"))
+    with pytest.raises(DataError, match="full"):
+        Shapes3DH5Source(root, correlate=("orientation", "object_hue", 0.9))
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("payload", "row numbers"),
+        (np.arange(10, dtype=np.float64), "integer"),
+        (np.arange(6, dtype=np.int64).reshape(2, 3), "1-D"),
+        (np.array([0, N_IMAGES]), "0..479999"),
+        (np.array([5, 5]), "repeats"),
+    ],
+    ids=["pickled_objects", "floats", "two_dims", "out_of_range", "repeated"],
+)
+def test_bad_split_files_are_refused(content, needle, h5_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "3dshapes.h5").symlink_to(h5_root / "3dshapes.h5")
+    marker = tmp_path / "executed"
+    np.save(root / "custom_valid_split.npy", np.arange(10, 20))
+    np.save(root / "custom_test_split.npy", np.arange(20, 30))
+    if isinstance(content, str):  # an object array whose unpickling would run a command
+        content = np.array([_Payload(marker)], dtype=object)
+    np.save(root / "custom_train_split.npy", content, allow_pickle=content.dtype == object)
+    with pytest.raises(DataError, match=needle):
+        Shapes3DH5Source(root)
+    assert not marker.exists()
+
+
+def test_overlapping_or_missing_split_files_are_refused(h5_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "3dshapes.h5").symlink_to(h5_root / "3dshapes.h5")
+    np.save(root / "custom_train_split.npy", np.arange(0, 10))
+    with pytest.raises(DataError, match="custom_test_split.npy"):
+        Shapes3DH5Source(root)
+    np.save(root / "custom_valid_split.npy", np.arange(5, 15))
+    np.save(root / "custom_test_split.npy", np.arange(20, 30))
+    with pytest.raises(DataError, match="shares rows"):
+        Shapes3DH5Source(root)
+
+
+# --------------------------------------------------------------------------- the layout
+
+
+def _labels_swapped() -> np.ndarray:
+    labels = canonical_labels()
+    labels[[7, 8]] = labels[[8, 7]]
+    return labels
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (lambda p: write_h5(p, np.arange(2), images_shape=(1000, 64, 64, 3)), "expected [480000, 64, 64, 3]"),
+        (lambda p: write_h5(p, np.arange(2), images_dtype=np.float32), "dtype float32"),
+        (lambda p: write_h5(p, np.arange(2), labels=_labels_swapped()), "not in the data set's order"),
+        (lambda p: write_h5(p, np.arange(2), chunks=(2048, 64, 64, 3)), "chunks"),
+        (lambda p: p.write_bytes(pickle.dumps({"images": 1})), "not a readable HDF5"),
+    ],
+    ids=["short", "float_images", "rows_out_of_order", "huge_chunks", "not_hdf5"],
+)
+def test_files_not_in_the_layout_are_refused(make, needle, tmp_path: Path) -> None:
+    make(tmp_path / "3dshapes.h5")
+    with pytest.raises(DataError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        Shapes3DH5Source(tmp_path)
+    args = ["train-glow", "--dataset", "shapes3d-h5", "--data-root", str(tmp_path), "--steps", "1",
+            "--out", str(tmp_path / "g.safetensors")]
+    result = CliRunner().invoke(regulator, args)
+    assert result.exit_code == EXIT_CODES["usage"] and "Traceback" not in result.output, result.output
+    assert "3dshapes.h5" in result.output
+
+
+def test_config_and_options(h5_root: Path) -> None:
+    config = DatasetConfig(dataset="shapes3d-h5", root=h5_root, image_size=SMALL, n_train=10, correlate="orientation:object_hue:full")
+    source = make_source(config)
+    assert isinstance(source, Shapes3DH5Source) and len(source.split_ids("train")) == 10
+    assert config.provenance("train", 10).options["n_train"] == 10
+    with pytest.raises(ValueError, match="data-root"):
+        DatasetConfig(dataset="shapes3d-h5")
