@@ -49,3 +49,14 @@ def test_the_cli_exits_2_on_bad_settings(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["--settings", str(bad), "report", "--check"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
+
+
+def test_a_subcommands_protocol_option_is_not_the_settings_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``table2 --protocol authors`` must reach table2 (argparse would otherwise read it as an
+    abbreviation of the top-level ``--protocols FILE``): here it fails on the missing Glow."""
+    glow = tmp_path / "missing-glow.safetensors"
+    code = main(["table2", "--glow", str(glow), "--protocol", "authors", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1 and "missing-glow" in err[0], err

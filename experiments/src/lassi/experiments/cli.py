@@ -66,7 +66,7 @@ def _certificate_options(parser: argparse.ArgumentParser) -> None:
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     """The CLI's parser; defaults come from ``settings``."""
     parser = argparse.ArgumentParser(
-        prog="lassi-experiments", description=__doc__,
+        prog="lassi-experiments", description=__doc__, allow_abbrev=False,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--settings", type=Path, default=None, help="settings TOML (default: packaged)")
@@ -165,7 +165,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
 
 def _settings_from(argv: list[str]) -> Settings:
     """The settings named by --settings/--protocols in ``argv`` (before the subcommand)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # --protocol is not --protocols
     pre.add_argument("--settings", type=Path, default=None)
     pre.add_argument("--protocols", type=Path, default=None)
     known, _ = pre.parse_known_args(argv)
