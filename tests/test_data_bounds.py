@@ -106,6 +106,14 @@ def test_image_declaring_13000_squared_pixels_is_refused_before_decoding(tmp_pat
     assert "bomb.png" in message and "13000x13000" in message and "before decoding" in message
     with pytest.raises(DataError, match="13000x13000"):  # the audit decodes bytes already read
         bounded(lambda: decode_image(io.BytesIO(bomb.read_bytes()), 64, None, "bicubic", bomb))
+    # past the image library's own bound (179 Mpx): the same wording, from the header alone
+    header_only = png_declaring(tmp_path / "huge.png", 1, 1)
+    data = bytearray(header_only.read_bytes())
+    data[16:24] = struct.pack(">II", 20_000, 20_000)  # IHDR width and height, then its CRC
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    header_only.write_bytes(bytes(data))
+    with pytest.raises(DataError, match="more than 4096x4096 pixels.*before decoding"):
+        bounded(lambda: decode_image(header_only, 64, None, "bicubic", where=header_only))
     # just under the bound, an image decodes (and is scaled down)
     fine = png_declaring(tmp_path / "fine.png", 4096, 4096)
     assert decode_image(fine, 8, None, "bicubic", where=fine).shape == (8, 8, 3)
