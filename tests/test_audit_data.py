@@ -229,6 +229,7 @@ def test_a_bundle_with_one_hash_over_all_files_still_audits(chain, folder_audit,
     old = _old_bundle(folder_audit, tmp_path, _stream_sha256(folder_audit["data"], names))
     result = _audit(chain, folder_audit, folder_audit["data"], "--count", "1", bundle=old)
     assert result.exit_code == 0, result.output
+    assert "one hash over all its images" in result.output and "matched as a whole" in result.output
     copy = _copy(folder_audit["data"], tmp_path / "copy")
     (copy / "img1.png").write_bytes((copy / "img1.png").read_bytes() + b"x")
     line = _one_line_error(_audit(chain, folder_audit, copy, bundle=old), INTEGRITY, copy.name, "hash")

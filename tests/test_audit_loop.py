@@ -106,3 +106,52 @@ def test_device_cuda_without_cuda_is_one_line(
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == ["error: --device cuda:0: CUDA is not available on this machine"]
     assert not out.exists()
+
+
+def _rewritten(chain, tmp_path: Path, options: dict | None = None, ids=None) -> Path:
+    """The chain's certified bundle with other recorded data options or sample ids."""
+    import json as json_
+
+    from factories import write_raw
+    from lassi.spec import RepresentationBundle, read_artifact
+
+    artifact = read_artifact(chain["test"], expect=RepresentationBundle)
+    meta = json_.loads(artifact.meta.model_dump_json())
+    meta["data"]["options"].update(options or {})
+    tensors = dict(artifact.tensors)
+    if ids is not None:
+        tensors["ids"] = np.asarray(ids, dtype=np.int64)
+    out = tmp_path / "rewritten.safetensors"
+    write_raw(out, json_.dumps(meta), tensors)
+    return out
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"ids": "beyond"}, ("records sample id 480000", "beyond the rendered 3D Shapes data set", "0–479999")),
+        ({"options": {"n_test": 10**7}}, ("cannot be made here", "at most 480000")),
+        ({"requested": "479999"}, ("no sample with id 479999 (ids are ",)),
+    ],
+)
+def test_ids_or_split_sizes_beyond_the_data_set_are_one_line_usage_errors(
+    chain, onnx, tmp_path: Path, change: dict, words: tuple[str, ...]
+) -> None:
+    """Issue 38: the audit exits 2 with one line (not 1) on sample ids or split sizes beyond
+    the data set; an unknown --ids lists the valid ids."""
+    from lassi.spec import RepresentationBundle, read_artifact
+
+    n = read_artifact(chain["test"], expect=RepresentationBundle).meta.n_samples
+    bundle = chain["test"]
+    if change.get("ids") == "beyond":
+        bundle = _rewritten(chain, tmp_path, ids=[480_000 + i for i in range(n)])
+    elif "options" in change:
+        bundle = _rewritten(chain, tmp_path, options=change["options"])
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(onnx), "--bundle", str(bundle)]
+    args += ["--ids", change.get("requested", "")] if "requested" in change else ["--count", "1"]
+    result = CliRunner().invoke(regulator, [*args, "--quiet"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for word in words:
+        assert word in lines[0], lines[0]

@@ -203,3 +203,20 @@ def test_glow_training_refuses_a_file_changed_between_steps_then_starts_over(
     _same_tensors(out, fresh)
     glow = read_artifact(out).meta
     assert glow.data.content_hash == "per-file" and glow.data.content_sha256 is not None
+
+
+def test_id_ranges_and_the_file_list_hash() -> None:
+    from lassi.spec.data_identity import file_list_sha256, id_ranges
+
+    assert id_ranges([9, 0, 1, 2, 3, 7]) == "0–3, 7, 9"
+    assert id_ranges([]) == "none"
+    assert id_ranges(range(0, 40, 2), limit=4) == "0, 2, 4, …, 38"
+    digests = np.arange(3 * 32, dtype=np.uint8).reshape(3, 32)
+    names = ["a.png", "b.png", "c.png"]
+    reference = file_list_sha256([0, 1, 2], names, digests)
+    # the listing order does not matter, a changed name or file hash does
+    assert file_list_sha256([2, 0, 1], [names[2], names[0], names[1]], digests[[2, 0, 1]]) == reference
+    assert file_list_sha256([0, 1, 2], ["a.png", "b2.png", "c.png"], digests) != reference
+    changed = digests.copy()
+    changed[1, 0] ^= 1
+    assert file_list_sha256([0, 1, 2], names, changed) != reference

@@ -214,15 +214,3 @@ class CheckedImages:
             return self.source.images(np.asarray(ids, dtype=np.int64))
         expect = self.digests[[self.row[int(i)] for i in ids]]
         return read_images(self.source, ids, expect)[0]
-
-
-def file_digests(source: Any, ids: Sequence[int]) -> np.ndarray | None:
-    """SHA-256 of each sample's file (uint8 [N, 32]), or None for a rendered source."""
-    files = read_samples(source, ids)
-    return None if files is None else files.digests
-
-
-def samples_digest(source: Any, ids: Sequence[int]) -> str | None:
-    """The ``content_sha256`` a bundle of these samples records (None: rendered source)."""
-    files = read_samples(source, ids)
-    return None if files is None else files.content_sha256(source.file_names(np.asarray(ids)))
