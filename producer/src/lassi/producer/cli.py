@@ -254,6 +254,14 @@ def train_command(
     help="Confidence bounds of center smoothing: exact binomial or Hoeffding.",
 )
 @click.option(
+    "--abstain-test",
+    type=click.Choice(["fixed", "sequential"]),
+    default="fixed",
+    show_default=True,
+    help="Step 2 of center smoothing: n0 draws, or the anytime-valid test that stops early "
+    "(at most n0 draws, same alpha1).",
+)
+@click.option(
     "--batch-size", type=int, default=2_000, show_default=True, help="Draws per network call."
 )
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -279,6 +287,7 @@ def encode_command(
     alpha2: float,
     delta: float,
     bounds: str,
+    abstain_test: str,
     batch_size: int,
     seed: int,
     cache_dir: Path | None,
@@ -310,6 +319,7 @@ def encode_command(
             delta=delta,
             batch_size=batch_size,
             bounds=bounds,
+            abstain_test=abstain_test,
         )
         reason = never_certifies(params)
         if reason is not None:  # refused before any data is loaded

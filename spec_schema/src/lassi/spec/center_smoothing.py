@@ -24,6 +24,19 @@ with structured outputs", Algorithms 1-2). With probability ≥ 1 − α1 − α
    Exact settings that can never certify (even p̂ = 1 fails step 2; no k ≤ n qualifies) are
    refused when the parameters are built, before any draw.
 
+Step 2, ``abstain_test="sequential"`` (optional; the default ``"fixed"`` is the above): the same
+null hypothesis P(d ≤ r̂) < 1/2 − Δ at the same level α1, tested with an anytime-valid confidence
+sequence (:mod:`lassi.spec.confidence_sequence`, the beta-binomial mixture martingale M_t) on the
+first t draws of the same ABSTAIN_TEST stream, looked at after t = 100, 111, 123, … (× 1.1) and
+n0 draws. It passes at the first look where M_t(1/2 − Δ) ≥ 1/α1 with p̂ > 1/2 − Δ; it abstains
+at the first look where M_t(1/2 − Δ) ≥ 1/α1 with p̂ < 1/2 − Δ (futility) or at n0. By Ville's
+inequality a ball holding less than 1/2 − Δ of the mass passes with probability ≤ α1 whatever
+the stopping time, so the certificate keeps its 1 − α1 − α2 guarantee; steps 1, 3 and 4 are
+unchanged, and a ball that clearly holds about half the mass (p ≈ 1/2, as r̂ is a median)
+passes after ~1.3-2 × 10³ draws instead of n0. The prior is Beta(100, 100): r̂ is the median of
+the selection distances, so p is near 1/2 by construction (any prior fixed before the draws keeps
+the guarantee; this one only makes the test sharpest there).
+
 Randomness: each stage draws from its own per-sample stream ``numpy_rng(seed, sample_id, stage)``
 of :mod:`lassi.spec.seeding` (float64, in chunks whose size never depends on the evaluation batch
 size), so a certificate is bit-identical whatever batch size, process or sample order computed it,
@@ -49,7 +62,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
@@ -57,7 +70,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lassi.spec.binomial_bounds import clopper_pearson_lower, quantile_upper_rank
-from lassi.spec.models import Bounds, CenterStatus, CertificateParams
+from lassi.spec.confidence_sequence import log_mixture, look_times
+from lassi.spec.models import AbstainTest, Bounds, CenterStatus, CertificateParams
 from lassi.spec.seeding import Stage, numpy_rng
 
 if TYPE_CHECKING:
@@ -75,6 +89,11 @@ PROJECTION_DIM = 32
 PCA_ROWS = 2048
 SELECTION_BLOCK = 512
 TIE_TOLERANCE = 1e-10
+# The sequential abstain test (step 2, abstain_test="sequential"): its prior and look schedule are
+# part of the certified procedure (an audit replays them).
+SEQUENTIAL_PRIOR = (100.0, 100.0)
+SEQUENTIAL_FIRST_LOOK = 100
+SEQUENTIAL_GROWTH = 1.1
 
 _NORMAL = NormalDist()
 
@@ -88,7 +107,9 @@ class CenterSmoothingParams:
     probabilities of steps 2 and 4 (α_c = α1 + α2); delta: Δ of step 2; beta: the approximation
     factor β of the minimum enclosing ball; batch_size: draws per base-function call;
     bounds: "exact" (Clopper–Pearson and binomial order-statistic rank) or "hoeffding" (Kumar &
-    Goldstein's Hoeffding margins), steps 2 and 4 of the module docstring.
+    Goldstein's Hoeffding margins), steps 2 and 4 of the module docstring; abstain_test: step 2
+    with n0 draws ("fixed", with ``bounds``) or the anytime-valid test with at most n0
+    ("sequential", the same α1 whatever ``bounds``).
     """
 
     sigma: float = 0.65
@@ -101,6 +122,7 @@ class CenterSmoothingParams:
     beta: float = 2.0
     batch_size: int = 2_000
     bounds: Bounds = "exact"
+    abstain_test: AbstainTest = "fixed"
 
     def __post_init__(self) -> None:
         if not (self.sigma > 0 and self.epsilon >= 0 and self.beta >= 1):
@@ -111,6 +133,10 @@ class CenterSmoothingParams:
             raise ValueError("need 0 < alpha1, alpha2 < 1 and 0 < delta < 1/2")
         if self.bounds not in ("exact", "hoeffding"):
             raise ValueError(f"bounds must be 'exact' or 'hoeffding' (got {self.bounds!r})")
+        if self.abstain_test not in ("fixed", "sequential"):
+            raise ValueError(
+                f"abstain_test must be 'fixed' or 'sequential' (got {self.abstain_test!r})"
+            )
         if self.bounds == "exact" and (reason := never_certifies(self)) is not None:
             raise ValueError(reason)
 
@@ -135,6 +161,7 @@ class CenterSmoothingParams:
             beta=c.beta,
             batch_size=batch_size,
             bounds=c.bounds,
+            abstain_test=c.abstain_test,
         )
 
     def certificate(self, seed: int, m: int | None = None) -> CertificateParams:
@@ -150,6 +177,7 @@ class CenterSmoothingParams:
             beta=self.beta,
             seed=seed,
             bounds=self.bounds,
+            abstain_test=self.abstain_test,
             m=m,
         )
 
@@ -162,7 +190,8 @@ class CenterCertificate:
     (1 + β) R̂, 0.0 when abstained; reason: "" (certified), "delta" (step 2) or "q>1" (step 3);
     r_hat: r̂ of step 1; p_hat: p̂ of step 2; q: the step-3 level (Hoeffding q, exact q0; nan if
     not reached);
-    seconds: wall time of the certification.
+    seconds: wall time of the certification; evaluations: base-function draws used (steps 1, 2
+    and 4; 2 n0 + n with the fixed test).
     """
 
     center: np.ndarray
@@ -173,6 +202,7 @@ class CenterCertificate:
     p_hat: float
     seconds: float
     q: float = field(default=math.nan)
+    evaluations: int = 0
 
     @property
     def status(self) -> CenterStatus:
@@ -191,9 +221,15 @@ def never_certifies(params: CenterSmoothingParams) -> str | None:
     p̂ = 1 to reach 1/2 − Δ, Hoeffding needs Δ1 = sqrt(ln(2/α1) / (2 n0)) ≤ Δ. Step 4: exact
     needs a rank k ≤ n, Hoeffding q = q0 + sqrt(ln(1/α2) / (2 n)) ≤ 1.
     """
+    if params.abstain_test == "sequential" and not sequential_can_pass(params):
+        return (
+            f"n0={params.n0} can never certify with the sequential abstain test: even p_hat = 1 "
+            f"after n0 draws leaves 1/2 - delta = {0.5 - params.delta:.4f} inside the "
+            f"confidence sequence at alpha1={params.alpha1}"
+        )
     if params.bounds == "exact":
         best = clopper_pearson_lower(params.n0, params.n0, params.alpha1)
-        if best < 0.5 - params.delta:
+        if params.abstain_test == "fixed" and best < 0.5 - params.delta:
             return (
                 f"n0={params.n0} can never certify: even p_hat = 1 gives a Clopper-Pearson "
                 f"bound {best:.4f} < 1/2 - delta = {0.5 - params.delta:.4f}"
@@ -205,7 +241,7 @@ def never_certifies(params: CenterSmoothingParams) -> str | None:
             )
         return None
     delta1, _ = abstain_margins(1.0, params.n0, params.alpha1)
-    if delta1 > params.delta:
+    if params.abstain_test == "fixed" and delta1 > params.delta:
         return (
             f"n0={params.n0} can never certify with Hoeffding bounds: "
             f"sqrt(ln(2/alpha1)/(2 n0)) = {delta1:.4f} > delta = {params.delta}"
@@ -217,6 +253,27 @@ def never_certifies(params: CenterSmoothingParams) -> str | None:
             f"Hoeffding bounds: q = q0 + sqrt(ln(1/alpha2)/(2 n)) = {q:.4f} > 1"
         )
     return None
+
+
+def sequential_decision(within: Any, drawn: Any, params: CenterSmoothingParams) -> np.ndarray:
+    """Step 2, sequential: +1 pass, −1 abstain (futility), 0 continue, after ``within`` of
+    ``drawn`` draws fell within r̂ (elementwise): ±1 once M_t(1/2 − Δ) ≥ 1/α1, by the side of
+    p̂ = within / drawn."""
+    within, drawn = np.asarray(within, dtype=np.float64), np.asarray(drawn, dtype=np.float64)
+    p_star = 0.5 - params.delta
+    log_m = log_mixture(within, drawn, np.full(within.shape, p_star), SEQUENTIAL_PRIOR)
+    outside = log_m >= math.log(1.0 / params.alpha1)
+    return np.where(outside, np.where(within > p_star * drawn, 1, -1), 0).astype(np.int8)
+
+
+def sequential_looks(params: CenterSmoothingParams) -> list[int]:
+    """Step 2, sequential: the draw counts after which the test looks (the last is n0)."""
+    return look_times(params.n0, SEQUENTIAL_FIRST_LOOK, SEQUENTIAL_GROWTH)
+
+
+def sequential_can_pass(params: CenterSmoothingParams) -> bool:
+    """Whether p̂ = 1 passes the sequential test by n0 draws (else no sample can certify)."""
+    return int(sequential_decision(params.n0, params.n0, params)) == 1
 
 
 def abstain_margins(p_hat: float, n0: int, alpha1: float) -> tuple[float, float]:
@@ -382,29 +439,61 @@ class CenterSmoothing:
         # Step 1: n0 selection draws; ẑ = the draw with the smallest median distance; r̂ = it.
         center, r_hat = self.center(seed, sample_id)
 
-        # Step 2: n0 fresh draws; p̂ = fraction with distance ≤ r̂; abstain unless its lower
-        # confidence bound reaches 1/2 − Δ (Hoeffding: max(Δ1, Δ2) ≤ Δ; exact: Clopper–Pearson).
-        d_test = self._sample_distances(seed, sample_id, Stage.ABSTAIN_TEST, p.n0, center)
-        within = int(np.count_nonzero(d_test <= r_hat))
-        p_hat = within / p.n0
-        if p.bounds == "exact":
-            passed = exact_abstain_bound(within, p.n0, p.alpha1) >= 0.5 - p.delta
+        # Step 2: fresh draws; p̂ = fraction with distance ≤ r̂; abstain unless its lower
+        # confidence bound reaches 1/2 − Δ (Hoeffding: max(Δ1, Δ2) ≤ Δ; exact: Clopper–Pearson;
+        # sequential: the anytime-valid test on at most n0 draws).
+        if p.abstain_test == "sequential":
+            passed, within, drawn = self._sequential_abstain_test(seed, sample_id, center, r_hat)
         else:
-            passed = max(abstain_margins(p_hat, p.n0, p.alpha1)) <= p.delta
+            d_test = self._sample_distances(seed, sample_id, Stage.ABSTAIN_TEST, p.n0, center)
+            within, drawn = int(np.count_nonzero(d_test <= r_hat)), p.n0
+            if p.bounds == "exact":
+                passed = exact_abstain_bound(within, p.n0, p.alpha1) >= 0.5 - p.delta
+            else:
+                passed = max(abstain_margins(within / p.n0, p.n0, p.alpha1)) <= p.delta
+        p_hat = within / drawn
+        evaluations = p.n0 + drawn
         if not passed:
-            return CenterCertificate(center, 0.0, True, "delta", r_hat, p_hat, _since(start))
+            return CenterCertificate(
+                center, 0.0, True, "delta", r_hat, p_hat, _since(start), evaluations=evaluations
+            )
 
         # Step 3: the rank of R̂ (q = k / n is recorded); abstain if none exists.
         rank = estimation_rank(p)
         q = quantile_level(p) if p.bounds == "hoeffding" else shifted_level(p)
         if rank is None:
-            return CenterCertificate(center, 0.0, True, "q>1", r_hat, p_hat, _since(start), q)
+            return CenterCertificate(
+                center, 0.0, True, "q>1", r_hat, p_hat, _since(start), q, evaluations
+            )
 
         # Step 4: n fresh draws; R̂ = the k-th smallest distance; r_CS = (1 + β) R̂.
         d_est = self._sample_distances(seed, sample_id, Stage.ESTIMATION, p.n, center)
         big_r_hat = order_statistic(d_est, rank)
         r_cs = (1.0 + p.beta) * big_r_hat
-        return CenterCertificate(center, r_cs, False, "", r_hat, p_hat, _since(start), q)
+        evaluations += p.n
+        return CenterCertificate(
+            center, r_cs, False, "", r_hat, p_hat, _since(start), q, evaluations
+        )
+
+    def _sequential_abstain_test(
+        self, seed: int, sample_id: int, center: np.ndarray, r_hat: float
+    ) -> tuple[bool, int, int]:
+        """Step 2, sequential (module docstring): (passed, draws within r̂, draws used).
+
+        The draws are the first ones of the ABSTAIN_TEST stream, exactly those of the fixed test
+        (numpy's normal draws are sequential), taken one look's block at a time."""
+        p = self.params
+        rng = numpy_rng(seed, sample_id, Stage.ABSTAIN_TEST)
+        within = drawn = 0
+        for look in sequential_looks(p):
+            block = p.sigma * rng.standard_normal((look - drawn, self.m))
+            d = self._distances([block], look - drawn, center)
+            within += int(np.count_nonzero(d <= r_hat))
+            drawn = look
+            verdict = int(sequential_decision(within, drawn, p))
+            if verdict != 0:
+                return verdict == 1, within, drawn
+        return False, within, drawn
 
     def center(self, seed: int, sample_id: int) -> tuple[np.ndarray, float]:
         """Step 1 alone: the smoothed output ẑ (float32 [k]) and its median radius r̂.
@@ -418,16 +507,22 @@ class CenterSmoothing:
         others = np.delete(outputs, index, axis=0)
         return center, lower_median(distances_to(others, center))
 
+    def _noise_chunks(
+        self, seed: int, sample_id: int, stage: Stage, count: int
+    ) -> Iterator[np.ndarray]:
+        """t = σ · N(0, I_m) in float64 from the stage's stream, NOISE_CHUNK_ROWS rows at a time."""
+        rng = numpy_rng(seed, sample_id, stage)
+        for chunk_start in range(0, count, NOISE_CHUNK_ROWS):
+            rows = min(NOISE_CHUNK_ROWS, count - chunk_start)
+            yield self.params.sigma * rng.standard_normal((rows, self.m))
+
     def _noise_batches(
         self, seed: int, sample_id: int, stage: Stage, count: int
     ) -> Iterator[np.ndarray]:
-        """t = σ · N(0, I_m) in float64 from the stage's stream, yielded batch_size rows at a time."""
-        rng = numpy_rng(seed, sample_id, stage)
+        """The stage's noise rows, batch_size rows at a time."""
         batch = self.params.batch_size
-        for chunk_start in range(0, count, NOISE_CHUNK_ROWS):
-            rows = min(NOISE_CHUNK_ROWS, count - chunk_start)
-            chunk = self.params.sigma * rng.standard_normal((rows, self.m))
-            for i in range(0, rows, batch):
+        for chunk in self._noise_chunks(seed, sample_id, stage, count):
+            for i in range(0, chunk.shape[0], batch):
                 yield chunk[i : i + batch]
 
     def _evaluate_raw(self, t: np.ndarray) -> Any:
@@ -453,8 +548,38 @@ class CenterSmoothing:
         _check_output(out, t.shape[0], finite=bool(np.isfinite(out).all()))
         return out
 
+    def _on_device(self) -> bool:
+        """Whether the base is a torch module off the CPU (then outputs stay on the device)."""
+        return self.torch_input and _on_accelerator(self.base)
+
+    def _device_outputs(self, chunks: Iterable[np.ndarray]) -> Iterator[torch.Tensor]:
+        """Outputs [B, k] on the module's device, batch_size draws at a time, without a host
+        round trip: each noise chunk moves to the device once (one copy, however many batches),
+        outputs are checked for shape only (finiteness is checked once per stage by the
+        caller), and on CUDA the network runs in strict float32 (no TF32), the function the
+        ONNX export and the audit replay."""
+        torch = _import_torch()
+        dtype, device = _tensor_spec(self.base)
+        batch = self.params.batch_size
+        with torch.inference_mode(), _strict_float32(torch, device):
+            for chunk in chunks:
+                t_chunk = torch.from_numpy(chunk).to(dtype=dtype, device=device)
+                for i in range(0, t_chunk.shape[0], batch):
+                    t = t_chunk[i : i + batch]
+                    out = self.base(t)
+                    _check_output(out, t.shape[0], finite=True)
+                    yield out
+
     def _sample_outputs(self, seed: int, sample_id: int, stage: Stage, count: int) -> np.ndarray:
         """All ``count`` outputs [count, k] of a stage (step 1 only: n0 rows)."""
+        if self._on_device():  # kept on the device, moved to the host once
+            torch = _import_torch()
+            with torch.inference_mode():
+                chunks = self._noise_chunks(seed, sample_id, stage, count)
+                outputs = torch.cat(list(self._device_outputs(chunks)))
+                if not bool(outputs.isfinite().all()):
+                    raise ValueError("base returned non-finite values")
+                return outputs.cpu().numpy()
         batches = self._noise_batches(seed, sample_id, stage, count)
         return np.concatenate([self._evaluate(t) for t in batches], axis=0)
 
@@ -462,18 +587,40 @@ class CenterSmoothing:
         self, seed: int, sample_id: int, stage: Stage, count: int, center: np.ndarray
     ) -> np.ndarray:
         """Distances [count] of a stage's outputs to the center; outputs are never all kept."""
-        distances = np.empty(count, dtype=np.float64)
-        on_device = self.torch_input and _on_accelerator(self.base)
-        filled = 0
-        for t in self._noise_batches(seed, sample_id, stage, count):
-            if on_device:  # the outputs stay on the device; only distances [B] move
-                out = self._evaluate_raw(t)
-                _check_output(out, t.shape[0], finite=bool(out.isfinite().all()))
-                d = device_distances(out, center)
-            else:
-                d = distances_to(self._evaluate(t), center)
-            distances[filled : filled + t.shape[0]] = d
-            filled += t.shape[0]
+        return self._distances(self._noise_chunks(seed, sample_id, stage, count), count, center)
+
+    def _distances(
+        self, chunks: Iterable[np.ndarray], count: int, center: np.ndarray
+    ) -> np.ndarray:
+        """Distances [count] to the center of the base's outputs on the noise rows of ``chunks``.
+
+        On an accelerator the outputs stay there and the float64 distances of all the rows come
+        back to the host once; on the CPU they are numpy's, batch by batch."""
+        if self._on_device():
+            torch = _import_torch()
+            with torch.inference_mode():
+                parts, finite = [], []
+                c = None
+                for out in self._device_outputs(chunks):
+                    if c is None:
+                        c = torch.from_numpy(np.asarray(center, dtype=np.float64)).to(out.device)
+                    finite.append(out.isfinite().all())
+                    diff = out.to(torch.float64) - c
+                    parts.append(torch.sqrt((diff * diff).sum(dim=1)))
+                if not bool(torch.stack(finite).all()):
+                    raise ValueError("base returned non-finite values")
+                distances = torch.cat(parts).cpu().numpy()
+        else:
+            distances = np.empty(count, dtype=np.float64)
+            filled = 0
+            batch = self.params.batch_size
+            for chunk in chunks:
+                for i in range(0, chunk.shape[0], batch):
+                    t = chunk[i : i + batch]
+                    distances[filled : filled + t.shape[0]] = distances_to(self._evaluate(t), center)
+                    filled += t.shape[0]
+        if distances.shape[0] != count:
+            raise ValueError(f"expected {count} distances, got {distances.shape[0]}")
         return distances
 
 
@@ -519,6 +666,24 @@ def _tensor_spec(base: object) -> tuple[torch.dtype, torch.device]:
 def _on_accelerator(base: object) -> bool:
     """Whether a torch base module lives off the CPU (then its outputs stay there)."""
     return _tensor_spec(base)[1].type != "cpu"
+
+
+class _strict_float32:
+    """Context: on CUDA, convolutions and matmuls in IEEE float32 (TF32 off), restored after."""
+
+    def __init__(self, torch: Any, device: Any) -> None:
+        self.torch, self.active = torch, device.type == "cuda"
+
+    def __enter__(self) -> None:
+        if self.active:
+            backends = self.torch.backends
+            self.saved = (backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32)
+            backends.cudnn.allow_tf32 = backends.cuda.matmul.allow_tf32 = False
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            backends = self.torch.backends
+            backends.cudnn.allow_tf32, backends.cuda.matmul.allow_tf32 = self.saved
 
 
 def _since(start: float) -> float:

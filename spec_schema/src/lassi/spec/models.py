@@ -605,6 +605,7 @@ class CenterStatus(IntEnum):
 
 
 Bounds = Literal["hoeffding", "exact"]
+AbstainTest = Literal["fixed", "sequential"]
 
 
 class CertificateParams(Model):
@@ -624,6 +625,7 @@ class CertificateParams(Model):
     beta: PositiveFloat = 2.0
     seed: int = Field(ge=0)
     bounds: Bounds = "hoeffding"
+    abstain_test: AbstainTest = "fixed"  # step 2: n0 draws, or anytime-valid and at most n0
     m: int | None = Field(
         None, ge=1, description="dimension of the t-noise: the spec's number of attribute vectors"
     )  # absent in files written before it was recorded; check_binding refuses those
