@@ -120,6 +120,15 @@ def summary_markdown(report: VerificationReport) -> str:
             f"| median norm of z | {num(scale.z_norm)} |",
             f"| median distance to nearest sample of another class | {num(scale.nearest_other_class)} |",
         ]
+    ends = report.endpoint_check  # lassi.consumer.endpoints
+    if ends is not None:
+        share = 1 / max(s.n, 1)
+        lines += [
+            f"| empirically fair (same prediction at all {ends.endpoints} segment ends) "
+            f"| {pct(ends.empirically_fair * share)} |",
+            f"| certified but empirically unfair | {pct(ends.certified_empirically_unfair * share)} "
+            f"({ends.certified_empirically_unfair}) |",
+        ]
     return "\n".join(lines)
 
 

@@ -28,6 +28,12 @@ import numpy as np
 
 from lassi.consumer import sequential_test
 from lassi.consumer.classifier import TOOL, load_classifier
+from lassi.consumer.endpoints import (
+    empirically_fair,
+    endpoint_check,
+    endpoint_predictions,
+    endpoint_warning,
+)
 from lassi.consumer.randomized_smoothing import ABSTAIN, Smooth, SmoothCertificate
 from lassi.consumer.report import summarise, write_report
 from lassi.spec import (
@@ -353,6 +359,9 @@ def verify(
         "draws": np.zeros(count, np.int64),
         "cause": np.zeros(count, np.uint8),
     }
+    if meta.endpoints:  # lassi.consumer.endpoints: predictions at the segment ends as well
+        result["endpoint_prediction"] = np.full((count, meta.endpoints), ABSTAIN, np.int64)
+        result["empirically_fair"] = np.zeros(count, np.uint8)
     checkpoint = out.with_name(out.name + ".ckpt")
     key = run_key(
         classifier=classifier.sha256, bundle=bundle.sha256, n0=n0, n=n, alpha=alpha, seed=seed,
@@ -382,13 +391,21 @@ def verify(
         else:
             cert = smooth.certify(z_cs, n0, n, alpha, seed, sample_id)
         cause = cause_of(center, cert, r_cs)
-        return {
+        row = {
             "prediction": cert.predicted,  # PREDICT: the same whichever test decided R > r_CS
             "radius": cert.radius,
             "status": STATUS_OF_CAUSE.get(cause, ReportStatus.NOT_CERTIFIED),
             "draws": cert.draws,
             "cause": cause,
         }
+        if meta.endpoints:
+            ends = endpoint_predictions(
+                smooth, tensors["endpoint_z_cs"][i], tensors["endpoint_status"][i], n0, alpha,
+                seed, sample_id,
+            )  # fmt: skip
+            row["endpoint_prediction"] = ends
+            row["empirically_fair"] = empirically_fair(cert.predicted, ends)
+        return row
 
     loop.run(verify_one, executor)
 
@@ -409,6 +426,11 @@ def verify(
         result["cause"], tensors["r_cs"], scale, card.sigma_cls, n, alpha, sequential,
         summary.accuracy, majority_class(labels, card.classes),
     )  # fmt: skip
+    ends = None
+    if meta.endpoints:
+        ends = endpoint_check(result["status"], result["empirically_fair"], meta.endpoints)
+        unfair = endpoint_warning(ends, int((result["status"] == ReportStatus.CERTIFIED).sum()))
+        warnings += [unfair] if unfair else []
     if warn is not None:
         for text in warnings[1 if warning else 0 :]:
             warn(f"warning: {text}")
@@ -430,6 +452,7 @@ def verify(
         scope=scope,
         scale=scale,
         warnings=warnings,
+        endpoint_check=ends,
     )
     report_tensors = {"ids": tensors["ids"], "r_cs": tensors["r_cs"], **result}
     if labels is not None:

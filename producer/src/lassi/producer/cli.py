@@ -237,6 +237,13 @@ def train_command(
 )
 @click.option("--certify", is_flag=True, help="Center-smooth every sample (z_CS, r_CS).")
 @click.option(
+    "--endpoints",
+    is_flag=True,
+    help="With --certify: also center-smooth each segment end z_G +- eps*a_i (2m per sample, the "
+    "authors' endpoints analysis); lassi-consumer verify then reports certified samples that "
+    "are empirically unfair.",
+)
+@click.option(
     "--sigma", type=float, default=0.65, show_default=True, help="Std of the t-noise sigma_enc."
 )
 @click.option("--n0", type=int, default=10_000, show_default=True)
@@ -280,6 +287,7 @@ def encode_command(
     labels: str | None,
     include_sensitive_labels: bool,
     certify: bool,
+    endpoints: bool,
     sigma: float,
     n0: int,
     n: int,
@@ -303,6 +311,8 @@ def encode_command(
     from lassi.producer.encode import encode_split
     from lassi.spec.center_smoothing import CenterSmoothingParams, never_certifies
 
+    if endpoints and not certify:
+        raise UsageError(None, "--endpoints needs --certify (end points are center-smoothed)")
     check_outputs([out, checkpoint_of(out)], inputs=[spec, encoder_path])
     sim, data = _load_spec(spec, options)
     params = None
@@ -342,6 +352,7 @@ def encode_command(
             labels=[name.strip() for name in labels.split(",") if name.strip()] if labels else None,
             include_sensitive=include_sensitive_labels,
             device=device,
+            endpoints=endpoints,
         )
     from lassi.spec import RepresentationBundle, read_artifact
 

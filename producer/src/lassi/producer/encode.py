@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lassi.producer.base_function import BaseFunction, load_encoder, load_spec
+from lassi.producer.endpoints import certify_endpoints
 from lassi.producer.latents import TOOL, glow_latents_of
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
@@ -81,11 +82,16 @@ def encode_split(
     device: str | torch.device = "cpu",
     labels: list[str] | None = None,
     include_sensitive: bool = False,
+    endpoints: bool = False,
 ) -> Path:
     """Write the representation bundle of ``split`` (certified when ``certify`` is given) with
     the ``labels`` asked for (default: the encoder's task).
 
-    ``device``: where E_L runs (plain encoding and every center-smoothing draw)."""
+    ``device``: where E_L runs (plain encoding and every center-smoothing draw).
+    ``endpoints``: also center-smooth each segment end z_G ± ε·a_i (the authors' endpoints
+    analysis, :mod:`lassi.producer.endpoints`; needs ``certify``)."""
+    if endpoints and certify is None:
+        raise UsageError(None, "--endpoints needs --certify (end points are center-smoothed)")
     out = Path(out)
     sim = load_spec(spec)
     base, card, encoder_sha = load_encoder(encoder_path, sim)
@@ -137,6 +143,7 @@ def encode_split(
                 encoder_sha,
                 progress,
                 executor,
+                endpoints=endpoints,
                 data=latents.identity(source, data),
             )
         )
@@ -151,6 +158,7 @@ def encode_split(
         file_names=source.file_names(ids),
         certified=certify is not None,
         certificate=certificate,
+        endpoints=2 * sim.m if endpoints else 0,
         attributes=sim.meta.attribute_names,
         data=data.provenance(split, len(ids)).model_copy(
             update={"content_sha256": latents.content_sha256(source), "content_hash": "per-file"}
@@ -173,6 +181,7 @@ def certify_all(
     encoder_sha: str,
     progress: bool,
     executor: Executor | None = None,
+    endpoints: bool = False,
     data: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Center-smooth every sample; checkpoint to ``<out>.ckpt`` and resume from it.
@@ -188,6 +197,9 @@ def certify_all(
         "center_shift": np.zeros(n, np.float32),
         "seconds": np.zeros(n, np.float32),
     }
+    if endpoints:  # lassi.producer.endpoints: center smoothing at z_G ± eps a_i as well
+        result["endpoint_z_cs"] = np.zeros((n, 2 * sim.m, k), np.float32)
+        result["endpoint_status"] = np.zeros((n, 2 * sim.m), np.uint8)
     checkpoint = out.with_name(out.name + ".ckpt")
     key = run_key(
         spec=sim.sha256,
@@ -195,6 +207,7 @@ def certify_all(
         ids=ids.tolist(),
         params=vars(params) | {"batch_size": 0},
         seed=seed,
+        **({"endpoints": True} if endpoints else {}),
     )
     loop = PerSampleLoop(
         result,
@@ -210,17 +223,21 @@ def certify_all(
     )
 
     m = sim.m  # the sample function closes over what it needs only (it may go to Ray actors)
+    epsilon = sim.epsilon
 
     def certify_one(i: int) -> dict[str, object]:
         z_i = z_g[i].to(base.vectors.device)  # the base function runs where E_L lives
         cert = CenterSmoothing(base.for_latent(z_i), m, params).certify(seed, int(ids[i]))
-        return {
+        row = {
             "z_cs": cert.center,
             "r_cs": cert.r_cs,
             "status": cert.status,
             "center_shift": float(np.linalg.norm(cert.center.astype(np.float64) - z[i])),
             "seconds": cert.seconds,
         }
+        if endpoints:
+            row.update(certify_endpoints(base, z_i, epsilon, params, seed, int(ids[i])))
+        return row
 
     loop.run(certify_one, executor)
     loop.finish()

@@ -666,9 +666,18 @@ class RepresentationBundle(ArtifactBase):
     file_names: list[str] | None = Field(
         None, description="image file name (or CSV key) of each sample, in the order of ids"
     )
+    # The authors' endpoints analysis (``encode --certify --endpoints``): center smoothing again at
+    # each segment end z_G ± ε·a_i, in the order a_1−, a_1+, a_2−, ...; tensors endpoint_z_cs
+    # [n, endpoints, k] and endpoint_status [n, endpoints]. Absent (0) in other bundles.
+    endpoints: int = Field(0, ge=0, le=8192, exclude_if=lambda v: v == 0)
 
     @model_validator(mode="after")
     def _consistent(self) -> RepresentationBundle:
+        if self.endpoints and (not self.certified or self.endpoints % 2):
+            raise ValueError("endpoints come in pairs, in certified bundles only")
+        m = None if self.certificate is None else self.certificate.m
+        if self.endpoints and m is not None and self.endpoints != 2 * m:
+            raise ValueError(f"endpoints must be 2 per attribute vector ({2 * m}), not {self.endpoints}")
         if not set(self.sensitive_labels) <= set(self.label_names):
             raise ValueError("sensitive_labels must be among label_names")
         if self.file_names is not None and len(self.file_names) != self.n_samples:
@@ -711,6 +720,12 @@ class RepresentationBundle(ArtifactBase):
                 TensorSpec(name="center_shift", dtype="F32", shape=(n,)),
                 TensorSpec(name="seconds", dtype="F32", shape=(n,)),
             ]
+        if self.endpoints:
+            e = self.endpoints
+            specs += [
+                TensorSpec(name="endpoint_z_cs", dtype="F32", shape=(n, e, k)),
+                TensorSpec(name="endpoint_status", dtype="U8", shape=(n, e)),
+            ]
         return specs
 
     def check_values(self, tensors: dict[str, Any]) -> str | None:
@@ -736,6 +751,8 @@ class RepresentationBundle(ArtifactBase):
                 return "tensor 'status' has unknown status codes"
             if (tensors["seconds"] < 0).any() or (tensors["center_shift"] < 0).any():
                 return "tensors 'seconds'/'center_shift' have negative values"
+        if self.endpoints and (tensors["endpoint_status"] > max(CenterStatus)).any():
+            return "tensor 'endpoint_status' has unknown status codes"
         return None
 
 
@@ -895,6 +912,19 @@ class CertificateScope(Model):
         return self
 
 
+class EndpointCheck(Model):
+    """The authors' endpoints analysis in a report: each sample's smoothed prediction (PREDICT
+    on n0 fresh draws, as the center's) at the bundle's end points z_G ± ε·a_i. A sample is
+    *empirically fair* when its center has a prediction and every end point the same one (an
+    end point whose center smoothing abstained counts as another prediction); a certified
+    sample that is not is *certified but empirically unfair*. Tensors endpoint_prediction
+    [n, endpoints] (−1: abstained) and empirically_fair [n]."""
+
+    endpoints: int = Field(ge=2, le=8192)
+    empirically_fair: int = Field(ge=0)
+    certified_empirically_unfair: int = Field(ge=0)
+
+
 class VerificationReport(ArtifactBase):
     """Per-sample certified fairness: certified iff both smoothings succeed and r_CS < R."""
 
@@ -916,6 +946,14 @@ class VerificationReport(ArtifactBase):
         max_length=32,
         description="why little or nothing certified, in numbers, and what to change",
     )
+    endpoint_check: EndpointCheck | None = Field(None, exclude_if=lambda v: v is None)
+
+    @model_validator(mode="after")
+    def _endpoint_counts(self) -> VerificationReport:
+        check = self.endpoint_check
+        if check is not None and max(check.empirically_fair, check.certified_empirically_unfair) > self.n_samples:
+            raise ValueError("endpoint counts exceed the samples")
+        return self
 
     def tensor_specs(self) -> list[TensorSpec]:
         """``draws`` (optional, absent in older files): classifier draws per sample, n0 + the
@@ -933,6 +971,12 @@ class VerificationReport(ArtifactBase):
         ]
         if self.has_labels:
             specs.append(TensorSpec(name="labels", dtype="I64", shape=(n,)))
+        if self.endpoint_check is not None:
+            e = self.endpoint_check.endpoints
+            specs += [
+                TensorSpec(name="endpoint_prediction", dtype="I64", shape=(n, e)),
+                TensorSpec(name="empirically_fair", dtype="U8", shape=(n,)),
+            ]
         return specs
 
     def check_values(self, tensors: dict[str, Any]) -> str | None:
@@ -946,6 +990,12 @@ class VerificationReport(ArtifactBase):
             return "tensor 'draws' has negative counts"
         if ((tensors["prediction"] < -1) | (tensors["prediction"] >= len(self.classes))).any():
             return "tensor 'prediction' has classes out of range"
+        if self.endpoint_check is not None:
+            ends = tensors["endpoint_prediction"]
+            if ((ends < -1) | (ends >= len(self.classes))).any():
+                return "tensor 'endpoint_prediction' has classes out of range"
+            if int((tensors["empirically_fair"] > 0).sum()) != self.endpoint_check.empirically_fair:
+                return "tensor 'empirically_fair' does not match the endpoint counts"
         return None
 
 
