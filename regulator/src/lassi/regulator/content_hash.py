@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from lassi.regulator.datasets import DataError, OutsideRootError, decode_image
 from lassi.spec.data_identity import DIGEST_SIZE, data_key, file_list_sha256
@@ -97,13 +98,15 @@ def read_samples(
     *,
     tolerant: bool = False,
     stream: bool = False,
+    progress: str | None = None,
 ) -> SampleFiles | None:
     """Hash each sample's image file (and keep the bytes of the ids in ``keep``), one read each.
 
     None for a rendered source. ``tolerant``: a file that cannot be read (missing, not a
     regular file, over the size bound) is recorded in ``problems`` instead of raising
     :class:`DataError`. ``stream``: also compute the hash files from before per-file hashes
-    recorded (SHA-256 over the length-prefixed names and bytes in ascending id order)."""
+    recorded (SHA-256 over the length-prefixed names and bytes in ascending id order).
+    ``progress``: the description of a progress bar (None: no bar)."""
     if not has_files(source):
         return None
     ids = [int(i) for i in ids]
@@ -111,7 +114,11 @@ def read_samples(
     result = SampleFiles(ids, np.zeros((len(ids), DIGEST_SIZE), np.uint8))
     ascending = ids == sorted(set(ids))
     inline = hashlib.sha256() if stream and ascending else None
+    bar = tqdm(
+        total=len(ids), desc=progress, unit="file", disable=progress is None, dynamic_ncols=True
+    )
     for row, i in enumerate(ids):
+        bar.update(1)
         try:
             _check_id(source, i)
             data = read_image_bytes(sample_path(source, i))
@@ -125,6 +132,7 @@ def read_samples(
             result.kept[i] = data
         if inline is not None:
             _stream_update(inline, source.files[i], data)
+    bar.close()
     if stream and not result.problems:
         result.stream_sha256 = (
             inline.hexdigest() if inline is not None else _stream_sha256(source, sorted(set(ids)))
@@ -190,11 +198,14 @@ class CheckedImages:
 
     ``identity``: the data identity of the run (:func:`lassi.spec.data_identity.data_key` of the
     files' list hash, or of ``rendered``, the generator parameters of rendered data), for
-    checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash (None: rendered data)."""
+    checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash (None: rendered data).
+    ``progress``: the description of a progress bar over the first hashing (None: no bar)."""
 
-    def __init__(self, source: Any, ids: Sequence[int], rendered: Any = None) -> None:
+    def __init__(
+        self, source: Any, ids: Sequence[int], rendered: Any = None, progress: str | None = None
+    ) -> None:
         self.source, self.ids = source, np.asarray(ids, dtype=np.int64)
-        files = read_samples(source, self.ids)
+        files = read_samples(source, self.ids, progress=progress)
         self.digests = None if files is None else files.digests
         self.row = {int(i): r for r, i in enumerate(self.ids.tolist())}
         self.content_sha256 = (

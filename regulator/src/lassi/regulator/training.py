@@ -208,7 +208,12 @@ def _train_glow(
     # the train images' files hashed once (rendered data: its generator parameters, in the
     # config); every batch is checked against these hashes, and the checkpoint resumes only
     # over the same data
-    images = CheckedImages(source, train_ids, rendered=config.data.model_dump(mode="json"))
+    images = CheckedImages(
+        source,
+        train_ids,
+        rendered=config.data.model_dump(mode="json"),
+        progress="hash train images" if progress else None,
+    )
     start, seconds = 0, 0.0
     restored = load_checkpoint(
         checkpoint,
