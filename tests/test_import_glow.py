@@ -5,6 +5,7 @@ checkpoints refused with exit 3 and nothing executed."""
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import zipfile
@@ -77,6 +78,10 @@ def test_import_matches_the_reference_outputs(case: str, container: str, tmp_pat
         torch.testing.assert_close(glow.decode(want), ref["reconstruction"], **close)
         for level, z_level in enumerate(glow.split_latent(z)):
             torch.testing.assert_close(z_level, ref[f"z_{level}"], **close)
+        # the reference train.py's loss: -(log_p + logdet - D log n_bins) / (D log 2) per image
+        d, n_bins = ref["input"][0].numel(), 2.0 ** int(meta["n_bits"])
+        loss = -(ref["log_p"] + ref["logdet"] - d * math.log(n_bins)) / (d * math.log(2.0))
+        torch.testing.assert_close(glow.bits_per_dim(ref["input"]), loss, **close)
 
 
 def test_imported_glow_runs_define_show_and_the_whole_chain(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@
   the step of flow;
 - :mod:`.split`: squeeze and the learned split/top priors;
 - :mod:`.model`: the multi-scale Glow with exact encode/decode keeping every split z;
-- :mod:`.images`: uint8 images <-> Glow inputs.
+- :mod:`.images`: uint8 images <-> Glow inputs;
+- :mod:`.rosinality`: importing a rosinality/glow-pytorch checkpoint (the LASSI authors' Glows).
 """
 
 from lassi.regulator.glow.base import Transform
