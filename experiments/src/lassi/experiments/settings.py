@@ -146,5 +146,7 @@ def load_settings(settings: Path | None = None, protocols: Path | None = None) -
 
 
 def with_draws(params: CenterSmoothingParams, n0: int, n: int) -> CenterSmoothingParams:
-    """``params`` with other draw counts."""
+    """``params`` with other draw counts (a dataclass or a pydantic model)."""
+    if hasattr(params, "model_copy"):
+        return params.model_copy(update={"n0": n0, "n": n})
     return dataclasses.replace(params, n0=n0, n=n)
