@@ -164,7 +164,8 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
     "(Denton et al.); ramaswamy: that normal made orthogonal to --task's, scaled by the mean "
     "distance to the mirrored latent (Ramaswamy et al.); discover: 3 directions along which "
     "the --classifier's output changes most, orthogonal to --task's normal (Li & Xu). "
-    "--vectors and --condition-on apply to average only.",
+    "--vectors and --condition-on apply to average only. Perpendicular and discover vectors "
+    "have unit norm: the authors certify them at --epsilon 10 (sigma_enc 6.5), the others at 1.",
 )
 @click.option("--task", default=None, help="ramaswamy, discover: the task attribute.")
 @click.option(
