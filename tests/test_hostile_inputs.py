@@ -655,3 +655,98 @@ def test_fuzzed_files_are_rejected_cleanly(
     result = CliRunner().invoke(consumer, ["inspect", str(path)])
     assert result.exit_code in (0, INVALID, INTEGRITY), result.output
     assert "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- multi-GB files
+
+GIB = 1024**3
+_MEASURED = """
+import resource, sys
+from lassi.{role}.cli import main
+try:
+    main(sys.argv[1:])
+finally:
+    sys.stderr.write("\\npeak_kib=%d\\n" % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def run_measured(role: str, args: list[str], timeout: float = 240) -> tuple[int, list[str], int]:
+    """A role CLI in a child process: (exit status, its stderr lines, its own peak RSS in KiB)."""
+    import subprocess
+    import sys
+
+    code = _MEASURED.format(role=role)
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         timeout=timeout)  # fmt: skip
+    lines = [line for line in run.stderr.strip().splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("peak_kib="), run.stderr
+    return run.returncode, lines[:-1], int(lines[-1].split("=")[1])
+
+
+def _sparse(path: Path, head: bytes, size: int) -> Path:
+    """``head`` followed by zeros up to ``size`` bytes, without writing the zeros (a hole)."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return path
+
+
+def _padded(base: Path, out: Path) -> Path:
+    """A valid artifact with 2 GB of zeros appended (``truncate -s 2G``)."""
+    return _sparse(out, base.read_bytes(), 2 * GIB)
+
+
+def _declared_big(base: Path, out: Path) -> Path:
+    """A plain bundle whose metadata and header both declare ~2 GB of samples (consistent
+    shapes that tile the file exactly), the checksum left as it was: a forger's or a corrupted
+    multi-GB file. The reader must refuse it without allocating the tensors."""
+    header, _ = raw(base)
+    meta = json.loads(header.pop("__metadata__")["lassi"])
+    k = meta["k"]
+    per_sample = 4 * k + 8 + 8 * len(meta["label_names"])
+    n = 2 * GIB // per_sample
+    meta["n_samples"], meta["file_names"] = n, None
+    entries, offset = {}, 0
+    for name in sorted(header, key=lambda t: header[t]["data_offsets"][0]):
+        shape = [n, k] if name == "z" else [n]
+        nbytes = n * (4 * k if name == "z" else 8)
+        entries[name] = {"dtype": header[name]["dtype"], "shape": shape,
+                         "data_offsets": [offset, offset + nbytes]}  # fmt: skip
+        offset += nbytes
+    checksum = json.loads(json.dumps(raw(base)[0]["__metadata__"]))["lassi.content_sha256"]
+    entries["__metadata__"] = {"lassi": json.dumps(meta), "lassi.content_sha256": checksum}
+    blob = json.dumps(entries).encode()
+    return _sparse(out, struct.pack("<Q", len(blob)) + blob, 8 + len(blob) + offset)
+
+
+@pytest.mark.parametrize(
+    ("build", "code", "message"),
+    [(_padded, INVALID, "data section has"), (_declared_big, INTEGRITY, "checksum")],
+    ids=["valid_file_padded_to_2GB", "consistent_2GB_header_wrong_checksum"],
+)
+def test_a_2gb_sparse_artifact_is_refused_within_1gib(
+    build, code: int, message: str, chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """Memory stays bounded for every artifact, not only for small ones: the header is checked
+    against the file's size before any tensor byte is read, a large data section is checked
+    in chunks before anything is allocated, and the hash is streamed (also with --trusted-key)."""
+    bad = build(chain["train"], tmp_path / "big.safetensors")
+    assert bad.stat().st_size >= 2 * GIB - 1024 and bad.stat().st_blocks * 512 < 64 * 1024**2
+    before = (bad.stat().st_size, bad.stat().st_mtime_ns)
+    status, lines, peak = run_measured("consumer", ["inspect", str(bad)])
+    assert status == code and len(lines) == 1 and bad.name in lines[0] and message in lines[0], lines
+    assert peak < GIB // 1024, f"inspect: peak {peak} KiB"
+    out = tmp_path / "c.safetensors"
+    key = tmp_path / "k.key"
+    assert CliRunner().invoke(consumer, ["keygen", "--out", str(key)]).exit_code == 0
+    args = ["train", "--bundle", str(bad), "--task", "object_hue", "--sigma", "0.5", "--quiet",
+            "--trusted-key", f"{key}.pub", "--out", str(out)]  # fmt: skip
+    status, lines, peak = run_measured("consumer", args)  # unsigned: refused after streaming
+    assert status == EXIT_CODES["signature"] and len(lines) == 1 and "not signed" in lines[0]
+    assert peak < GIB // 1024, f"train --trusted-key: peak {peak} KiB"
+    args.remove("--trusted-key"), args.remove(f"{key}.pub")
+    status, lines, peak = run_measured("consumer", args)
+    assert status == code and len(lines) == 1 and message in lines[0], lines
+    assert peak < GIB // 1024, f"train: peak {peak} KiB"
+    assert not out.exists() and (bad.stat().st_size, bad.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors", "k.key", "k.key.pub"]

@@ -64,3 +64,32 @@ def test_a_named_pipe_as_output_is_refused(chain: dict[str, Path], tmp_path: Pat
     assert result.exit_code == 2, result.output
     assert "not a regular file" in result.output
     assert [p.name for p in tmp_path.iterdir()] == ["out.safetensors"]
+
+
+def test_a_failed_write_names_the_file_it_was_writing(tmp_path: Path) -> None:
+    """A write that the file system refuses (here: past RLIMIT_FSIZE, as on a full disk) is one
+    line naming the output, not "a file: ...", exit 2, and leaves no temporary behind."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    from lassi.consumer.cli import main as consumer
+
+    key = tmp_path / "k.key"
+    assert CliRunner().invoke(consumer, ["keygen", "--out", str(key)]).exit_code == 0
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"x" * 64)
+    listing = sorted(p.name for p in tmp_path.iterdir())
+
+    def small_files() -> None:  # in the child: files may not grow past 100 bytes
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+
+    code = "from lassi.consumer.cli import main; main()"
+    run = subprocess.run([sys.executable, "-c", code, "sign", str(data), "--key", str(key)],
+                         capture_output=True, text=True, preexec_fn=small_files, timeout=120)  # fmt: skip
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0] == f"error: {data}.sig: cannot write (File too large)", lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 
 
-def ort_session(model: str | Path | bytes | Any, prefer_gpu: bool = False) -> tuple[Any, str]:
+def ort_session(
+    model: str | Path | bytes | Any, prefer_gpu: bool = False, threads: int | None = None
+) -> tuple[Any, str]:
     """An onnxruntime session for ``model`` and the execution provider it actually uses.
 
     ``model`` is the checked ``onnx.ModelProto`` (preferred: the session then runs exactly the
@@ -24,15 +26,21 @@ def ort_session(model: str | Path | bytes | Any, prefer_gpu: bool = False) -> tu
     CUDA is requested only when ``prefer_gpu`` and the installed onnxruntime offers it; the provider
     reported is ``session.get_providers()[0]`` (what runs), not what is merely available. Idle
     intra-op threads do not spin: smoothing runs large batches, and spinning threads starve the
-    noise generation running beside them.
+    noise generation running beside them. ``threads``: onnxruntime's intra-op threads (default:
+    its own choice, all cores), checked by ``lassi.spec.cli.check_threads``.
     """
     import onnxruntime as ort
+
+    from lassi.spec.cli import check_threads
 
     providers = ["CPUExecutionProvider"]
     if prefer_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if check_threads(threads):
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     if isinstance(model, (str, Path)):
         from lassi.spec.onnx_check import onnx_bytes
 

@@ -64,10 +64,12 @@ def predict_bundle(
     seed: int = 0,
     prefer_gpu: bool = False,
     limit: int | None = None,
+    threads: int | None = None,
 ) -> tuple[list[dict], str]:
-    """Smoothed predictions for the samples of a bundle and the execution provider used."""
+    """Smoothed predictions for the samples of a bundle and the execution provider used
+    (``threads``: onnxruntime's CPU threads, default all cores)."""
     model = load_checked_onnx(onnx_path, inputs={"z": 2}, outputs={"logits": 2})
-    card = onnx_card(model)
+    card = onnx_card(model, onnx_path)
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     if card.get("k") not in (None, bundle.meta.k):
         raise IntegrityError(
@@ -80,7 +82,7 @@ def predict_bundle(
             bundle_path, "was made with another encoder than the one the classifier was trained on"
         )
     with onnx_errors(onnx_path):
-        session, provider = ort_session(model, prefer_gpu=prefer_gpu)  # the checked bytes
+        session, provider = ort_session(model, prefer_gpu=prefer_gpu, threads=threads)
     declared = card.get("num_classes") or session.get_outputs()[0].shape[1]
     if not isinstance(declared, int) or declared < 2:
         raise InvalidArtifactError(onnx_path, f"declares no class count (output shape {declared!r})")

@@ -338,6 +338,13 @@ def verify(
     if spec is not None and spec_sha is not None:
         check_binding(spec, spec_sha, meta, bundle_path)
     scope = certificate_scope(spec, spec_sha, meta)
+    if card.task in scope.attributes:  # before any draw: no report for such a classifier
+        raise UsageError(
+            classifier_path,
+            f"predicts {card.task!r}, a sensitive attribute of the similarity set "
+            f"({', '.join(scope.attributes)}); individual fairness about an attribute cannot "
+            "be certified for a classifier of that attribute",
+        )
     labels = tensors.get(f"labels.{card.task}")
     centered = tensors["status"] == CenterStatus.CERTIFIED
     warning = unreachable_warning(card.sigma_cls, n, alpha, tensors["r_cs"][centered], sequential)

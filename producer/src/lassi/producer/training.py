@@ -45,6 +45,7 @@ from lassi.spec import (
     write_artifact,
 )
 from lassi.spec.distributed import Ranks, data_parallel, sync_batch_norm
+from lassi.spec.errors import TrainingDiverged
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
 
@@ -315,10 +316,12 @@ def _train_encoder(
                     loss = loss + lam.contr * parts["contr"]
             terms = {name: parts[name] for name in active_terms}
             if not torch.isfinite(loss):
-                raise RuntimeError(
-                    f"encoder training diverged at epoch {epoch + 1} (loss {float(loss.detach())}, terms "
+                raise TrainingDiverged(
+                    None,
+                    f"encoder training diverged (loss is {float(loss.detach())} at epoch "
+                    f"{epoch + 1}; terms "
                     + ", ".join(f"{k} {float(v.detach()):.3g}" for k, v in terms.items())
-                    + ")"
+                    + "); lower --lr or the loss weights",
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -15,6 +15,7 @@ from lassi.spec.cli import (
     executor_options,
     role_group,
     set_threads,
+    threads_option,
     trusted_inputs,
     validated,
 )
@@ -347,6 +348,7 @@ def define_command(
     is_flag=True,
     help="Read symbolic links that lead out of --data-root (a link farm).",
 )
+@threads_option
 def show_command(
     spec: Path,
     out: Path | None,
@@ -355,6 +357,7 @@ def show_command(
     data_root: Path | None,
     csv: Path | None,
     allow_outside: bool,
+    threads: int | None,
 ) -> None:
     """Render labelled strips along representative vectors of a spec (3D Shapes: also the closest
     point of the set to each ground-truth sibling, above the siblings)."""
@@ -365,6 +368,7 @@ def show_command(
 
     out = out or spec.with_name(spec.stem + ".strips.png")
     check_outputs([out], inputs=[spec])
+    set_threads(threads)
     if data_root is not None:
         check_data_root(data_root)
     meta = show_spec(

@@ -31,8 +31,10 @@ def _one_line(text: str) -> str:
 
 def _os_error_line(error: OSError) -> str:
     """A file-system error (read-only, disk full, name too long...) as one line naming the file."""
-    name = error.filename if error.filename is not None else "a file"
-    return f"{name}: {error.strerror or type(error).__name__}"
+    reason = error.strerror or type(error).__name__
+    if error.filename is None:  # writes through lassi.spec.io.atomic_path name their file
+        return f"{reason} (the operating system did not say on which file; LASSI_DEBUG=1 shows where)"
+    return f"{error.filename}: {reason}"
 
 
 def error_exit_code(error: BaseException) -> int | None:

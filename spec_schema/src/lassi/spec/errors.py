@@ -47,6 +47,11 @@ class UsageError(LassiError):
     exit_code = 2
 
 
+class TrainingDiverged(UsageError):
+    """A training run's loss became NaN or Inf: the options (most often --lr) are at fault, not
+    a file, and not the run's own checkpoint (exit 2)."""
+
+
 class InvalidArtifactError(LassiError):
     exit_code = 3
 

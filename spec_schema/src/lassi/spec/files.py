@@ -167,10 +167,26 @@ class StreamedFile:
         self.position += total
 
     def read(self, n: int) -> bytes:
-        """The next ``n`` bytes (``n`` already checked against ``size`` by the caller)."""
-        buffer = bytearray(n)
-        self.readinto(memoryview(buffer))
-        return bytes(buffer)
+        """The next ``n`` bytes (``n`` already checked against ``size`` by the caller), in one
+        allocation when the system reads them at once (a regular file below 2 GiB)."""
+        if self.position + n > self.size:
+            raise self._shrunk()
+        pieces: list[bytes] = []
+        got = 0
+        while got < n:
+            try:
+                piece = self._file.read(n - got)
+            except OSError as error:
+                raise UsageError(self.path, f"cannot read ({error.strerror})") from None
+            if not piece:
+                self.position += got
+                raise self._shrunk()
+            for start in range(0, len(piece), CHUNK):  # hashed in pieces: no copy
+                self._digest.update(memoryview(piece)[start : start + CHUNK])
+            pieces.append(piece)
+            got += len(piece)
+        self.position += n
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def pread(self, n: int, offset: int) -> bytes:
         """``n`` bytes at ``offset`` without moving or hashing (a look-ahead check)."""

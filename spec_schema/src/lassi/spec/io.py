@@ -38,6 +38,7 @@ from safetensors.numpy import save as st_save
 from lassi.spec.errors import (
     IntegrityError,
     InvalidArtifactError,
+    TrainingDiverged,
     UsageError,
     printable,
     validation_message,
@@ -49,6 +50,7 @@ from lassi.spec.models import (
     INT_DTYPES,
     SCHEMA_VERSION,
     ArtifactBase,
+    Checkpoint,
 )
 
 MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -414,6 +416,33 @@ def parse_header(
 # --------------------------------------------------------------------------- public API
 
 
+def _refuse_diverged(meta: ArtifactBase, arrays: Mapping[str, np.ndarray], path: Path | str) -> None:
+    """NaN or Inf about to be written means the computation that made them diverged (a training
+    run whose loss blew up, most often): say so (exit 2), rather than blame the file being
+    written as if it were an invalid artifact."""
+    for name in sorted(arrays):
+        array = arrays[name]
+        if array.dtype.kind != "f" or _finite(array):
+            continue
+        if isinstance(meta, Checkpoint):
+            raise TrainingDiverged(
+                None,
+                f"training diverged ({meta.stage}: the weights are NaN or Inf at step "
+                f"{meta.step}); lower --lr and run again (nothing was written to {Path(path).name})",
+            )
+        if any(name.startswith(prefix) for prefix in meta.weight_prefixes):
+            raise TrainingDiverged(
+                None,
+                f"training diverged (weight '{name}' of the {meta.kind} is NaN or Inf); lower "
+                f"--lr and run again (nothing was written to {Path(path).name})",
+            )
+        raise UsageError(
+            path,
+            f"tensor '{name}' computed for it is NaN or Inf (a model that diverged, or "
+            "inputs out of range); nothing was written",
+        )
+
+
 def write_artifact(path: str | Path, meta: ArtifactBase, tensors: Mapping[str, Any]) -> str:
     """Validate ``meta`` against ``tensors`` and write them atomically; return the SHA-256."""
     arrays: dict[str, np.ndarray] = {}
@@ -423,6 +452,7 @@ def write_artifact(path: str | Path, meta: ArtifactBase, tensors: Mapping[str, A
         array = np.asarray(value)  # (np.ascontiguousarray would turn 0-d arrays into 1-d)
         arrays[name] = array if array.flags.c_contiguous else array.copy(order="C")
     meta = type(meta).model_validate(meta.model_dump())  # re-validate (catches post-hoc edits)
+    _refuse_diverged(meta, arrays, path)
     _check_tensors(meta, arrays, path)
     meta_json = meta.model_dump_json()
     checksum = content_digest(meta_json, arrays)

@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
+from lassi.spec.errors import InvalidArtifactError
 from lassi.spec.torch_state import checkpoint_interval, load_checkpoint, save_checkpoint
 
 SampleFn = Callable[[int], Mapping[str, Any]]
@@ -93,7 +94,19 @@ class SampleCheckpoint:
         if restored is not None:
             self.done, _, extra = restored
             for name, array in result.items():
-                array[: self.done] = extra[name][: self.done]
+                rows = extra.get(name)
+                if (
+                    rows is None
+                    or not 0 <= self.done <= min(len(rows), self.total)
+                    or rows.shape[1:] != array.shape[1:]
+                    or rows.dtype != array.dtype
+                ):
+                    raise InvalidArtifactError(
+                        self.path,
+                        f"checkpoint is damaged (rows '{name}' do not hold the {self.done} "
+                        "samples it says are done); delete it to start the run over",
+                    )
+                array[: self.done] = rows[: self.done]
         self._clock = time.monotonic
         self._last = self._clock()
 
