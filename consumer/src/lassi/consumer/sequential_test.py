@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.special import betaln
+
+from lassi.spec import confidence_sequence as cs
 
 PRIOR_A = 0.5
 PRIOR_B = 0.5
@@ -42,13 +43,7 @@ CERTIFY, CONTINUE, FUTILE = 1, 0, -1
 
 def look_times(n_max: int = N_MAX) -> list[int]:
     """Cumulative draw counts after which the test looks: 64, 96, 144, … (× 1.5), then n_max."""
-    if n_max < 1:
-        raise ValueError(f"need n_max >= 1 (got {n_max})")
-    times, t = [], FIRST_LOOK
-    while t < n_max:
-        times.append(t)
-        t = math.ceil(t * GROWTH)
-    return [*times, n_max]
+    return cs.look_times(n_max, FIRST_LOOK, GROWTH)
 
 
 def block_sizes(n_max: int = N_MAX) -> list[int]:
@@ -59,9 +54,7 @@ def block_sizes(n_max: int = N_MAX) -> list[int]:
 
 def log_mixture(s: np.ndarray, t: np.ndarray, p: np.ndarray) -> np.ndarray:
     """log M_t(p) of the beta-binomial mixture, elementwise; p in (0, 1), 0 ≤ s ≤ t."""
-    s, t, p = (np.asarray(x, dtype=np.float64) for x in (s, t, p))
-    log_lik = np.where(s > 0, s * np.log(p), 0.0) + np.where(t > s, (t - s) * np.log1p(-p), 0.0)
-    return betaln(PRIOR_A + s, PRIOR_B + t - s) - betaln(PRIOR_A, PRIOR_B) - log_lik
+    return cs.log_mixture(s, t, p, (PRIOR_A, PRIOR_B))
 
 
 def decision(s: np.ndarray, t: np.ndarray, p_star: np.ndarray, alpha: float) -> np.ndarray:
