@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from factories import DATA, build_chain, invoke_bounded
+from factories import DATA, build_chain, invoke_bounded, run
 from lassi.regulator.cli import main as regulator
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.datasets import DataError, Shapes3DSource
@@ -57,7 +57,8 @@ def write_h5(path: Path, ids: np.ndarray, labels: np.ndarray | None = None, **ov
 def h5_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes3d_h5")
     splits = make_splits(correlate=CORRELATE, **SPLITS)
-    write_h5(root / "3dshapes.h5", np.concatenate(list(splits.values())))
+    siblings = Shapes3D.siblings(Shapes3D.index_to_factors(splits["test"][:8])).reshape(-1, 6)
+    write_h5(root / "3dshapes.h5", np.concatenate([*splits.values(), Shapes3D.factors_to_index(siblings)]))
     return root
 
 
@@ -82,6 +83,8 @@ def test_same_ids_factors_and_splits_as_the_builtin_source(h5_root: Path) -> Non
         np.testing.assert_allclose(source.factor_values[name], grid)
     shuffled = ids[::-1].copy()
     np.testing.assert_array_equal(source.images(shuffled), builtin.images(shuffled))
+    siblings = Shapes3D.siblings(Shapes3D.index_to_factors(source.split_ids("test")[:2]))[1]
+    np.testing.assert_array_equal(source.renderer.render(siblings), builtin.renderer.render(siblings))
     full = Shapes3DH5Source(h5_root, image_size=64, correlate=CORRELATE, **SPLITS)
     assert full.images(ids[:3]).shape == (3, 64, 64, 3)
 
@@ -101,7 +104,7 @@ def test_peak_memory_does_not_depend_on_the_file(h5_root: Path, tmp_path: Path) 
     result = invoke_bounded(
         regulator,
         ["define", "--glow", str(glow), "--attribute", "orientation", *data, "--max-images", "200",
-         "--quiet", "--out", str(tmp_path / "spec.safetensors")],
+         "--fidelity-images", "2", "--quiet", "--out", str(tmp_path / "spec.safetensors")],
         limit_kib=400 * 1024,
     )
     assert result.exit_code == 0, result.output
@@ -113,7 +116,12 @@ def test_the_whole_chain_runs_on_the_h5_file(h5_root: Path, tmp_path: Path) -> N
     spec = read_artifact(chain["spec"], expect=SimilaritySpec)
     assert spec.meta.data.dataset == "shapes3d-h5"
     assert spec.meta.data.options["correlate"] == "orientation:object_hue:0.9"
+    assert spec.meta.fidelity is not None and spec.meta.coverage is not None  # real siblings
     assert chain["report"].is_file()
+    out = tmp_path / "strips.png"
+    run(regulator, ["show", str(chain["spec"]), "--data-root", str(h5_root), "--inputs", "2", "--steps", "3",
+                    "--out", str(out)])
+    assert out.stat().st_size > 100
 
 
 def test_the_data_root_alone_tells_the_data_set(h5_root: Path) -> None:
@@ -223,6 +231,44 @@ def test_files_not_in_the_layout_are_refused(make, needle, tmp_path: Path) -> No
     result = CliRunner().invoke(regulator, args)
     assert result.exit_code == EXIT_CODES["usage"] and "Traceback" not in result.output, result.output
     assert "3dshapes.h5" in result.output
+
+
+def _external_link(path: Path) -> None:
+    other = path.with_name("other.h5")
+    write_h5(other, np.arange(2))
+    with h5py.File(path, "w") as f:
+        f["images"] = h5py.ExternalLink(str(other), "images")
+        f.create_dataset("labels", data=canonical_labels(), chunks=(32_768, 6), compression="gzip")
+
+
+def _external_storage(path: Path) -> None:
+    secret = path.with_name("secret.bin")
+    secret.write_bytes(b"\x01" * 1000)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("images", shape=(N_IMAGES, 64, 64, 3), dtype=np.uint8,
+                         external=[(str(secret), 0, N_IMAGES * 64 * 64 * 3)])
+        f.create_dataset("labels", data=canonical_labels(), chunks=(32_768, 6), compression="gzip")
+
+
+def _virtual(path: Path) -> None:
+    other = path.with_name("other.h5")
+    write_h5(other, np.arange(2))
+    layout = h5py.VirtualLayout(shape=(N_IMAGES, 64, 64, 3), dtype=np.uint8)
+    layout[:] = h5py.VirtualSource(str(other), "images", shape=(N_IMAGES, 64, 64, 3))
+    with h5py.File(path, "w") as f:
+        f.create_virtual_dataset("images", layout)
+        f.create_dataset("labels", data=canonical_labels(), chunks=(32_768, 6), compression="gzip")
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [(_external_link, "link to another place"), (_external_storage, "other files"), (_virtual, "other files")],
+    ids=["external_link", "external_storage", "virtual_dataset"],
+)
+def test_data_kept_in_other_files_is_refused(make, needle, tmp_path: Path) -> None:
+    make(tmp_path / "3dshapes.h5")
+    with pytest.raises(DataError, match=needle):
+        Shapes3DH5Source(tmp_path)
 
 
 def test_config_and_options(h5_root: Path) -> None:

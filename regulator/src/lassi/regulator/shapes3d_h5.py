@@ -89,9 +89,14 @@ class Shapes3DH5Source(ImageSource):
     def _dataset(self, key: str, shape: tuple[int, ...], kind: str):
         import h5py
 
+        link = self._file.get(key, getlink=True)
+        if link is not None and not isinstance(link, h5py.HardLink):
+            raise DataError(self.path, f"'{key}' is a link to another place ({type(link).__name__}), not a dataset of the file")
         node = self._file.get(key)
         if not isinstance(node, h5py.Dataset):
             raise DataError(self.path, f"has no dataset '{key}' (expected {key} of shape {list(shape)})")
+        if node.external or node.is_virtual:  # its bytes would come from other files
+            raise DataError(self.path, f"dataset '{key}' keeps its data in other files (external or virtual storage)")
         if tuple(node.shape) != shape:
             raise DataError(self.path, f"dataset '{key}' has shape {list(node.shape)}, expected {list(shape)}")
         if node.dtype.kind != kind or (kind == "u" and node.dtype.itemsize != 1):
@@ -171,8 +176,25 @@ class Shapes3DH5Source(ImageSource):
         size = (self.image_size, self.image_size)
         return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.Resampling.BOX)) for im in block])
 
+    @property
+    def renderer(self) -> FileRenderer:
+        """The images of factor rows read from the file: the real orientation siblings for
+        ``define``'s fidelity and coverage and ``show`` (what the built-in source renders)."""
+        return FileRenderer(self)
+
     def close(self) -> None:
         self._file.close()
+
+
+class FileRenderer:
+    """``render(factors)`` of :class:`~lassi.regulator.shapes3d.Shapes3D`, served from the file."""
+
+    def __init__(self, source: Shapes3DH5Source) -> None:
+        self.source = source
+        self.image_size = source.image_size
+
+    def render(self, factors: np.ndarray) -> np.ndarray:
+        return self.source.images(Shapes3D.factors_to_index(factors))
 
 
 def _check_label_order(labels, path: Path) -> dict[str, np.ndarray]:

@@ -111,7 +111,7 @@ def show_spec(
             strip = postprocess(sim.glow.decode(z_all[i][None] + ts[:, None] * vectors[a][None]))
             label = f"x{i}: input | t*{names[a]}, t={-eps:g}..{eps:g}"
             rows.append((label, np.concatenate([images[i][None], strip])))
-        if config.dataset == "shapes3d":
+        if config.dataset in ("shapes3d", "shapes3d-h5"):
             from lassi.regulator.shapes3d import ORIENTATIONS, Shapes3D
 
             factors = Shapes3D.index_to_factors(ids[i : i + 1])

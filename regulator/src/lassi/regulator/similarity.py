@@ -174,7 +174,7 @@ def define_spec(
         stats = value_means(glow, source, attributes, ids, progress=progress, given=given)
         matrix, infos = vectors_from_means(stats, source, vectors)
     fid = cov = None
-    if data.dataset == "shapes3d" and ("orientation" in attributes or method.method == "discover"):
+    if data.dataset in ("shapes3d", "shapes3d-h5") and ("orientation" in attributes or method.method == "discover"):
         if not learned:
             halves = stats[attributes.index("orientation")].halves().astype(np.float32)
             fid = fidelity(glow, source, torch.from_numpy(halves), epsilon, fidelity_images)
