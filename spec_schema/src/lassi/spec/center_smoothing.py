@@ -45,9 +45,13 @@ Distances are ℓ2 in representation space, computed in float64 from the float32
 
 Devices: a torch base module runs where its parameters live. The noise is always drawn on the
 CPU from the per-sample numpy stream and moved to the module's device, so the draws are the same
-on every device. On a CUDA device the outputs of steps 2 and 4 stay there and only their float64
-distances [B] come back to the host (step 1 needs all n0 outputs on the host for the selection);
-on the CPU the distances are numpy's, as for a numpy base function.
+on every device. On a CUDA device there is no host round trip inside a stage: each noise chunk
+(up to NOISE_CHUNK_ROWS rows) is copied to the device once and sliced there into batches, the
+outputs of steps 2 and 4 stay there and their float64 distances come back once per stage (step 1's
+n0 outputs come back once, for the selection), and the finiteness check is one reduction per
+stage. The network runs in strict float32 there (TF32 off for convolutions and matmuls), the
+function the ONNX export and the audit replay. On the CPU the distances are numpy's, batch by
+batch, as for a numpy base function.
 
 The module needs only numpy and the standard library; torch is used only when the base function
 is a torch module or returns tensors (and is then already imported by the caller), so an auditor
