@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from factories import CERT, HASH_A, HASH_B
 from lassi.consumer.randomized_smoothing import ABSTAIN
@@ -21,6 +22,7 @@ from lassi.spec import (
     ClassifierTraining,
     ReportStatus,
     RepresentationBundle,
+    read_artifact,
     write_artifact,
 )
 from lassi.spec.models import CenterStatus, ReportCause
@@ -70,7 +72,8 @@ def mixed_samples() -> tuple[np.ndarray, np.ndarray]:
 def run_verify(classifier: Path, bundle: Path, out: Path, sequential: bool, **kwargs):
     from lassi.consumer.verification import verify
 
-    return verify(classifier, bundle, out, n0=400, n=4000, alpha=ALPHA, seed=3, progress=False,
+    kwargs.setdefault("progress", False)
+    return verify(classifier, bundle, out, n0=400, n=4000, alpha=ALPHA, seed=3,
                   sequential=sequential, **kwargs)  # fmt: skip
 
 
@@ -179,3 +182,174 @@ def test_accuracy_at_the_majority_rate_is_flagged():
     assert "at or below the majority-class rate 60.0 % (always predicting 1 (smile))" in warnings[0]
     assert outcome_warnings(causes, np.ones(10), RepresentationScale(), 1.0, 1000, 0.001,
                             accuracy=0.61, majority=("1", 0.6)) == []  # fmt: skip
+
+
+# ------------------------------------------------------------------------------ training C_L
+
+
+def write_plain(path: Path, n: int, seed: int, informative: bool = True, positive: float = 0.5) -> Path:
+    """A plain bundle (k = 2) from the same encoder and spec as :func:`write_pair`'s; labels are
+    the side of the first coordinate, 10 % flipped (informative), or independent of z with
+    P(1) = ``positive``."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2)).astype(np.float32)
+    labels = (z[:, 0] > 0) ^ (rng.random(n) < 0.1) if informative else (rng.random(n) < positive)
+    meta = RepresentationBundle(
+        tool="lassi-test 0", split="train", n_samples=n, k=2, label_names=["smile"],
+        label_classes={"smile": 2}, attributes=["Pale_Skin"],
+        parents={"encoder": HASH_B, "similarity_spec": HASH_A},
+    )  # fmt: skip
+    write_artifact(path, meta, {"z": z, "ids": np.arange(n, dtype=np.int64),
+                                "labels.smile": labels.astype(np.int64)})  # fmt: skip
+    return path
+
+
+def train_cli(*args) -> object:
+    from lassi.consumer.cli import main
+
+    return CliRunner().invoke(main, ["train", *[str(a) for a in args]])
+
+
+def test_default_training_converges_with_early_stopping_and_is_deterministic(tmp_path):
+    from lassi.consumer.classifier import AUTO_MAX_EPOCHS, auto_epochs, auto_patience
+
+    bundle = write_plain(tmp_path / "train.safetensors", 400, 0)
+    cards = []
+    for name in ("a", "b"):
+        out = tmp_path / f"{name}.safetensors"
+        result = train_cli("--bundle", bundle, "--task", "smile", "--sigma", "0.25", "--lr", "0.05",
+                           "--out", out)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        cards.append(read_artifact(out, expect=ClassifierCard))
+    t = cards[0].meta.training
+    assert auto_epochs(360, 128) == AUTO_MAX_EPOCHS == t.max_epochs  # 3 steps an epoch
+    assert auto_patience(360, 128) == 34
+    assert t.best_epoch is not None and t.epochs == t.best_epoch + 34 < t.max_epochs
+    assert t.val_accuracy_noisy > 0.8 > t.majority_rate  # far above the 1-epoch default's
+    assert f"trained C_L for {t.epochs} epochs (early stop; kept epoch {t.best_epoch}" in result.output
+    assert "majority-class rate" in result.output and "warning" not in result.output
+    for name, array in cards[0].tensors.items():  # deterministic given the seed
+        np.testing.assert_array_equal(array, cards[1].tensors[name])
+    assert cards[1].meta.training.model_copy(update={"seconds": t.seconds}) == t
+    # --epochs N trains exactly N epochs (no early stopping)
+    out = tmp_path / "c.safetensors"
+    assert train_cli("--bundle", bundle, "--task", "smile", "--epochs", "3", "--quiet",
+                     "--out", out).exit_code == 0  # fmt: skip
+    fixed = read_artifact(out, expect=ClassifierCard).meta.training
+    assert (fixed.epochs, fixed.max_epochs, fixed.best_epoch) == (3, 3, None)
+
+
+def test_accuracy_at_or_below_the_majority_class_is_warned(tmp_path):
+    bundle = write_plain(tmp_path / "train.safetensors", 300, 1, informative=False, positive=0.75)
+    out = tmp_path / "c.safetensors"
+    result = train_cli("--bundle", bundle, "--task", "smile", "--quiet", "--out", out)
+    assert result.exit_code == 0, result.output
+    card = read_artifact(out, expect=ClassifierCard).meta
+    assert card.training.val_accuracy_noisy <= card.training.majority_rate
+    assert "is at or below the majority-class rate" in result.stderr
+    assert "(always predicting class 1)" in result.stderr
+
+
+def test_sigma_auto_reports_one_accuracy_and_flags_an_all_zero_sweep(tmp_path):
+    """A validation bundle whose r_CS no sigma of the grid can reach: the choice says it was
+    made on accuracy only, the verification's warnings say why, and the only accuracy printed
+    for the chosen sigma is its table row's."""
+    bundle = write_plain(tmp_path / "train.safetensors", 300, 2)
+    x = np.random.default_rng(3).uniform(-1, 1, 10)
+    _, val = write_pair(tmp_path, x, np.full(10, 50.0))
+    out = tmp_path / "auto.safetensors"
+    result = train_cli("--bundle", bundle, "--task", "smile", "--sigma", "auto", "--sigma-grid",
+                       "0.25,1", "--lr", "0.05", "--val-bundle", val, "--sweep-n0", "50", "--sweep-n", "200",
+                       "--out", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    card = read_artifact(out, expect=ClassifierCard).meta
+    selection = card.sigma_selection
+    assert selection.method == "nothing_certified"
+    assert all(row.certified_fairness == 0 for row in selection.rows)
+    chosen = next(row for row in selection.rows if row.sigma == card.sigma_cls)
+    figure = f"{100 * chosen.accuracy:.1f} %"
+    assert "| sigma_cls | smoothed accuracy on --val-bundle |" in result.output
+    assert (f"chose sigma_cls = {card.sigma_cls:g} on accuracy only (the largest sigma within "
+            f"0.02 of the best accuracy, smoothed accuracy on --val-bundle {figure}): no sigma of "
+            "the grid certified any sample") in result.output  # fmt: skip
+    assert "(certified)" not in result.output and "validation accuracy" not in result.output
+    assert "needs sigma_cls >= r_CS / Phi^-1(best p_A bound)" in result.stderr
+    assert f"(sigma_cls = {card.sigma_cls:g})" in result.stderr
+
+
+# ------------------------------------------------------------------- the smaller items (#39)
+
+REFUSED = ("exists already (the output of an earlier run); refusing to overwrite it: delete it "
+           "or choose another output name")
+
+
+@pytest.mark.parametrize(
+    ("role", "args"),
+    [
+        ("regulator", ["train-glow", "--image-size", "16", "--n-train", "40", "--steps", "1"]),
+        ("consumer", ["train", "--bundle", "b.safetensors", "--task", "smile"]),
+        ("consumer", ["verify", "--classifier", "c.safetensors", "--bundle", "b.safetensors"]),
+        ("producer", ["encode", "--spec", "s.safetensors", "--encoder", "e.safetensors"]),
+    ],
+)
+def test_a_finished_output_is_refused_not_overwritten(tmp_path, monkeypatch, role, args):
+    """Every command writing --out refuses an existing one before any work (a checkpoint
+    ``OUT.ckpt`` is resumed instead); the file is left as it was."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    main = importlib.import_module(f"lassi.{role}.cli").main
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"finished")
+    result = CliRunner().invoke(main, [*args, "--quiet", "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"out.safetensors: {REFUSED}" in result.output
+    assert out.read_bytes() == b"finished"
+
+
+def test_out_named_like_its_side_file_says_so(tmp_path):
+    from lassi.consumer.cli import main
+
+    result = CliRunner().invoke(main, ["verify", "--classifier", "c.safetensors", "--bundle",
+                                       "b.safetensors", "--out", str(tmp_path / "v.json")])  # fmt: skip
+    assert result.exit_code == 2
+    assert ("v.json: is both the output and a side file this command writes beside it (such as "
+            "its .json or .ckpt); give the output its own name, e.g. v.safetensors") in result.output  # fmt: skip
+
+
+def test_progress_bars_say_what_they_count(capsys, tmp_path):
+    """Center smoothing's bar counts samples where it did not abstain (cs_ok), not fair ones,
+    and shows the latest sample's r_CS as such; verify's counts certified fair samples."""
+    from lassi.spec.center_smoothing import progress_hooks
+    from lassi.spec.per_sample import PerSampleLoop
+
+    hooks = progress_hooks()
+    assert hooks["count_label"] == "cs_ok"
+    assert hooks["postfix"]({"r_cs": 1.5}) == {"last_r_cs": "1.500"}
+    result = {"status": np.zeros(3, np.uint8), "r_cs": np.zeros(3, np.float32)}
+    loop = PerSampleLoop(result, tmp_path / "x.ckpt", tool="t", stage="s", key="k",
+                         desc="center smoothing", what="w", **hooks)  # fmt: skip
+    loop.run(lambda i: {"status": int(i == 1), "r_cs": 0.25 * i})
+    err = capsys.readouterr().err
+    assert "cs_ok=2/3" in err and "last_r_cs=0.500" in err and "certified=" not in err
+    classifier, bundle = write_pair(tmp_path, np.array([1.0, -1.0, 0.9]), np.full(3, 0.1))
+    run_verify(classifier, bundle, tmp_path / "r.safetensors", False, progress=True)
+    err = capsys.readouterr().err
+    assert "fair=3/3" in err and "certified=" not in err
+
+
+def test_sensitive_labels_only_those_asked_for():
+    """``--labels Smiling,Pale_Skin --include-sensitive-labels`` exports those two, not Young;
+    without --labels the flag adds every sensitive attribute's labels (as before)."""
+    from types import SimpleNamespace
+
+    from lassi.producer.encode import choose_labels
+
+    source = SimpleNamespace(attribute_names=["Smiling", "Pale_Skin", "Young"],
+                             check_attribute=lambda name: None)  # fmt: skip
+    sim = SimpleNamespace(meta=SimpleNamespace(attribute_names=["Pale_Skin", "Young"],
+                                               vector_names=[]))  # fmt: skip
+    assert choose_labels(source, sim, "Smiling", ["Smiling", "Pale_Skin"], True) == (
+        ["Pale_Skin", "Smiling"], ["Pale_Skin"])  # fmt: skip
+    assert choose_labels(source, sim, "Smiling", None, True) == (
+        ["Pale_Skin", "Smiling", "Young"], ["Pale_Skin", "Young"])  # fmt: skip

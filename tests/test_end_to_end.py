@@ -198,6 +198,8 @@ def test_export_and_audit_confirms_honest_and_flags_shrunk_claims(
     assert honest.exit_code == 0, honest.output
     rows = json.loads(honest.output[: honest.output.rindex("]") + 1])
     assert [r["verdict"] for r in rows] == ["confirmed"] * 3
+    # statuses by name in the JSON, not the stored enum codes
+    assert {(r["claimed_status"], r["replayed_status"]) for r in rows} == {("certified", "certified")}
     shrunk = dict(bundle.tensors, r_cs=(bundle.tensors["r_cs"] * 0.9).astype(np.float32))
     forged = tmp_path / "forged.safetensors"
     write_raw(forged, bundle.meta.model_dump_json(), shrunk)

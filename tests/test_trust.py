@@ -410,7 +410,9 @@ CLI_CASES = [
     CliCase("yes_is_not_true", _yes_is_not_true, INVALID, "certified"),
     CliCase("deep_nesting", _deep_nesting, INVALID, "nested too deeply"),
     CliCase("out_is_input", _out_is_input, USAGE, "also an input"),
-    CliCase("out_collides_with_side_file", _out_collides_with_side_file, USAGE, "two outputs"),
+    CliCase("out_collides_with_side_file", _out_collides_with_side_file, USAGE,
+            "is both the output and a side file this command writes beside it (such as its .json "
+            "or .ckpt); give the output its own name, e.g. report.safetensors"),
     CliCase("out_is_fifo", _out_is_fifo, USAGE, "not a regular file"),
     CliCase("out_name_too_long", _out_name_too_long, USAGE, "too long"),
     CliCase("keygen_over_public_key", _keygen_over_public_key, USAGE, "refusing to overwrite"),

@@ -260,6 +260,10 @@ def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
     assert result.exit_code == 0, result.output
     assert "no sample can be certified fair" in result.stderr
     assert "Phi^-1(alpha^(1/n))" in result.stderr
+    # the advice in numbers: the sigma_cls these r_CS need at this n, in stderr and report.md
+    assert "needs sigma_cls >= r_CS / Phi^-1(best p_A bound) = " in result.stderr
+    report_md = out.with_suffix(".md").read_text()
+    assert "## Warnings" in report_md and "no sample can be certified fair" in report_md
     # R_max = 0.5 * Phi^-1(0.001^(1/2000)) ~ 1.35: a bundle with a smaller r_CS gets no warning
     r_max = largest_radius(0.5, 2000, 0.001)
     assert unreachable_warning(0.5, 2000, 0.001, np.array([r_max * 0.9, 5.0])) is None
@@ -278,7 +282,7 @@ def test_sigma_auto_picks_the_sigma_its_sweep_table_shows(chain, tmp_path, with_
     out = tmp_path / "c.safetensors"
     args = ["train", "--bundle", chain["train"], "--task", "object_hue", "--sigma", "auto",
             "--sigma-grid", "0.25,0.5,4", "--max-accuracy-loss", "0.05", "--sweep-n0", "20",
-            "--sweep-n", "200", "--quiet", "--out", out]  # fmt: skip
+            "--sweep-n", "200", "--epochs", "2", "--quiet", "--out", out]  # fmt: skip
     if with_val:
         args += ["--val-bundle", chain["test"]]
     result = invoke(main, args)
@@ -290,12 +294,18 @@ def test_sigma_auto_picks_the_sigma_its_sweep_table_shows(chain, tmp_path, with_
     card = read_artifact(out, expect=ClassifierCard).meta
     assert len(marked) == 1 and float(marked[0]) == card.sigma_cls
     selection = card.sigma_selection
-    assert selection.method == ("certified" if with_val else "accuracy")
+    assert selection.method in (("certified", "nothing_certified") if with_val else ("accuracy",))
     assert [row.sigma for row in selection.rows] == [0.25, 0.5, 4.0]
     assert choose(selection.rows, 0.05, with_val).sigma == card.sigma_cls
     for row, cells in zip(selection.rows, rows, strict=True):
         assert cells[1] == f"{100 * row.accuracy:.1f} %"
-    assert ("accuracy only" in result.output) != with_val
+    assert ("accuracy only" in result.output) == (selection.method != "certified")
+    # one accuracy figure: the chosen row's, named as in the table's header
+    chosen = next(row for row in selection.rows if row.sigma == card.sigma_cls)
+    named = "smoothed accuracy on --val-bundle" if with_val else "held-out accuracy under noise"
+    assert f"| sigma_cls | {named} |" in result.output
+    assert f"{named} {100 * chosen.accuracy:.1f} %" in result.output.split("chose sigma_cls")[1]
+    assert "validation accuracy under noise" not in result.output
     assert (tmp_path / "c.sigma-sweep.png").stat().st_size > 0
 
 
@@ -327,3 +337,20 @@ def test_report_shows_the_scale_of_the_representations(chain):
     assert meta.scale is not None and meta.scale.z_norm > 0
     text = report_sidecars(chain["report"])["md"].read_text()
     assert "median norm of z" in text and "median r_CS" in text and "another class" in text
+
+
+def test_define_names_each_attributes_vector_kind(chain, celeba, tmp_path):
+    """A binary attribute gets its one halves vector under the default --vectors pairs; define
+    says so per attribute, as the report's scope does (it printed "pairs")."""
+    from PIL import Image
+
+    from lassi.regulator.cli import main
+
+    rng = np.random.default_rng(0)  # distinct faces, so that the vector is not zero
+    for image in sorted((celeba / "img_align_celeba").iterdir()):
+        Image.fromarray(rng.integers(0, 256, (54, 44, 3), dtype=np.uint8)).save(image, quality=95)
+    result = invoke(main, ["define", "--glow", chain["glow"], "--attribute", "Pale_Skin",
+                           "--epsilon", "1", "--dataset", "celeba", "--data-root", celeba,
+                           "--fidelity-images", "2", "--out", tmp_path / "s.safetensors"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "1 vectors (Pale_Skin: halves)" in result.output and "pairs" not in result.output

@@ -3,7 +3,11 @@
 Following Cohen et al. (2019) and LASSI (paper Sec. 4.3, "Training C_L"), C_L is trained on
 representations with Gaussian noise N(0, σ_cls² I) added to its inputs, so that the smoothed
 classifier is accurate and the certified radii are large. Defaults: a linear head Linear(k, C),
-1 epoch, batch 128, Adam lr 1e-3 (the paper states no values for them).
+batch 128, Adam lr 1e-3 (the paper states no values for them), trained to convergence: at most
+:func:`auto_epochs` epochs (from the bundle's size), stopped early once the cross-entropy under
+noise on the held-out validation part of the bundle has not improved for ``patience`` epochs, with
+the best epoch's weights kept (deterministic for a seed). ``epochs=N`` trains exactly N epochs.
+A classifier whose accuracy is at or below the majority-class rate is reported as such.
 
 The trained classifier is shared as ONNX (dynamic batch) so that a party can run it without this
 code; :mod:`lassi.consumer.onnx_runtime` runs it and reports the execution provider used.
@@ -12,7 +16,9 @@ code; :mod:`lassi.consumer.onnx_runtime` runs it and reports the execution provi
 from __future__ import annotations
 
 import copy
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +56,51 @@ from lassi.consumer import TOOL
 # Streams of the training stage: sample id 0 drives shuffling and training noise, sample id 1 the
 # (fixed) validation noise, sample id 2 the parameter initialisation of make_classifier.
 _TRAIN_STREAM, _VALIDATION_STREAM, _INIT_STREAM = 0, 1, 2
+
+# Automatic epochs: at least AUTO_MIN_STEPS optimiser steps, between AUTO_MIN_EPOCHS and
+# AUTO_MAX_EPOCHS epochs; stop after auto_patience epochs (at least PATIENCE, and at least
+# PATIENCE_STEPS optimiser steps) without a validation-loss improvement of more than
+# MIN_IMPROVEMENT (relative).
+AUTO_MIN_STEPS, AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS = 2000, 10, 200
+PATIENCE, PATIENCE_STEPS, MIN_IMPROVEMENT = 5, 100, 1e-2
+
+
+def auto_patience(n_train: int, batch_size: int) -> int:
+    """Epochs without improvement before a default run stops: PATIENCE epochs, or more on small
+    bundles so that they span PATIENCE_STEPS optimiser steps."""
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    return max(PATIENCE, math.ceil(PATIENCE_STEPS / steps_per_epoch))
+
+
+def auto_epochs(n_train: int, batch_size: int) -> int:
+    """The most epochs a default run trains on ``n_train`` samples: enough epochs for
+    AUTO_MIN_STEPS steps of ``batch_size``, within [AUTO_MIN_EPOCHS, AUTO_MAX_EPOCHS]."""
+    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
+    wanted = math.ceil(AUTO_MIN_STEPS / steps_per_epoch)
+    return int(min(AUTO_MAX_EPOCHS, max(AUTO_MIN_EPOCHS, wanted)))
+
+
+def majority_rate(y: np.ndarray) -> tuple[int, float]:
+    """The most frequent label (lowest on ties) and its rate: the accuracy of a constant guess."""
+    y = np.asarray(y)
+    if y.size == 0:
+        return 0, 0.0
+    values, counts = np.unique(y, return_counts=True)
+    top = int(np.argmax(counts))
+    return int(values[top]), float(counts[top]) / y.size
+
+
+def majority_warning(accuracy: float, what: str, label: int, rate: float, classes: list[str]) -> str | None:
+    """A warning when ``accuracy`` is at or below the majority-class rate, else None."""
+    if accuracy > rate:
+        return None
+    name = classes[label] if 0 <= label < len(classes) else str(label)
+    shown = str(label) if name == str(label) else f"{label} ({name})"
+    return (
+        f"warning: {what} {accuracy:.3f} is at or below the majority-class rate {rate:.3f} "
+        f"(always predicting class {shown}): the classifier has learned nothing useful; train "
+        "longer (drop --epochs for training to convergence) or use a smaller sigma_cls"
+    )
 
 
 class LinearClassifier(nn.Linear):
@@ -101,6 +152,33 @@ def _generator(seed: int, stream: int) -> torch.Generator:
 
 
 @torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 4096,
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on (z, y), with one N(0, σ² I) draw per sample
+    when σ > 0 (seeded: the same draws at every call)."""
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    generator = _generator(seed, _VALIDATION_STREAM)
+    correct, loss = 0, 0.0
+    for start in range(0, len(z), batch_size):
+        batch = z[start : start + batch_size].to(dtype=torch.float32)
+        if sigma > 0:
+            batch = batch + sigma * torch.randn(batch.shape, generator=generator)
+        logits = model(batch.to(device)).cpu()
+        targets = y[start : start + batch_size]
+        correct += int((logits.argmax(dim=1) == targets).sum())
+        loss += float(nn.functional.cross_entropy(logits, targets, reduction="sum"))
+    model.train(was_training)
+    return correct / max(1, len(z)), loss / max(1, len(z))
+
+
 def evaluate_accuracy(
     model: nn.Module,
     z: torch.Tensor,
@@ -110,19 +188,7 @@ def evaluate_accuracy(
     batch_size: int = 4096,
 ) -> float:
     """Accuracy of ``model`` on (z, y), with one N(0, σ² I) draw per sample when σ > 0 (seeded)."""
-    was_training = model.training
-    model.eval()
-    device = _device_of(model)
-    generator = _generator(seed, _VALIDATION_STREAM)
-    correct = 0
-    for start in range(0, len(z), batch_size):
-        batch = z[start : start + batch_size].to(dtype=torch.float32)
-        if sigma > 0:
-            batch = batch + sigma * torch.randn(batch.shape, generator=generator)
-        logits = model(batch.to(device))
-        correct += int((logits.argmax(dim=1).cpu() == y[start : start + batch_size]).sum())
-    model.train(was_training)
-    return correct / max(1, len(z))
+    return evaluate(model, z, y, sigma, seed, batch_size)[0]
 
 
 def train_classifier(
@@ -137,13 +203,17 @@ def train_classifier(
     z_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
     progress: bool = True,
+    patience: int | None = None,
 ) -> dict[str, Any]:
     """Train C_L with Gaussian noise augmentation: minimise CE(C_L(z + ε), y), ε ~ N(0, σ² I), Adam.
 
     Shuffling and noise come from one CPU generator seeded from (seed, TRAINING), so the run is
     deterministic for a seed on a given device. Returns the history per epoch: mean training loss,
-    training accuracy under noise, and when (z_val, y_val) are given the validation accuracy under
-    noise (one seeded draw per validation sample, the same draws every epoch) and without noise.
+    training accuracy under noise, and when (z_val, y_val) are given the validation accuracy and
+    cross-entropy under noise (one seeded draw per validation sample, the same draws every epoch)
+    and the accuracy without noise. ``patience`` (with validation data): early stopping, after
+    ``patience`` epochs without a relative improvement of the validation loss under noise by more
+    than MIN_IMPROVEMENT; the best epoch's weights are restored (``history["best_epoch"]``).
     """
     if sigma < 0 or epochs < 1 or batch_size < 1:
         raise ValueError("need sigma >= 0, epochs >= 1 and batch_size >= 1")
@@ -161,8 +231,15 @@ def train_classifier(
         "train_accuracy_noisy": [],
         "val_accuracy_noisy": [],
         "val_accuracy_clean": [],
+        "val_loss_noisy": [],
         "sigma": float(sigma),
+        "best_epoch": None,
     }
+    has_val = z_val is not None and y_val is not None
+    if has_val:
+        z_v = torch.as_tensor(z_val, dtype=torch.float32).cpu()
+        y_v = torch.as_tensor(y_val, dtype=torch.int64).cpu()
+    best_loss, best_state, stale = math.inf, None, 0
     start_time = time.perf_counter()
     for epoch in range(1, epochs + 1):
         model.train()
@@ -193,13 +270,21 @@ def train_classifier(
         history["epoch"].append(epoch)
         history["loss"].append(total_loss / seen)
         history["train_accuracy_noisy"].append(correct / seen)
-        if z_val is not None and y_val is not None:
-            z_v = torch.as_tensor(z_val, dtype=torch.float32).cpu()
-            y_v = torch.as_tensor(y_val, dtype=torch.int64).cpu()
-            history["val_accuracy_noisy"].append(
-                evaluate_accuracy(model, z_v, y_v, sigma=sigma, seed=seed)
-            )
+        if has_val:
+            accuracy, val_loss = evaluate(model, z_v, y_v, sigma=sigma, seed=seed)
+            history["val_accuracy_noisy"].append(accuracy)
+            history["val_loss_noisy"].append(val_loss)
             history["val_accuracy_clean"].append(evaluate_accuracy(model, z_v, y_v))
+            if patience is not None:
+                if best_state is None or val_loss < best_loss - MIN_IMPROVEMENT * abs(best_loss):
+                    best_loss, stale, history["best_epoch"] = val_loss, 0, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                    if stale >= patience:
+                        break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     history["seconds"] = time.perf_counter() - start_time
     return history
@@ -226,7 +311,7 @@ def train_consumer_classifier(
     sigma: float,
     architecture: str = "linear",
     hidden: int = 256,
-    epochs: int = 1,
+    epochs: int | None = None,
     batch_size: int = 128,
     lr: float = 1e-3,
     seed: int = 0,
@@ -234,11 +319,17 @@ def train_consumer_classifier(
     progress: bool = True,
     device: str | torch.device = "cpu",
     sigma_selection: Any = None,
+    warn: Callable[[str], None] | None = None,
+    report: bool | None = None,
 ) -> Path:
     """Train C_L with N(0, σ_cls² I) input noise on a bundle's z and write the classifier.
 
-    ``device``: where C_L trains (initial weights and noise are CPU-seeded, then moved);
-    ``sigma_selection``: how ``--sigma auto`` chose σ_cls, recorded in the card."""
+    ``epochs``: None (the default) trains to convergence: at most :func:`auto_epochs` epochs,
+    early stopping on the held-out ``val_fraction`` of the bundle (PATIENCE), the best epoch kept;
+    an integer trains exactly that many epochs. ``device``: where C_L trains (initial weights and
+    noise are CPU-seeded, then moved); ``sigma_selection``: how ``--sigma auto`` chose σ_cls,
+    recorded in the card. ``warn``: receives the warning of :func:`majority_warning` (default:
+    printed). ``report``: print the validation accuracy (default: with ``progress``)."""
     bundle = read_artifact(bundle_path, expect=RepresentationBundle)
     y_all = _task_labels(bundle, task)
     z_all = bundle.tensors["z"]
@@ -250,23 +341,43 @@ def train_consumer_classifier(
     if len(train) < 1:
         raise UsageError(bundle_path, "has too few samples to train on")
     classes = bundle.meta.label_classes[task]
+    present = np.unique(y_all[train])
+    if classes < 2 or len(present) < 2:  # before training: a classifier needs two classes
+        raise UsageError(
+            bundle_path,
+            f"has one class of '{task}' only (label {int(present[0])} in all "
+            f"{len(train)} training samples); a classifier needs at least two",
+        )
     model = make_classifier(architecture, bundle.meta.k, classes, hidden=hidden, seed=seed)
     model.to(device)
+    max_epochs = auto_epochs(len(train), batch_size) if epochs is None else epochs
     history = train_classifier(
         model,
         torch.from_numpy(z_all[train]),
         torch.from_numpy(y_all[train]),
         sigma=sigma,
-        epochs=epochs,
+        epochs=max_epochs,
         batch_size=batch_size,
         lr=lr,
         seed=seed,
         z_val=torch.from_numpy(z_all[val]) if n_val else None,
         y_val=torch.from_numpy(y_all[val]) if n_val else None,
         progress=progress,
+        patience=auto_patience(len(train), batch_size) if epochs is None else None,
     )
-    noisy = history["val_accuracy_noisy"][-1] if history["val_accuracy_noisy"] else None
-    clean = history["val_accuracy_clean"][-1] if history["val_accuracy_clean"] else None
+    # the figures of the kept weights: the best epoch's when stopped early, else the last one's
+    kept = (history["best_epoch"] or len(history["epoch"])) - 1
+    noisy = history["val_accuracy_noisy"][kept] if history["val_accuracy_noisy"] else None
+    clean = history["val_accuracy_clean"][kept] if history["val_accuracy_clean"] else None
+    names = class_names(bundle.meta, task)
+    label, rate = majority_rate(y_all[val] if n_val else y_all[train])
+    accuracy = noisy if noisy is not None else history["train_accuracy_noisy"][-1]
+    what = (
+        f"validation accuracy under noise sigma_cls={sigma:g}"
+        if noisy is not None
+        else f"training accuracy under noise sigma_cls={sigma:g}"
+    )
+    warning = majority_warning(accuracy, what, label, rate, names)
     parents = {"representations": bundle.sha256}
     parents.update(
         {k: v for k, v in bundle.meta.parents.items() if k in ("encoder", "similarity_spec")}
@@ -278,9 +389,12 @@ def train_consumer_classifier(
         hidden=hidden if architecture == "mlp" else 0,
         sigma_cls=sigma,
         task=task,
-        classes=[str(c) for c in range(classes)],
+        classes=names,
         training=ClassifierTraining(
-            epochs=epochs,
+            epochs=len(history["epoch"]),
+            max_epochs=max_epochs,
+            best_epoch=history["best_epoch"],
+            majority_rate=rate,
             batch_size=batch_size,
             lr=lr,
             seed=seed,
@@ -293,9 +407,39 @@ def train_consumer_classifier(
         sigma_selection=sigma_selection,
     )
     write_artifact(out, card, module_tensors(model, "classifier."))
-    if progress and noisy is not None:
-        print(f"validation accuracy under noise sigma={sigma}: {noisy:.3f} (clean {clean:.3f})")
+    if progress if report is None else report:
+        print(training_summary(card))
+    if warning is not None:
+        (warn or print)(warning)
     return out
+
+
+def training_summary(card: ClassifierCard) -> str:
+    """One line: epochs trained (and why it stopped), the held-out accuracy, the majority rate."""
+    t = card.training
+    if t.best_epoch is not None:
+        epochs = f"{t.epochs} epochs (early stop; kept epoch {t.best_epoch} of at most {t.max_epochs})"
+    else:
+        epochs = f"{t.epochs} epochs"
+    line = f"trained C_L for {epochs} on {t.n_train} samples"
+    if t.val_accuracy_noisy is None:
+        return line + " (no validation split)"
+    line += (
+        f"; held-out validation accuracy under noise sigma_cls={card.sigma_cls:g} (one draw per "
+        f"sample): {t.val_accuracy_noisy:.3f}, without noise {t.val_accuracy_clean:.3f}"
+    )
+    if t.majority_rate is not None:
+        line += f", majority-class rate {t.majority_rate:.3f}"
+    return line
+
+
+def class_names(meta: RepresentationBundle, task: str) -> list[str]:
+    """The task's class names where the bundle's data source defines them: a CelebA attribute's
+    labels are 0 = absent, 1 = present ("not Smiling", "Smiling"); elsewhere the indices."""
+    count = meta.label_classes[task]
+    if meta.data is not None and meta.data.dataset == "celeba" and count == 2:
+        return [f"not {task}", task]
+    return [str(c) for c in range(count)]
 
 
 def load_classifier(path: Path) -> tuple[torch.nn.Module, Artifact[ClassifierCard]]:

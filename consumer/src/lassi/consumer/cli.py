@@ -79,7 +79,16 @@ PATH = click.Path(dir_okay=False, path_type=Path)
     "--architecture", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True
 )
 @click.option("--hidden", type=int, default=256, show_default=True, help="Hidden width of the MLP.")
-@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option(
+    "--epochs",
+    type=int,
+    default=None,
+    help="Train exactly this many epochs. Default: to convergence (at most enough epochs for "
+    "2000 steps, within 10..200, from the bundle's size; early stopping once the loss under "
+    "noise on the --val-fraction held out of the bundle has not improved by 1 % for 5 epochs "
+    "(at least 100 steps), "
+    "the best epoch kept).",
+)
 @click.option("--batch-size", type=int, default=128, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -100,7 +109,7 @@ def train_command(
     sweep_alpha: float,
     architecture: str,
     hidden: int,
-    epochs: int,
+    epochs: int | None,
     batch_size: int,
     lr: float,
     seed: int,
@@ -118,7 +127,7 @@ def train_command(
         value = 0.0 if auto else float(sigma)
     except ValueError:
         raise UsageError(None, f"--sigma must be a number or 'auto', got {sigma!r}") from None
-    if not (auto or value > 0) or epochs < 1 or batch_size < 1 or not lr > 0:
+    if not (auto or value > 0) or (epochs is not None and epochs < 1) or batch_size < 1 or not lr > 0:
         raise UsageError(None, "need --sigma > 0, --epochs >= 1, --batch-size >= 1 and --lr > 0")
     if val_bundle is not None and not auto:
         raise UsageError(val_bundle, "--val-bundle applies to --sigma auto only")
@@ -128,23 +137,28 @@ def train_command(
     options = dict(architecture=architecture, hidden=hidden, epochs=epochs,
                    batch_size=batch_size, lr=lr, val_fraction=val_fraction)  # fmt: skip
     selection = None
+    warn = lambda text: click.echo(text, err=True)  # noqa: E731
     if auto:
-        from lassi.consumer.sigma_sweep import parse_grid, plot_sweep, sweep_sigma, sweep_table
+        from lassi.consumer.sigma_sweep import (
+            choice_line,
+            parse_grid,
+            plot_sweep,
+            sweep_sigma,
+            sweep_table,
+        )
 
         grid = parse_grid(sigma_grid)
         value, selection = sweep_sigma(bundle, task, grid, max_accuracy_loss, val_bundle, options,
-                                       sweep_n0, sweep_n, sweep_alpha, seed)  # fmt: skip
+                                       sweep_n0, sweep_n, sweep_alpha, seed, warn=warn)  # fmt: skip
         click.echo(sweep_table(selection, value))
-        if selection.method == "accuracy":
-            click.echo(
-                "no --val-bundle: sigma_cls chosen on accuracy only (the largest sigma within "
-                f"{max_accuracy_loss:g} of the best accuracy), certified fairness not measured"
-            )
         png = plot_sweep(selection, value, sweep_png)
-        click.echo(f"chose sigma_cls = {value:g} ({selection.method}); plot {png}")
+        click.echo(f"{choice_line(selection, value)}; plot {png}")
+    # with --sigma auto the classifier is the sweep's (same seed and options): its accuracy and
+    # warnings are the table's and the sweep's, so no other figure is printed beside them
     train_consumer_classifier(
         bundle, task, out, value, seed=seed, progress=not quiet, sigma_selection=selection,
-        device=device, **options,
+        device=device, warn=(lambda _text: None) if auto else warn,
+        report=not quiet and not auto, **options,
     )  # fmt: skip
     click.echo(f"wrote {out}")
 

@@ -18,6 +18,10 @@ convex in p with its minimum (≤ 0) at p̂ = s / t, so C_t is an interval (L_t,
 * stop for futility as soon as U_t < p* (p* lies above C_t): R > r_CS is then out of reach;
 * otherwise stop at n_max. R = σ Φ⁻¹(L_t) at the stopping time (abstain if L_t < 1/2).
 
+The test decides only the certificate (R > r_CS or not). The sample's prediction is PREDICT on the
+n0 selection draws, the same as with fixed-n CERTIFY (:mod:`.randomized_smoothing`): a futility
+stop makes a sample "not certified", never takes its prediction away.
+
 Checking only after each block of :func:`look_times` (a fixed schedule, independent of the batch
 size) looks at a subset of times, which keeps the guarantee. The prior is Jeffreys' Beta(1/2, 1/2),
 which puts more mass near p = 1 than a uniform prior (smoothed classifiers are often confident).

@@ -13,11 +13,18 @@ then
 - without one: accuracy only (the noisy accuracy on the held-out validation part of the train
   bundle); the largest sigma within ``max_loss`` of the best wins, since larger sigma_cls gives
   larger certified radii R (Cohen et al. 2019) at equal confidence. The choice says so.
+- with one on which no sigma certifies any sample: the accuracy rule, flagged as such
+  (``nothing_certified``), with the verification's warnings (why, in numbers) for the chosen sigma.
+
+The table's accuracy is one figure per row, named in its header: the smoothed accuracy (PREDICT,
+abstentions as errors) on the validation bundle, or the held-out accuracy under noise. The final
+classifier is trained with the same seed and options as the sweep's, so it is the chosen row's.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +45,16 @@ def parse_grid(text: str) -> list[float]:
     return grid
 
 
+def nothing_certified(rows: list[SigmaSweepRow]) -> bool:
+    """Whether rows with certified fairness measured all have 0 %."""
+    return all(row.certified_fairness == 0 for row in rows)
+
+
 def choose(rows: list[SigmaSweepRow], max_loss: float, certified: bool) -> SigmaSweepRow:
-    """The chosen row (see the module docstring)."""
+    """The chosen row (see the module docstring); all-zero certified rows: the accuracy rule."""
     best = max(row.accuracy for row in rows)
     eligible = [row for row in rows if row.accuracy >= best - max_loss - 1e-12]
-    if certified:
+    if certified and not nothing_certified(rows):
         return max(eligible, key=lambda row: (row.certified_fairness or 0.0, -row.sigma))
     return max(eligible, key=lambda row: row.sigma)
 
@@ -58,9 +70,12 @@ def sweep_sigma(
     n: int,
     alpha: float,
     seed: int,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[float, SigmaSelection]:
     """Train (and with ``val_bundle`` verify) one classifier per sigma; return the chosen sigma
-    and the record of the sweep."""
+    and the record of the sweep. ``warn``: receives the chosen sigma's verification warnings
+    (``VerificationReport.warnings``: why little or nothing certified, accuracy against the
+    majority class)."""
     from lassi.consumer.classifier import train_consumer_classifier
     from lassi.consumer.verification import verify
 
@@ -74,13 +89,14 @@ def sweep_sigma(
                 val_bundle, f"must be a certified bundle (encode --certify) with labels {task!r}"
             )
         val_sha = val.sha256
-    rows = []
+    rows, warnings = [], {}
     with tempfile.TemporaryDirectory(prefix="sigma-sweep-") as folder:
         for sigma in grid:
             path = Path(folder) / f"classifier-{sigma}.safetensors"
             train_consumer_classifier(
-                bundle, task, path, sigma, seed=seed, progress=False, **train_options
-            )
+                bundle, task, path, sigma, seed=seed, progress=False, warn=warnings.setdefault(
+                    sigma, []).append, **train_options,
+            )  # fmt: skip
             card = read_artifact(path, expect=ClassifierCard).meta
             if val_bundle is None:
                 accuracy = card.training.val_accuracy_noisy
@@ -93,6 +109,7 @@ def sweep_sigma(
                 n0=n0, n=n, alpha=alpha, seed=seed, progress=False,
             )  # fmt: skip
             summary = report.meta.summary
+            warnings[sigma] = [f"warning: {text}" for text in report.meta.warnings]
             rows.append(
                 SigmaSweepRow(
                     sigma=sigma,
@@ -102,18 +119,47 @@ def sweep_sigma(
             )
     certified = val_bundle is not None
     chosen = choose(rows, max_loss, certified)
-    selection = SigmaSelection(
-        method="certified" if certified else "accuracy",
-        max_accuracy_loss=max_loss,
-        val_bundle=val_sha,
-        rows=rows,
+    method = "accuracy" if not certified else (
+        "nothing_certified" if nothing_certified(rows) else "certified"
     )
+    selection = SigmaSelection(
+        method=method, max_accuracy_loss=max_loss, val_bundle=val_sha, rows=rows
+    )
+    for text in warnings.get(chosen.sigma, []) if warn is not None else []:
+        warn(f"{text} (sigma_cls = {chosen.sigma:g})")
     return chosen.sigma, selection
 
 
+ACCURACY_OF = {
+    "certified": "smoothed accuracy on --val-bundle",
+    "nothing_certified": "smoothed accuracy on --val-bundle",
+    "accuracy": "held-out accuracy under noise",
+}
+
+
+def choice_line(selection: SigmaSelection, chosen: float) -> str:
+    """What was chosen and on which grounds, with the chosen row's accuracy (the table's)."""
+    row = next(row for row in selection.rows if row.sigma == chosen)
+    accuracy = f"{ACCURACY_OF[selection.method]} {100 * row.accuracy:.1f} %"
+    loss = f"the largest sigma within {selection.max_accuracy_loss:g} of the best accuracy"
+    if selection.method == "certified":
+        fair = 100 * (row.certified_fairness or 0.0)
+        return f"chose sigma_cls = {chosen:g} (certified fairness {fair:.1f} %, {accuracy})"
+    if selection.method == "nothing_certified":
+        return (
+            f"chose sigma_cls = {chosen:g} on accuracy only ({loss}, {accuracy}): no sigma of the "
+            "grid certified any sample of --val-bundle (0 % in every row); see the warnings for why"
+        )
+    return (
+        f"chose sigma_cls = {chosen:g} on accuracy only ({loss}, {accuracy}): no --val-bundle, "
+        "certified fairness not measured"
+    )
+
+
 def sweep_table(selection: SigmaSelection, chosen: float) -> str:
-    """The sweep as a markdown table; the chosen row is marked."""
-    lines = ["| sigma_cls | accuracy | certified fairness | chosen |", "| --- | --- | --- | --- |"]
+    """The sweep as a markdown table; the chosen row is marked; the header names the accuracy."""
+    accuracy = ACCURACY_OF[selection.method]
+    lines = [f"| sigma_cls | {accuracy} | certified fairness | chosen |", "| --- | --- | --- | --- |"]
     for row in selection.rows:
         fair = "n/a" if row.certified_fairness is None else f"{100 * row.certified_fairness:.1f} %"
         mark = "<-" if row.sigma == chosen else ""

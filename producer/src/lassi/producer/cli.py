@@ -232,8 +232,9 @@ def train_command(
 @click.option(
     "--include-sensitive-labels",
     is_flag=True,
-    help="Also export the labels of the spec's sensitive attributes (recorded in the bundle; "
-    "a consumer refuses to train on them).",
+    help="Allow the labels of the spec's sensitive attributes (recorded in the bundle; a "
+    "consumer refuses to train on them): with --labels, those of them it names; without, the "
+    "task's and every sensitive attribute's.",
 )
 @click.option("--certify", is_flag=True, help="Center-smooth every sample (z_CS, r_CS).")
 @click.option(

@@ -61,7 +61,7 @@ def choose_labels(
                 f"label {name!r} is a sensitive attribute of the spec; it is exported only with "
                 "--include-sensitive-labels",
             )
-    if include_sensitive:
+    if include_sensitive and not labels:  # --labels given: exactly those, nothing more
         wanted += [a for a in sim.meta.attribute_names if a not in wanted and a in source.attribute_names]
     return sorted(wanted), sorted(name for name in wanted if name in sensitive)
 

@@ -81,9 +81,11 @@ class AuditRow:
         row: dict[str, Any] = {"sample_id": self.sample_id}
         if self.file is not None:
             row["file"] = self.file
-        row.update(
-            claimed_status=self.claimed_status,
-            replayed_status=self.replayed_status,
+        row.update(  # statuses by name, as every JSON lassi writes (not the stored U8 codes)
+            claimed_status=CenterStatus(self.claimed_status).name.lower(),
+            replayed_status=None
+            if self.replayed_status is None
+            else CenterStatus(self.replayed_status).name.lower(),
             claimed_r_cs=self.claimed_r_cs,
             replayed_r_cs=self.replayed_r_cs,
             center_distance=self.center_distance,

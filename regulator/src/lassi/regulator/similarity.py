@@ -205,7 +205,9 @@ def define_spec(
     tensors["attribute_vectors"] = matrix
     write_artifact(out, meta, tensors)
     if progress:
-        kind = method.method if learned else vectors
+        # per attribute, as the report's scope names them: a binary attribute gets its one halves
+        # vector even under --vectors pairs
+        kind = method.method if learned else ", ".join(f"{i.name}: {i.vectors}" for i in infos)
         print(
             f"wrote {out} (attributes {', '.join(i.name for i in infos)}, {len(matrix)} vectors "
             f"({kind}"

@@ -760,7 +760,15 @@ class RepresentationBundle(ArtifactBase):
 
 
 class ClassifierTraining(Model):
+    """``epochs``: epochs trained; ``max_epochs``: the cap (the automatic one when training to
+    convergence); ``best_epoch``: the epoch whose weights were kept after early stopping (None:
+    the last); ``majority_rate``: the accuracy of always predicting the most frequent class on
+    the held-out validation labels (absent in older cards)."""
+
     epochs: int = Field(ge=1)
+    max_epochs: int | None = Field(None, ge=1)
+    best_epoch: int | None = Field(None, ge=1)
+    majority_rate: float | None = Field(None, ge=0, le=1)
     batch_size: int = Field(ge=1)
     lr: PositiveFloat
     seed: int = Field(ge=0)
@@ -768,6 +776,14 @@ class ClassifierTraining(Model):
     val_accuracy_noisy: float | None = Field(None, ge=0, le=1)
     val_accuracy_clean: float | None = Field(None, ge=0, le=1)
     seconds: float = Field(ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _epochs_in_order(self) -> ClassifierTraining:
+        if self.best_epoch is not None and self.best_epoch > self.epochs:
+            raise ValueError("best_epoch must not exceed epochs")
+        if self.max_epochs is not None and self.epochs > self.max_epochs:
+            raise ValueError("epochs must not exceed max_epochs")
+        return self
 
 
 class SigmaSweepRow(Model):
@@ -783,9 +799,11 @@ class SigmaSelection(Model):
     """How ``--sigma auto`` chose sigma_cls (paper Sec. 5: the sigma_cls that maximises certified
     fairness without major sacrifice in accuracy). ``method``: "certified" (highest certified
     fairness among those within ``max_accuracy_loss`` of the best accuracy, on a certified
-    validation bundle) or "accuracy" (no such bundle: the largest sigma within that loss)."""
+    validation bundle), "accuracy" (no such bundle: the largest sigma within that loss) or
+    "nothing_certified" (a validation bundle on which no sigma certified any sample: chosen as
+    "accuracy" does)."""
 
-    method: Literal["certified", "accuracy"]
+    method: Literal["certified", "accuracy", "nothing_certified"]
     max_accuracy_loss: float = Field(ge=0, le=1)
     val_bundle: Sha256 | None = None
     rows: list[SigmaSweepRow] = Field(min_length=1)

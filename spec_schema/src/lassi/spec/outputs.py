@@ -46,12 +46,23 @@ def checkpoint_of(out: str | Path) -> Path:
 def check_outputs(
     outputs: Sequence[str | Path | None], inputs: Iterable[str | Path | None] = ()
 ) -> None:
-    """Refuse (exit 2) outputs that would destroy an input, each other, or cannot be written."""
+    """Refuse (exit 2) outputs that would destroy an input, each other, an earlier run's finished
+    output (any existing file but a ``.ckpt`` checkpoint, which is resumed), or cannot be
+    written."""
     outs = [Path(p) for p in outputs if p is not None]
     ins = [Path(p) for p in inputs if p is not None]
     for i, out in enumerate(outs):
         for other in outs[:i]:
             if _same(out, other):
+                if other is outs[0]:  # the main output and a side file derived from it
+                    hint = f"{other.stem}.safetensors" if other.suffix != ".safetensors" else (
+                        f"another name than {other.name}"
+                    )
+                    raise UsageError(
+                        other,
+                        "is both the output and a side file this command writes beside it "
+                        f"(such as its .json or .ckpt); give the output its own name, e.g. {hint}",
+                    )
                 raise UsageError(out, f"is given as two outputs (also {other})")
         for source in ins:
             if _same(out, source):
@@ -63,6 +74,12 @@ def check_outputs(
                 raise UsageError(out, "exists but cannot be inspected (a dangling link?)") from None
             if not stat.S_ISREG(mode):
                 raise UsageError(out, "exists and is not a regular file; refusing to write to it")
+            if not out.name.endswith(".ckpt"):  # a checkpoint is resumed, not overwritten
+                raise UsageError(
+                    out,
+                    "exists already (the output of an earlier run); refusing to overwrite it: "
+                    "delete it or choose another output name",
+                )
         folder = _existing_ancestor(out.parent)
         if not folder.is_dir():
             raise UsageError(out, f"cannot be created: {folder} is not a folder")
