@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -113,15 +114,40 @@ def test_encode_records_each_file_hash_and_their_list_hash(folder_audit) -> None
     assert meta.data.content_sha256 == digest.hexdigest()
 
 
-def test_per_file_hashes_that_disagree_with_the_recorded_hash_are_invalid(folder_audit, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "forgery, words",
+    [
+        ("one bit of a file hash", "does not hash to the recorded data content_sha256"),
+        ("no file_sha256 tensor", "required tensor 'file_sha256' is missing"),
+        ("file hashes as int64", "tensor 'file_sha256' has dtype I64"),
+        ("one file hash missing", "tensor 'file_sha256' has shape [2, 32]"),
+        ("no file names", "need file_names"),
+    ],
+)
+def test_per_file_hashes_that_disagree_with_the_header_are_invalid(
+    folder_audit, tmp_path, forgery: str, words: str
+) -> None:
+    """The per-file list is bound to the header's content_sha256: every way to make them
+    disagree is an invalid artifact (exit 3), checked when the bundle is read."""
     from lassi.spec import InvalidArtifactError
 
     artifact = read_artifact(folder_audit["bundle"], expect=RepresentationBundle)
-    forged_hashes = artifact.tensors["file_sha256"].copy()
-    forged_hashes[1, 0] ^= 1
+    meta, tensors = json.loads(artifact.meta.model_dump_json()), dict(artifact.tensors)
+    hashes = tensors["file_sha256"].copy()
+    if forgery == "one bit of a file hash":
+        hashes[1, 0] ^= 1
+        tensors["file_sha256"] = hashes
+    elif forgery == "no file_sha256 tensor":
+        del tensors["file_sha256"]
+    elif forgery == "file hashes as int64":
+        tensors["file_sha256"] = hashes.astype(np.int64)
+    elif forgery == "one file hash missing":
+        tensors["file_sha256"] = hashes[:2]
+    else:
+        meta["file_names"] = None
     forged = tmp_path / "forged.safetensors"
-    write_raw(forged, artifact.meta.model_dump_json(), dict(artifact.tensors, file_sha256=forged_hashes))
-    with pytest.raises(InvalidArtifactError, match="file_sha256"):
+    write_raw(forged, json.dumps(meta), tensors)
+    with pytest.raises(InvalidArtifactError, match=re.escape(words)):
         read_artifact(forged, expect=RepresentationBundle)
 
 
