@@ -5,7 +5,7 @@ checksum (epsilon, attributes, centers, summaries), resource bombs (devices, hug
 path tricks (outputs onto inputs, onto devices, over keys), terminal escapes, lax JSON.
 Every CLI case ends with its documented exit status, one line naming the file, no traceback,
 no output or temporary file left, and every input byte-identical afterwards. The corpus holds
-``len(CLI_CASES)`` CLI cases (43, asserted below) plus the API-level and hypothesis tests.
+``len(CLI_CASES)`` CLI cases (61, asserted below) plus the API-level and hypothesis tests.
 """
 
 from __future__ import annotations
@@ -393,6 +393,118 @@ def _predict_wrong_input_type(chain, tmp):
     return consumer, args, path.name, [path]
 
 
+
+# --- options checked against the machine and before any work (exit 2, one line)
+
+
+def _verify_args(chain, tmp, *extra):
+    return ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]), "--n0", "10",
+            "--n", "10", "--quiet", *extra, "--out", str(tmp / "r.safetensors")]
+
+
+def _threads(role: str, value: str):
+    def build(chain, tmp):
+        if role == "consumer":
+            return consumer, _verify_args(chain, tmp, "--threads", value), "--threads", [chain["test"]]
+        if role == "producer":
+            args = ["encode", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]), "--limit", "2",
+                    "--threads", value, "--out", str(tmp / "b.safetensors")]
+            return producer, args, "--threads", [chain["spec"]]
+        if role == "predict":
+            args = ["predict", "--onnx", str(tmp / "m.onnx"), "--bundle", str(chain["test"]), "--threads", value]
+            return consumer, args, "--threads", [chain["test"]]
+        if role == "show":
+            return regulator, ["show", str(chain["spec"]), "--threads", value, "--out", str(tmp / "s.png")], \
+                "--threads", [chain["spec"]]
+        return regulator, ["train-glow", "--threads", value, "--out", str(tmp / "g.safetensors")], "--threads", []
+
+    return build
+
+
+def _sigma_grid(value: str):
+    def build(chain, tmp):
+        args = ["train", "--bundle", str(chain["train"]), "--task", "object_hue", "--sigma", "auto", "--sigma-grid",
+                value, "--quiet", "--out", str(tmp / "c.safetensors")]
+        return consumer, args, "--sigma-grid", [chain["train"]]
+
+    return build
+
+
+def _sigma_huge(chain, tmp):
+    args = ["train", "--bundle", str(chain["train"]), "--task", "object_hue", "--sigma", "1e308", "--quiet",
+            "--out", str(tmp / "c.safetensors")]
+    return consumer, args, "--sigma", [chain["train"]]
+
+
+# --- internal errors that are the user's: each now its documented class
+
+
+def _classifier_of_a_sensitive_attribute(chain, tmp):
+    bad = forge(chain["classifier"], tmp / "cls.safetensors", lambda m: m.__setitem__("task", "orientation"))
+    args = ["verify", "--spec", str(chain["spec"]), "--classifier", str(bad), "--bundle", str(chain["test"]),
+            "--n0", "10", "--n", "10", "--quiet", "--out", str(tmp / "r.safetensors")]
+    return consumer, args, bad.name, [bad, chain["spec"]]
+
+
+def _summary_disagrees_with_statuses(chain, tmp):
+    def edit(m):
+        m["summary"].update(certified_fairness=1.0, not_certified=0.0)
+
+    bad = forge(chain["report"], tmp / "report.safetensors", edit)
+    return consumer, ["inspect", str(bad)], bad.name, [bad]
+
+
+def _one_class_bundle(chain, tmp):
+    def edit(t):
+        t["labels.object_hue"] = np.zeros_like(t["labels.object_hue"])
+
+    bad = forge(chain["train"], tmp / "one.safetensors", lambda m: m["label_classes"].update(object_hue=1), edit)
+    args = ["train", "--bundle", str(bad), "--task", "object_hue", "--sigma", "0.5", "--quiet",
+            "--out", str(tmp / "c.safetensors")]
+    return consumer, args, bad.name, [bad]
+
+
+def _diverging_training(chain, tmp):
+    args = ["train", "--bundle", str(chain["train"]), "--task", "object_hue", "--sigma", "0.5", "--lr", "1e37",
+            "--epochs", "2", "--quiet", "--out", str(tmp / "c.safetensors")]
+    return consumer, args, "--lr", [chain["train"]]
+
+
+def _checkpoint_with_short_rows(chain, tmp):
+    """A verify checkpoint of this very run (same options and data) whose rows are shorter than
+    the samples it says are done (valid checksum: a bug or an edit, not a torn write)."""
+    from unittest import mock
+
+    from lassi.spec.per_sample import PerSampleLoop
+
+    with mock.patch.dict(os.environ, {"LASSI_CHECKPOINT_SECONDS": "0"}), \
+            mock.patch.object(PerSampleLoop, "finish", lambda self: None):  # keep the checkpoint
+        assert CliRunner().invoke(consumer, _verify_args(chain, tmp)).exit_code == 0
+    checkpoint = tmp / "r.safetensors.ckpt"
+    for path in tmp.iterdir():
+        if path != checkpoint:
+            path.unlink()
+    forge(checkpoint, checkpoint, tensor_edit=lambda t: t.update(
+        {name: value[:1].copy() for name, value in t.items() if name.startswith("extra.")}))
+    return consumer, _verify_args(chain, tmp), checkpoint.name, [checkpoint]
+
+
+def _predict_names_the_onnx_file(chain, tmp):
+    k = read_artifact(chain["test"]).meta.k
+    path, _ = _onnx_file(tmp, "card.onnx", 1, k, {"num_classes": 3, "sigma_cls": 0.5, "k": k})
+    import onnx
+
+    from lassi.spec.onnx_check import METADATA_KEY
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = json.dumps({"num_classes": 10**9})
+    onnx.save(model, str(path))
+    args = ["predict", "--onnx", str(path), "--bundle", str(chain["test"]), "--n", "10", "--limit", "1"]
+    return consumer, args, path.name, [path]
+
+
 CLI_CASES = [
     CliCase("fifo_artifact", _fifo, USAGE, "named pipe"),
     CliCase("fifo_signed_file", _fifo_signed, USAGE, "named pipe"),
@@ -441,11 +553,29 @@ CLI_CASES = [
     CliCase("bad_data_options_in_spec", _bad_data_options_in_spec, INVALID, "data options that are not valid"),
     CliCase("predict_wrong_output_shape", _predict_wrong_output_shape, INVALID, "expected float"),
     CliCase("predict_wrong_input_type", _predict_wrong_input_type, INVALID, "onnxruntime fails"),
+    CliCase("threads_huge_verify", _threads("consumer", "1000000"), USAGE, "--threads must be between 1 and"),
+    CliCase("threads_negative_encode", _threads("producer", "-5"), USAGE, "got -5"),
+    CliCase("threads_zero_predict", _threads("predict", "0"), USAGE, "--threads must be between"),
+    CliCase("threads_huge_show", _threads("show", "1000000"), USAGE, "--threads must be between"),
+    CliCase("threads_huge_train_glow", _threads("train-glow", "99999999999"), USAGE, "--threads must be"),
+    CliCase("sigma_grid_nan", _sigma_grid("1,nan"), USAGE, "got nan"),
+    CliCase("sigma_grid_huge", _sigma_grid("1e308"), USAGE, "finite number in (0, 1e+06]"),
+    CliCase("sigma_grid_inf", _sigma_grid("inf,2"), USAGE, "got inf"),
+    CliCase("sigma_grid_negative", _sigma_grid("-1,2"), USAGE, "got -1.0"),
+    CliCase("sigma_huge", _sigma_huge, USAGE, "finite number in (0, 1e+06]"),
+    CliCase("classifier_of_a_sensitive_attribute", _classifier_of_a_sensitive_attribute, USAGE,
+            "a sensitive attribute of the similarity set"),
+    CliCase("summary_disagrees_with_statuses", _summary_disagrees_with_statuses, INVALID,
+            "disagrees with the per-sample statuses"),
+    CliCase("one_class_bundle", _one_class_bundle, USAGE, "a classifier needs at least two"),
+    CliCase("diverging_training", _diverging_training, USAGE, "training diverged"),
+    CliCase("checkpoint_with_short_rows", _checkpoint_with_short_rows, INVALID, "checkpoint is damaged"),
+    CliCase("predict_names_the_onnx_file", _predict_names_the_onnx_file, INVALID, "num_classes"),
 ]
 
 
 def test_cli_corpus_size() -> None:
-    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 45
+    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 61
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
@@ -798,3 +928,39 @@ def test_forged_report_scope_is_refused_at_read(chain: dict[str, Path], tmp_path
     result = CliRunner().invoke(consumer, ["inspect", str(bad)])
     assert result.exit_code == INVALID, result.output
     assert "need spec_sha256" in result.output and "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- derived bounds
+
+
+def test_an_attack_extension_of_349_vectors_is_valid_and_hostile_sizes_stay_bounded(tmp_path: Path) -> None:
+    """The card of an encoder trained against a regulator's extension of 349 vectors (300 beyond
+    the spec's 49) was refused by a hard cap of 256 after training; the bound is now
+    MAX_VECTORS, the rows a spec file can reasonably hold, for every count of attribute vectors."""
+    from lassi.spec.models import MAX_VECTORS, AttackSet, CertificateParams, OnnxCard
+
+    sha = "0" * 64
+    assert len(AttackSet(spec=sha, extra_vectors=[f"v{i}" for i in range(300)]).extra_vectors) == 300
+    assert OnnxCard(m=349).m == 349
+    params = dict(sigma_enc=0.1, epsilon=1.0, n0=10, n=10, alpha1=0.01, alpha2=0.01, delta=0.1, seed=0)
+    assert CertificateParams(**params, m=349).m == 349
+    for build in (
+        lambda: AttackSet(spec=sha, extra_vectors=[f"v{i}" for i in range(MAX_VECTORS + 1)]),
+        lambda: OnnxCard(m=MAX_VECTORS + 1),
+        lambda: CertificateParams(**params, m=10**9),  # t-noise in 10**9 dimensions: refused
+    ):
+        with pytest.raises(ValidationError):
+            build()
+
+
+def test_nan_weights_at_a_checkpoint_say_training_diverged(tmp_path: Path) -> None:
+    """A run whose weights became NaN used to fail writing its own checkpoint, blamed as an
+    invalid artifact (exit 3); it is the training that diverged (exit 2), and nothing is written."""
+    from lassi.spec.io import write_artifact
+    from lassi.spec.models import Checkpoint
+
+    meta = Checkpoint(tool="test", stage="glow", run_key="k", step=17)
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(LassiError, match=r"training diverged \(glow: the weights are NaN or Inf at step 17\); lower --lr") as error:
+        write_artifact(path, meta, {"model.w": np.array([1.0, np.nan], np.float32)})
+    assert error.value.exit_code == USAGE and list(tmp_path.iterdir()) == []

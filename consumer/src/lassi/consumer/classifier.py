@@ -36,6 +36,7 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
+from lassi.spec.errors import TrainingDiverged
 from lassi.spec.onnx_check import export_checked_onnx
 from lassi.spec.seeding import Stage, torch_seed
 from lassi.spec.torch_state import load_module, module_tensors
@@ -258,6 +259,12 @@ def train_classifier(
             targets = y[index].to(device)
             logits = model(inputs)
             loss = loss_fn(logits, targets)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    None,
+                    f"classifier training diverged (loss is {float(loss.detach())} at epoch {epoch}); "
+                    "lower --lr",
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

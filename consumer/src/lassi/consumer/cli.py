@@ -16,6 +16,7 @@ from lassi.spec.cli import (
     executor_options,
     role_group,
     set_threads,
+    threads_option,
     trusted_inputs,
 )
 from lassi.spec.device import device_option
@@ -129,6 +130,9 @@ def train_command(
         raise UsageError(None, f"--sigma must be a number or 'auto', got {sigma!r}") from None
     if not (auto or value > 0) or (epochs is not None and epochs < 1) or batch_size < 1 or not lr > 0:
         raise UsageError(None, "need --sigma > 0, --epochs >= 1, --batch-size >= 1 and --lr > 0")
+    from lassi.consumer.sigma_sweep import check_sigma, parse_grid
+
+    _ = parse_grid(sigma_grid) if auto else check_sigma(value)  # before any training
     if val_bundle is not None and not auto:
         raise UsageError(val_bundle, "--val-bundle applies to --sigma auto only")
     sweep_png = out.with_name(f"{out.stem}.sigma-sweep.png") if auto else None
@@ -261,11 +265,13 @@ def verify_command(
 @main.command("export-onnx")
 @click.option("--classifier", "classifier_path", type=PATH, required=True)
 @click.option("--out", type=PATH, required=True, help="ONNX file to write.")
-def export_onnx_command(classifier_path: Path, out: Path) -> None:
+@threads_option
+def export_onnx_command(classifier_path: Path, out: Path, threads: int | None) -> None:
     """Export C_L as ONNX (input z [batch, k] -> logits), provenance in its metadata."""
     from lassi.consumer.onnx_export import export_classifier
 
     check_outputs([out], inputs=[classifier_path])
+    set_threads(threads)
     error = export_classifier(classifier_path, out)
     click.echo(f"wrote {out} (max |onnxruntime - torch| = {error:.2e})")
 
@@ -282,6 +288,7 @@ def export_onnx_command(classifier_path: Path, out: Path) -> None:
 @click.option("--limit", type=int, default=None)
 @click.option("--gpu", is_flag=True, help="Use CUDA if the installed onnxruntime offers it.")
 @click.option("--json", "as_json", is_flag=True, help="Print per-sample predictions as JSON.")
+@threads_option
 def predict_command(
     onnx_path: Path,
     bundle: Path,
@@ -291,6 +298,7 @@ def predict_command(
     limit: int | None,
     gpu: bool,
     as_json: bool,
+    threads: int | None,
 ) -> None:
     """Smoothed predictions with onnxruntime alone (no torch); prints the provider used."""
     from lassi.consumer.predict import predict_bundle
@@ -299,7 +307,8 @@ def predict_command(
     if n < 1 or not 0 < alpha < 1:
         raise UsageError(None, "need --n >= 1 and 0 < --alpha < 1")
     rows, provider = predict_bundle(
-        onnx_path, bundle, n=n, alpha=alpha, seed=seed, prefer_gpu=gpu, limit=limit
+        onnx_path, bundle, n=n, alpha=alpha, seed=seed, prefer_gpu=gpu, limit=limit,
+        threads=threads,
     )
     click.echo(f"onnxruntime provider: {provider}", err=True)
     if as_json:

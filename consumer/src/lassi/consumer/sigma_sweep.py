@@ -23,6 +23,7 @@ classifier is trained with the same seed and options as the sweep's, so it is th
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,16 +33,41 @@ from lassi.spec import ClassifierCard, RepresentationBundle, UsageError, read_ar
 from lassi.spec.models import SigmaSelection, SigmaSweepRow
 
 PAPER_GRID = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0)
+# sigma_cls is the std of Gaussian noise added to float32 representations (paper Sec. 5 tries
+# 1..50): far above any representation's scale the classifier sees only noise, and near
+# float32's range the noise and the radii R = sigma_cls * Phi^-1(p) overflow to inf.
+MAX_SIGMA = 1e6
+MAX_GRID = 32  # one classifier is trained (and verified) per value
+
+
+def check_sigma(value: float, option: str = "--sigma") -> float:
+    """``value`` if it is a usable sigma_cls (finite, in (0, MAX_SIGMA]), else a one-line
+    UsageError naming ``option`` (checked before any training)."""
+    if not math.isfinite(value) or not 0 < value <= MAX_SIGMA:
+        raise UsageError(
+            None,
+            f"{option} must be a finite number in (0, {MAX_SIGMA:g}] (the std of the noise "
+            f"added to the representations), got {value!r}",
+        )
+    return value
 
 
 def parse_grid(text: str) -> list[float]:
-    """``"1,2.5,5"`` → [1.0, 2.5, 5.0]; a one-line UsageError for anything else."""
+    """``"1,2.5,5"`` → [1.0, 2.5, 5.0]; a one-line UsageError for anything else (NaN, inf,
+    non-positive or absurdly large values, more than ``MAX_GRID`` of them), before any sweep."""
     try:
-        grid = sorted({float(v) for v in text.split(",") if v.strip()})
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UsageError(None, f"--sigma-grid must be comma-separated numbers, got {text!r}") from None
-    if not grid or grid[0] <= 0:
-        raise UsageError(None, f"--sigma-grid needs positive values, got {text!r}")
+    if not values:
+        raise UsageError(None, f"--sigma-grid needs at least one value, got {text!r}")
+    for value in values:
+        check_sigma(value, "--sigma-grid value")
+    grid = sorted(set(values))
+    if len(grid) > MAX_GRID:
+        raise UsageError(
+            None, f"--sigma-grid has {len(grid)} values, at most {MAX_GRID} (one training each)"
+        )
     return grid
 
 
@@ -79,8 +105,9 @@ def sweep_sigma(
     from lassi.consumer.classifier import train_consumer_classifier
     from lassi.consumer.verification import verify
 
-    if not 0 <= max_loss <= 1:
+    if not 0 <= max_loss <= 1:  # (NaN fails this too)
         raise UsageError(None, f"--max-accuracy-loss must be in [0, 1], got {max_loss}")
+    grid = [check_sigma(sigma, "--sigma-grid value") for sigma in grid]
     val_sha = None
     if val_bundle is not None:
         val = read_artifact(val_bundle, expect=RepresentationBundle)

@@ -14,6 +14,7 @@ from lassi.spec.cli import (
     executor_options,
     role_group,
     set_threads,
+    threads_option,
     trusted_inputs,
     validated,
 )
@@ -375,8 +376,9 @@ def encode_command(
     help="Folder for pipeline.onnx and base_function.onnx.",
 )
 @device_option
+@threads_option
 def export_onnx_command(
-    spec: Path, encoder_path: Path, out_dir: Path, device: torch.device
+    spec: Path, encoder_path: Path, out_dir: Path, device: torch.device, threads: int | None
 ) -> None:
     """Export x -> E_L(E_G(x)) and the smoothing base function (z_G, t) -> representation as ONNX.
 
@@ -386,6 +388,7 @@ def export_onnx_command(
 
     names = ("pipeline.onnx", "base_function.onnx")
     check_outputs([out_dir / name for name in names], inputs=[spec, encoder_path])
+    set_threads(threads)
     for path, error in export_producer_onnx(spec, encoder_path, out_dir):
         click.echo(f"wrote {path} (max |onnxruntime - torch| = {error:.2e})")
 

@@ -23,6 +23,7 @@ from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, postprocess, preprocess
 from lassi.spec import GlowArtifact, GlowConfig, GlowTraining, Preprocessing, write_artifact
 from lassi.spec.distributed import Ranks, data_parallel
+from lassi.spec.errors import TrainingDiverged
 from lassi.spec.seeding import Stage, numpy_rng, torch_seed
 from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
 
@@ -258,7 +259,9 @@ def _train_glow(
         bpd = optimisation_step(glow, optimizer, x, config.grad_clip, ranks)
         value = float(ranks.sum(bpd) / ranks.world if ranks.active else bpd)
         if not math.isfinite(value):
-            raise RuntimeError(f"training diverged at step {step} (bits/dim {value}); lower --lr")
+            raise TrainingDiverged(
+                None, f"training diverged (bits/dim is {value} at step {step}); lower --lr"
+            )
         bpd_avg = value if math.isnan(bpd_avg) else 0.95 * bpd_avg + 0.05 * value
         elapsed = time.perf_counter() - t0
         seconds += elapsed

@@ -39,6 +39,11 @@ MAX_CLASSES = 10_000
 MAX_HIDDEN_WIDTH = 65_536
 MAX_HIDDEN_LAYERS = 32
 MAX_SMOOTHING_SAMPLES = 10_000_000
+# Attribute vectors of one spec (and of a producer's attack extension): each is a row of
+# latent_dim float32 in the spec file and one dimension of center smoothing's t-noise. 4096 rows
+# of a 64x64x3 Glow latent are 200 MB, far above any real spec (3D Shapes pairs: 49; with every
+# --condition-on group a few hundred) and still a bounded allocation.
+MAX_VECTORS = 4096
 
 # The dtypes artifacts may contain (safetensors names).
 FLOAT_DTYPES = ("F64", "F32", "F16")
@@ -255,7 +260,9 @@ class AttributeInfo(Model):
     vector_norm: PositiveFloat = Field(description="norm of the vector (pairs: their mean norm)")
     vectors: Literal["halves", "pairs"] = "halves"
     vector_names: list[Name] = Field(
-        default_factory=list, description="one name per vector, e.g. orientation_3_11"
+        default_factory=list,
+        max_length=MAX_VECTORS,
+        description="one name per vector, e.g. orientation_3_11",
     )
     value_counts: list[int] = Field(
         default_factory=list, description="train images per value 0..num_values-1"
@@ -543,7 +550,7 @@ class AttackSet(Model):
     encoder's certificates stay those of the spec it names as its parent."""
 
     spec: Sha256
-    extra_vectors: list[Name] = Field(min_length=1, max_length=256)
+    extra_vectors: list[Name] = Field(min_length=1, max_length=MAX_VECTORS)
 
 
 class EncoderTraining(Model):
@@ -627,7 +634,10 @@ class CertificateParams(Model):
     bounds: Bounds = "hoeffding"
     abstain_test: AbstainTest = "fixed"  # step 2: n0 draws, or anytime-valid and at most n0
     m: int | None = Field(
-        None, ge=1, description="dimension of the t-noise: the spec's number of attribute vectors"
+        None,
+        ge=1,
+        le=MAX_VECTORS,
+        description="dimension of the t-noise: the spec's number of attribute vectors",
     )  # absent in files written before it was recorded; check_binding refuses those
 
     @model_validator(mode="after")
@@ -909,7 +919,7 @@ class CertificateScope(Model):
     spec_sha256: Sha256 | None = None
     attributes: list[Name] = Field(min_length=1, max_length=16)
     epsilon: PositiveFloat
-    m: int | None = Field(None, ge=1)
+    m: int | None = Field(None, ge=1, le=MAX_VECTORS)
     vectors: dict[Name, Literal["halves", "pairs"]] = Field(default_factory=dict, max_length=16)
     given: dict[Name, Name] = Field(
         default_factory=dict,
@@ -1014,6 +1024,43 @@ class VerificationReport(ArtifactBase):
                 return "tensor 'endpoint_prediction' has classes out of range"
             if int((tensors["empirically_fair"] > 0).sum()) != self.endpoint_check.empirically_fair:
                 return "tensor 'empirically_fair' does not match the endpoint counts"
+        return self._summary_problem(tensors)
+
+    def _summary_problem(self, tensors: dict[str, Any]) -> str | None:
+        """The summary must be the per-sample statuses' own fractions (a report that says 100 %
+        certified while every sample is not certified is invalid): n, each status fraction,
+        and with labels accuracy and certified-and-accurate (abstentions count as errors)."""
+        s = self.summary
+        status, prediction = tensors["status"], tensors["prediction"]
+        n = len(status)
+
+        def frac(mask: Any) -> float:
+            return float(mask.sum()) / n if n else 0.0
+
+        certified = status == ReportStatus.CERTIFIED
+        expected: dict[str, float | None] = {
+            "certified_fairness": frac(certified),
+            "abstain_center": frac(status == ReportStatus.ABSTAIN_CENTER),
+            "abstain_classifier": frac(status == ReportStatus.ABSTAIN_CLASSIFIER),
+            "not_certified": frac(status == ReportStatus.NOT_CERTIFIED),
+        }
+        if "labels" in tensors:
+            correct = (prediction == tensors["labels"]) & (prediction != -1)
+            expected["accuracy"] = frac(correct)
+            expected["certified_fair_and_accurate"] = frac(certified & correct)
+        else:
+            expected["accuracy"] = expected["certified_fair_and_accurate"] = None
+        if s.n != n:
+            return f"summary counts n = {s.n} samples, the report holds {n}"
+        for field, want in expected.items():
+            got = getattr(s, field)
+            if (got is None) != (want is None) or (
+                got is not None and want is not None and abs(got - want) > 1e-9
+            ):
+                shown = "none" if want is None else f"{want:.6g}"
+                return (
+                    f"summary {field} = {got} disagrees with the per-sample statuses ({shown})"
+                )
         return None
 
 
@@ -1047,7 +1094,7 @@ class OnnxCard(BaseModel):
     parents: dict[Name, Sha256] = Field(default_factory=dict, max_length=16)
     k: int | None = Field(None, ge=1, le=65536)
     latent_dim: int | None = Field(None, ge=1, le=3 * 1024 * 1024)
-    m: int | None = Field(None, ge=1, le=256)
+    m: int | None = Field(None, ge=1, le=MAX_VECTORS)
     num_classes: int | None = Field(None, ge=2, le=MAX_CLASSES)
     sigma_cls: PositiveFloat | None = None
     task: Name | None = None
