@@ -190,6 +190,76 @@ def test_center_smoothing_device_branch_matches_host_branch(monkeypatch: pytest.
         assert b.r_cs == pytest.approx(a.r_cs, rel=1e-12, abs=0)
 
 
+def _image_base():
+    """A tiny image-path base E_L(D_G(z)) (Glow 16x16, ResNet-18 width 8), inverses cached."""
+    from lassi.producer.base_function import BaseFunction
+    from lassi.producer.encoders import ImageResNet18
+    from lassi.regulator.glow import Glow
+
+    torch.manual_seed(0)
+    glow = Glow(16, 2, 2, 16)
+    glow.initialize_actnorm(torch.rand(4, 3, 16, 16) - 0.5)
+    glow.cache_inverse()
+    vectors = 0.1 * torch.randn(2, glow.latent_dim)
+    base = BaseFunction(ImageResNet18(8, width=8), vectors, glow).eval()
+    z_g = torch.randn(2, glow.latent_dim, generator=torch.Generator().manual_seed(1))
+    return base, z_g
+
+
+def test_moves_and_casts_keep_the_cached_glow_inverses() -> None:
+    """The 1x1-convolution inverses are keyed on the parameters' storage; moving the base
+    function (``.to(device)``, casts) must not silently drop them."""
+    base, _ = _image_base()
+    convs = list(base.glow.invconvs())
+    base.double()
+    assert all(c._cached_inverse() is not None for c in convs)
+    assert all(c.inverse_cache.dtype == torch.float64 for c in convs)
+    base.float()
+    for conv in convs:
+        assert conv._cached_inverse() is not None
+        torch.testing.assert_close(conv.inverse_cache, conv.inverse_weight(), rtol=0, atol=0)
+
+
+def test_strict_float32_context_turns_tf32_off_and_restores() -> None:
+    import lassi.spec.center_smoothing as cs
+
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with cs._strict_float32(torch, torch.device("cuda")):
+            assert not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+        with cs._strict_float32(torch, torch.device("cpu")):  # nothing to change on the CPU
+            assert torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_image_path_on_cuda_matches_cpu_in_float32() -> None:
+    """E_L o D_G on CUDA: the cached inverses survive the move, every draw runs with TF32 off,
+    and the certificates agree with the CPU's to float32 rounding."""
+    base, z_g = _image_base()
+    params = CenterSmoothingParams(n0=300, n=400, delta=0.2, batch_size=128, epsilon=0.3, sigma=0.5)
+    cpu = [CenterSmoothing(base.for_latent(z), 2, params).certify(0, i) for i, z in enumerate(z_g)]
+    base.to("cuda")
+    assert all(c._cached_inverse() is not None for c in base.glow.invconvs())
+    flags = []
+    forward = base.encoder.forward
+    base.encoder.forward = lambda x: flags.append(torch.backends.cudnn.allow_tf32) or forward(x)
+    gpu = [
+        CenterSmoothing(base.for_latent(z.cuda()), 2, params).certify(0, i)
+        for i, z in enumerate(z_g)
+    ]
+    assert flags and not any(flags)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert a.status == b.status
+        np.testing.assert_allclose(b.center, a.center, rtol=1e-4, atol=1e-5)
+        assert b.r_cs == pytest.approx(a.r_cs, rel=1e-4, abs=1e-6)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 def test_certificates_on_cuda_match_cpu() -> None:

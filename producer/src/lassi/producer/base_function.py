@@ -111,6 +111,18 @@ class BaseFunction(nn.Module):
             self.glow.eval()
         return self
 
+    def _apply(self, fn, recurse=True):  # noqa: ANN001, ANN202 (torch's signature)
+        """``.to(device)`` and casts keep the Glow's cached 1x1-convolution inverses: they are
+        keyed on the parameters' storage, so a move would silently drop them and every decode
+        (each center-smoothing draw of the image path) would solve for them again."""
+        cached = self.glow is not None and any(
+            conv.inverse_cache is not None for conv in self.glow.invconvs()
+        )
+        out = super()._apply(fn, recurse)
+        if cached:
+            self.glow.cache_inverse()
+        return out
+
     def shift(self, z: Tensor, t: Tensor) -> Tensor:
         """z + t A (broadcasting: z [..., D] or [D], t [..., m])."""
         return shift(z, t, self.vectors)
