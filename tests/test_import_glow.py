@@ -236,3 +236,18 @@ def test_state_dict_saved_by_torch_is_not_unpickled_outside_weights_only(tmp_pat
     imported = read_artifact(out, expect=GlowArtifact).meta.imported
     assert imported.sha256 == hashlib.sha256(buffer.getvalue()).hexdigest()
     assert imported.file == "model_100000.pt" and imported.format == "rosinality/glow-pytorch"
+
+
+@pytest.mark.parametrize("size,levels", [(64, 4), (128, 5), (64, 3)], ids=["celeba64", "celeba128", "shapes3d"])
+def test_the_authors_released_glow_sizes_are_within_the_readers_bounds(size: int, levels: int) -> None:
+    """The authors' Glows (K = 32 steps, width 512, additive; CelebA 64 and FairFace L = 4,
+    CelebA 128 L = 5, 3D Shapes L = 3) pass the architecture check every reader applies
+    (built on the meta device: nothing allocated)."""
+    from lassi.regulator.training import build_glow
+    from lassi.spec.architecture import check_glow
+    from lassi.spec.models import GlowConfig
+
+    flow = GlowConfig(image_size=size, n_levels=levels, n_steps=32, hidden=512, coupling="additive")
+    with torch.device("meta"):
+        state = build_glow(flow).state_dict()
+    assert check_glow(flow, {"glow." + k: list(v.shape) for k, v in state.items()}) is None
