@@ -215,6 +215,7 @@ def test_define_discover_with_a_lassi_encoder_as_the_biased_classifier(chain, tm
         (["--method", "perpendicular"], "at least one --attribute"),
         (["--attribute", "orientation", "--method", "perpendicular", "--boundary-epochs", "0"],
          "epochs"),
+        (["--attribute", "orientation", "--task", "object_hue"], "not used by --method average"),
     ],
 )  # fmt: skip
 def test_define_refuses_bad_method_options(chain, tmp_path: Path, options, message) -> None:

@@ -362,8 +362,8 @@ class MethodConfig(BaseModel):
     step: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     def check(self, attributes: Sequence[str]) -> None:
-        """Refuse combinations the method cannot use (one line each)."""
-        name = self.method
+        """Refuse combinations the method cannot use (one line each, named as on the CLI)."""
+        name = "average" if self.method == "average_diff" else self.method
         if name in ("ramaswamy", "discover") and self.task is None:
             raise UsageError(None, f"--method {name} needs --task (the task it is computed against)")
         if name == "discover" and self.classifier is None:
@@ -378,7 +378,7 @@ class MethodConfig(BaseModel):
             raise UsageError(None, f"--method {name} needs at least one --attribute")
         if self.task is not None and self.task in attributes:
             raise UsageError(None, f"--task {self.task} is also a sensitive --attribute")
-        if name in ("average_diff", "perpendicular") and self.task is not None:
+        if name in ("average", "perpendicular") and self.task is not None:
             raise UsageError(None, f"--task is not used by --method {name}")
 
 

@@ -148,7 +148,7 @@ def define_spec(
     method = method or MethodConfig()
     learned = method.method != "average_diff"
     if learned and given is not None:
-        raise UsageError(None, f"--condition-on applies to --method average_diff, not {method.method}")
+        raise UsageError(None, f"--condition-on applies to --method average, not {method.method}")
     if not learned:
         method.check(attributes)
     if not epsilon > 0 or not np.isfinite(epsilon):
