@@ -205,7 +205,7 @@ class _Taker:
             return value
         if value.dtype not in FLOAT_DTYPES:
             raise refuse(self.where, f"tensor '{key}' has dtype {value.dtype}, expected a float")
-        value = value.to(torch.float64)
+        value = value.to(torch.float32)  # the dtype of this project's Glow
         if not torch.isfinite(value).all():
             raise refuse(self.where, f"tensor '{key}' contains NaN or Inf")
         return value
@@ -229,16 +229,16 @@ def _actnorm(take: _Taker, src: str, channels: int) -> dict[str, Tensor]:
     scale = take(src + "scale", (1, channels, 1, 1))
     if not (scale > 0).all():
         raise refuse(take.where, f"tensor '{src}scale' has entries <= 0 (log-scale ActNorm needs a positive scale)")
-    return {"loc": loc, "logs": torch.log(scale), "initialized": torch.tensor(True)}
+    return {"loc": loc, "logs": torch.log(scale.double()).float(), "initialized": torch.tensor(True)}
 
 
 def _invconv_lu(take: _Taker, src: str, c: int) -> dict[str, Tensor]:
     """InvConv2dLU: W = w_p (w_l * l_mask + l_eye) (w_u * u_mask + diag(s_sign * exp(w_s)))."""
     where = take.where
     masks = {
-        "u_mask": torch.triu(torch.ones(c, c, dtype=torch.float64), 1),
-        "l_mask": torch.tril(torch.ones(c, c, dtype=torch.float64), -1),
-        "l_eye": torch.eye(c, dtype=torch.float64),
+        "u_mask": torch.triu(torch.ones(c, c), 1),
+        "l_mask": torch.tril(torch.ones(c, c), -1),
+        "l_eye": torch.eye(c),
     }
     for name, expected in masks.items():
         if not torch.equal(take(src + name, (c, c)), expected):
@@ -264,7 +264,7 @@ def _invconv_lu(take: _Taker, src: str, c: int) -> dict[str, Tensor]:
 def _invconv_plain(take: _Taker, src: str, c: int) -> dict[str, Tensor]:
     """InvConv2d (``--no_lu``): its weight W = P L U (partial pivoting, float64); the log-det
     sum(log|diag U|) equals its slogdet."""
-    weight = take(src + "weight", (c, c, 1, 1))[:, :, 0, 0]
+    weight = take(src + "weight", (c, c, 1, 1))[:, :, 0, 0].double()
     perm, lower, upper = torch.linalg.lu(weight)
     s = torch.diagonal(upper)
     if not (s.abs() > 0).all():
@@ -289,7 +289,7 @@ def _zero_conv(take: _Taker, src: str, c_in: int, c_out: int) -> dict[str, Tenso
 def _top_prior(take: _Taker, src: str, c: int, size: int) -> dict[str, Tensor]:
     """The last block's prior is ZeroConv2d(zeros): a constant mean and log-sd per position
     (the ones padding makes the border differ), computed here once in float64."""
-    conv = _zero_conv(take, src, c, 2 * c)
+    conv = {k: v.double() for k, v in _zero_conv(take, src, c, 2 * c).items()}
     padded = F.pad(torch.zeros(1, c, size, size, dtype=torch.float64), [1, 1, 1, 1], value=1.0)
     out = F.conv2d(padded, conv["conv.weight"], conv["conv.bias"]) * torch.exp(conv["scale"] * 3)
     mean, log_sd = out.chunk(2, dim=1)
@@ -359,20 +359,25 @@ def import_glow(checkpoint: str | Path, out: str | Path, image_size: int, n_bits
     """Convert a rosinality/glow-pytorch checkpoint into a ``glow`` artifact at ``out``."""
     from lassi.regulator import TOOL
     from lassi.spec import GlowArtifact, Preprocessing, write_artifact
+    from lassi.spec.files import forget
     from lassi.spec.io import sha256_bytes
     from lassi.spec.models import GlowImport
     from lassi.spec.torch_state import module_tensors
 
     checkpoint, out = Path(checkpoint), Path(out)
     state, data = read_state_dict(checkpoint)
+    digest = sha256_bytes(data)
+    del data
+    forget(checkpoint)  # the command's pinned copy of the bytes: the tensors are loaded
     glow, plain = convert_state_dict(state, image_size, n_bits, checkpoint)
+    del state
     flow = glow_config_of(glow)
     meta = GlowArtifact(
         tool=TOOL,
         flow=flow,
         preprocessing=Preprocessing.for_flow(flow),
         imported=GlowImport(
-            format=FORMAT, file=checkpoint.name[:200] or "checkpoint", sha256=sha256_bytes(data),
+            format=FORMAT, file=checkpoint.name[:200] or "checkpoint", sha256=digest,
             plain_convs=plain,
         ),
     )
