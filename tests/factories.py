@@ -153,6 +153,14 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             "classifier.bias": np.zeros(10, dtype=np.float32),
         }
     if kind == "verification_report":
+        # per-sample outcomes (certified x3, abstained, not certified, repeated) and the summary
+        # that is their own fractions (a report's summary must agree with its statuses)
+        status = np.resize(np.array([0, 0, 0, 3, 1], dtype=np.uint8), n)
+        prediction = np.where(status == 3, -1, 0).astype(np.int64)
+
+        def frac(mask: np.ndarray) -> float:
+            return float(mask.sum()) / n if n else 0.0
+
         meta = VerificationReport(
             tool=tool,
             n_samples=n,
@@ -163,22 +171,22 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             certificate=CERT,
             summary=ReportSummary(
                 n=n,
-                accuracy=0.8,
-                certified_fairness=0.6,
-                certified_fair_and_accurate=0.6,
+                accuracy=frac(prediction == 0),
+                certified_fairness=frac(status == 0),
+                certified_fair_and_accurate=frac(status == 0),
                 abstain_center=0.0,
-                abstain_classifier=0.2,
-                not_certified=0.2,
+                abstain_classifier=frac(status == 3),
+                not_certified=frac(status == 1),
                 guarantee_probability=0.989,
             ),
             parents={"classifier": HASH_B, "representations": HASH_B, "similarity_spec": HASH_A},
         )
         return meta, {
             "ids": np.arange(n, dtype=np.int64),
-            "prediction": np.zeros(n, dtype=np.int64),
+            "prediction": prediction,
             "radius": np.ones(n, dtype=np.float32),
             "r_cs": np.ones(n, dtype=np.float32) / 2,
-            "status": np.zeros(n, dtype=np.uint8),
+            "status": status,
             "labels": np.zeros(n, dtype=np.int64),
         }
     if kind == "checkpoint":

@@ -417,9 +417,9 @@ def parse_header(
 
 
 def _refuse_diverged(meta: ArtifactBase, arrays: Mapping[str, np.ndarray], path: Path | str) -> None:
-    """NaN or Inf about to be written means the computation that made them diverged (a training
-    run whose loss blew up, most often): say so (exit 2), rather than blame the file being
-    written as if it were an invalid artifact."""
+    """NaN or Inf about to be written into a checkpoint or a model's weights means the training
+    that made them diverged: say so (exit 2), rather than blame the file being written as if it
+    were an invalid artifact. (NaN in other tensors stays the writer's refusal, exit 3.)"""
     for name in sorted(arrays):
         array = arrays[name]
         if array.dtype.kind != "f" or _finite(array):
@@ -436,11 +436,6 @@ def _refuse_diverged(meta: ArtifactBase, arrays: Mapping[str, np.ndarray], path:
                 f"training diverged (weight '{name}' of the {meta.kind} is NaN or Inf); lower "
                 f"--lr and run again (nothing was written to {Path(path).name})",
             )
-        raise UsageError(
-            path,
-            f"tensor '{name}' computed for it is NaN or Inf (a model that diverged, or "
-            "inputs out of range); nothing was written",
-        )
 
 
 def write_artifact(path: str | Path, meta: ArtifactBase, tensors: Mapping[str, Any]) -> str:

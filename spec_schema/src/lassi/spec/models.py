@@ -652,6 +652,14 @@ class CertificateParams(Model):
             raise ValueError("beta must be >= 1")
         if self.n0 < 2 or max(self.n0, self.n) > MAX_SMOOTHING_SAMPLES:
             raise ValueError(f"need 2 <= n0 and n0, n <= {MAX_SMOOTHING_SAMPLES}")
+        # the replay builds these parameters; settings it refuses (exact bounds with which no
+        # sample can ever certify) are refused here, not as an internal error of the audit
+        from lassi.spec.center_smoothing import CenterSmoothingParams  # (imports this module)
+
+        try:
+            CenterSmoothingParams.from_certificate(self)
+        except ValueError as error:
+            raise ValueError(f"the certificate cannot be replayed: {error}") from None
         return self
 
 
