@@ -353,3 +353,46 @@ def test_sensitive_labels_only_those_asked_for():
         ["Pale_Skin", "Smiling"], ["Pale_Skin"])  # fmt: skip
     assert choose_labels(source, sim, "Smiling", None, True) == (
         ["Pale_Skin", "Smiling", "Young"], ["Pale_Skin", "Young"])  # fmt: skip
+
+
+class RecordingBar:
+    """A stand-in for tqdm that records every postfix a loop sets (what a user would read)."""
+
+    postfixes: list[dict] = []
+
+    def __init__(self, iterable=None, **kwargs):
+        self.iterable = iterable if iterable is not None else []
+        self.desc = kwargs.get("desc", "")
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_postfix(self, ordered=None, refresh=True, **fields):
+        RecordingBar.postfixes.append({**(ordered or {}), **fields, "desc": self.desc})
+
+    def update(self, n=1):
+        pass
+
+    def write(self, text):
+        print(text)
+
+    def close(self):
+        pass
+
+
+def test_training_bars_say_what_their_figures_are(monkeypatch):
+    """C_L's bar shows this epoch's running training loss and accuracy under noise, named so,
+    and says that its epoch count is a cap when stopping early."""
+    import torch
+
+    import lassi.consumer.classifier as classifier
+
+    monkeypatch.setattr(classifier, "tqdm", RecordingBar)
+    RecordingBar.postfixes = []
+    z = torch.randn(300, 2, generator=torch.Generator().manual_seed(0))
+    y = (z[:, 0] > 0).long()
+    classifier.train_classifier(classifier.make_classifier("linear", 2, 2), z, y, 0.5, epochs=2,
+                                z_val=z[:50], y_val=y[:50], patience=3)  # fmt: skip
+    last = RecordingBar.postfixes[-1]
+    assert set(last) == {"train_loss", "train_acc_noisy", "desc"}
+    assert last["desc"] == "C_L epoch 2/2 (at most; early stopping)"

@@ -354,3 +354,31 @@ def test_define_names_each_attributes_vector_kind(chain, celeba, tmp_path):
                            "--fidelity-images", "2", "--out", tmp_path / "s.safetensors"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "1 vectors (Pale_Skin: halves)" in result.output and "pairs" not in result.output
+
+
+def test_glow_and_encoder_bars_say_what_their_figures_are(chain, tmp_path, monkeypatch):
+    """train-glow's bits/dim is a moving average (bpd_ema) and its throughput the latest
+    step's (last_img_s); the encoder's loss terms are the latest batch's (batch_...)."""
+    from test_consumer_outcomes import RecordingBar
+
+    import lassi.producer.training as producer_training
+    import lassi.regulator.training as regulator_training
+    from lassi.producer.cli import main as producer
+    from lassi.regulator.cli import main as regulator
+
+    for module in (regulator_training, producer_training):
+        monkeypatch.setattr(module, "tqdm", RecordingBar)
+    RecordingBar.postfixes = []
+    result = invoke(regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "1", "--hidden",
+                                "8", "--steps", "2", "--batch-size", "8", "--warmup", "1",
+                                "--out", tmp_path / "g.safetensors"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(RecordingBar.postfixes[-1]) == {"bpd_ema", "last_img_s", "desc"}
+    RecordingBar.postfixes = []
+    result = invoke(producer, ["train", "--spec", chain["spec"], *DATA, "--task", "object_hue",
+                               "--hidden", "16", "--k", "4", "--epochs", "1", "--batch-size", "200",
+                               "--lambda-adv", "0.1", "--attack-points", "2",
+                               "--out", tmp_path / "e.safetensors"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    terms = set(RecordingBar.postfixes[-1]) - {"desc"}
+    assert terms and all(name.startswith("batch_") for name in terms), terms

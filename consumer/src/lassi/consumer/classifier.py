@@ -248,7 +248,7 @@ def train_classifier(
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(
             range(0, len(z), batch_size),
-            desc=f"C_L epoch {epoch}/{epochs}",
+            desc=f"C_L epoch {epoch}/{epochs}" + (" (at most; early stopping)" if patience else ""),
             disable=not progress,
             leave=False,
         )
@@ -271,8 +271,10 @@ def train_classifier(
             total_loss += float(loss.detach()) * len(index)
             correct += int((logits.detach().argmax(dim=1) == targets).sum())
             seen += len(index)
-            bar.set_postfix(
-                loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}", refresh=False
+            bar.set_postfix(  # this epoch's running training figures, under noise
+                train_loss=f"{total_loss / seen:.4f}",
+                train_acc_noisy=f"{correct / seen:.3f}",
+                refresh=False,
             )
         history["epoch"].append(epoch)
         history["loss"].append(total_loss / seen)
@@ -379,10 +381,10 @@ def train_consumer_classifier(
     names = class_names(bundle.meta, task)
     label, rate = majority_rate(y_all[val] if n_val else y_all[train])
     accuracy = noisy if noisy is not None else history["train_accuracy_noisy"][-1]
-    what = (
-        f"validation accuracy under noise sigma_cls={sigma:g}"
+    what = (  # named as the --sigma auto table names it
+        f"held-out accuracy under noise (sigma_cls = {sigma:g})"
         if noisy is not None
-        else f"training accuracy under noise sigma_cls={sigma:g}"
+        else f"training accuracy under noise (sigma_cls = {sigma:g})"
     )
     warning = majority_warning(accuracy, what, label, rate, names)
     parents = {"representations": bundle.sha256}

@@ -328,8 +328,8 @@ def _train_encoder(
             ranks.average_gradients(params)
             optimizer.step()
             correct += int((logits.argmax(1) == y).sum())  # (one sync per step)
-            bar.set_postfix(
-                {k: f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False
+            bar.set_postfix(  # the latest batch's loss terms, labelled as such
+                {f"batch_{k}": f"{float(v.detach()):.3f}" for k, v in terms.items()}, refresh=False
             )
             bar.update(1)
         if ranks.active:

@@ -265,7 +265,10 @@ def _train_glow(
         bpd_avg = value if math.isnan(bpd_avg) else 0.95 * bpd_avg + 0.05 * value
         elapsed = time.perf_counter() - t0
         seconds += elapsed
-        bar.set_postfix(bpd=f"{bpd_avg:.3f}", img_s=f"{len(ids) / elapsed:.0f}", refresh=False)
+        # labelled as what they are: a moving average of bits/dim, the latest step's throughput
+        bar.set_postfix(
+            bpd_ema=f"{bpd_avg:.3f}", last_img_s=f"{len(ids) / elapsed:.0f}", refresh=False
+        )
         bar.update(1)
         if ranks.is_main and (step + 1) % config.checkpoint_every == 0 and step + 1 < config.steps:
             save_checkpoint(
