@@ -5,7 +5,7 @@ checksum (epsilon, attributes, centers, summaries), resource bombs (devices, hug
 path tricks (outputs onto inputs, onto devices, over keys), terminal escapes, lax JSON.
 Every CLI case ends with its documented exit status, one line naming the file, no traceback,
 no output or temporary file left, and every input byte-identical afterwards. The corpus holds
-``len(CLI_CASES)`` CLI cases (61, asserted below) plus the API-level and hypothesis tests.
+``len(CLI_CASES)`` CLI cases (63, asserted below) plus the API-level and hypothesis tests.
 """
 
 from __future__ import annotations
@@ -465,9 +465,23 @@ def _one_class_bundle(chain, tmp):
 
 
 def _diverging_training(chain, tmp):
-    args = ["train", "--bundle", str(chain["train"]), "--task", "object_hue", "--sigma", "0.5", "--lr", "1e37",
-            "--epochs", "2", "--quiet", "--out", str(tmp / "c.safetensors")]
-    return consumer, args, "--lr", [chain["train"]]
+    """Representations of scale 1e37 (finite float32): the loss overflows in the first epoch."""
+    bad = forge(chain["train"], tmp / "huge.safetensors",
+                tensor_edit=lambda t: t.__setitem__("z", (t["z"] * np.float32(1e37)).astype(np.float32)))
+    args = ["train", "--bundle", str(bad), "--task", "object_hue", "--sigma", "0.5", "--epochs", "2", "--quiet",
+            "--out", str(tmp / "c.safetensors")]
+    return consumer, args, "--lr", [bad]
+
+
+def _lr(role: str, value: str):
+    def build(chain, tmp):
+        if role == "consumer":
+            args = ["train", "--bundle", str(chain["train"]), "--task", "object_hue", "--lr", value,
+                    "--out", str(tmp / "c.safetensors")]
+            return consumer, args, "--lr", [chain["train"]]
+        return regulator, ["train-glow", "--lr", value, "--out", str(tmp / "g.safetensors")], "--lr", []
+
+    return build
 
 
 def _checkpoint_with_short_rows(chain, tmp):
@@ -569,13 +583,15 @@ CLI_CASES = [
             "disagrees with the per-sample statuses"),
     CliCase("one_class_bundle", _one_class_bundle, USAGE, "a classifier needs at least two"),
     CliCase("diverging_training", _diverging_training, USAGE, "training diverged"),
+    CliCase("lr_nan", _lr("consumer", "nan"), USAGE, "--lr must be a finite number"),
+    CliCase("lr_overflows_float32", _lr("train-glow", "1e38"), USAGE, "--lr must be a finite number"),
     CliCase("checkpoint_with_short_rows", _checkpoint_with_short_rows, INVALID, "checkpoint is damaged"),
     CliCase("predict_names_the_onnx_file", _predict_names_the_onnx_file, INVALID, "num_classes"),
 ]
 
 
 def test_cli_corpus_size() -> None:
-    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 61
+    assert len({c.name for c in CLI_CASES}) == len(CLI_CASES) == 63
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])

@@ -53,13 +53,16 @@ class LassiGroup(click.Group):
     """A click group that reports errors as one line and a class-specific exit status.
 
     Every ``--threads`` option of its commands is checked against the machine
-    (:func:`check_threads`), however the command declared it.
+    (:func:`check_threads`), however the command declared it, and every ``--lr`` is a finite
+    step size in (0, ``MAX_LR``] before any work.
     """
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         for param in cmd.params:
             if param.name == "threads" and getattr(param, "callback", None) is not _threads_callback:
                 param.callback = _chained(param.callback)
+            if param.name == "lr" and getattr(param, "callback", None) is None:
+                param.callback = _lr_callback
         super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -321,6 +324,19 @@ def check_threads(threads: int | None, option: str = "--threads") -> int | None:
             f"got {threads}",
         )
     return threads
+
+
+MAX_LR = 1e3  # Adam's step size: far above any useful value, far below float32's overflow
+
+
+def _lr_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """``--lr``: a finite Adam step size in (0, MAX_LR]; larger ones only diverge (or overflow
+    float32 inside the optimiser, an error no user could read)."""
+    if value is not None and not (isinstance(value, float) and 0 < value <= MAX_LR):
+        from lassi.spec.errors import UsageError
+
+        raise UsageError(None, f"--lr must be a finite number in (0, {MAX_LR:g}], got {value!r}")
+    return value
 
 
 def _threads_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
