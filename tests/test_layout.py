@@ -67,7 +67,8 @@ def test_consumer_imports_without_regulator_or_producer() -> None:
 
 
 def test_no_unpickling_anywhere() -> None:
-    """No pickle, torch.load or allow_pickle=True in the packages, scripts or benchmarks."""
+    """No pickle, allow_pickle=True or torch.load without weights_only=True in the packages,
+    scripts or benchmarks (the one torch.load, import-glow's, refuses every non-tensor object)."""
     import re
 
     pattern = re.compile(r"import pickle|pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True")
@@ -85,6 +86,6 @@ def test_no_unpickling_anywhere() -> None:
         for folder in folders
         for path in (ROOT / folder).rglob("*.py")
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if pattern.search(line)
+        if pattern.search(line) and not ("torch.load(" in line and "weights_only=True" in line)
     ]
     assert offenders == []
