@@ -339,7 +339,13 @@ def results_table(report: dict[str, Any], command: str, results_file: str) -> di
                 ]
             )
     notes = [
-        f"Dense float32 matmul peak measured in the same run: {report['matmul_peak_gflops']:.0f} GFLOP/s.",
+        f"Dense float32 matmul peak measured in the same run: {report['matmul_peak_gflops']:.0f} GFLOP/s "
+        f"with {report['threads']} thread(s)"
+        + (
+            f", {report['matmul_peak_gflops_1_thread']:.0f} GFLOP/s with 1."
+            if "matmul_peak_gflops_1_thread" in report
+            else "."
+        ),
         f"Timed on {report['sizes'][0]['draws_timed']} draws per variant after one warm-up batch; "
         "per-sample figures are extrapolations: per-image cost × (2 n0 + n) evaluations + the "
         "step-1 selection timed on random [n0, k] outputs.",
@@ -443,6 +449,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "matmul_peak_gflops": matmul_peak(device, args.peak_size),
         "sizes": [],
     }
+    if device.type == "cpu" and threads > 1:  # the "1 thread" variant's own peak
+        torch.set_num_threads(1)
+        report["matmul_peak_gflops_1_thread"] = matmul_peak(device, args.peak_size)
+        torch.set_num_threads(threads)
     for size in sizes:
         report["sizes"].append(
             run_size(
