@@ -18,7 +18,7 @@ from lassi.producer.encode import encode_split
 from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import define_spec, load_glow
-from lassi.spec import LossWeights, UsageError, read_artifact
+from lassi.spec import DataProvenance, LossWeights, UsageError, read_artifact
 from lassi.spec.binding import read_spec_header
 from lassi.spec.center_smoothing import CenterSmoothingParams
 
@@ -34,6 +34,13 @@ def regulator_data(glow_path: Path) -> DatasetConfig:
 def data_config(glow_path: Path, correlate: str) -> DatasetConfig:
     """The producer's data: the Glow's splits, the train split correlated as ``correlate`` says."""
     return regulator_data(glow_path).model_copy(update={"correlate": correlate})
+
+
+def same_data(recorded: DataProvenance, wanted: DataProvenance) -> bool:
+    """Whether an artifact's recorded data is the data a configuration names: the same source,
+    split, size, seed and options (how the artifact hashed the content is not part of it)."""
+    fields = ("dataset", "split", "n_samples", "seed", "options")
+    return all(getattr(recorded, f) == getattr(wanted, f) for f in fields)
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,7 @@ class Workspace:
                 and (t.epochs, t.batch_size, t.lr, t.seed, t.keep)
                 == (config.epochs, config.batch_size, config.lr, config.seed, config.keep)
                 and config.max_train is None
-                and card.data == config.data.provenance("train", card.data.n_samples)
+                and same_data(card.data, config.data.provenance("train", card.data.n_samples))
             )
             if same:
                 out.parent.mkdir(parents=True, exist_ok=True)
