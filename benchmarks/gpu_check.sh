@@ -69,11 +69,13 @@ else
     done
     if ((${#missing[@]})); then
         echo "gpu_check: installing what the machine lacks: ${missing[*]}"
-        if [[ -d $WHEELS ]]; then
-            "${PIP[@]}" --no-index --find-links "$WHEELS" "${missing[@]}"
-        else
-            "${PIP[@]}" "${missing[@]}"
-        fi || echo "gpu_check: could not install all of ${missing[*]}; the steps needing them fail" >&2
+        for req in "${missing[@]}"; do  # one at a time: one absent wheel does not block the rest
+            if [[ -d $WHEELS ]]; then
+                "${PIP[@]}" --no-index --find-links "$WHEELS" "$req"
+            else
+                "${PIP[@]}" "$req"
+            fi || echo "gpu_check: could not install $req; the steps needing it fail" >&2
+        done
     fi
     # --no-deps: the machine's torch stays; the dependencies were handled above.
     "${PIP[@]}" --no-deps --no-build-isolation \
