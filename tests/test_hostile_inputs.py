@@ -750,3 +750,20 @@ def test_a_2gb_sparse_artifact_is_refused_within_1gib(
     assert peak < GIB // 1024, f"train: peak {peak} KiB"
     assert not out.exists() and (bad.stat().st_size, bad.stat().st_mtime_ns) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.safetensors", "k.key", "k.key.pub"]
+
+
+def test_a_2gb_sparse_onnx_is_refused_within_1gib(chain: dict[str, Path], tmp_path: Path) -> None:
+    """An ONNX graph is parsed from memory, so its framing (the top-level protobuf fields must
+    end exactly at the end of the file) is checked from the field headers first: a valid graph
+    padded to 2 GB is refused without reading the padding."""
+    import onnx
+
+    good = tmp_path / "model.onnx"
+    onnx.save(_onnx_model([("z", 2)]), str(good))
+    assert CliRunner().invoke(consumer, ["inspect", str(good)]).exit_code == 0
+    bad = _sparse(tmp_path / "big.onnx", good.read_bytes(), 2 * GIB)
+    for args in (["inspect", str(bad)], ["predict", "--onnx", str(bad), "--bundle", str(chain["test"])]):
+        status, lines, peak = run_measured("consumer", args)
+        assert status == INVALID and len(lines) == 1, lines
+        assert bad.name in lines[0] and "not a readable ONNX model (no valid field at byte" in lines[0]
+        assert peak < GIB // 1024, f"{args[0]}: peak {peak} KiB"

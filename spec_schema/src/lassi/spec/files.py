@@ -239,6 +239,62 @@ def read_file(path: str | Path, limit: int, what: str = "a file") -> bytes:
     return data
 
 
+MAX_TOP_LEVEL_FIELDS = 1_000_000
+
+
+def _varint(fd: int, offset: int, size: int) -> tuple[int, int] | None:
+    """(value, next offset) of the protobuf varint at ``offset``, or None if malformed."""
+    data = os.pread(fd, 10, offset)
+    value = 0
+    for i, byte in enumerate(data):
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return (value, offset + i + 1) if offset + i + 1 <= size else None
+    return None
+
+
+def protobuf_framing_problem(path: str | Path, limit: int, what: str = "a file") -> str | None:
+    """Why the file is not a sequence of well-formed top-level protobuf fields that ends exactly
+    at its end (None if it is), checked by reading only the field headers: a multi-GB file of
+    zeros, or a valid message followed by padding, is refused before it is read whole (an ONNX
+    graph can only be parsed from memory)."""
+    path = Path(path)
+    fd, size = _open_regular(path, what)
+    try:
+        if size > limit:
+            raise InvalidArtifactError(path, f"is {size} bytes, over the limit of {limit} for {what}")
+        offset, fields = 0, 0
+        while offset < size:
+            fields += 1
+            if fields > MAX_TOP_LEVEL_FIELDS:
+                return f"more than {MAX_TOP_LEVEL_FIELDS} top-level fields"
+            tag = _varint(fd, offset, size)
+            if tag is None or tag[0] >> 3 == 0:
+                return f"no valid field at byte {offset}"
+            wire, offset = tag[0] & 7, tag[1]
+            if wire == 0:
+                value = _varint(fd, offset, size)
+                if value is None:
+                    return f"a malformed number at byte {offset}"
+                offset = value[1]
+            elif wire == 1 or wire == 5:
+                offset += 8 if wire == 1 else 4
+            elif wire == 2:
+                length = _varint(fd, offset, size)
+                if length is None:
+                    return f"a malformed length at byte {offset}"
+                offset = length[1] + length[0]
+            else:
+                return f"an unsupported field encoding at byte {offset}"
+            if offset > size:
+                return f"a field that runs past the end of the file ({size} bytes)"
+        return None
+    except OSError as error:
+        raise UsageError(path, f"cannot read ({error.strerror})") from None
+    finally:
+        os.close(fd)
+
+
 def check_regular_input(path: str | Path, what: str = "a file") -> None:
     """Refuse (without blocking) a path that is missing or not a regular file."""
     fd, _ = _open_regular(Path(path), what)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lassi.spec.errors import InvalidArtifactError, printable, validation_message
-from lassi.spec.files import read_file
+from lassi.spec.files import protobuf_framing_problem, read_file
 from lassi.spec.io import atomic_path
 
 STANDARD_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}
@@ -105,7 +105,13 @@ def load_checked_onnx(
 
 
 def onnx_bytes(path: str | Path) -> bytes:
-    """The model file's bytes, read once and bounded; build sessions from these, not the path."""
+    """The model file's bytes, read once and bounded; build sessions from these, not the path.
+    The file's top-level protobuf framing is checked first from the field headers alone
+    (``lassi.spec.files.protobuf_framing_problem``), so padding or a file of zeros is refused
+    before the whole file is read into memory."""
+    problem = protobuf_framing_problem(path, MAX_ONNX_BYTES, "an ONNX model")
+    if problem is not None:
+        raise InvalidArtifactError(path, f"not a readable ONNX model ({problem})")
     return read_file(path, MAX_ONNX_BYTES, "an ONNX model")
 
 
