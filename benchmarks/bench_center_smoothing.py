@@ -35,7 +35,7 @@ except ImportError:  # not installed: use the source tree
     sys.path[:0] = [str(d) for d in SRC_DIRS]
 
 from lassi.producer.base_function import BaseFunction  # noqa: E402
-from lassi.producer.encoders import LatentMLP  # noqa: E402
+from lassi.regulator.encoders import LatentMLP  # noqa: E402
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
 
 LATENT_DIM = 3 * 64 * 64

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from lassi.producer.base_function import BaseFunction
-from lassi.producer.encoders import LatentMLP
+from lassi.regulator.encoders import LatentMLP
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 from lassi.spec.executors import RayExecutor
 from lassi.spec.io import atomic_write_bytes

@@ -51,7 +51,7 @@ except ImportError:  # not installed: use the source tree
     sys.path[:0] = [str(ROOT / d / "src") for d in ("spec_schema", "regulator", "producer")]
 
 from lassi.producer.base_function import BaseFunction  # noqa: E402
-from lassi.producer.encoders import ImageResNet18  # noqa: E402
+from lassi.regulator.encoders import ImageResNet18  # noqa: E402
 from lassi.regulator.glow import Glow  # noqa: E402
 from lassi.spec.center_smoothing import (  # noqa: E402
     CenterSmoothing,

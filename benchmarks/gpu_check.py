@@ -77,7 +77,7 @@ def latent_path(device: str, n0: int, n: int, samples: int, tiny: bool = False) 
     import torch
 
     from lassi.producer.base_function import BaseFunction
-    from lassi.producer.encoders import LatentMLP
+    from lassi.regulator.encoders import LatentMLP
     from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 
     dev = torch.device(device)

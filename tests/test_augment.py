@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from factories import DATA, run
 from lassi.producer.base_function import BaseFunction
 from lassi.producer.cli import main as producer
-from lassi.producer.encoders import LatentMLP
 from lassi.producer.losses import LassiLoss, augmented_latents, sample_ball
+from lassi.regulator.encoders import LatentMLP
 from lassi.spec import EXIT_CODES, EncoderCard, read_artifact
 
 TRAIN = ["--task", "object_hue", "--hidden", "32", "--k", "8", "--epochs", "1", "--batch-size", "64",

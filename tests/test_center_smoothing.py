@@ -21,12 +21,6 @@ from scipy.stats import norm
 
 import lassi.spec.center_smoothing as cs_module
 from lassi.producer.base_function import BaseFunction
-from lassi.producer.encoders import (
-    AuxClassifier,
-    ImageResNet18,
-    LatentDecoder,
-    LatentMLP,
-)
 from lassi.producer.losses import (
     LassiLoss,
     adversarial_loss,
@@ -34,6 +28,12 @@ from lassi.producer.losses import (
     random_attack,
     sample_attack,
     sample_ball,
+)
+from lassi.regulator.encoders import (
+    AuxClassifier,
+    ImageResNet18,
+    LatentDecoder,
+    LatentMLP,
 )
 from lassi.spec.center_smoothing import (
     CenterSmoothing,
@@ -548,8 +548,8 @@ def test_adversarial_and_combined_loss() -> None:
 
 def test_random_attack_affine_matches_the_plain_attack() -> None:
     """The first-layer-once attack picks the same candidates as the plain random attack."""
-    from lassi.producer.encoders import LatentMLP
     from lassi.producer.losses import random_attack
+    from lassi.regulator.encoders import LatentMLP
 
     torch.manual_seed(0)
     mlp = LatentMLP(24, (16, 8), 6).double()

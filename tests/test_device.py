@@ -164,7 +164,7 @@ def test_device_distances_equal_numpy_distances() -> None:
 def _affine_base():
     """A small latent-MLP base function f(t) of one latent (the affine trick), in eval mode."""
     from lassi.producer.base_function import BaseFunction
-    from lassi.producer.encoders import LatentMLP
+    from lassi.regulator.encoders import LatentMLP
 
     sim = similarity_set(m=3)
     torch.manual_seed(0)
@@ -193,7 +193,7 @@ def test_center_smoothing_device_branch_matches_host_branch(monkeypatch: pytest.
 def _image_base():
     """A tiny image-path base E_L(D_G(z)) (Glow 16x16, ResNet-18 width 8), inverses cached."""
     from lassi.producer.base_function import BaseFunction
-    from lassi.producer.encoders import ImageResNet18
+    from lassi.regulator.encoders import ImageResNet18
     from lassi.regulator.glow import Glow
 
     torch.manual_seed(0)

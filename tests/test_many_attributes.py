@@ -12,10 +12,10 @@ import torch
 from factories import similarity_set
 from lassi.producer.base_function import BaseFunction, load_encoder
 from lassi.producer.encode import encode_split
-from lassi.producer.encoders import LatentMLP
 from lassi.producer.losses import random_attack
 from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig
+from lassi.regulator.encoders import LatentMLP
 from lassi.spec import CenterStatus, LossWeights, read_artifact
 from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
 

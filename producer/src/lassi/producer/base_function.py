@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from lassi.producer.encoders import ImageResNet18, LatentMLP
+from lassi.regulator.encoders import ImageResNet18, LatentMLP
 from lassi.regulator.glow import Glow
 from lassi.regulator.similarity import SimilaritySet, shift
 from lassi.spec import EncoderCard, UsageError, read_artifact

@@ -25,7 +25,6 @@ from torch import nn
 from tqdm import tqdm
 
 from lassi.producer.base_function import BaseFunction, build_base_function, load_spec
-from lassi.producer.encoders import AuxClassifier, LatentDecoder
 from lassi.producer.latents import TOOL, glow_latents_of
 from lassi.producer.losses import (
     LassiLoss,
@@ -35,6 +34,7 @@ from lassi.producer.losses import (
     sample_attack,
 )
 from lassi.regulator.data_config import DatasetConfig, make_source
+from lassi.regulator.encoders import AuxClassifier, LatentDecoder
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import (
     AttackSet,

@@ -301,10 +301,7 @@ def classifier_probability(
     Returns p(z) = softmax(aux(E_L(·)))[class_index] on latents (a latent encoder reads z
     itself, the same as reading D_G(z) since E_G(D_G(z)) = z; an image encoder reads D_G(z)),
     the artifact's SHA-256 and its task. Frozen, eval mode; gradients flow to z only."""
-    try:
-        from lassi.producer.encoders import AuxClassifier, ImageResNet18, LatentMLP
-    except ImportError:  # pragma: no cover - the regulator installed without the producer
-        raise UsageError(path, "discover reads a lassi encoder: install lassi-producer") from None
+    from lassi.regulator.encoders import AuxClassifier, ImageResNet18, LatentMLP
     from lassi.spec import EncoderCard, read_artifact
     from lassi.spec.torch_state import load_module
 

@@ -1,4 +1,9 @@
-"""The producer's fair encoder E_L and its auxiliary heads.
+"""The fair encoder E_L's architectures and its auxiliary heads (Sec. 4.2).
+
+The producer trains E_L (``lassi.producer.training``); the architectures live in the regulator's
+package because the regulator also runs a given encoder: ``define --method discover`` learns
+directions along which a (biased) lassi encoder's prediction changes most. The producer builds on
+the regulator (spec ← regulator ← producer), so both import them from here without a cycle.
 
 The authors' default E_L (their published code, eth-sri/lassi) works directly on the flattened Glow latent,
 MLP 3HW → 2048 → 1024 (Linear + BatchNorm + ReLU) → Linear 512 → BatchNorm1d(512, affine=False);
