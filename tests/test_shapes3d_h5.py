@@ -278,3 +278,25 @@ def test_config_and_options(h5_root: Path) -> None:
     assert config.provenance("train", 10).options["n_train"] == 10
     with pytest.raises(ValueError, match="data-root"):
         DatasetConfig(dataset="shapes3d-h5")
+
+
+def test_caches_are_keyed_by_the_stored_rows_not_the_path(h5_root: Path, tmp_path: Path) -> None:
+    """Latent caches and checkpoints over an h5 file are keyed by the rows' bytes: a copy at
+    another path keeps the key, another image in the same rows changes it."""
+    from lassi.producer.latents import generator_parameters
+
+    ids = make_splits(correlate=CORRELATE, **SPLITS)["test"][:8]
+    copy_root, changed_root = tmp_path / "copy", tmp_path / "changed"
+    copy_root.mkdir()
+    changed_root.mkdir()
+    (copy_root / "3dshapes.h5").write_bytes((h5_root / "3dshapes.h5").read_bytes())
+    write_h5(changed_root / "3dshapes.h5", ids)
+    with h5py.File(changed_root / "3dshapes.h5", "r+") as f:
+        f["images"][int(ids[3])] = 255 - f["images"][int(ids[3])]
+
+    def key(root: Path) -> dict:
+        config = DatasetConfig(dataset="shapes3d-h5", root=root, image_size=SMALL, **SPLITS)
+        return generator_parameters(config, make_source(config), ids)
+
+    assert key(copy_root) == key(h5_root)
+    assert key(changed_root)["rows_sha256"] != key(h5_root)["rows_sha256"]

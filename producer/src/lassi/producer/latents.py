@@ -46,14 +46,18 @@ class Latents:
         """The data identity of a run over these samples (checkpoint keys): the per-file
         content hashes, or the generator parameters of rendered data."""
         if self.file_sha256 is None:
-            return data_key(rendered=generator_parameters(data), ids=self.ids.tolist())
+            return data_key(rendered=generator_parameters(data, source, self.ids), ids=self.ids.tolist())
         return data_key(files=self.content_sha256(source))
 
 
-def generator_parameters(data: DatasetConfig) -> dict:
+def generator_parameters(data: DatasetConfig, source=None, ids: np.ndarray | None = None) -> dict:
     """What determines the images apart from their files: the data configuration without the
-    location of the files (their content is hashed instead)."""
-    return data.model_dump(mode="json", exclude={"root", "csv"})
+    location of the files (their content is hashed instead), and for a source that stores its
+    images in one file (3dshapes.h5) the SHA-256 of the stored rows ``ids``."""
+    parameters = data.model_dump(mode="json", exclude={"root", "csv"})
+    if ids is not None and hasattr(source, "rows_sha256"):
+        parameters["rows_sha256"] = source.rows_sha256(ids)
+    return parameters
 
 
 @torch.no_grad()
@@ -69,7 +73,7 @@ def glow_latents_of(
 ) -> Latents:
     """The latents of the images ``ids``, from the cache where their files are unchanged."""
     ids = np.asarray(ids, dtype=np.int64)
-    key = run_key(spec=sim.sha256, data=generator_parameters(data), ids=ids.tolist())
+    key = run_key(spec=sim.sha256, data=generator_parameters(data, source, ids), ids=ids.tolist())
     cache = None if cache_dir is None else Path(cache_dir) / f"latents-{key}.safetensors"
     files = has_files(source)
     cached_z, cached_sha = _restore(cache, key, len(ids), sim.glow.latent_dim, files)

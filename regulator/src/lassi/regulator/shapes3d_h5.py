@@ -20,6 +20,7 @@ row numbers in range, no repeats, disjoint), each capped at ``n_train`` / ``n_va
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -169,6 +170,20 @@ class Shapes3DH5Source(ImageSource):
                 raise DataError(self.path, f"cannot read images ({' '.join(str(error).split())[:200]})") from None
             out[start : start + len(rows)] = self._resize(block[: len(rows)])
         return out
+
+    def rows_sha256(self, ids: np.ndarray) -> str:
+        """SHA-256 over the stored image rows ``ids`` (in the order given): the content identity
+        that caches and checkpoints over this file are keyed by, so another file at the same path
+        (or the same file at another path) is never served a stale latent or resumed into.
+        Reads each row once, IMAGE_CHUNK rows of memory at a time."""
+        ids = _as_ids(ids, N_IMAGES)
+        digest = hashlib.sha256(len(ids).to_bytes(8, "little"))
+        try:
+            for row in ids.tolist():
+                digest.update(np.ascontiguousarray(self._images[int(row)]).tobytes())
+        except (OSError, ValueError) as error:
+            raise DataError(self.path, f"cannot read images ({' '.join(str(error).split())[:200]})") from None
+        return digest.hexdigest()
 
     def _resize(self, block: np.ndarray) -> np.ndarray:
         if self.image_size == IMAGE_SHAPE[0]:
