@@ -198,6 +198,13 @@ def train_command(
     "(at most --n draws).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@click.option(
+    "--html",
+    type=PATH,
+    default=None,
+    help="Also write a self-contained HTML page of the figures (per-sample R, r_CS, status, "
+    "class names; the images are on the regulator's audit page).",
+)
 @click.option("--threads", type=int, default=None)
 @executor_options
 @device_option
@@ -214,6 +221,7 @@ def verify_command(
     batch_size: int,
     sequential: bool,
     as_json: bool,
+    html: Path | None,
     threads: int | None,
     executor: str,
     workers: int,
@@ -228,7 +236,7 @@ def verify_command(
     from lassi.spec.binding import binding_note, coverage_note
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
         raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
-    outputs = [out, *report_sidecars(out).values(), checkpoint_of(out)]
+    outputs = [out, *report_sidecars(out).values(), checkpoint_of(out), html]
     check_outputs(outputs, inputs=[classifier_path, bundle, spec_path])
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
@@ -252,6 +260,11 @@ def verify_command(
     assert scope is not None  # verify always records it
     notes = [binding_note(scope), coverage_note(scope)]
     note = "\n".join(line for line in notes if line)
+    if html is not None:
+        from lassi.consumer.report_page import write_report_page
+
+        write_report_page(report, html)
+        click.echo(f"wrote {html}", err=True)
     if as_json:
         click.echo(note, err=True)
         click.echo(json.dumps(report.meta.summary.model_dump(mode="json"), indent=2))

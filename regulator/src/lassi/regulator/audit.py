@@ -104,6 +104,8 @@ class AuditResult:
     rows: list[AuditRow]
     notes: list[str] = field(default_factory=list)
     data_mismatches: list[DataMismatch] = field(default_factory=list)
+    images: dict[int, np.ndarray] = field(default_factory=dict)  # replayed id -> uint8 image
+    latents: dict[int, np.ndarray] = field(default_factory=dict)  # replayed id -> E_G(x)
 
 
 def center_tolerance(replayed_r_cs: float, center: np.ndarray, tolerance: float) -> float:
@@ -477,7 +479,11 @@ def audit_bundle(
             f"note: {len(others)} sample(s) of {bundle_path.name} not audited here have other data "
             f"under {data_root}: " + "; ".join(m.line() for m in shown) + more
         )
-    return AuditResult(rows, notes, checked.mismatches)
+    result = AuditResult(rows, notes, checked.mismatches)
+    if checked.ids:  # for the audit's page (lassi.regulator.audit_page)
+        result.images = dict(zip(checked.ids, checked.images, strict=True))
+        result.latents = dict(zip(checked.ids, z_g, strict=True))
+    return result
 
 
 MAX_NAMED = 20

@@ -432,6 +432,20 @@ def show_command(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the per-sample results as JSON.")
 @click.option(
+    "--html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-contained HTML page: per sample the input, its similar individuals "
+    "decoded by the spec's Glow and the audit's figures, the spec's coverage at the top.",
+)
+@click.option(
+    "--glow",
+    "glow_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="--html: the spec's Glow artifact, for its bits/dim on the page.",
+)
+@click.option(
     "--threads", type=int, default=None, help="torch and onnxruntime threads (default: all cores)."
 )
 @executor_options
@@ -447,6 +461,8 @@ def audit_command(
     data_root: Path | None,
     out: Path | None,
     as_json: bool,
+    html: Path | None,
+    glow_path: Path | None,
     threads: int | None,
     executor: str,
     workers: int,
@@ -474,8 +490,10 @@ def audit_command(
         raise UsageError(None, "need 0 <= --tolerance < 1 and --count >= 1")
     if threads is not None and threads < 1:
         raise UsageError(None, "--threads must be at least 1")
-    if out is not None:
-        check_outputs([out, checkpoint_of(out)], inputs=[spec, base_function, bundle])
+    if glow_path is not None and html is None:
+        raise UsageError(None, "--glow applies to --html only")
+    outputs = [html] if out is None else [out, checkpoint_of(out), html]
+    check_outputs(outputs, inputs=[spec, base_function, bundle, glow_path])
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         result = audit_bundle(
@@ -499,6 +517,10 @@ def audit_command(
     if out is not None:
         with atomic_path(out) as tmp:
             Path(tmp).write_text(findings + "\n")
+    if html is not None:
+        from lassi.regulator.audit_page import write_audit_page
+
+        write_audit_page(result, spec, bundle, html, glow_path)
     if as_json:
         click.echo(findings)
     else:
@@ -518,8 +540,9 @@ def audit_command(
     flagged = [r for r in rows if r.verdict != "confirmed"]
     if flagged:
         raise IntegrityError(bundle, audit_failure(rows))
-    if out is not None:
-        click.echo(f"wrote {out}", err=True)
+    for written in (out, html):
+        if written is not None:
+            click.echo(f"wrote {written}", err=True)
     click.echo(f"all {len(rows)} re-checked claims confirmed within {tolerance:.1%}", err=True)
 
 
