@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from factories import run
+from factories import DATA, run
 from lassi.spec import GlowArtifact, SimilaritySpec, read_artifact
 from lassi.spec.html_page import shown
 
@@ -202,3 +202,37 @@ def test_every_image_decodes_in_a_headless_browser(audit_page, tmp_path: Path) -
     found = re.search(r'data-images-decoded="(\d+)/(\d+)"', done.stdout)
     assert found, "the page's load script did not run in the browser"
     assert (int(found[1]), int(found[2])) == (expected, expected)
+
+
+def test_a_glow_other_than_the_specs_is_refused_before_the_replay(chain, onnx, tmp_path: Path, monkeypatch) -> None:
+    from lassi.regulator import audit
+    from lassi.regulator.cli import main as regulator
+
+    monkeypatch.setattr(audit.ReplayOne, "__call__", lambda self, i: pytest.fail("replayed"))
+    base = ["audit", "--spec", str(chain["spec"]), "--base-function", str(onnx), "--bundle", str(chain["test"]),
+            "--count", "1", "--quiet"]  # fmt: skip
+    html, other = tmp_path / "audit.html", tmp_path / "other-glow.safetensors"
+    run(regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "2", "--hidden", "16", "--steps", "2",
+                    "--batch-size", "16", "--warmup", "1", "--quiet", "--out", str(other)])  # fmt: skip
+    wrong = CliRunner().invoke(regulator, [*base, "--html", str(html), "--glow", str(other)])
+    assert wrong.exit_code == 4, wrong.output
+    assert "is not the Glow" in wrong.output and "Traceback" not in wrong.output
+    not_glow = CliRunner().invoke(regulator, [*base, "--html", str(html), "--glow", str(chain["spec"])])
+    assert not_glow.exit_code == 3 and "Traceback" not in not_glow.output, not_glow.output
+    alone = CliRunner().invoke(regulator, [*base, "--glow", str(chain["glow"])])
+    assert alone.exit_code == 2 and "--glow applies to --html only" in alone.output, alone.output
+    assert not html.exists()
+
+
+def test_text_from_the_artifacts_is_escaped() -> None:
+    from lassi.spec.html_page import Figure, SampleSection, render_page
+
+    hostile = '<script>alert("x")</script><img src="http://example.com/x.png">'
+    row = {"id": 0, "file": hostile}
+    page = render_page(hostile, [hostile], {"task": hostile}, [row], ["id", "file"], [hostile],
+                       [SampleSection(hostile, row, [Figure(hostile, b"\x89PNG")], hostile)])  # fmt: skip
+    parsed = Page(page)
+    assert page.count("<script>") == 1  # the page's own load check only
+    assert parsed.urls == ["data:image/png;base64,iVBORw=="]
+    assert parsed.rows("samples")[0]["file"] == (hostile, hostile)
+    assert parsed.caveats == [hostile]

@@ -21,8 +21,9 @@ from lassi.regulator.audit import AuditResult
 from lassi.regulator.glow import postprocess
 from lassi.regulator.show import representative_vectors
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec import GlowArtifact, IntegrityError, SimilaritySpec, read_artifact
+from lassi.spec import GlowArtifact, IntegrityError, SimilaritySpec
 from lassi.spec.html_page import Figure, SampleSection, coverage_caveat, render_page, write_page
+from lassi.spec.io import read_header
 from lassi.spec.seeding import numpy_rng
 
 BALL_POINTS = 4
@@ -50,14 +51,17 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def glow_quality(glow_path: Path | None, sim: SimilaritySet) -> tuple[str, dict[str, float | None]]:
-    """The Glow's bits/dim from its artifact's training record (the Glow must be the spec's)."""
+def glow_quality(glow_path: Path | None, spec_path: Path) -> tuple[str, dict[str, float | None]]:
+    """The Glow's bits/dim from its artifact's training record, as a line and figures; the Glow
+    must be the one the spec was defined from (exit 4 otherwise). Reads headers only, so the
+    audit calls it before its replay."""
     if glow_path is None:
         return "Glow quality: not shown (pass --glow GLOW, the artifact the spec was defined from).", {}
-    artifact = read_artifact(glow_path, expect=GlowArtifact)
-    if artifact.sha256 != sim.meta.parents.get("glow"):
-        raise IntegrityError(glow_path, "is not the Glow the similarity spec was defined from")
-    training = artifact.meta.training
+    spec, _, _ = read_header(spec_path, expect=SimilaritySpec)
+    glow, _, sha256 = read_header(glow_path, expect=GlowArtifact)
+    if sha256 != spec.parents.get("glow"):
+        raise IntegrityError(glow_path, f"is not the Glow {spec_path.name} was defined from")
+    training = glow.training
     if training is None:
         return "Glow quality: not recorded (an imported Glow; its training record is not in it).", {}
     figures = {
@@ -111,11 +115,16 @@ def similar_figures(sim: SimilaritySet, sample_id: int, image: np.ndarray, z: np
 
 
 def write_audit_page(
-    result: AuditResult, spec_path: Path, bundle_path: Path, out: Path, glow_path: Path | None = None
+    result: AuditResult,
+    spec_path: Path,
+    bundle_path: Path,
+    out: Path,
+    quality: tuple[str, dict[str, float | None]] | None = None,
 ) -> None:
-    """Render the audit's page (see the module docstring) to ``out``, atomically."""
+    """Render the audit's page (see the module docstring) to ``out``, atomically; ``quality``:
+    :func:`glow_quality`'s line and figures (default: none shown)."""
     sim = SimilaritySet.load(spec_path)
-    quality, glow_figures = glow_quality(glow_path, sim)
+    quality_line, glow_figures = quality or glow_quality(None, spec_path)
     rows = [r.as_dict() for r in result.rows]
     sections = []
     for r, row in zip(result.rows, rows, strict=True):
@@ -136,7 +145,7 @@ def write_audit_page(
     }
     caveats = [
         coverage_caveat(sim.meta.coverage, spec_known=True),
-        quality,
+        quality_line,
         "R and the class names are the consumer's: see its page (lassi-consumer verify --html).",
     ]
     title = f"Audit of {bundle_path.name} against {spec_path.name}"

@@ -494,6 +494,10 @@ def audit_command(
         raise UsageError(None, "--glow applies to --html only")
     outputs = [html] if out is None else [out, checkpoint_of(out), html]
     check_outputs(outputs, inputs=[spec, base_function, bundle, glow_path])
+    if html is not None:  # a wrong --glow is refused before the replay
+        from lassi.regulator.audit_page import glow_quality
+
+        quality = glow_quality(glow_path, spec)
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         result = audit_bundle(
@@ -520,7 +524,7 @@ def audit_command(
     if html is not None:
         from lassi.regulator.audit_page import write_audit_page
 
-        write_audit_page(result, spec, bundle, html, glow_path)
+        write_audit_page(result, spec, bundle, html, quality)
     if as_json:
         click.echo(findings)
     else:
