@@ -236,3 +236,17 @@ def test_text_from_the_artifacts_is_escaped() -> None:
     assert parsed.urls == ["data:image/png;base64,iVBORw=="]
     assert parsed.rows("samples")[0]["file"] == (hostile, hostile)
     assert parsed.caveats == [hostile]
+
+
+def test_a_sample_whose_data_differs_is_listed_without_images(chain, tmp_path: Path) -> None:
+    from lassi.regulator.audit import AuditResult, AuditRow
+    from lassi.regulator.audit_page import write_audit_page
+
+    row = AuditRow(7, 1, None, 2.5, None, None, "data_changed", "a<b>.png", "its bytes differ")
+    out = tmp_path / "audit.html"
+    write_audit_page(AuditResult([row], notes=["note: one"]), chain["spec"], chain["test"], out)
+    page = Page(out.read_text())
+    assert not page.images
+    _same_figures(page, "sample-0", [row.as_dict()], list(row.as_dict()))
+    assert "not the data encoded (its bytes differ)" in out.read_text()
+    assert "Glow quality: not shown (pass --glow GLOW" in page.caveats[1]

@@ -42,4 +42,5 @@ def write_report_page(report: Artifact[VerificationReport], out: Path) -> None:
     rows = report_rows(report)
     columns = [c for c in COLUMNS if any(c in row for row in rows)] or COLUMNS
     title = f"Verification report: task {meta.task}"
-    write_page(out, render_page(title, caveats, summary, rows, columns, meta.warnings))
+    write_page(out, render_page(title, caveats, summary, rows, columns, meta.warnings,
+                                 notes_title="Warnings"))  # fmt: skip

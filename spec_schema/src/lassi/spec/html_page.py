@@ -134,6 +134,7 @@ def render_page(
     columns: Sequence[str],
     notes: Sequence[str] = (),
     sections: Sequence[SampleSection] = (),
+    notes_title: str = "Notes",
 ) -> str:
     """The whole page: caveats at the top, the summary, the per-sample table, notes, then one
     section per sample with its figures and images."""
@@ -148,7 +149,7 @@ def render_page(
     parts += ["<h2>Summary</h2>", summary_table(summary)]
     parts += ["<h2>Per sample</h2>", rows_table(rows, columns, "samples")]
     if notes:
-        parts.append('<h2>Notes</h2><ul id="notes">')
+        parts.append(f'<h2>{escape(notes_title)}</h2><ul id="notes">')
         parts += [f"<li>{escape(n)}</li>" for n in notes]
         parts.append("</ul>")
     for index, section in enumerate(sections):
