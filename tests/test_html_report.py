@@ -111,7 +111,7 @@ def audit_page(chain: dict[str, Path], onnx: Path, tmp_path_factory) -> tuple[Pa
     d = tmp_path_factory.mktemp("audit-page")
     args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(onnx), "--bundle", str(chain["test"]),
             "--count", "2", "--quiet", "--out", str(d / "findings.json"), "--html", str(d / "audit.html"),
-            "--glow", str(chain["glow"])]  # fmt: skip
+            "--glow", str(chain["glow"]), "--report", str(chain["report"])]  # fmt: skip
     run(regulator, args)
     return d / "audit.html", d / "findings.json", args
 
@@ -123,8 +123,13 @@ def test_audit_page_shows_the_findings_and_decodable_images(chain, audit_page) -
     page = Page(html.read_text())
     rows = json.loads(findings.read_text())
     _same_figures(page, "samples", rows, COLUMNS)
-    for i, row in enumerate(rows):  # each sample's own section repeats its row exactly
-        _same_figures(page, f"sample-{i}", [row], list(row))
+    consumer = json.loads(chain["report"].with_suffix(".json").read_text())["samples"]
+    by_id = {c["id"]: c for c in consumer}
+    for i, row in enumerate(rows):  # each sample's section: its row and the consumer's figures
+        c = by_id[row["sample_id"]]
+        keys = ("prediction", "prediction_name", "label", "label_name", "R")
+        both = {**row, **{k: c[k] for k in keys}, "consumer_status": c["status"]}
+        _same_figures(page, f"sample-{i}", [both], list(both))
     spec = read_artifact(chain["spec"], expect=SimilaritySpec).meta
     training = read_artifact(chain["glow"], expect=GlowArtifact).meta.training
     summary = page.summary()
@@ -219,8 +224,10 @@ def test_a_glow_other_than_the_specs_is_refused_before_the_replay(chain, onnx, t
     assert "is not the Glow" in wrong.output and "Traceback" not in wrong.output
     not_glow = CliRunner().invoke(regulator, [*base, "--html", str(html), "--glow", str(chain["spec"])])
     assert not_glow.exit_code == 3 and "Traceback" not in not_glow.output, not_glow.output
+    not_report = CliRunner().invoke(regulator, [*base, "--html", str(html), "--report", str(chain["spec"])])
+    assert not_report.exit_code == 3 and "Traceback" not in not_report.output, not_report.output
     alone = CliRunner().invoke(regulator, [*base, "--glow", str(chain["glow"])])
-    assert alone.exit_code == 2 and "--glow applies to --html only" in alone.output, alone.output
+    assert alone.exit_code == 2 and "apply to --html only" in alone.output, alone.output
     assert not html.exists()
 
 
@@ -250,3 +257,14 @@ def test_a_sample_whose_data_differs_is_listed_without_images(chain, tmp_path: P
     _same_figures(page, "sample-0", [row.as_dict()], list(row.as_dict()))
     assert "not the data encoded (its bytes differ)" in out.read_text()
     assert "Glow quality: not shown (pass --glow GLOW" in page.caveats[1]
+
+
+def test_the_report_of_another_bundle_is_refused(chain) -> None:
+    from lassi.regulator.audit_page import consumer_figures
+    from lassi.spec import IntegrityError
+
+    assert set(consumer_figures(chain["report"], chain["test"])) == set(
+        json.loads(chain["report"].with_suffix(".json").read_text())["samples"][i]["id"] for i in range(6)
+    )
+    with pytest.raises(IntegrityError, match="the report of another bundle than train.safetensors"):
+        consumer_figures(chain["report"], chain["train"])

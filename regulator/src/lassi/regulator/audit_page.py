@@ -21,7 +21,15 @@ from lassi.regulator.audit import AuditResult
 from lassi.regulator.glow import postprocess
 from lassi.regulator.show import representative_vectors
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec import GlowArtifact, IntegrityError, SimilaritySpec
+from lassi.spec import (
+    GlowArtifact,
+    IntegrityError,
+    InvalidArtifactError,
+    ReportStatus,
+    SimilaritySpec,
+    VerificationReport,
+    read_artifact,
+)
 from lassi.spec.html_page import Figure, SampleSection, coverage_caveat, render_page, write_page
 from lassi.spec.io import read_header
 from lassi.spec.seeding import numpy_rng
@@ -76,6 +84,40 @@ def glow_quality(glow_path: Path | None, spec_path: Path) -> tuple[str, dict[str
     return f"Glow quality (bits/dim, lower is better): {shown or 'not recorded'}.", figures
 
 
+def consumer_figures(report_path: Path | None, bundle_path: Path) -> dict[int, dict[str, object]]:
+    """Per sample id, the consumer's figures from its verification report of the audited bundle
+    (``lassi-consumer verify``): prediction and label with class names, R and its status. The
+    report must name the bundle as its parent (exit 4 otherwise). Read here without the
+    consumer's code (the regulator does not depend on it)."""
+    if report_path is None:
+        return {}
+    report = read_artifact(report_path, expect=VerificationReport)
+    _, _, bundle_sha = read_header(bundle_path)
+    if report.meta.parents.get("representations") != bundle_sha:
+        raise IntegrityError(report_path, f"is the report of another bundle than {bundle_path.name}")
+    t, classes = report.tensors, report.meta.classes
+
+    def name(index: int | None) -> str | None:
+        if index is None:
+            return None
+        return classes[index] if 0 <= index < len(classes) else str(index)
+
+    figures: dict[int, dict[str, object]] = {}
+    for i in range(report.meta.n_samples):
+        prediction = int(t["prediction"][i])
+        prediction = None if prediction < 0 else prediction  # -1: abstained
+        try:
+            status = ReportStatus(int(t["status"][i])).name.lower()
+        except ValueError:
+            raise InvalidArtifactError(report_path, f"sample {i} has no known status") from None
+        row: dict[str, object] = {"prediction": prediction, "prediction_name": name(prediction)}
+        if "labels" in t:
+            row.update(label=int(t["labels"][i]), label_name=name(int(t["labels"][i])))
+        row.update(R=float(t["radius"][i]), consumer_status=status)
+        figures[int(t["ids"][i])] = row
+    return figures
+
+
 def ball_points(sample_id: int, m: int, epsilon: float, count: int = BALL_POINTS) -> np.ndarray:
     """``count`` points t of the sphere ||t||_2 = ε in R^m, seeded by the sample's id."""
     rng = numpy_rng(0, sample_id, 0, BALL_PURPOSE)
@@ -120,15 +162,19 @@ def write_audit_page(
     bundle_path: Path,
     out: Path,
     quality: tuple[str, dict[str, float | None]] | None = None,
+    consumer: dict[int, dict[str, object]] | None = None,
 ) -> None:
     """Render the audit's page (see the module docstring) to ``out``, atomically; ``quality``:
-    :func:`glow_quality`'s line and figures (default: none shown)."""
+    :func:`glow_quality`'s line and figures (default: none shown); ``consumer``:
+    :func:`consumer_figures` (R and class names beside each sample's audit figures)."""
     sim = SimilaritySet.load(spec_path)
     quality_line, glow_figures = quality or glow_quality(None, spec_path)
     rows = [r.as_dict() for r in result.rows]
     sections = []
-    for r, row in zip(result.rows, rows, strict=True):
+    consumer = consumer or {}
+    for r, audited in zip(result.rows, rows, strict=True):
         heading = f"sample {r.sample_id}" + ("" if r.file is None else f" ({r.file})")
+        row = {**audited, **consumer.get(r.sample_id, {})}
         if r.sample_id in result.images:
             figures = similar_figures(sim, r.sample_id, result.images[r.sample_id], result.latents[r.sample_id])
             sections.append(SampleSection(heading, row, figures))
@@ -146,7 +192,11 @@ def write_audit_page(
     caveats = [
         coverage_caveat(sim.meta.coverage, spec_known=True),
         quality_line,
-        "R and the class names are the consumer's: see its page (lassi-consumer verify --html).",
+        "R and the class names: beside each sample's audit figures, from the consumer's report "
+        "(--report)."
+        if consumer
+        else "R and the class names are the consumer's: pass its report with --report, or see "
+        "its page (lassi-consumer verify --html).",
     ]
     title = f"Audit of {bundle_path.name} against {spec_path.name}"
     page = render_page(title, caveats, summary, rows, COLUMNS, result.notes, sections)

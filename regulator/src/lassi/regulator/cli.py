@@ -446,6 +446,14 @@ def show_command(
     help="--html: the spec's Glow artifact, for its bits/dim on the page.",
 )
 @click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="--html: the consumer's verification report of this bundle (lassi-consumer verify), "
+    "for each sample's R and class names on the page.",
+)
+@click.option(
     "--threads", type=int, default=None, help="torch and onnxruntime threads (default: all cores)."
 )
 @executor_options
@@ -463,6 +471,7 @@ def audit_command(
     as_json: bool,
     html: Path | None,
     glow_path: Path | None,
+    report_path: Path | None,
     threads: int | None,
     executor: str,
     workers: int,
@@ -490,14 +499,15 @@ def audit_command(
         raise UsageError(None, "need 0 <= --tolerance < 1 and --count >= 1")
     if threads is not None and threads < 1:
         raise UsageError(None, "--threads must be at least 1")
-    if glow_path is not None and html is None:
-        raise UsageError(None, "--glow applies to --html only")
+    if (glow_path is not None or report_path is not None) and html is None:
+        raise UsageError(None, "--glow and --report apply to --html only")
     outputs = [html] if out is None else [out, checkpoint_of(out), html]
-    check_outputs(outputs, inputs=[spec, base_function, bundle, glow_path])
+    check_outputs(outputs, inputs=[spec, base_function, bundle, glow_path, report_path])
     if html is not None:  # a wrong --glow is refused before the replay
-        from lassi.regulator.audit_page import glow_quality
+        from lassi.regulator.audit_page import consumer_figures, glow_quality
 
         quality = glow_quality(glow_path, spec)
+        consumer = consumer_figures(report_path, bundle)
     set_threads(threads)
     with executor_from_options(executor, workers, ray_address, threads) as runner:
         result = audit_bundle(
@@ -524,7 +534,7 @@ def audit_command(
     if html is not None:
         from lassi.regulator.audit_page import write_audit_page
 
-        write_audit_page(result, spec, bundle, html, quality)
+        write_audit_page(result, spec, bundle, html, quality, consumer)
     if as_json:
         click.echo(findings)
     else:
