@@ -162,7 +162,26 @@ def _as_ids(ids: np.ndarray, count: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-class Shapes3DSource(ImageSource):
+class Shapes3DFactors(ImageSource):
+    """What every 3D Shapes source shares: ids index the 480 000 factor combinations, labels are
+    factor value indices, and ``_splits`` holds each split's ids."""
+
+    _splits: dict[str, np.ndarray]
+
+    def split_ids(self, split: str) -> np.ndarray:
+        self.check_split(split)
+        return self._splits[split].copy()
+
+    def attributes(self, ids: np.ndarray) -> dict[str, np.ndarray]:
+        factors = Shapes3D.index_to_factors(_as_ids(ids, N_IMAGES))
+        return {name: factors[:, i] for i, name in enumerate(FACTOR_NAMES)}
+
+    def num_classes(self, attribute: str) -> int:
+        self.check_attribute(attribute)
+        return FACTOR_SIZES[FACTOR_NAMES.index(attribute)]
+
+
+class Shapes3DSource(Shapes3DFactors):
     """Procedural 3D Shapes; ids index the 480 000 factor combinations, labels are factor
     value indices. See :func:`lassi.regulator.shapes3d.make_splits` for ``correlate``."""
 
@@ -183,18 +202,6 @@ class Shapes3DSource(ImageSource):
         self.seed = seed
         self.correlate = correlate
         self._splits = make_splits(seed, n_train, n_val, n_test, correlate)
-
-    def split_ids(self, split: str) -> np.ndarray:
-        self.check_split(split)
-        return self._splits[split].copy()
-
-    def attributes(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        factors = Shapes3D.index_to_factors(_as_ids(ids, N_IMAGES))
-        return {name: factors[:, i] for i, name in enumerate(FACTOR_NAMES)}
-
-    def num_classes(self, attribute: str) -> int:
-        self.check_attribute(attribute)
-        return FACTOR_SIZES[FACTOR_NAMES.index(attribute)]
 
     def images(self, ids: np.ndarray) -> np.ndarray:
         return self.renderer.render(Shapes3D.index_to_factors(_as_ids(ids, N_IMAGES)))

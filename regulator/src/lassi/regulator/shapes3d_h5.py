@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lassi.regulator.datasets import DataError, ImageSource, _as_ids
+from lassi.regulator.datasets import DataError, Shapes3DFactors, _as_ids
 from lassi.regulator.shapes3d import (
     FACTOR_NAMES,
     FACTOR_SIZES,
@@ -47,7 +47,7 @@ MAX_SPLIT_FILE_BYTES = 16 * 1024**2
 CACHE_BYTES = 4 * 1024**2  # HDF5 chunk cache
 
 
-class Shapes3DH5Source(ImageSource):
+class Shapes3DH5Source(Shapes3DFactors):
     """The real 3D Shapes from ``root/3dshapes.h5`` (see the module docstring)."""
 
     name = "shapes3d-h5"
@@ -142,18 +142,6 @@ class Shapes3DH5Source(ImageSource):
         return {split: ids[: caps[split]] for split, ids in splits.items()}
 
     # ------------------------------------------------------------------ ImageSource
-
-    def split_ids(self, split: str) -> np.ndarray:
-        self.check_split(split)
-        return self._splits[split].copy()
-
-    def attributes(self, ids: np.ndarray) -> dict[str, np.ndarray]:
-        factors = Shapes3D.index_to_factors(_as_ids(ids, N_IMAGES))
-        return {name: factors[:, i] for i, name in enumerate(FACTOR_NAMES)}
-
-    def num_classes(self, attribute: str) -> int:
-        self.check_attribute(attribute)
-        return FACTOR_SIZES[FACTOR_NAMES.index(attribute)]
 
     def images(self, ids: np.ndarray) -> np.ndarray:
         """uint8 [N, size, size, 3] of rows ``ids``, read IMAGE_CHUNK rows at a time (64x64 rows
