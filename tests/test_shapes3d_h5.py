@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from factories import DATA, build_chain, invoke_bounded, run
@@ -122,6 +123,20 @@ def test_the_whole_chain_runs_on_the_h5_file(h5_root: Path, tmp_path: Path) -> N
     run(regulator, ["show", str(chain["spec"]), "--data-root", str(h5_root), "--inputs", "2", "--steps", "3",
                     "--out", str(out)])
     assert out.stat().st_size > 100
+    # the experiments read the same file through --data-root; the siblings are the file's images
+    from lassi.experiments.sibling_probe import sibling_accuracy, sibling_latents
+    from lassi.experiments.workspace import data_config
+    from lassi.regulator.similarity import SimilaritySet
+
+    config = data_config(chain["glow"], "orientation:object_hue:0.9", h5_root)
+    assert config.dataset == "shapes3d-h5" and config.root == h5_root
+    source, sim = make_source(config), SimilaritySet.load(chain["spec"])
+    ids = source.split_ids("test")[:2]
+    factors, z = sibling_latents(sim, ids, source.renderer)
+    expected = sim.encode_images(source.images(Shapes3D.factors_to_index(factors.reshape(-1, 6))))
+    assert torch.equal(z, expected)
+    figures = sibling_accuracy(sim, chain["encoder"], chain["classifier"], ids, source.renderer)
+    assert figures["wrong_siblings"] >= 0 and 0.0 <= figures["ground_truth_unfair"] <= 1.0
 
 
 def test_the_data_root_alone_tells_the_data_set(h5_root: Path) -> None:

@@ -31,7 +31,7 @@ def ablation(ws: Workspace, args: argparse.Namespace) -> dict:
     writes (with the sigma_cls figure when every sensitive set ran)."""
     variant = variant_name(ws, args)
     folder = ws.out / f"ablation{variant}"
-    data = data_config(args.glow, ws.settings.producer.correlate)
+    data = data_config(args.glow, ws.settings.producer.correlate, ws.data_root)
     table = []
     for sensitive in args.sensitive:
         attributes = sensitive.split("+")

@@ -33,6 +33,11 @@ from lassi.spec.io import atomic_write_bytes
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--glow", type=Path, required=True, help="Glow artifact (the regulator's).")
+    parser.add_argument(
+        "--data-root", type=Path, default=None,
+        help="the folder of the Glow's data when it is on disk (e.g. --dataset shapes3d-h5: the "
+        "folder of DeepMind's 3dshapes.h5, whose real orientation siblings are the ground truth)",
+    )  # fmt: skip
     parser.add_argument("--test", type=int, default=150, help="Certified test samples per run.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     parser.add_argument(
@@ -182,7 +187,10 @@ def run_experiment(args: argparse.Namespace, settings: Settings, argv: list[str]
     from lassi.spec.device import resolve_device
     from lassi.spec.executors import make_executor
 
-    ws = Workspace(out=args.out, device=resolve_device(args.device), settings=settings)
+    ws = Workspace(
+        out=args.out, device=resolve_device(args.device), settings=settings,
+        data_root=getattr(args, "data_root", None),
+    )
     if getattr(args, "executor", "local") != "local":  # fail before any compute
         make_executor(args.executor, workers=args.workers, address=args.ray_address)
     if hasattr(args, "cert_n"):

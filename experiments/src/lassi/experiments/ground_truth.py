@@ -40,7 +40,7 @@ def siblings_of(sample_id: int) -> tuple[np.ndarray, np.ndarray]:
 @torch.no_grad()
 def siblings_predict(
     spec, encoder, classifier, test, seed: int, cert: CenterSmoothingParams, n0: int, n: int,
-    alpha: float, device: str | torch.device = "cpu",
+    alpha: float, device: str | torch.device = "cpu", renderer=None,
 ) -> np.ndarray:
     """[N, 15] predictions of the smoothed model (step-1 center, PREDICT) on the siblings;
     ``device``: where E_G, E_L and C_L run (noise is drawn on the CPU from per-sample seeds)."""
@@ -51,7 +51,7 @@ def siblings_predict(
     model, card = load_classifier(classifier)
     smooth = Smooth.for_linear_head(model.to(device), card.meta.sigma_cls, device=device)
     params = CenterSmoothingParams(sigma=cert.sigma, epsilon=cert.epsilon, n0=n0, n=n0)
-    renderer = Shapes3D(sim.glow.image_size)
+    renderer = renderer or Shapes3D(sim.glow.image_size)
     ids = read_artifact(test).tensors["ids"]
     out = np.zeros((len(ids), FACTOR_SIZES[5]), dtype=np.int64)
     for i, sample_id in enumerate(tqdm(ids, desc="ground truth", unit="sample", dynamic_ncols=True)):
@@ -68,6 +68,7 @@ def siblings_predict(
 def siblings_certified(
     spec, encoder, classifier, test, report, executor: Executor | None = None,
     checkpoint: Path | None = None, progress: bool = True, device: str | torch.device = "cpu",
+    renderer=None,
 ) -> dict[str, np.ndarray]:
     """Full certification of every sibling: ``prediction`` [N, 15] (ABSTAIN = -1),
     ``certified`` [N, 15] bool, ``r_cs`` and ``radius`` [N, 15], ``factors`` [N, 15, 6].
@@ -75,7 +76,8 @@ def siblings_certified(
     One test sample (its 15 siblings) at a time on the shared per-sample loop: ``executor``
     (default: in this process, e.g. ``lassi.spec.executors.RayExecutor``) does not change the
     result (per-sample seeds); ``checkpoint``: resume from this file (None: no resume);
-    ``device``: where E_G, E_L and C_L run."""
+    ``device``: where E_G, E_L and C_L run; ``renderer``: whose ``render(factors)`` gives the
+    siblings (default: the built-in renderer; a 3dshapes.h5 source's serves the file's images)."""
     sim = SimilaritySet.load(spec)
     sim.glow.to(device)
     base, _, _ = load_encoder(encoder, sim)
@@ -86,7 +88,7 @@ def siblings_certified(
     certificate = bundle.meta.certificate
     params = CenterSmoothingParams.from_certificate(certificate)
     rs = read_artifact(report).meta.smoothing
-    renderer = Shapes3D(sim.glow.image_size)
+    renderer = renderer or Shapes3D(sim.glow.image_size)
     ids = bundle.tensors["ids"]
     shape = (len(ids), FACTOR_SIZES[5])
     out = {

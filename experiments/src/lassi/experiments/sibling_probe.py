@@ -38,22 +38,27 @@ from lassi.spec import read_artifact
 from lassi.spec.io import atomic_write_bytes
 
 
-def sibling_latents(sim: SimilaritySet, ids: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+def sibling_latents(
+    sim: SimilaritySet, ids: np.ndarray, renderer=None
+) -> tuple[np.ndarray, torch.Tensor]:
     """The factors [N, 15, 6] of the 15 orientation siblings of each sample and their Glow
-    latents E_G(x_j) [N · 15, D]."""
+    latents E_G(x_j) [N · 15, D] (``renderer``: the data source's; default the built-in one)."""
     factors = np.stack([siblings_of(int(i))[0] for i in ids])
+    renderer = renderer or Shapes3D(sim.glow.image_size)
     with torch.no_grad():
-        z_g = sim.encode_images(Shapes3D(sim.glow.image_size).render(factors.reshape(-1, 6)))
+        z_g = sim.encode_images(renderer.render(factors.reshape(-1, 6)))
     return factors, z_g
 
 
-def sibling_accuracy(sim: SimilaritySet, encoder: Path, classifier: Path, ids: np.ndarray) -> dict:
+def sibling_accuracy(
+    sim: SimilaritySet, encoder: Path, classifier: Path, ids: np.ndarray, renderer=None
+) -> dict:
     """Unsmoothed predictions on the 15 siblings of each test sample: accuracy (overall and per
     object scale), ground-truth unfair (the 15 predictions differ), the wrong siblings and their
     hue confusions, and the error on hue-orientation pairs the split never shows."""
     base, _, _ = load_encoder(encoder, sim)
     model, _ = load_classifier(classifier)
-    factors, z_g = sibling_latents(sim, ids)
+    factors, z_g = sibling_latents(sim, ids, renderer)
     with torch.no_grad():
         pred = model(base(z_g)).argmax(1).numpy().reshape(factors.shape[:2])
     return probe_figures(pred, factors)
@@ -75,7 +80,7 @@ def sibling_probe(ws: Workspace, args: argparse.Namespace) -> dict:
     """Train (or reuse) the probe's encoder, train bundle and consumer head; the probe's
     figures, also written to its folder's result.json."""
     protocol = ws.settings.protocols[args.protocol]
-    data = data_config(args.glow, protocol.correlate)
+    data = data_config(args.glow, protocol.correlate, ws.data_root)
     if args.producer_train is not None:
         data = data.model_copy(update={"n_train": args.producer_train})
     spec = ws.protocol_spec(args.glow, args.protocol)
@@ -115,7 +120,7 @@ def sibling_probe(ws: Workspace, args: argparse.Namespace) -> dict:
         )  # fmt: skip
     ids = select_ids(make_source(data), "test", args.test, 1)  # the samples Table 2 certifies
     result = {"name": name, "args": {k: str(v) for k, v in vars(args).items() if k != "func"}}
-    result |= sibling_accuracy(sim, encoder, classifier, ids)
+    result |= sibling_accuracy(sim, encoder, classifier, ids, make_source(data).renderer)
     training = read_artifact(encoder).meta.training
     result |= {"encoder_seconds": training.seconds, "val_accuracy": training.val_accuracy}
     atomic_write_bytes(folder / "result.json", json.dumps(result, indent=1).encode())

@@ -19,6 +19,7 @@ import numpy as np
 
 from lassi.experiments.ground_truth import siblings_certified, siblings_predict, summarise
 from lassi.experiments.workspace import Workspace, data_config
+from lassi.regulator.data_config import make_source
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.spec import ReportStatus, read_artifact
 from lassi.spec.executors import make_executor
@@ -26,7 +27,8 @@ from lassi.spec.io import atomic_write_bytes
 
 
 def ground_truth(
-    ws: Workspace, args: argparse.Namespace, spec, encoder, classifier, test, report, seed, run
+    ws: Workspace, args: argparse.Namespace, spec, encoder, classifier, test, report, seed, run,
+    renderer=None,
 ) -> dict:
     """The protocol's ground-truth check of one run and classifier, cached in
     run/ground_truth-<classifier>.json with the classifier's hash (the sibling predictions are
@@ -42,8 +44,12 @@ def ground_truth(
     status = read_artifact(report).tensors["status"]
     sample_certified = status == ReportStatus.CERTIFIED
     cached = json.loads(gt_file.read_text()) if gt_file.exists() else None
-    if isinstance(cached, dict) and cached.get("classifier", classifier_sha) != classifier_sha:
-        cached = None  # written for another classifier of the same name: recompute
+    test_sha = read_artifact(test).sha256
+    if isinstance(cached, dict) and (
+        cached.get("classifier", classifier_sha) != classifier_sha
+        or cached.get("test", test_sha) != test_sha
+    ):
+        cached = None  # written for another classifier or test bundle of the same name: recompute
     if cached is not None:
         if isinstance(cached, list):  # the first protocol's files: one unfair flag per sample
             unfair = np.array(cached, dtype=bool)
@@ -60,17 +66,19 @@ def ground_truth(
                 out = siblings_certified(
                     spec, encoder, classifier, test, report, executor=executor,
                     checkpoint=run / f"ground_truth-{Path(classifier).stem}.ckpt", device=ws.device,
+                    renderer=renderer,
                 )  # fmt: skip
         else:
             out = {"prediction": siblings_predict(
                 spec, encoder, classifier, test, seed, args.cert,
                 args.sibling_n0, args.verify["n"], args.verify["alpha"], device=ws.device,
+                renderer=renderer,
             )}  # fmt: skip
             ids = read_artifact(test).tensors["ids"]
             out["factors"] = np.stack(
                 [Shapes3D.siblings(Shapes3D.index_to_factors(np.array([i])))[0] for i in ids]
             )
-        cached = {k: v.tolist() for k, v in out.items()} | {"classifier": classifier_sha}
+        cached = {k: v.tolist() for k, v in out.items()} | {"classifier": classifier_sha, "test": test_sha}
         gt_file = run / f"ground_truth-{Path(classifier).stem}.json"
         atomic_write_bytes(gt_file, json.dumps(cached).encode())
     certified = cached.get("certified")
@@ -155,11 +163,12 @@ def table2(ws: Workspace, args: argparse.Namespace) -> dict:
     compares the methods); the results dict the CLI writes."""
     protocol = ws.settings.protocols[args.protocol]
     folder = ws.out / protocol.folder
-    data = data_config(args.glow, protocol.correlate)
+    data = data_config(args.glow, protocol.correlate, ws.data_root)
     spec = ws.protocol_spec(args.glow, args.protocol)
     if args.producer_train is not None:
         data = data.model_copy(update={"n_train": args.producer_train})
     suffix = run_suffix(ws, args)
+    renderer = make_source(data).renderer  # the siblings: rendered, or the h5 file's own images
     attack_spec = None
     if args.attack_protocol is not None:  # the encoders train against the regulator's extension
         attack_spec = ws.protocol_spec(args.glow, args.attack_protocol)
@@ -179,7 +188,7 @@ def table2(ws: Workspace, args: argparse.Namespace) -> dict:
             )
             classifier, report = Path(result["classifier"]), Path(result["report"])
             result.update(
-                ground_truth(ws, args, spec, encoder, classifier, test, report, seed, run)
+                ground_truth(ws, args, spec, encoder, classifier, test, report, seed, run, renderer)
             )
             rows.setdefault(method, []).append(result)
             extra = (

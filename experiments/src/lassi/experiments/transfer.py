@@ -15,7 +15,7 @@ def transfer(ws: Workspace, args: argparse.Namespace) -> dict:
     results dict the CLI writes."""
     t = ws.settings.transfer
     folder = ws.out / "transfer"
-    data = data_config(args.glow, ws.settings.producer.correlate)
+    data = data_config(args.glow, ws.settings.producer.correlate, ws.data_root)
     spec = ws.spec_for(args.glow, ["orientation"], folder)
     loss = LossWeights(
         adv=args.lambda_adv,

@@ -23,17 +23,20 @@ from lassi.spec.binding import read_spec_header
 from lassi.spec.center_smoothing import CenterSmoothingParams
 
 
-def regulator_data(glow_path: Path) -> DatasetConfig:
-    """The regulator's plain data set (the Glow's, without any correlated split)."""
+def regulator_data(glow_path: Path, root: Path | None = None) -> DatasetConfig:
+    """The regulator's plain data set (the Glow's, without any correlated split), read from
+    ``root`` when it is on disk (the recorded location is never followed)."""
     _, artifact = load_glow(glow_path)
     if artifact.meta.data is None:
         raise UsageError(glow_path, "is an imported Glow (import-glow): it records no data set to run on")
-    return DatasetConfig.from_provenance(artifact.meta.data).model_copy(update={"correlate": None})
+    return DatasetConfig.from_provenance(artifact.meta.data, glow_path, root=root).model_copy(
+        update={"correlate": None}
+    )
 
 
-def data_config(glow_path: Path, correlate: str) -> DatasetConfig:
+def data_config(glow_path: Path, correlate: str, root: Path | None = None) -> DatasetConfig:
     """The producer's data: the Glow's splits, the train split correlated as ``correlate`` says."""
-    return regulator_data(glow_path).model_copy(update={"correlate": correlate})
+    return regulator_data(glow_path, root).model_copy(update={"correlate": correlate})
 
 
 def same_data(recorded: DataProvenance, wanted: DataProvenance) -> bool:
@@ -46,11 +49,12 @@ def same_data(recorded: DataProvenance, wanted: DataProvenance) -> bool:
 @dataclass(frozen=True)
 class Workspace:
     """The experiments folder ``out`` (runs/experiments by default), the device every step runs
-    on, and the settings."""
+    on, the settings, and the folder of the Glow's data when it is on disk (``--data-root``)."""
 
     out: Path
     device: torch.device
     settings: Settings
+    data_root: Path | None = None
 
     # Written next to an encoder that a probe trained with a variant its card cannot show
     # (another attack radius): trained_twin never reuses it.
@@ -82,7 +86,7 @@ class Workspace:
             folder.mkdir(parents=True, exist_ok=True)
             regulator = self.settings.regulator
             define_spec(
-                glow, attributes, regulator.epsilon, regulator_data(glow), out,
+                glow, attributes, regulator.epsilon, regulator_data(glow, self.data_root), out,
                 fidelity_images=regulator.fidelity_images, vectors=vectors, device=self.device,
                 given=given,
             )  # fmt: skip
