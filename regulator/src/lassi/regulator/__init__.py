@@ -1,8 +1,9 @@
 """LASSI regulator: data, Glow flow, attribute vectors and similarity specs."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lassi.spec.cli import tool_name
+from lassi.spec.lazy import lazy_exports
 
 TOOL = tool_name("lassi-regulator")
 """The name and version recorded as ``tool`` in every artifact this role writes."""
@@ -41,9 +42,4 @@ if TYPE_CHECKING:
     from lassi.regulator.training import GlowTrainConfig, train_glow
 
 
-def __getattr__(name: str) -> Any:
-    if name in _API:
-        from importlib import import_module
-
-        return getattr(import_module(_API[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _API)

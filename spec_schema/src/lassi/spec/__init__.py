@@ -1,6 +1,6 @@
 """lassi.spec: the artifact contract shared by the regulator, the producer and the consumer."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lassi.spec.errors import (
     EXIT_CODES,
@@ -20,6 +20,7 @@ from lassi.spec.io import (
     sha256_file,
     write_artifact,
 )
+from lassi.spec.lazy import lazy_exports
 from lassi.spec.models import (
     ARTIFACT_KINDS,
     SCHEMA_VERSION,
@@ -118,9 +119,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from importlib import import_module
-
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)
