@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -292,6 +295,22 @@ def _rss_kib(field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def run_child(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``args`` in a child process: (its result with text output, the child's own peak
+    resident memory in KiB). os.wait4 reports that one child's usage; RUSAGE_CHILDREN would be the
+    largest of every child the test session has waited for."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(args, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(
+            args, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")
+        )
+    return result, usage.ru_maxrss
 
 
 def invoke_bounded(cli, args: list[str], limit_kib: int = GIB_KIB):

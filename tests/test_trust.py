@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from factories import invoke_bounded, write_raw
+from factories import invoke_bounded, run_child, write_raw
 from lassi.consumer.cli import main as consumer
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
@@ -824,11 +823,9 @@ def test_peak_memory_of_a_cli_run_is_bounded(target: str, chain: dict[str, Path]
         bomb.write_bytes(len(blob).to_bytes(8, "little") + blob + data[8 + header_len :])
         target = str(bomb)
     code = "from lassi.consumer.cli import main; main()"
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    run = subprocess.run([sys.executable, "-c", code, "inspect", target], capture_output=True, text=True)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    run, peak_kib = run_child([sys.executable, "-c", code, "inspect", target])
     assert run.returncode in (USAGE, INVALID) and "Traceback" not in run.stderr, run.stderr
-    assert max(peak_kib, before) < 1024 * 1024, f"peak {peak_kib} KiB"
+    assert peak_kib < 1024 * 1024, f"peak {peak_kib} KiB"
 
 
 def test_the_peak_memory_measure_of_the_corpus_can_fail() -> None:
@@ -906,8 +903,7 @@ def test_a_huge_declared_glow_is_refused_within_bounded_memory(chain: dict[str, 
     bad = forge(chain["spec"], tmp_path / "bomb.safetensors", lambda m: m["flow"].update(n_steps=64, hidden=2048))
     code = "from lassi.producer.cli import main; main()"
     args = ["export-onnx", "--spec", str(bad), "--encoder", str(chain["encoder"]), "--out-dir", str(tmp_path / "o")]
-    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    run, peak_kib = run_child([sys.executable, "-c", code, *args])
     assert run.returncode == INVALID and "over the limit" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert peak_kib < 1024 * 1024, f"peak {peak_kib} KiB"
     assert bad.stat().st_size < 5 * 1024 * 1024 and not (tmp_path / "o").exists()
