@@ -289,3 +289,15 @@ def test_audit_refuses_a_listing_that_leaves_the_root(chain, certified, tmp_path
         "--bundle", str(certified["bundle"]), "--data-root", str(copy), "--quiet"])  # fmt: skip
     _one_line(result, USAGE, "attributes.csv", "line 3")
     _nothing_read_in(opened, outside)
+
+
+def test_audit_reads_a_link_farm_only_when_asked(chain, certified, tmp_path, outside):
+    """The audit's opt-in for links that leave --data-root: the same bytes behind a link are
+    refused without it (exit 2) and audited with it (the data matches, the claims confirmed)."""
+    copy = _hostile_copy(certified["data"], tmp_path / "copy", outside, "symlink")
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(certified["onnx"]),
+            "--bundle", str(certified["bundle"]), "--data-root", str(copy), "--quiet"]  # fmt: skip
+    _one_line(CliRunner().invoke(regulator, args), USAGE, "attributes.csv", "line 3")
+    result = CliRunner().invoke(regulator, [*args, "--allow-symlinks-outside-root"])
+    assert result.exit_code == 0, result.output
+    assert "confirmed" in result.output

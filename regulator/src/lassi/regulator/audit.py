@@ -139,13 +139,18 @@ def verdict_of(
     return "confirmed"
 
 
-def auditor_data_config(data: DataProvenance, data_root: Path | None, where: Path) -> DatasetConfig:
-    """The bundle's data identity with the auditor's own root; recorded paths are ignored."""
+def auditor_data_config(
+    data: DataProvenance, data_root: Path | None, where: Path, allow_outside: bool = False
+) -> DatasetConfig:
+    """The bundle's data identity with the auditor's own root; recorded paths are ignored, and
+    links out of the root are read only with ``allow_outside`` (a link farm)."""
     if data.dataset != "shapes3d" and data_root is None:
         raise UsageError(
             None, f"{where.name} was encoded from {data.dataset} data: pass --data-root"
         )
-    return DatasetConfig.from_provenance(data, where=where, root=data_root)  # names confined
+    return DatasetConfig.from_provenance(  # names confined to the root
+        data, where=where, root=data_root, allow_symlinks_outside_root=allow_outside
+    )
 
 
 DATA_VERDICTS = ("data_changed", "data_missing", "data_renamed", "data_unreadable")
@@ -378,6 +383,7 @@ def audit_bundle(
     tolerance: float = DEFAULT_TOLERANCE,
     batch_size: int = 2_000,
     data_root: Path | None = None,
+    allow_symlinks_outside_root: bool = False,
     executor: Executor | None = None,
     device: str | torch.device = "cpu",
     checkpoint: Path | None = None,
@@ -386,6 +392,7 @@ def audit_bundle(
 ) -> AuditResult:
     """Replay center smoothing for chosen samples and compare with the bundle's claims.
 
+    ``allow_symlinks_outside_root``: read links that leave ``data_root`` (a link farm);
     ``executor``: where the replays run (default: in this process); ``device``: where the
     spec's Glow encodes the images (the replay itself runs in onnxruntime on the CPU);
     ``checkpoint``: the file the replay resumes from (None: a temporary one, no resume);
@@ -418,7 +425,7 @@ def audit_bundle(
             bundle_path, f"has no sample with id {missing[0]} (ids are {id_ranges(all_ids)})"
         )
     ids = list(dict.fromkeys(ids))
-    source = open_source(meta.data, data_root, bundle_path)
+    source = open_source(meta.data, data_root, bundle_path, allow_symlinks_outside_root)
     checked = checked_images(meta, t, source, ids, data_root, bundle_path)
     graph_bytes = onnx_bytes(onnx_path)
     onnx_session(graph_bytes, 1, onnx_path)  # refuse a graph onnxruntime cannot load, up front
@@ -490,10 +497,12 @@ MAX_NAMED = 20
 """The most files a note names (the JSON findings hold every audited row)."""
 
 
-def open_source(data: DataProvenance, data_root: Path | None, where: Path) -> Any:
+def open_source(
+    data: DataProvenance, data_root: Path | None, where: Path, allow_outside: bool = False
+) -> Any:
     """The data source of the bundle's recorded identity under the auditor's own root; recorded
     options the data set cannot satisfy (split sizes beyond it) are exit 2, one line."""
-    config = auditor_data_config(data, data_root, where)
+    config = auditor_data_config(data, data_root, where, allow_outside)
     try:
         return make_source(config)
     except DataError:

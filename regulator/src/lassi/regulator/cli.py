@@ -424,6 +424,12 @@ def show_command(
     "and its images must hash as the bundle records.",
 )
 @click.option(
+    "--allow-symlinks-outside-root",
+    "allow_outside",
+    is_flag=True,
+    help="Read symbolic links that lead out of --data-root (a link farm).",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -467,6 +473,7 @@ def audit_command(
     count: int,
     tolerance: float,
     data_root: Path | None,
+    allow_outside: bool,
     out: Path | None,
     as_json: bool,
     html: Path | None,
@@ -518,6 +525,7 @@ def audit_command(
             count=count,
             tolerance=tolerance,
             data_root=data_root,
+            allow_symlinks_outside_root=allow_outside,
             executor=runner,
             device=device,
             checkpoint=None if out is None else checkpoint_of(out),
