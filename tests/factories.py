@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -297,20 +296,29 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def run_child(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
-    """Run ``args`` in a child process: (its result with text output, the child's own peak
-    resident memory in KiB). os.wait4 reports that one child's usage; RUSAGE_CHILDREN would be the
-    largest of every child the test session has waited for."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        result = subprocess.CompletedProcess(
-            args, proc.returncode, out.read().decode(errors="replace"), err.read().decode(errors="replace")
-        )
-    return result, usage.ru_maxrss
+_PEAK_HOOK = (
+    "import atexit, sys\n"
+    "def _lassi_peak():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            sys.stderr.write('\\nlassi-peak-kib=' + line.split()[1] + '\\n')\n"
+    "atexit.register(_lassi_peak)\n"
+)
+
+
+def run_child(code: str, args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run Python ``code`` with ``args`` in a child process: (its result, the child's own peak
+    resident memory in KiB). The peak is the child's VmHWM, read at its exit: the high-water mark
+    of its own address space after exec (ru_maxrss, of the child or of RUSAGE_CHILDREN, also counts
+    the parent's pages resident at fork time, so it grows with the test session)."""
+    run = subprocess.run(
+        [sys.executable, "-c", _PEAK_HOOK + code, *args], capture_output=True, text=True
+    )
+    marker = run.stderr.rfind("\nlassi-peak-kib=")
+    assert marker >= 0, f"the child reported no peak memory: {run.stderr[-500:]}"
+    peak = int(run.stderr[marker:].split("=", 1)[1].split()[0])
+    run.stderr = run.stderr[:marker]
+    return run, peak
 
 
 def invoke_bounded(cli, args: list[str], limit_kib: int = GIB_KIB):

@@ -823,7 +823,7 @@ def test_peak_memory_of_a_cli_run_is_bounded(target: str, chain: dict[str, Path]
         bomb.write_bytes(len(blob).to_bytes(8, "little") + blob + data[8 + header_len :])
         target = str(bomb)
     code = "from lassi.consumer.cli import main; main()"
-    run, peak_kib = run_child([sys.executable, "-c", code, "inspect", target])
+    run, peak_kib = run_child(code, ["inspect", target])
     assert run.returncode in (USAGE, INVALID) and "Traceback" not in run.stderr, run.stderr
     assert peak_kib < 1024 * 1024, f"peak {peak_kib} KiB"
 
@@ -903,7 +903,7 @@ def test_a_huge_declared_glow_is_refused_within_bounded_memory(chain: dict[str, 
     bad = forge(chain["spec"], tmp_path / "bomb.safetensors", lambda m: m["flow"].update(n_steps=64, hidden=2048))
     code = "from lassi.producer.cli import main; main()"
     args = ["export-onnx", "--spec", str(bad), "--encoder", str(chain["encoder"]), "--out-dir", str(tmp_path / "o")]
-    run, peak_kib = run_child([sys.executable, "-c", code, *args])
+    run, peak_kib = run_child(code, args)
     assert run.returncode == INVALID and "over the limit" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert peak_kib < 1024 * 1024, f"peak {peak_kib} KiB"
     assert bad.stat().st_size < 5 * 1024 * 1024 and not (tmp_path / "o").exists()
