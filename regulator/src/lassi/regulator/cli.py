@@ -22,6 +22,15 @@ from lassi.spec.cli import (
 from lassi.spec.device import device_option
 from lassi.spec.outputs import check_outputs, checkpoint_of
 
+allow_outside_option = click.option(
+    "--allow-symlinks-outside-root",
+    "allow_outside",
+    is_flag=True,
+    help="Read symbolic links that lead out of --data-root (a link farm).",
+)
+"""The opt-in to links leaving --data-root of the commands that read another party's data
+(``show``, ``audit``); the data options of the others declare it with the rest."""
+
 main = role_group(
     "lassi-regulator",
     TOOL.split(" ", 1)[1],
@@ -342,12 +351,7 @@ def define_command(
     help="Folder data: the attribute CSV (default: the one the spec names in --data-root, "
     "else DATA_ROOT/attributes.csv).",
 )
-@click.option(
-    "--allow-symlinks-outside-root",
-    "allow_outside",
-    is_flag=True,
-    help="Read symbolic links that lead out of --data-root (a link farm).",
-)
+@allow_outside_option
 @threads_option
 def show_command(
     spec: Path,
@@ -423,12 +427,7 @@ def show_command(
     help="The auditor's own copy of the data (CelebA/folder); the bundle's paths are never used, "
     "and its images must hash as the bundle records.",
 )
-@click.option(
-    "--allow-symlinks-outside-root",
-    "allow_outside",
-    is_flag=True,
-    help="Read symbolic links that lead out of --data-root (a link farm).",
-)
+@allow_outside_option
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
