@@ -30,13 +30,13 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 SRC_DIRS = [ROOT / d / "src" for d in ("spec_schema", "regulator", "producer", "consumer")]
 try:
-    import lassi.spec.center_smoothing  # noqa: F401
+    import lassi.spec.runtime.center_smoothing  # noqa: F401
 except ImportError:  # not installed: use the source tree
     sys.path[:0] = [str(d) for d in SRC_DIRS]
 
 from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.regulator.encoders import LatentMLP  # noqa: E402
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
+from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
 
 LATENT_DIM = 3 * 64 * 64
 HIDDEN = (2048, 1024)

@@ -1,7 +1,7 @@
 """Benchmark: certification throughput of the local executor against Ray with 1 and 2 workers.
 
 The workload is the producer's center smoothing (exact bounds) of a latent MLP encoder with the
-affine trick, per-sample seeds, through the one per-sample loop (lassi.spec.per_sample) — the
+affine trick, per-sample seeds, through the one per-sample loop (lassi.spec.runtime.per_sample) — the
 path `lassi-producer encode --certify` runs. All three configurations run in one process, one
 after the other, on the same samples; every worker (and the local run) uses one torch thread, so
 "2 workers" uses both cores of this machine. The certificates of the three runs are compared
@@ -24,10 +24,10 @@ from torch import nn
 
 from lassi.producer.base_function import BaseFunction
 from lassi.regulator.encoders import LatentMLP
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
-from lassi.spec.executors import RayExecutor
-from lassi.spec.io import atomic_write_bytes
-from lassi.spec.per_sample import LocalExecutor, PerSampleLoop
+from lassi.spec.contract.io import atomic_write_bytes
+from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.runtime.executors import RayExecutor
+from lassi.spec.runtime.per_sample import LocalExecutor, PerSampleLoop
 
 OUT = Path(__file__).resolve().parent / "out" / "executors"
 

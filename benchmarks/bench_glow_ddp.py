@@ -2,8 +2,8 @@
 
 Both train the demo configuration (scripts/demo.py: 32x32, L=3, K=8, hidden 128, additive,
 global batch 32) through the real CLI for ``--steps`` steps; under torchrun each rank trains on
-half of every batch and the gradients are averaged (``lassi.spec.distributed``), so both runs
-compute the same model up to float summation order (tests/test_ddp.py). The figure compared is
+half of every batch and the gradients are averaged (``lassi.spec.runtime.distributed``), so both runs
+compute the same model up to float summation order (tests/spec/test_ddp.py). The figure compared is
 the training time the artifact records (``training.seconds``: the optimisation steps with their
 batch rendering, not start-up, validation or the sample grid), in alternating rounds so both
 modes see the same machine load. Run from the repository root:

@@ -20,7 +20,7 @@ batch size does.
 Per certified sample: per-image cost × (2 n0 + n) base evaluations (n0 = 5000, n = 2000; the paper's
 n0 = n = 10⁴), plus the step-1 selection (timed on random [n0, k] outputs), i.e. an extrapolation
 from the timed draws (stated in the output). ``--certify`` also runs a real certification of one
-sample through :class:`~lassi.spec.center_smoothing.CenterSmoothing` at the given (n0, n).
+sample through :class:`~lassi.spec.runtime.center_smoothing.CenterSmoothing` at the given (n0, n).
 
     .venv/bin/python benchmarks/bench_image_path.py --quick
     nice -n 10 .venv/bin/python benchmarks/bench_image_path.py --sizes demo,paper --draws 64 \\
@@ -53,7 +53,7 @@ except ImportError:  # not installed: use the source tree
 from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.regulator.encoders import ImageResNet18  # noqa: E402
 from lassi.regulator.glow import Glow  # noqa: E402
-from lassi.spec.center_smoothing import (  # noqa: E402
+from lassi.spec.runtime.center_smoothing import (  # noqa: E402
     CenterSmoothing,
     CenterSmoothingParams,
     min_median_index,
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json-line", action="store_true", help="print the report as a JSON line")
     args = parser.parse_args(argv)
 
-    from lassi.spec.device import resolve_device
+    from lassi.spec.runtime.device import resolve_device
 
     device = resolve_device(args.device)
     if args.quick:

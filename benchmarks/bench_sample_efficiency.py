@@ -22,7 +22,7 @@ import click
 import numpy as np
 
 from lassi.spec import CenterStatus, RepresentationBundle, read_artifact
-from lassi.spec.io import atomic_write_bytes
+from lassi.spec.contract.io import atomic_write_bytes
 
 DEMO = Path(__file__).resolve().parents[1] / "runs" / "demo"
 HERE = Path(__file__).resolve().parent
@@ -39,7 +39,7 @@ def _run(name, spec, encoder, data, classifier, out, samples, bounds, n_cs, sequ
     """``n_cs``: (n0, n) of center smoothing."""
     from lassi.consumer.verification import verify
     from lassi.producer.encode import encode_split
-    from lassi.spec.center_smoothing import CenterSmoothingParams
+    from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
 
     params = CenterSmoothingParams(n0=n_cs[0], n=n_cs[1], bounds=bounds)
     bundle = out / f"bundle_{bounds}_{n_cs[0]}_{n_cs[1]}.safetensors"

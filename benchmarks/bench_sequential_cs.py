@@ -37,7 +37,7 @@ except ImportError:  # not installed: use the source tree
 
 from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.regulator.encoders import LatentMLP  # noqa: E402
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
+from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
 
 LATENT_DIM = 3 * 32 * 32
 HIDDEN = (1024, 512)
@@ -161,7 +161,7 @@ def results_table(report: dict[str, Any], command: str, hardware: str, commit: s
             "identical"
             + (" (checked on every sample)." if all(s["same_radius_where_both_certify"] for s in report["settings"]) else " (NOT identical on some sample)."),
             "The sequential test's failure rate at the boundary P(d ≤ r̂) = 1/2 − Δ is checked in "
-            "tests/test_sequential_cs.py (2.1 % of 20 000 simulated tests at α1 = 5 %; stopping at "
+            "tests/spec/test_sequential_cs.py (2.1 % of 20 000 simulated tests at α1 = 5 %; stopping at "
             "the first look where a fixed-n Clopper–Pearson bound clears, 22.6 %).",
         ],
     }

@@ -4,7 +4,7 @@ Run by ``benchmarks/gpu_check.sh`` (which first installs the project over the ma
 torch); each step is a subprocess with its own timeout, so one slow or failing step leaves the
 others' figures. Steps on a CUDA machine (about 8 minutes in all):
 
-1. ``pytest -m gpu tests/test_device.py`` (every heavy command with --device cuda against cpu);
+1. ``pytest -m gpu tests/spec/test_device.py`` (every heavy command with --device cuda against cpu);
 2. the image path E_L ∘ D_G (bench_image_path.py) at the demo's and the paper's sizes
    (64×64, L = 4, K = 32, hidden 512; ResNet-18), strict float32 and TF32, and one real
    certification at n0 = 5000, n = 2000 (target ≤ 2 s per certified sample; paper: 64 s on four
@@ -78,7 +78,7 @@ def latent_path(device: str, n0: int, n: int, samples: int, tiny: bool = False) 
 
     from lassi.producer.base_function import BaseFunction
     from lassi.regulator.encoders import LatentMLP
-    from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
+    from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
 
     dev = torch.device(device)
     if tiny:
@@ -195,7 +195,7 @@ def run_check(dry_run: bool) -> dict[str, Any]:
         junit = Path(tempfile.mkdtemp()) / "gpu.xml"
         result = _step(
             "pytest_gpu",
-            [py, "-m", "pytest", "-q", "-m", "gpu", "tests/test_device.py", f"--junitxml={junit}"],
+            [py, "-m", "pytest", "-q", "-m", "gpu", "tests/spec/test_device.py", f"--junitxml={junit}"],
             timeout("pytest_gpu"),
         )
         result["summary"] = _junit_summary(junit)
@@ -291,7 +291,7 @@ def results_table(report: dict[str, Any], command: str, results_file: str) -> di
         return f"{passed} passed, {failed} failed, {summary['skipped']} skipped"
 
     rows = [
-        ["pytest -m gpu (tests/test_device.py)", value("pytest_gpu", pytest_value), "all pass", None],
+        ["pytest -m gpu (tests/spec/test_device.py)", value("pytest_gpu", pytest_value), "all pass", None],
         [
             "image path, paper size: s per certified sample, n0 = 5000, n = 2000 (float32)",
             value("image_path", lambda s: _fmt(image(s, "paper")["certify"]["seconds"])),

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from lassi.spec import (
     AttributeInfo,
@@ -37,11 +38,14 @@ CERT = CertificateParams(
     sigma_enc=0.65, epsilon=1.0, n0=100, n=100, alpha1=0.005, alpha2=0.005, delta=0.05, seed=0
 )
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+TEST_DATA = Path(__file__).resolve().parent / "data"  # reference files committed for the tests
+
 
 def glow_weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Stand-in ``glow.`` tensors with as many weights, in as many tensors, as a Glow of FLOW
-    has (what ``lassi.spec.architecture.check_glow`` checks on read)."""
-    from lassi.spec.architecture import glow_weight_count
+    has (what ``lassi.spec.contract.architecture.check_glow`` checks on read)."""
+    from lassi.spec.contract.architecture import glow_weight_count
 
     elements, count = glow_weight_count(
         FLOW.image_size, FLOW.n_levels, FLOW.n_steps, FLOW.hidden, FLOW.coupling
@@ -228,7 +232,7 @@ def write_raw(path, meta_json: str, tensors: dict, checksum: bool = True) -> Non
     """
     from safetensors.numpy import save
 
-    from lassi.spec.io import CHECKSUM_KEY, METADATA_KEY, content_digest
+    from lassi.spec.contract.io import CHECKSUM_KEY, METADATA_KEY, content_digest
 
     metadata = {METADATA_KEY: meta_json}
     if checksum:
@@ -336,3 +340,75 @@ def invoke_bounded(cli, args: list[str], limit_kib: int = GIB_KIB):
     grown = _rss_kib("VmHWM") - start
     assert grown < limit_kib, f"{' '.join(args[:1])}: peak memory grew by {grown} KiB"
     return result
+
+
+# ------------------------------------------------------------- a miniature CelebA (official layout)
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
+    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses "
+    "Goatee Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache "
+    "Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks "
+    "Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick "
+    "Wearing_Necklace Wearing_Necktie Young"
+).split()
+N_FACES = 6
+PARTITION = [0, 0, 0, 1, 2, 2]
+INNER, OUTER = (200, 40, 40), (20, 40, 220)
+
+
+def face_image(width: int = 44, height: int = 54) -> Image.Image:
+    """A tiny stand-in face: a 24 px square of INNER colour centred on an OUTER background."""
+    pixels = np.empty((height, width, 3), dtype=np.uint8)
+    pixels[:] = OUTER
+    top, left = (height - 24) // 2, (width - 24) // 2
+    pixels[top : top + 24, left : left + 24] = INNER
+    return Image.fromarray(pixels)
+
+
+def label_grid() -> np.ndarray:
+    """-1/1 labels [N_FACES, 40]: attribute j of image i is 1 iff (i + j) % 3 == 0."""
+    i, j = np.meshgrid(np.arange(N_FACES), np.arange(40), indexing="ij")
+    return np.where((i + j) % 3 == 0, 1, -1)
+
+
+def write_celeba(root: Path) -> Path:
+    """A miniature CelebA folder in exactly the official file formats, at ``root``."""
+    (root / "img_align_celeba").mkdir(parents=True)
+    names = [f"{i + 1:06d}.jpg" for i in range(N_FACES)]
+    for name in names:
+        face_image().save(root / "img_align_celeba" / name, quality=95)
+    rows = [
+        name + " " + " ".join(f"{v:2d}" for v in labels)
+        for name, labels in zip(names, label_grid(), strict=True)
+    ]
+    text = f"{N_FACES}\n" + " ".join(CELEBA_ATTRIBUTES) + " \n" + "\n".join(rows) + "\n"
+    (root / "list_attr_celeba.txt").write_text(text)
+    partition = "".join(f"{name} {code}\n" for name, code in zip(names, PARTITION, strict=True))
+    (root / "list_eval_partition.txt").write_text(partition)
+    return root
+
+
+class RecordingBar:
+    """A stand-in for tqdm that records every postfix a loop sets (what a user would read)."""
+
+    postfixes: list[dict] = []
+
+    def __init__(self, iterable=None, **kwargs):
+        self.iterable = iterable if iterable is not None else []
+        self.desc = kwargs.get("desc", "")
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_postfix(self, ordered=None, refresh=True, **fields):
+        RecordingBar.postfixes.append({**(ordered or {}), **fields, "desc": self.desc})
+
+    def update(self, n=1):
+        pass
+
+    def write(self, text):
+        print(text)
+
+    def close(self):
+        pass

@@ -2,8 +2,8 @@
 
 from typing import TYPE_CHECKING
 
-from lassi.spec.cli import tool_name
-from lassi.spec.lazy import lazy_exports
+from lassi.spec.runtime.cli import tool_name
+from lassi.spec.runtime.lazy import lazy_exports
 
 TOOL = tool_name("lassi-consumer")
 """The name and version recorded as ``tool`` in every artifact this role writes."""

@@ -36,10 +36,10 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
-from lassi.spec.errors import TrainingDiverged
-from lassi.spec.onnx_check import export_checked_onnx
-from lassi.spec.seeding import Stage, torch_seed
-from lassi.spec.torch_state import load_module, module_tensors
+from lassi.spec.contract.errors import TrainingDiverged
+from lassi.spec.contract.onnx_check import export_checked_onnx
+from lassi.spec.contract.torch_state import load_module, module_tensors
+from lassi.spec.runtime.seeding import Stage, torch_seed
 
 __all__ = [
     "LinearClassifier",
@@ -463,7 +463,7 @@ def load_classifier(path: Path) -> tuple[torch.nn.Module, Artifact[ClassifierCar
 def export_classifier_onnx(model: nn.Module, path: str | Path, k: int) -> Path:
     """Export C_L to a self-contained ONNX file: input ``z`` [batch, k] → ``logits`` [batch, C].
 
-    The checked export of :func:`lassi.spec.onnx_check.export_checked_onnx`: symbolic batch
+    The checked export of :func:`lassi.spec.contract.onnx_check.export_checked_onnx`: symbolic batch
     dimension, weights inside the file, ``onnx.checker``, onnxruntime compared with torch.
     """
     cpu_model = copy.deepcopy(model).to("cpu").eval()

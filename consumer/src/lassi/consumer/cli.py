@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from lassi.spec.cli import (
+from lassi.spec.runtime.cli import (
     executor_from_options,
     executor_options,
     role_group,
@@ -19,8 +19,8 @@ from lassi.spec.cli import (
     threads_option,
     trusted_inputs,
 )
-from lassi.spec.device import device_option
-from lassi.spec.outputs import check_outputs, checkpoint_of
+from lassi.spec.runtime.device import device_option
+from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
     import torch
@@ -233,7 +233,7 @@ def verify_command(
     from lassi.consumer.report import report_sidecars, summary_markdown
     from lassi.consumer.verification import verify
     from lassi.spec import UsageError
-    from lassi.spec.binding import binding_note, coverage_note
+    from lassi.spec.contract.binding import binding_note, coverage_note
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
         raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
     outputs = [out, *report_sidecars(out).values(), checkpoint_of(out), html]

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from lassi.consumer.randomized_smoothing import ABSTAIN
-from lassi.spec.models import CenterStatus, EndpointCheck, ReportStatus
-from lassi.spec.seeding import Stage, torch_seed
+from lassi.spec.contract.models import CenterStatus, EndpointCheck, ReportStatus
+from lassi.spec.runtime.seeding import Stage, torch_seed
 
 ENDPOINT_PURPOSE = 1000
 

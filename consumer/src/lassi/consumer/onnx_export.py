@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from lassi.consumer.classifier import load_classifier
-from lassi.spec.onnx_check import export_checked_onnx
+from lassi.spec.contract.onnx_check import export_checked_onnx
 
 
 def export_classifier(classifier_path: Path, out: Path) -> float:

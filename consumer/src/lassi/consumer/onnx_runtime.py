@@ -27,11 +27,11 @@ def ort_session(
     reported is ``session.get_providers()[0]`` (what runs), not what is merely available. Idle
     intra-op threads do not spin: smoothing runs large batches, and spinning threads starve the
     noise generation running beside them. ``threads``: onnxruntime's intra-op threads (default:
-    its own choice, all cores), checked by ``lassi.spec.cli.check_threads``.
+    its own choice, all cores), checked by ``lassi.spec.runtime.cli.check_threads``.
     """
     import onnxruntime as ort
 
-    from lassi.spec.cli import check_threads
+    from lassi.spec.runtime.cli import check_threads
 
     providers = ["CPUExecutionProvider"]
     if prefer_gpu and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -42,7 +42,7 @@ def ort_session(
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     if isinstance(model, (str, Path)):
-        from lassi.spec.onnx_check import onnx_bytes
+        from lassi.spec.contract.onnx_check import onnx_bytes
 
         data = onnx_bytes(model)
     elif isinstance(model, bytes):

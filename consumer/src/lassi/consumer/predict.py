@@ -21,7 +21,7 @@ from lassi.spec import (
     RepresentationBundle,
     read_artifact,
 )
-from lassi.spec.onnx_check import load_checked_onnx, onnx_card
+from lassi.spec.contract.onnx_check import load_checked_onnx, onnx_card
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ on how the certificate was decided. The selection draws are independent of the e
 so PREDICT's guarantee (a returned class differs from g(z) with probability ≤ α) and the
 certificate's hold each on their own.
 
-Every draw comes from a per-sample stream of :mod:`lassi.spec.seeding` (selection from
+Every draw comes from a per-sample stream of :mod:`lassi.spec.runtime.seeding` (selection from
 ``Stage.SELECTION``, estimation and PREDICT from ``Stage.ESTIMATION``), generated on the CPU in
 chunks whose size depends only on the noise dimension, so a sample's certificate is the same
 whatever batch size, sample order or process computed it (provided the classifier's argmax for a
@@ -54,7 +54,7 @@ import numpy as np
 from scipy.stats import beta, binomtest, norm
 
 from lassi.consumer import sequential_test
-from lassi.spec.seeding import Stage, numpy_rng, torch_seed
+from lassi.spec.runtime.seeding import Stage, numpy_rng, torch_seed
 
 if TYPE_CHECKING:
     import torch

@@ -23,9 +23,9 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
-from lassi.spec.binding import binding_note, coverage_note
-from lassi.spec.models import ReportCause
-from lassi.spec.outputs import atomic_group
+from lassi.spec.contract.binding import binding_note, coverage_note
+from lassi.spec.contract.models import ReportCause
+from lassi.spec.runtime.outputs import atomic_group
 
 STATUS_NAMES = {s: s.name.lower() for s in ReportStatus}
 CAUSE_NAMES = {c: c.name.lower() for c in ReportCause}
@@ -175,7 +175,7 @@ def report_sidecars(report_path: Path) -> dict[str, Path]:
 
 def write_report(out: Path, meta: VerificationReport, tensors: dict) -> Artifact[VerificationReport]:
     """Write the report artifact and its ``.json``/``.md``/``.png`` side files all-or-nothing
-    (``lassi.spec.outputs.atomic_group``): if any of them fails, none appears."""
+    (``lassi.spec.runtime.outputs.atomic_group``): if any of them fails, none appears."""
     out = Path(out)
     sidecars = report_sidecars(out)
     with atomic_group([out, *sidecars.values()]) as temps:

@@ -3,7 +3,7 @@
 Per sample: label and prediction with their class names, R, r_CS and the status (paper Sec. 5:
 fair iff r_CS < R); the summary, warnings and, at the top, the spec's coverage caveat. The
 consumer holds no Glow, so the page has no images: the decoded similar individuals are on the
-regulator's audit page (``lassi-regulator audit --html``). Written by :mod:`lassi.spec.html_page`.
+regulator's audit page (``lassi-regulator audit --html``). Written by :mod:`lassi.spec.runtime.html_page`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 from lassi.consumer.report import report_rows
 from lassi.spec import Artifact, VerificationReport
-from lassi.spec.binding import binding_note
-from lassi.spec.html_page import coverage_caveat, render_page, write_page
+from lassi.spec.contract.binding import binding_note
+from lassi.spec.runtime.html_page import coverage_caveat, render_page, write_page
 
 COLUMNS = ["id", "file", "label", "label_name", "prediction", "prediction_name", "R", "r_cs",
            "status", "cause"]  # fmt: skip

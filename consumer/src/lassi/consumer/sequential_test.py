@@ -33,7 +33,7 @@ import math
 
 import numpy as np
 
-from lassi.spec import confidence_sequence as cs
+from lassi.spec.runtime import confidence_sequence as cs
 
 PRIOR_A = 0.5
 PRIOR_B = 0.5

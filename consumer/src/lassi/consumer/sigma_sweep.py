@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lassi.spec import ClassifierCard, RepresentationBundle, UsageError, read_artifact
-from lassi.spec.models import SigmaSelection, SigmaSweepRow
+from lassi.spec.contract.models import SigmaSelection, SigmaSweepRow
 
 PAPER_GRID = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0)
 # sigma_cls is the std of Gaussian noise added to float32 representations (paper Sec. 5 tries

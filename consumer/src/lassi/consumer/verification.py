@@ -3,7 +3,7 @@
 Decision: a sample is certified individually fair iff center smoothing did not abstain,
 randomized smoothing of C_L around z_CS did not abstain, and r_CS < R. Then every similar
 individual gets the same prediction, with probability ≥ 1 − α_c − α_s over the draws. The loop
-over samples is resumable (:mod:`lassi.spec.per_sample`); the report's side files are written by
+over samples is resumable (:mod:`lassi.spec.runtime.per_sample`); the report's side files are written by
 :mod:`lassi.consumer.report`.
 
 The sample's prediction is PREDICT (Cohen et al., 2019) on the n0 selection draws, the same
@@ -48,10 +48,10 @@ from lassi.spec import (
     VerificationReport,
     read_artifact,
 )
-from lassi.spec.binding import certificate_scope, check_binding, read_spec_header
-from lassi.spec.models import ReportCause, RepresentationScale
-from lassi.spec.per_sample import Executor, PerSampleLoop
-from lassi.spec.torch_state import run_key
+from lassi.spec.contract.binding import certificate_scope, check_binding, read_spec_header
+from lassi.spec.contract.models import ReportCause, RepresentationScale
+from lassi.spec.contract.torch_state import run_key
+from lassi.spec.runtime.per_sample import Executor, PerSampleLoop
 
 if TYPE_CHECKING:
     import torch
@@ -319,7 +319,7 @@ def verify(
     """Randomized smoothing around every z_CS; certified iff r_CS < R. Writes the report files.
 
     ``spec_path``: the regulator's similarity spec. The bundle must belong to it and obey its
-    epsilon, attributes and policy (:func:`lassi.spec.binding.check_binding`), and the report
+    epsilon, attributes and policy (:func:`lassi.spec.contract.binding.check_binding`), and the report
     records its hash, vectors and coverage as the certificates' scope; without it the scope is
     the producer's word.
 

@@ -28,7 +28,7 @@ import torch
 
 from lassi.experiments.settings import Settings, load_settings, with_draws
 from lassi.spec import LassiError
-from lassi.spec.io import atomic_write_bytes
+from lassi.spec.contract.io import atomic_write_bytes
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -184,8 +184,8 @@ def run_experiment(args: argparse.Namespace, settings: Settings, argv: list[str]
     from lassi.experiments.table2 import table2
     from lassi.experiments.transfer import transfer
     from lassi.experiments.workspace import Workspace
-    from lassi.spec.device import resolve_device
-    from lassi.spec.executors import make_executor
+    from lassi.spec.runtime.device import resolve_device
+    from lassi.spec.runtime.executors import make_executor
 
     ws = Workspace(
         out=args.out, device=resolve_device(args.device), settings=settings,

@@ -26,9 +26,9 @@ from lassi.producer.base_function import load_encoder
 from lassi.regulator.shapes3d import FACTOR_SIZES, Shapes3D
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import read_artifact
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
-from lassi.spec.per_sample import Executor, PerSampleLoop
-from lassi.spec.torch_state import run_key
+from lassi.spec.contract.torch_state import run_key
+from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.runtime.per_sample import Executor, PerSampleLoop
 
 
 def siblings_of(sample_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +74,7 @@ def siblings_certified(
     ``certified`` [N, 15] bool, ``r_cs`` and ``radius`` [N, 15], ``factors`` [N, 15, 6].
 
     One test sample (its 15 siblings) at a time on the shared per-sample loop: ``executor``
-    (default: in this process, e.g. ``lassi.spec.executors.RayExecutor``) does not change the
+    (default: in this process, e.g. ``lassi.spec.runtime.executors.RayExecutor``) does not change the
     result (per-sample seeds); ``checkpoint``: resume from this file (None: no resume);
     ``device``: where E_G, E_L and C_L run; ``renderer``: whose ``render(factors)`` gives the
     siblings (default: the built-in renderer; a 3dshapes.h5 source's serves the file's images)."""

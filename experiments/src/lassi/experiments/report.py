@@ -21,8 +21,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lassi.spec import UsageError
-from lassi.spec.errors import validation_message
-from lassi.spec.io import atomic_write_bytes
+from lassi.spec.contract.errors import validation_message
+from lassi.spec.contract.io import atomic_write_bytes
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,8 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lassi.spec import LossWeights, UsageError
-from lassi.spec.center_smoothing import CenterSmoothingParams
-from lassi.spec.errors import validation_message
+from lassi.spec.contract.errors import validation_message
+from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
 
 if sys.version_info >= (3, 11):
     import tomllib

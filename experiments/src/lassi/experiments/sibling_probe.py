@@ -35,7 +35,7 @@ from lassi.regulator.data_config import make_source
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import read_artifact
-from lassi.spec.io import atomic_write_bytes
+from lassi.spec.contract.io import atomic_write_bytes
 
 
 def sibling_latents(

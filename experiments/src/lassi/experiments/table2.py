@@ -22,8 +22,8 @@ from lassi.experiments.workspace import Workspace, data_config
 from lassi.regulator.data_config import make_source
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.spec import ReportStatus, read_artifact
-from lassi.spec.executors import make_executor
-from lassi.spec.io import atomic_write_bytes
+from lassi.spec.contract.io import atomic_write_bytes
+from lassi.spec.runtime.executors import make_executor
 
 
 def ground_truth(

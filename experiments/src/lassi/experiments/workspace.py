@@ -19,8 +19,8 @@ from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import define_spec, load_glow
 from lassi.spec import DataProvenance, LossWeights, UsageError, read_artifact
-from lassi.spec.binding import read_spec_header
-from lassi.spec.center_smoothing import CenterSmoothingParams
+from lassi.spec.contract.binding import read_spec_header
+from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
 
 
 def regulator_data(glow_path: Path, root: Path | None = None) -> DatasetConfig:

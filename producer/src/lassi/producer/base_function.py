@@ -25,7 +25,7 @@ from lassi.regulator.encoders import ImageResNet18, LatentMLP
 from lassi.regulator.glow import Glow
 from lassi.regulator.similarity import SimilaritySet, shift
 from lassi.spec import EncoderCard, UsageError, read_artifact
-from lassi.spec.torch_state import load_module
+from lassi.spec.contract.torch_state import load_module
 
 if TYPE_CHECKING:
     from lassi.producer.training import EncoderTrainConfig

@@ -9,7 +9,7 @@ import click
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
 from lassi.spec import LossWeights, UsageError
-from lassi.spec.cli import (
+from lassi.spec.runtime.cli import (
     executor_from_options,
     executor_options,
     role_group,
@@ -18,8 +18,8 @@ from lassi.spec.cli import (
     trusted_inputs,
     validated,
 )
-from lassi.spec.device import device_option
-from lassi.spec.outputs import check_outputs, checkpoint_of
+from lassi.spec.runtime.device import device_option
+from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
     import torch
@@ -311,7 +311,7 @@ def encode_command(
 ) -> None:
     """Encode a data split into a representation bundle (certified with --certify)."""
     from lassi.producer.encode import encode_split
-    from lassi.spec.center_smoothing import CenterSmoothingParams, never_certifies
+    from lassi.spec.runtime.center_smoothing import CenterSmoothingParams, never_certifies
 
     if endpoints and not certify:
         raise UsageError(None, "--endpoints needs --certify (end points are center-smoothed)")

@@ -28,11 +28,15 @@ from lassi.producer.latents import TOOL, glow_latents_of
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import RepresentationBundle, UsageError, write_artifact
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams, progress_hooks
-from lassi.spec.per_sample import Executor, PerSampleLoop
-from lassi.spec.torch_state import (
+from lassi.spec.contract.torch_state import (
     run_key,
 )
+from lassi.spec.runtime.center_smoothing import (
+    CenterSmoothing,
+    CenterSmoothingParams,
+    progress_hooks,
+)
+from lassi.spec.runtime.per_sample import Executor, PerSampleLoop
 
 
 def select_ids(source, split: str, limit: int | None, every: int) -> np.ndarray:

@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from lassi.producer.base_function import BaseFunction
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams
-from lassi.spec.seeding import Stage, torch_seed
+from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.runtime.seeding import Stage, torch_seed
 
 ENDPOINT_PURPOSE = 1000
 

@@ -23,8 +23,8 @@ from lassi.producer import TOOL
 from lassi.regulator.content_hash import decode_sample, has_files, read_samples
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec.data_identity import DIGEST_SIZE, data_key, file_list_sha256
-from lassi.spec.torch_state import load_checkpoint, run_key, save_checkpoint
+from lassi.spec.contract.data_identity import DIGEST_SIZE, data_key, file_list_sha256
+from lassi.spec.contract.torch_state import load_checkpoint, run_key, save_checkpoint
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch import nn
 
 from lassi.producer.base_function import BaseFunction, load_encoder, load_spec
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec.onnx_check import export_checked_onnx
+from lassi.spec.contract.onnx_check import export_checked_onnx
 
 
 class PipelineGraph(nn.Module):

@@ -44,10 +44,15 @@ from lassi.spec import (
     UsageError,
     write_artifact,
 )
-from lassi.spec.distributed import Ranks, data_parallel, sync_batch_norm
-from lassi.spec.errors import TrainingDiverged
-from lassi.spec.seeding import Stage, numpy_rng, torch_seed
-from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
+from lassi.spec.contract.errors import TrainingDiverged
+from lassi.spec.contract.torch_state import (
+    load_checkpoint,
+    module_tensors,
+    run_key,
+    save_checkpoint,
+)
+from lassi.spec.runtime.distributed import Ranks, data_parallel, sync_batch_norm
+from lassi.spec.runtime.seeding import Stage, numpy_rng, torch_seed
 
 PURPOSE_ORDER, PURPOSE_ATTACK, PURPOSE_AUGMENT = 1, 2, 3
 
@@ -125,7 +130,7 @@ def train_encoder(
 
     ``device``: where the models train; latents and labels stay on the CPU and each batch moves
     (initial weights, batch order and attack draws are CPU-seeded, so they do not depend on it).
-    Under torchrun the run is data-parallel (:mod:`lassi.spec.distributed`): ``batch_size`` is
+    Under torchrun the run is data-parallel (:mod:`lassi.spec.runtime.distributed`): ``batch_size`` is
     the global batch, each rank trains on its slice of it with BatchNorm statistics and the
     contrastive pairs taken over the global batch, and rank 0 alone writes the checkpoints and
     the artifact.

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.shapes3d import half_of_range
 from lassi.spec import AttributeInfo, UsageError
-from lassi.spec.models import AttributeMethod, DiscoverSettings, LinearBoundary
+from lassi.spec.contract.models import AttributeMethod, DiscoverSettings, LinearBoundary
 
 METHODS: tuple[str, ...] = ("average_diff", "perpendicular", "ramaswamy", "discover")
 MAX_LATENT_BYTES = 4 * 2**30  # the learned methods hold the latents of their images in memory
@@ -303,7 +303,7 @@ def classifier_probability(
     the artifact's SHA-256 and its task. Frozen, eval mode; gradients flow to z only."""
     from lassi.regulator.encoders import AuxClassifier, ImageResNet18, LatentMLP
     from lassi.spec import EncoderCard, read_artifact
-    from lassi.spec.torch_state import load_module
+    from lassi.spec.contract.torch_state import load_module
 
     artifact = read_artifact(path, expect=EncoderCard)
     card = artifact.meta

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.shapes3d import half_of_range
 from lassi.spec import AttributeInfo, UsageError
-from lassi.spec.models import conditional_names
+from lassi.spec.contract.models import conditional_names
 
 MAX_MEANS_BYTES = 2 * 2**30  # float64 sums per (group, value): a many-valued --condition-on
 VectorChoice = Literal["halves", "pairs"]

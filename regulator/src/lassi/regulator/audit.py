@@ -10,7 +10,7 @@ onnxruntime differ only in rounding); a claim smaller than the replay is the dan
 (it makes certification easier) and is reported as understated.
 
 What the audit proves, against a producer that signs its own files: the certificate is bound
-to the regulator's spec (``lassi.spec.binding``: same spec hash, epsilon, attributes, policy),
+to the regulator's spec (``lassi.spec.contract.binding``: same spec hash, epsilon, attributes, policy),
 the base function was exported for this spec and the bundle's encoder, and for each re-checked
 sample the claimed status, r_CS and center z_CS agree with an independent replay. The bundle's
 recorded data *paths* are never used: data on disk is read from the auditor's ``data_root`` and
@@ -19,7 +19,7 @@ must hash as the bundle records (``DataProvenance.content_sha256``, see
 very bytes hashed. 3D Shapes is rendered from its recorded seed and split sizes. A bundle written
 before content hashes were recorded still audits, with a note that its data was not checked.
 
-The replay is a per-sample loop (:class:`lassi.spec.per_sample.PerSampleLoop`: tqdm bar,
+The replay is a per-sample loop (:class:`lassi.spec.runtime.per_sample.PerSampleLoop`: tqdm bar,
 checkpoint, resume, in-order commits) on any executor (local or Ray); with per-sample seeds the
 findings do not depend on it.
 """
@@ -47,13 +47,17 @@ from lassi.spec import (
     UsageError,
     read_artifact,
 )
-from lassi.spec.binding import check_binding
-from lassi.spec.center_smoothing import CenterSmoothing, CenterSmoothingParams, progress_hooks
-from lassi.spec.data_identity import id_ranges
-from lassi.spec.models import CenterStatus, DataProvenance
-from lassi.spec.onnx_check import load_checked_onnx, onnx_bytes, onnx_card
-from lassi.spec.per_sample import Executor, PerSampleLoop
-from lassi.spec.torch_state import run_key
+from lassi.spec.contract.binding import check_binding
+from lassi.spec.contract.data_identity import id_ranges
+from lassi.spec.contract.models import CenterStatus, DataProvenance
+from lassi.spec.contract.onnx_check import load_checked_onnx, onnx_bytes, onnx_card
+from lassi.spec.contract.torch_state import run_key
+from lassi.spec.runtime.center_smoothing import (
+    CenterSmoothing,
+    CenterSmoothingParams,
+    progress_hooks,
+)
+from lassi.spec.runtime.per_sample import Executor, PerSampleLoop
 
 if TYPE_CHECKING:
     import torch

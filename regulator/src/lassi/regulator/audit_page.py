@@ -6,7 +6,7 @@ representative choice of vectors when there are many, as ``show``), and D_G(E_G(
 at a few points t of the sphere ||t||_2 = ε (fixed per-sample seeds), beside the audit's figures
 (claimed and replayed status and r_CS, verdict). At the top: the spec's coverage caveat and the
 Glow's quality (bits/dim from the Glow artifact's training record, with ``--glow``). The page
-itself is written by :mod:`lassi.spec.html_page`; images are PNG-encoded here.
+itself is written by :mod:`lassi.spec.runtime.html_page`; images are PNG-encoded here.
 """
 
 from __future__ import annotations
@@ -30,9 +30,15 @@ from lassi.spec import (
     VerificationReport,
     read_artifact,
 )
-from lassi.spec.html_page import Figure, SampleSection, coverage_caveat, render_page, write_page
-from lassi.spec.io import read_header
-from lassi.spec.seeding import numpy_rng
+from lassi.spec.contract.io import read_header
+from lassi.spec.runtime.html_page import (
+    Figure,
+    SampleSection,
+    coverage_caveat,
+    render_page,
+    write_page,
+)
+from lassi.spec.runtime.seeding import numpy_rng
 
 BALL_POINTS = 4
 ALL_UP_TO = 8

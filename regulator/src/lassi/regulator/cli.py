@@ -10,7 +10,7 @@ import click
 from lassi.regulator import TOOL
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
-from lassi.spec.cli import (
+from lassi.spec.runtime.cli import (
     executor_from_options,
     executor_options,
     role_group,
@@ -19,8 +19,8 @@ from lassi.spec.cli import (
     trusted_inputs,
     validated,
 )
-from lassi.spec.device import device_option
-from lassi.spec.outputs import check_outputs, checkpoint_of
+from lassi.spec.runtime.device import device_option
+from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
 
 allow_outside_option = click.option(
     "--allow-symlinks-outside-root",
@@ -277,7 +277,7 @@ def define_command(
     """
     from lassi.regulator.attribute_methods import MethodConfig
     from lassi.regulator.similarity import define_spec
-    from lassi.spec.models import CertificationPolicy
+    from lassi.spec.contract.models import CertificationPolicy
 
     method_config = validated(
         MethodConfig,
@@ -494,8 +494,8 @@ def audit_command(
 
     from lassi.regulator.audit import audit_bundle
     from lassi.spec import IntegrityError
-    from lassi.spec.errors import printable
-    from lassi.spec.io import atomic_path
+    from lassi.spec.contract.errors import printable
+    from lassi.spec.contract.io import atomic_path
 
     try:
         chosen = None if ids is None else [int(i) for i in ids.split(",") if i.strip()]

@@ -3,7 +3,7 @@
 A bundle records *which* data it was encoded from as an identity (data set, split, options),
 the SHA-256 of each sample's image file (tensor ``file_sha256``, uint8 [N, 32], in the order of
 its ids) and ``DataProvenance.content_sha256`` over the list of (relative file name, file
-SHA-256) (:func:`lassi.spec.data_identity.file_list_sha256`). Names are relative, so the hash
+SHA-256) (:func:`lassi.spec.contract.data_identity.file_list_sha256`). Names are relative, so the hash
 identifies the data wherever an auditor keeps its copy; a changed byte or a renamed file
 changes it, and the per-file list says which file. Rendered sources (3D Shapes) have no files:
 the renderer and the factors of the recorded ids are their content, so they record no hash.
@@ -28,7 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lassi.regulator.datasets import DataError, OutsideRootError, decode_image
-from lassi.spec.data_identity import DIGEST_SIZE, data_key, file_list_sha256
+from lassi.spec.contract.data_identity import DIGEST_SIZE, data_key, file_list_sha256
 
 MAX_IMAGE_BYTES = 256 * 2**20
 """The largest image file read (a bound before allocating; CelebA's files are ~10 kB)."""
@@ -196,7 +196,7 @@ class CheckedImages:
     and each time checked against the file hashes taken when the run started: a file that
     changes during the run is refused (:func:`read_images`), never mixed in.
 
-    ``identity``: the data identity of the run (:func:`lassi.spec.data_identity.data_key` of the
+    ``identity``: the data identity of the run (:func:`lassi.spec.contract.data_identity.data_key` of the
     files' list hash, or of ``rendered``, the generator parameters of rendered data), for
     checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash (None: rendered data).
     ``progress``: the description of a progress bar over the first hashing (None: no bar)."""

@@ -23,7 +23,7 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lassi.spec import DataProvenance, InvalidArtifactError, UsageError
-from lassi.spec.errors import validation_message
+from lassi.spec.contract.errors import validation_message
 
 # The 3D Shapes sources, whose splits are seeded (--data-seed, --n-train, ..., --correlate).
 SPLIT_DATASETS = ("shapes3d", "shapes3d-h5")
@@ -158,7 +158,7 @@ class DatasetConfig(BaseModel):
 
 def note(text: str) -> None:
     """One line on stderr, escaped (it may name a path from another party's file)."""
-    from lassi.spec.errors import printable
+    from lassi.spec.contract.errors import printable
 
     print(f"note: {printable(text)}", file=sys.stderr)
 

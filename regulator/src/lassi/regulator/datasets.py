@@ -18,7 +18,7 @@ Data on disk is read under three rules, because its listings may come from anoth
   pixels and an image of more than :func:`max_pixels` pixels is refused undecoded.
 * **Bounded labels.** A folder CSV's labels are class indices: integers in ``0..n-1`` where
   ``n`` is the number of distinct values present (at least 2, at most
-  ``lassi.spec.models.MAX_CLASSES``); a CSV with gaps or huge values is refused, never
+  ``lassi.spec.contract.models.MAX_CLASSES``); a CSV with gaps or huge values is refused, never
   widened into empty classes.
 
 Why one long module: the three data sources share one interface and its error messages.
@@ -48,8 +48,8 @@ from lassi.regulator.shapes3d import (
     half_of_range,
     make_splits,
 )
-from lassi.spec.errors import UsageError
-from lassi.spec.models import MAX_CLASSES
+from lassi.spec.contract.errors import UsageError
+from lassi.spec.contract.models import MAX_CLASSES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "area": Image.Resampling.BOX}

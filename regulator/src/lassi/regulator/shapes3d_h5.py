@@ -238,7 +238,7 @@ def _check_label_order(labels, path: Path) -> dict[str, np.ndarray]:
 
 def read_split_file(path: Path) -> np.ndarray:
     """int64 row numbers of one of the authors' ``custom_*_split.npy`` (no pickle, checked)."""
-    from lassi.spec.files import read_file
+    from lassi.spec.contract.files import read_file
 
     data = read_file(path, MAX_SPLIT_FILE_BYTES, "a split file")
     try:

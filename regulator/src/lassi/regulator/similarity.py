@@ -37,8 +37,8 @@ from lassi.spec import (
     read_artifact,
     write_artifact,
 )
-from lassi.spec.models import CertificationPolicy
-from lassi.spec.torch_state import load_module, module_tensors
+from lassi.spec.contract.models import CertificationPolicy
+from lassi.spec.contract.torch_state import load_module, module_tensors
 
 FIDELITY_MIN_ANGLE = 20.0
 

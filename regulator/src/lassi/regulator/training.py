@@ -22,10 +22,15 @@ from lassi.regulator.content_hash import CheckedImages
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, postprocess, preprocess
 from lassi.spec import GlowArtifact, GlowConfig, GlowTraining, Preprocessing, write_artifact
-from lassi.spec.distributed import Ranks, data_parallel
-from lassi.spec.errors import TrainingDiverged
-from lassi.spec.seeding import Stage, numpy_rng, torch_seed
-from lassi.spec.torch_state import load_checkpoint, module_tensors, run_key, save_checkpoint
+from lassi.spec.contract.errors import TrainingDiverged
+from lassi.spec.contract.torch_state import (
+    load_checkpoint,
+    module_tensors,
+    run_key,
+    save_checkpoint,
+)
+from lassi.spec.runtime.distributed import Ranks, data_parallel
+from lassi.spec.runtime.seeding import Stage, numpy_rng, torch_seed
 
 ACTNORM_INIT_BATCH = 256
 VALIDATION_NOISE = 1  # seeding purpose of the validation dequantisation noise
@@ -187,7 +192,7 @@ def train_glow(
     running the same configuration again resumes from it (on any device). ``device``: where the
     flow trains; initial weights, batches and dequantisation noise are drawn on the CPU and moved,
     so they do not depend on it. Under torchrun the run is data-parallel
-    (:mod:`lassi.spec.distributed`): ``batch_size`` is the global batch, each rank trains on its
+    (:mod:`lassi.spec.runtime.distributed`): ``batch_size`` is the global batch, each rank trains on its
     slice and rank 0 alone writes the checkpoint, the artifact and the sample grid.
     """
     with data_parallel(device) as (ranks, device):

@@ -1,8 +1,15 @@
-"""lassi.spec: the artifact contract shared by the regulator, the producer and the consumer."""
+"""lassi.spec: what the regulator, the producer and the consumer share.
+
+Two subpackages: ``lassi.spec.contract``, the files the roles hand each other (artifact models,
+reading and writing, signatures, the binding of a certificate to its spec), and
+``lassi.spec.runtime``, the code more than one role must run identically (center smoothing, which
+the producer certifies with and the auditor replays; the per-sample loop, seeds, executors,
+devices; the CLI frame). The names below are the public API of both.
+"""
 
 from typing import TYPE_CHECKING
 
-from lassi.spec.errors import (
+from lassi.spec.contract.errors import (
     EXIT_CODES,
     IntegrityError,
     InvalidArtifactError,
@@ -10,7 +17,7 @@ from lassi.spec.errors import (
     SignatureError,
     UsageError,
 )
-from lassi.spec.io import (
+from lassi.spec.contract.io import (
     Artifact,
     atomic_path,
     atomic_write_bytes,
@@ -20,8 +27,7 @@ from lassi.spec.io import (
     sha256_file,
     write_artifact,
 )
-from lassi.spec.lazy import lazy_exports
-from lassi.spec.models import (
+from lassi.spec.contract.models import (
     ARTIFACT_KINDS,
     SCHEMA_VERSION,
     ArtifactBase,
@@ -50,6 +56,7 @@ from lassi.spec.models import (
     SmoothingParams,
     VerificationReport,
 )
+from lassi.spec.runtime.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -57,17 +64,17 @@ __version__ = "0.1.0"
 # cryptography; a reader of artifacts needs neither): read a spec's header without its tensors,
 # center smoothing's parameters, sign and check a file.
 _LAZY = {
-    "read_spec_header": "lassi.spec.binding",
-    "CenterSmoothingParams": "lassi.spec.center_smoothing",
-    "generate_keypair": "lassi.spec.signing",
-    "sign_file": "lassi.spec.signing",
-    "verify_file": "lassi.spec.signing",
+    "read_spec_header": "lassi.spec.contract.binding",
+    "CenterSmoothingParams": "lassi.spec.runtime.center_smoothing",
+    "generate_keypair": "lassi.spec.contract.signing",
+    "sign_file": "lassi.spec.contract.signing",
+    "verify_file": "lassi.spec.contract.signing",
 }
 
 if TYPE_CHECKING:
-    from lassi.spec.binding import read_spec_header
-    from lassi.spec.center_smoothing import CenterSmoothingParams
-    from lassi.spec.signing import generate_keypair, sign_file, verify_file
+    from lassi.spec.contract.binding import read_spec_header
+    from lassi.spec.contract.signing import generate_keypair, sign_file, verify_file
+    from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
 
 __all__ = [
     "ARTIFACT_KINDS",

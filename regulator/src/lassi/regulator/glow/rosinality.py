@@ -41,8 +41,8 @@ from torch import Tensor
 
 from lassi.regulator.glow.model import Glow
 from lassi.spec import GlowConfig, InvalidArtifactError, UsageError
-from lassi.spec.architecture import MAX_MODEL_WEIGHTS
-from lassi.spec.errors import validation_message
+from lassi.spec.contract.architecture import MAX_MODEL_WEIGHTS
+from lassi.spec.contract.errors import validation_message
 
 FORMAT = "rosinality/glow-pytorch"
 MAX_CHECKPOINT_BYTES = 2 * 1024**3
@@ -68,7 +68,7 @@ def read_state_dict(path: str | Path, limit: int | None = None) -> tuple[dict[st
     code runs: any object other than tensors and plain containers is refused), then the result
     must be a flat dict of str -> dense tensor with bounded shapes. Anything else: exit 3.
     """
-    from lassi.spec.files import read_file
+    from lassi.spec.contract.files import read_file
 
     path = Path(path)
     data = read_file(path, MAX_CHECKPOINT_BYTES if limit is None else limit, "a Glow checkpoint")
@@ -359,10 +359,10 @@ def import_glow(checkpoint: str | Path, out: str | Path, image_size: int, n_bits
     """Convert a rosinality/glow-pytorch checkpoint into a ``glow`` artifact at ``out``."""
     from lassi.regulator import TOOL
     from lassi.spec import GlowArtifact, Preprocessing, write_artifact
-    from lassi.spec.files import forget
-    from lassi.spec.io import sha256_bytes
-    from lassi.spec.models import GlowImport
-    from lassi.spec.torch_state import module_tensors
+    from lassi.spec.contract.files import forget
+    from lassi.spec.contract.io import sha256_bytes
+    from lassi.spec.contract.models import GlowImport
+    from lassi.spec.contract.torch_state import module_tensors
 
     checkpoint, out = Path(checkpoint), Path(out)
     state, data = read_state_dict(checkpoint)

@@ -1,0 +1,130 @@
+"""A certificate is bound to the regulator's spec: same epsilon, same attributes, its policy.
+
+A signature proves only who wrote a bundle. The producer chooses the certificate parameters it
+records, so a dishonest producer could certify against a smaller similarity ball (epsilon =
+0.001 instead of the regulator's 1: every r_CS shrinks) or other attribute vectors, or with
+weaker confidence than the regulator allows. ``check_binding`` is the one place that refuses
+that (exit 4): the bundle's ``similarity_spec`` parent is the spec's hash, its certificate's
+epsilon is the spec's epsilon (the l2 ball of Eq. 4, paper Sec. 4.1), its attribute names are
+the spec's (in order), the dimension m of its t-noise (where recorded; files from before it
+was are replayed with the spec's m by the audit) is the spec's number of attribute vectors, and
+its center-smoothing parameters obey the spec's ``policy`` (paper Sec. 4.3: sigma_enc, n,
+alpha1/alpha2).
+
+``read_spec_header`` reads only a spec's metadata (no tensor is parsed, no torch needed) and
+hashes its bytes in the same single pass, so the consumer can bind a bundle to a spec.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lassi.spec.contract.errors import IntegrityError
+from lassi.spec.contract.io import read_header
+from lassi.spec.contract.models import CertificateScope, RepresentationBundle, SimilaritySpec
+
+
+def read_spec_header(path: str | Path) -> tuple[SimilaritySpec, str]:
+    """(validated spec metadata, SHA-256 of the whole file) without parsing any tensor: the
+    artifact reader's own header checks (``lassi.spec.contract.io.read_header``), the rest streamed
+    through the hash."""
+    meta, _, sha256 = read_header(path, SimilaritySpec)
+    return meta, sha256
+
+
+def check_binding(
+    spec: SimilaritySpec, spec_sha256: str, bundle: RepresentationBundle, where: str | Path
+) -> None:
+    """Raise IntegrityError unless the certified bundle belongs to this spec and obeys its policy."""
+    recorded = bundle.parents.get("similarity_spec")
+    if recorded != spec_sha256:
+        shown = "no similarity_spec" if recorded is None else f"similarity_spec {recorded[:12]}…"
+        raise IntegrityError(
+            where, f"records {shown}, not the given spec (sha256 {spec_sha256[:12]}…)"
+        )
+    if bundle.attributes != spec.attribute_names:
+        raise IntegrityError(
+            where,
+            f"was certified for attributes {bundle.attributes}, the spec defines "
+            f"{spec.attribute_names}",
+        )
+    certificate = bundle.certificate
+    if certificate is None:
+        return
+    m = len(spec.vector_names)
+    if certificate.m is None:
+        raise IntegrityError(
+            where,
+            f"records no dimension m of its t-noise, so it cannot be checked against the spec's "
+            f"m = {m} attribute vectors (certify it again with lassi-producer encode --certify)",
+        )
+    if certificate.m != m:
+        raise IntegrityError(
+            where,
+            f"was certified with t-noise in {certificate.m} dimensions, the spec has m = {m} "
+            "attribute vectors",
+        )
+    if certificate.epsilon != spec.epsilon:
+        raise IntegrityError(
+            where,
+            f"was certified at epsilon = {certificate.epsilon:g}, the spec fixes "
+            f"epsilon = {spec.epsilon:g}",
+        )
+    problem = spec.policy.violation(certificate) if spec.policy is not None else None
+    if problem:
+        raise IntegrityError(where, f"breaks the spec's certification policy: {problem}")
+
+
+def certificate_scope(
+    spec: SimilaritySpec | None, spec_sha256: str | None, bundle: RepresentationBundle
+) -> CertificateScope:
+    """The set a report's certificates speak for: the bound spec's, else the bundle's word.
+
+    Call after :func:`check_binding` (it does not re-check that the bundle belongs to the spec).
+    """
+    if spec is None or spec_sha256 is None:
+        epsilon = bundle.certificate.epsilon if bundle.certificate is not None else None
+        if epsilon is None or not bundle.attributes:
+            raise IntegrityError(None, "a certified bundle names its attributes and epsilon")
+        return CertificateScope(attributes=bundle.attributes, epsilon=epsilon)
+    return CertificateScope(
+        spec_sha256=spec_sha256,
+        attributes=spec.attribute_names,
+        epsilon=spec.epsilon,
+        m=len(spec.vector_names),
+        vectors={a.name: a.vectors for a in spec.attributes},
+        given={a.name: a.given for a in spec.attributes if a.given is not None},
+        coverage=spec.coverage,
+    )
+
+
+def binding_note(scope: CertificateScope) -> str:
+    """One line for a report: which spec (hash, epsilon) the certificate was checked against."""
+    if scope.spec_sha256 is None:
+        return (
+            f"epsilon = {scope.epsilon:g} and attributes {', '.join(scope.attributes)} taken on "
+            "the producer's word (pass --spec SPEC to bind the certificate to the regulator's spec)"
+        )
+    return (
+        f"bound to similarity spec sha256 {scope.spec_sha256} (epsilon = {scope.epsilon:g}, "
+        f"m = {scope.m} vectors)"
+    )
+
+
+def coverage_note(scope: CertificateScope) -> str | None:
+    """What the regulator measured of real similar individuals in the set, or None if nothing.
+
+    Latent residual and pixel ratio (``lassi.spec.contract.models.Coverage``) near 1 mean the set holds
+    little of a real sibling's move, so a certificate says little about real siblings.
+    """
+    cov = scope.coverage
+    if cov is None:
+        return None
+    return (
+        f"coverage (the regulator's measurement, {cov.n_siblings} real orientation siblings "
+        f">= {cov.min_angle_deg:g} deg away of {cov.n_images} test images): the closest member of "
+        f"the set leaves {cov.latent_residual:.3f} of a real sibling's latent move and "
+        f"{cov.pixel_ratio:.3f} of its pixel difference (0 = the set contains the real sibling, "
+        "1 or more = none of it); certificates cover the set, not the part of real siblings "
+        "outside it"
+    )
