@@ -31,7 +31,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b --quick || exit 1; done
 
-# docs/results.md from the committed results files docs/results/*.json
+# docs/results.md and docs/results-details.md from the committed results files docs/results/*.json
 results: $(STAMP)
 	$(BIN)/lassi-experiments report
 

@@ -12,7 +12,7 @@ import pytest
 
 from factories import ROOT
 from lassi.experiments.cli import main
-from lassi.experiments.report import render_page
+from lassi.experiments.report import DETAILS, MAX_RESULTS_LINES, render_details, render_page
 from lassi.spec import UsageError
 
 RESULTS = ROOT / "docs" / "results"
@@ -41,13 +41,28 @@ def test_the_committed_page_is_what_the_generator_writes() -> None:
     assert (ROOT / "docs" / "results.md").read_text(encoding="utf-8") == render_page(RESULTS), (
         "docs/results.md is out of date: run `make results` (lassi-experiments report)"
     )
+    details = ROOT / "docs" / DETAILS
+    assert (details.read_text(encoding="utf-8") if details.exists() else None) == render_details(
+        RESULTS
+    ), f"docs/{DETAILS} is out of date: run `make results` (lassi-experiments report)"
 
 
 def test_every_table_has_one_provenance_line_and_the_page_stays_short() -> None:
-    page = render_page(RESULTS)
+    page, details = render_page(RESULTS), render_details(RESULTS) or ""
     tables = list(RESULTS.glob("*.json"))
-    assert tables and page.count("*Provenance:*") == len(tables)
-    assert page.count("\n## ") >= len(tables)
+    assert tables and (page + details).count("*Provenance:*") == len(tables)
+    assert (page + details).count("\n## ") >= len(tables)
+    assert len(page.splitlines()) <= MAX_RESULTS_LINES, "move a supporting table to the details page"
+
+
+def test_details_tables_go_to_their_own_page_linked_from_the_results(tmp_path: Path) -> None:
+    results = _folder(tmp_path, {
+        "a.json": _table("Headline", 10), "b.json": _table("Probe", 20, page="details"),
+    })  # fmt: skip
+    page, details = render_page(results), render_details(results)
+    assert "## Headline" in page and "## Probe" not in page and f"]({DETAILS})" in page
+    assert details is not None and "## Probe" in details and "## Headline" not in details
+    assert render_details(_folder(tmp_path / "x", {"a.json": _table("Headline", 10)})) is None
 
 
 def test_tables_follow_their_order_and_cells_render(tmp_path: Path) -> None:
@@ -92,6 +107,11 @@ def test_report_check_fails_on_a_stale_page_and_writes_nothing(
     assert main([*args, "--check"]) == 0
     (results / "t.json").write_text(json.dumps(_table("T, changed", 10)))
     assert main([*args, "--check"]) == 1
+    assert main(args) == 0 and not (out.parent / DETAILS).exists()
+    (results / "d.json").write_text(json.dumps(_table("D", 20, page="details")))
+    assert main([*args, "--check"]) == 1  # the details page is missing
+    assert main(args) == 0 and (out.parent / DETAILS).exists()
+    assert main([*args, "--check"]) == 0
     shutil.rmtree(results)
     assert main([*args, "--check"]) == 2  # no page.toml: usage error, one line
     assert "page.toml" in capsys.readouterr().err.splitlines()[-1]
