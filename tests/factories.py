@@ -389,6 +389,47 @@ def write_celeba(root: Path) -> Path:
     return root
 
 
+CELEBA_FACE_SPLITS = (48, 12, 12)  # train, val, test (list_eval_partition codes 0, 1, 2)
+
+
+def celeba_face(male: int, smiling: int, rng: np.random.Generator) -> Image.Image:
+    """A 178x218 aligned-CelebA-sized stand-in: a face-coloured oval whose colour follows Male
+    and a mouth bar whose width follows Smiling, with noise."""
+    h, w = 218, 178
+    yy, xx = np.mgrid[:h, :w]
+    face = ((yy - 120) / 70.0) ** 2 + ((xx - 89) / 50.0) ** 2 < 1
+    mouth = (np.abs(yy - 150) < 5) & (np.abs(xx - 89) < (12 + 18 * smiling))
+    pixels = np.empty((h, w, 3))
+    pixels[:] = (40, 60, 90)
+    pixels[face] = (220, 170, 140) if male else (240, 190, 170)
+    pixels[mouth] = (150, 40, 50)
+    pixels += rng.normal(0, 6, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def write_celeba_faces(root: Path) -> Path:
+    """A miniature CelebA in the official layout with images that vary (178x218 JPEGs, 48/12/12
+    per split, Male and Smiling drawn in the image, the other attributes random)."""
+    (root / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    codes = np.repeat([0, 1, 2], CELEBA_FACE_SPLITS)
+    rows, partition = [], []
+    for i, code in enumerate(codes):
+        name = f"{i + 1:06d}.jpg"
+        male, smiling = i % 2, (i // 2) % 2
+        celeba_face(male, smiling, rng).save(root / "img_align_celeba" / name, quality=95)
+        labels = np.where(rng.random(len(CELEBA_ATTRIBUTES)) < 0.5, 1, -1)
+        labels[CELEBA_ATTRIBUTES.index("Male")] = 1 if male else -1
+        labels[CELEBA_ATTRIBUTES.index("Smiling")] = 1 if smiling else -1
+        rows.append(name + " " + " ".join(f"{v:2d}" for v in labels))
+        partition.append(f"{name} {code}")
+    (root / "list_attr_celeba.txt").write_text(
+        f"{len(codes)}\n" + " ".join(CELEBA_ATTRIBUTES) + " \n" + "\n".join(rows) + "\n"
+    )
+    (root / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
+    return root
+
+
 class RecordingBar:
     """A stand-in for tqdm that records every postfix a loop sets (what a user would read)."""
 

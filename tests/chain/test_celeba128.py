@@ -8,65 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from factories import run
+from factories import run, write_celeba_faces
 from lassi.consumer.cli import main as consumer
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.spec import EncoderCard, GlowArtifact, SimilaritySpec, VerificationReport, read_artifact
 
-ATTRIBUTES = (
-    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose "
-    "Black_Hair Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee "
-    "Gray_Hair Heavy_Makeup High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard "
-    "Oval_Face Pale_Skin Pointy_Nose Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair "
-    "Wavy_Hair Wearing_Earrings Wearing_Hat Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
-).split()
-SPLIT_SIZES = (48, 12, 12)  # train, val, test (list_eval_partition codes 0, 1, 2)
-
-
-def _face(male: int, smiling: int, rng: np.random.Generator) -> Image.Image:
-    """A 178x218 aligned-CelebA-sized stand-in: a face-coloured oval whose colour follows Male
-    and a mouth bar whose width follows Smiling, with noise."""
-    h, w = 218, 178
-    yy, xx = np.mgrid[:h, :w]
-    face = ((yy - 120) / 70.0) ** 2 + ((xx - 89) / 50.0) ** 2 < 1
-    mouth = (np.abs(yy - 150) < 5) & (np.abs(xx - 89) < (12 + 18 * smiling))
-    pixels = np.empty((h, w, 3))
-    pixels[:] = (40, 60, 90)
-    pixels[face] = (220, 170, 140) if male else (240, 190, 170)
-    pixels[mouth] = (150, 40, 50)
-    pixels += rng.normal(0, 6, pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def write_celeba(root: Path) -> Path:
-    """A miniature CelebA in the official layout (178x218 JPEGs, the two listing files)."""
-    (root / "img_align_celeba").mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    codes = np.repeat([0, 1, 2], SPLIT_SIZES)
-    rows, partition = [], []
-    for i, code in enumerate(codes):
-        name = f"{i + 1:06d}.jpg"
-        male, smiling = i % 2, (i // 2) % 2
-        _face(male, smiling, rng).save(root / "img_align_celeba" / name, quality=95)
-        labels = np.where(rng.random(len(ATTRIBUTES)) < 0.5, 1, -1)
-        labels[ATTRIBUTES.index("Male")] = 1 if male else -1
-        labels[ATTRIBUTES.index("Smiling")] = 1 if smiling else -1
-        rows.append(name + " " + " ".join(f"{v:2d}" for v in labels))
-        partition.append(f"{name} {code}")
-    (root / "list_attr_celeba.txt").write_text(
-        f"{len(codes)}\n" + " ".join(ATTRIBUTES) + " \n" + "\n".join(rows) + "\n"
-    )
-    (root / "list_eval_partition.txt").write_text("\n".join(partition) + "\n")
-    return root
-
 
 @pytest.fixture(scope="module")
 def celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_celeba(tmp_path_factory.mktemp("celeba128"))
+    return write_celeba_faces(tmp_path_factory.mktemp("celeba128"))
 
 
 def test_images_are_read_at_128(celeba: Path) -> None:

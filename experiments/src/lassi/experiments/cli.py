@@ -5,6 +5,7 @@ subcommand each, and the results page.
     lassi-experiments ablation --glow GLOW [--vectors halves|pairs] [--sensitive ...] ...
     lassi-experiments transfer --glow GLOW [--lambda-adv 0.1] [--consumer-epochs 1] ...
     lassi-experiments sibling-probe --glow GLOW [--seed 0] [--protocol authors|authors-given-scale] ...
+    lassi-experiments celeba   --data-root DIR --glow GLOW [--task Smiling] [--sensitive Pale_Skin Young ...] ...
     lassi-experiments report   [--results docs/results] [--out docs/results.md] [--check]
 
 Every experiment goes through the same Python API the role CLIs are thin layers over, writes its
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from lassi.experiments.celeba import add_parser as add_celeba_parser
 from lassi.experiments.settings import Settings, load_settings, with_draws
 from lassi.spec import LassiError
 from lassi.spec.contract.io import atomic_write_bytes
@@ -161,6 +163,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )  # fmt: skip
     sp.set_defaults(threads=1)
 
+    add_celeba_parser(sub, settings)
+
     rp = sub.add_parser("report", help="write docs/results.md from docs/results/*.json")
     rp.add_argument("--results", type=Path, default=Path("docs/results"), help="results JSON folder")
     rp.add_argument("--out", type=Path, default=Path("docs/results.md"), help="the page to write")
@@ -180,6 +184,7 @@ def _settings_from(argv: list[str]) -> Settings:
 def run_experiment(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
     """Run ``args.experiment`` in its workspace and write its results file (and figure)."""
     from lassi.experiments.ablation import ablation, plot_sigma
+    from lassi.experiments.celeba import celeba
     from lassi.experiments.sibling_probe import sibling_probe
     from lassi.experiments.table2 import table2
     from lassi.experiments.transfer import transfer
@@ -208,7 +213,8 @@ def run_experiment(args: argparse.Namespace, settings: Settings, argv: list[str]
     if args.experiment == "sibling-probe":
         print(json.dumps(sibling_probe(ws, args)))
         return 0
-    experiment = {"table2": table2, "ablation": ablation, "transfer": transfer}[args.experiment]
+    experiment = {"table2": table2, "ablation": ablation, "transfer": transfer, "celeba": celeba}
+    experiment = experiment[args.experiment]
     result = experiment(ws, args)
     result["seconds"] = time.perf_counter() - start
     result["command"] = " ".join(["lassi-experiments", *argv])

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lassi.spec import LossWeights, UsageError
 from lassi.spec.contract.errors import validation_message
@@ -82,6 +82,59 @@ class SiblingProbe(Frozen):
     sigma_cls: float = Field(gt=0)
 
 
+class CelebAEncoder(Frozen):
+    """E_L of the CelebA experiments: an MLP on the Glow latent."""
+
+    hidden: list[int]
+    k: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=2)
+    lr: float = Field(gt=0)
+    keep: Literal["best", "last"]
+
+
+class CelebAMethod(Frozen):
+    """One method row of the CelebA tables: the encoder's losses (Sec. 4.2), the
+    data-augmentation baseline's draws of the set per sample (0: none; task loss only) and the
+    consumer's sigma_cls where no sweep is run."""
+
+    sigma_cls: float = Field(gt=0)
+    loss: LossWeights
+    augment: int = Field(0, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _augment_is_task_loss_only(self) -> CelebAMethod:
+        if self.augment and (self.loss.adv > 0 or self.loss.contr > 0):
+            raise ValueError("augment trains with the task loss only (adv = contr = 0)")
+        return self
+
+
+class CelebA(Frozen):
+    """The paper's CelebA experiments (Sec. 5, Table 1)."""
+
+    tasks: list[str] = Field(min_length=1)
+    sensitive_sets: list[str] = Field(min_length=1)
+    epsilon: float = Field(gt=0)
+    sigmas: list[float] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    every: int = Field(ge=1)
+    accuracy_slack: float = Field(ge=0)
+    consumer_epochs: int = Field(ge=1)
+    encoder: CelebAEncoder
+    methods: dict[str, CelebAMethod] = Field(min_length=1)
+    adv_overrides: dict[str, float] = Field(default_factory=dict)  # "TASK/SENSITIVE" -> lambda_adv
+    center_smoothing: dict[str, float | int | str]
+    randomized_smoothing: RandomizedSmoothing
+
+    @property
+    def cert(self) -> CenterSmoothingParams:
+        return CenterSmoothingParams(**self.center_smoothing)
+
+    @property
+    def verify(self) -> dict:
+        return self.randomized_smoothing.model_dump()
+
+
 class Protocol(Frozen):
     """One of Table 2's protocols (protocols.toml)."""
 
@@ -104,6 +157,7 @@ class Settings(Frozen):
     ablation: Ablation
     transfer: Transfer
     sibling_probe: SiblingProbe
+    celeba: CelebA
     protocols: dict[str, Protocol]
 
     @property
@@ -142,6 +196,10 @@ def load_settings(settings: Path | None = None, protocols: Path | None = None) -
         out.cert  # noqa: B018  (center smoothing's own checks)
     except (TypeError, ValueError) as error:
         raise UsageError(where, f"setting 'center_smoothing': {error}") from error
+    try:
+        out.celeba.cert  # noqa: B018
+    except (TypeError, ValueError) as error:
+        raise UsageError(where, f"setting 'celeba.center_smoothing': {error}") from error
     return out
 
 
