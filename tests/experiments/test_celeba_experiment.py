@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from factories import run, write_celeba_faces
+from lassi.experiments import settings as settings_module
 from lassi.experiments.cli import main
 from lassi.regulator.cli import main as regulator
 from lassi.spec import EncoderCard, RepresentationBundle, SimilaritySpec, read_artifact
@@ -34,7 +35,9 @@ def _args(root: Path, glow: Path, out: Path, *extra: str) -> list[str]:
             "--threads", "1", *extra]  # fmt: skip
 
 
-def test_celeba_rows_sweep_and_recorded_methods(celeba_glow: tuple[Path, Path], tmp_path: Path) -> None:
+def test_celeba_rows_sweep_and_recorded_methods(
+    celeba_glow: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     root, glow = celeba_glow
     out = tmp_path / "experiments"
     args = _args(root, glow, out, "--sensitive", "Pale_Skin", "--methods", "naive", "augmentation",
@@ -73,7 +76,7 @@ def test_celeba_rows_sweep_and_recorded_methods(celeba_glow: tuple[Path, Path], 
     (test,) = Path(first["rows"][1]["encoders"][0]).parent.glob("test*/test.safetensors")
     bundle = read_artifact(test, expect=RepresentationBundle)
     assert bundle.meta.certified and bundle.meta.endpoints == 2
-    assert (bundle.meta.certificate.sigma_enc, bundle.meta.certificate.n0, bundle.meta.certificate.n) == (0.65, 2000, 500)
+    assert (bundle.meta.certificate.sigma, bundle.meta.certificate.n0, bundle.meta.certificate.n) == (0.65, 2000, 500)
     # every 2nd test image (the first is 000061.jpg), most of them with a certified center
     assert bundle.meta.data.dataset == "celeba" and bundle.meta.file_names[:2] == ["000061.jpg", "000063.jpg"]
     assert (bundle.tensors["r_cs"] > 0).sum() >= 2
@@ -83,6 +86,16 @@ def test_celeba_rows_sweep_and_recorded_methods(celeba_glow: tuple[Path, Path], 
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
     assert json.loads(results.read_text())["rows"] == first["rows"]
+
+    # settings that differ from the folder's runs are refused, not mixed with them
+    packaged = (Path(settings_module.__file__).parent / "settings.toml").read_text()
+    line = "epsilon = 1.0            # the spec's l2 radius (Sec. 5)"
+    assert packaged.count(line) == 1
+    other = tmp_path / "settings.toml"
+    other.write_text(packaged.replace(line, "epsilon = 0.5"))
+    assert main(["--settings", str(other), *args]) == 2
+    assert "spec-Pale_Skin.safetensors" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
 
 
 def test_adversarial_rows_record_their_losses(celeba_glow: tuple[Path, Path], tmp_path: Path) -> None:

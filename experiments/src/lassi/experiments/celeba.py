@@ -114,11 +114,22 @@ def celeba_spec(ws: Workspace, glow: Path, data: DatasetConfig, sensitive: str) 
     out = ws.out / "celeba" / f"spec-{sensitive}.safetensors"
     glow_sha = read_header(glow, expect=GlowArtifact)[2]
     if out.exists():
-        made_from = read_spec_header(out)[0].parents.get("glow", "")
+        meta = read_spec_header(out)[0]
+        made_from = meta.parents.get("glow", "")
         if made_from != glow_sha:
             raise UsageError(
                 out, f"made from another Glow (SHA-256 {made_from[:12]}…), not {glow}; give each "
                 "Glow its own experiments folder with --out",
+            )  # fmt: skip
+        same = (
+            [a.name for a in meta.attributes] == sensitive.split("+")
+            and meta.epsilon == ws.settings.celeba.epsilon
+            and meta.attribute_method == "average_diff"
+        )
+        if not same:
+            raise UsageError(
+                out, f"is not the average-difference spec of {sensitive} at epsilon "
+                f"{ws.settings.celeba.epsilon} (settings.toml changed?); remove it or use another --out",
             )  # fmt: skip
         return out
     from lassi.regulator.similarity import define_spec
@@ -175,11 +186,26 @@ def check_bundle(path: Path, cert: CenterSmoothingParams, seed: int, endpoints: 
     """A certified test bundle found in a run folder was certified with these parameters."""
     meta = read_artifact(path, expect=RepresentationBundle).meta
     recorded = meta.certificate
-    wanted = cert.certificate(seed, m=recorded.m if recorded is not None else None)
+    wanted = None if recorded is None else cert.issued(seed, recorded.m)
     if recorded != wanted or bool(meta.endpoints) != endpoints:
         raise UsageError(
             path, "was certified with other parameters than these (settings.toml changed?); "
             "remove it or use another --out",
+        )  # fmt: skip
+
+
+def check_report(path: Path, report, sigma: float, verify: dict, test_sha256: str) -> None:
+    """A verification report found in a run folder verified the test bundle ``test_sha256``
+    with these parameters."""
+    s = report.smoothing
+    same = (
+        (s.sigma_cls, s.n0, s.n, s.alpha) == (sigma, verify["n0"], verify["n"], verify["alpha"])
+        and report.parents.get("representations") == test_sha256
+    )
+    if not same:
+        raise UsageError(
+            path, "was verified with other parameters or another bundle than these (settings.toml "
+            "changed?); remove it or use another --out",
         )  # fmt: skip
 
 
@@ -316,12 +342,15 @@ def celeba(ws: Workspace, args: argparse.Namespace) -> dict:
                     ws, config, spec, run, test_folder, cert, args.every, args.test, args.endpoints
                 )
                 encoders.append(str(run / "encoder.safetensors"))
+                test_sha256 = read_artifact(test).sha256
                 for sigma in args.sigmas:
                     result = ws.consumer_run(
                         spec, train, test, args.task, sigma, test_folder, seed,
                         epochs=args.consumer_epochs, verify_params=verify,
                     )  # fmt: skip
-                    check = read_artifact(result["report"]).meta.endpoint_check
+                    report = read_artifact(result["report"]).meta
+                    check_report(Path(result["report"]), report, sigma, verify, test_sha256)
+                    check = report.endpoint_check
                     if check is not None:
                         result["certified_empirically_unfair"] = check.certified_empirically_unfair
                         result["certified_but_empirically_unfair"] = (
@@ -354,7 +383,7 @@ def celeba(ws: Workspace, args: argparse.Namespace) -> dict:
         "glow_sha256": read_header(args.glow, expect=GlowArtifact)[2],
         "seeds": list(args.seeds),
         "sigmas": list(args.sigmas),
-        "certificate": cert.certificate(0).model_dump(exclude={"seed"}),
+        "certificate": cert.model_dump(exclude={"seed", "m"}),
         "randomized_smoothing": verify,
         "every": args.every,
         "rows": rows,
