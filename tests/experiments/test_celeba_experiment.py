@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from factories import run, write_celeba_faces
+from factories import TEST_DATA, run, write_celeba_faces
 from lassi.experiments import settings as settings_module
 from lassi.experiments.cli import main
 from lassi.regulator.cli import main as regulator
@@ -98,10 +98,14 @@ def test_celeba_rows_sweep_and_recorded_methods(
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
 
 
-def test_adversarial_rows_record_their_losses(celeba_glow: tuple[Path, Path], tmp_path: Path) -> None:
+def test_adversarial_rows_on_an_imported_glow(celeba_glow: tuple[Path, Path], tmp_path: Path) -> None:
     """The adversarial and adversarial + contrastive rows over a combined sensitive set, with the
-    authors' lambda_adv override for Wearing_Earrings / Heavy_Makeup."""
-    root, glow = celeba_glow
+    authors' lambda_adv override for Wearing_Earrings / Heavy_Makeup, on a Glow imported from a
+    glow-pytorch checkpoint (it records no data set: the images are the --data-root's)."""
+    root, _ = celeba_glow
+    glow = tmp_path / "imported.safetensors"
+    run(regulator, ["import-glow", str(TEST_DATA / "rosinality" / "affine_lu.state.safetensors"),
+                    "--image-size", "16", "--out", str(glow)])  # fmt: skip
     out = tmp_path / "experiments"
     args = _args(root, glow, out, "--sensitive", "Heavy_Makeup", "Pale_Skin+Young", "--methods", "adversarial",
                  "adversarial+contrastive", "--sigmas", "1")  # fmt: skip
@@ -120,8 +124,8 @@ def test_adversarial_rows_record_their_losses(celeba_glow: tuple[Path, Path], tm
         card = read_artifact(Path(row["encoders"][0]), expect=EncoderCard).meta
         assert (card.task, card.loss.adv, card.loss.contr) == ("Wearing_Earrings", *losses[row["sensitive"], row["method"]])
         assert 0.0 <= row["chosen"]["accuracy"] <= 1.0 and 0.0 <= row["chosen"]["certified_fairness"] <= 1.0
-    spec = read_artifact(out / "celeba" / "spec-Pale_Skin+Young.safetensors", expect=SimilaritySpec)
-    assert [a.name for a in spec.meta.attributes] == ["Pale_Skin", "Young"]
+    spec = read_artifact(out / "celeba" / "spec-Pale_Skin+Young.safetensors", expect=SimilaritySpec, parents={"glow": glow})
+    assert [a.name for a in spec.meta.attributes] == ["Pale_Skin", "Young"] and spec.meta.data.dataset == "celeba"
 
 
 @pytest.mark.parametrize(
@@ -130,6 +134,8 @@ def test_adversarial_rows_record_their_losses(celeba_glow: tuple[Path, Path], tm
         (["--sensitive", "Pale_Skin+Not_An_Attribute"], "Not_An_Attribute"),
         (["--sensitive", "Smiling+Young"], "holds the task"),
         (["--every", "0"], "--every"),
+        (["--cert-n", "0"], "--cert-n"),
+        (["--sigmas", "1", "1"], "--sigmas"),
     ],
 )
 def test_bad_options_are_one_line_errors(

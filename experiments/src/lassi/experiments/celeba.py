@@ -315,8 +315,16 @@ def celeba(ws: Workspace, args: argparse.Namespace) -> dict:
     for name, value in numbers + [("--hidden", h) for h in args.hidden]:
         if value is not None and value < 1:
             raise UsageError(None, f"{name} must be at least 1, got {value}")
-    if args.max_train is not None and args.max_train < 1:
-        raise UsageError(None, f"--max-train must be at least 1, got {args.max_train}")
+    for name, value in (("--max-train", args.max_train), ("--cert-n", args.cs_n), ("--cert-n0", args.cs_n0),
+                        ("--verify-n", args.rs_n)):  # fmt: skip
+        if value is not None and value < 1:
+            raise UsageError(None, f"{name} must be at least 1, got {value}")
+    if any(seed < 0 for seed in args.seeds):
+        raise UsageError(None, "--seeds must be non-negative")
+    for name, values in (("--sensitive", args.sensitive), ("--methods", args.methods),
+                         ("--sigmas", args.sigmas), ("--seeds", args.seeds)):  # fmt: skip
+        if len(set(values)) != len(values):
+            raise UsageError(None, f"{name} lists a value twice")
     if any(not s > 0 for s in args.sigmas):
         raise UsageError(None, "--sigmas must all be positive")
     cert = c.cert
