@@ -97,6 +97,15 @@ def test_celeba_rows_sweep_and_recorded_methods(
     assert "spec-Pale_Skin.safetensors" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
 
+    # settings whose sensitive sets are the ones run: the sweep figure, from the same runs
+    line = 'sensitive_sets = ["Pale_Skin", "Young", "Blond_Hair", "Heavy_Makeup", "Pale_Skin+Young", "Pale_Skin+Young+Blond_Hair"]'
+    assert packaged.count(line) == 1
+    other.write_text(packaged.replace(line, 'sensitive_sets = ["Pale_Skin"]'))
+    assert main(["--settings", str(other), *args]) == 0
+    (figure,) = (out / "celeba").glob("celeba_sigma-*.png")
+    assert figure.stat().st_size > 1000
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
+
 
 def test_adversarial_rows_on_an_imported_glow(celeba_glow: tuple[Path, Path], tmp_path: Path) -> None:
     """The adversarial and adversarial + contrastive rows over a combined sensitive set, with the
