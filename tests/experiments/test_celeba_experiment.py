@@ -41,7 +41,7 @@ def test_celeba_rows_sweep_and_recorded_methods(
     root, glow = celeba_glow
     out = tmp_path / "experiments"
     args = _args(root, glow, out, "--sensitive", "Pale_Skin", "--methods", "naive", "augmentation",
-                 "--sigmas", "0.25", "1", "--endpoints")  # fmt: skip
+                 "--sigmas", "0.25", "1", "--endpoints", "--spec-images", "32", "--max-train", "40")  # fmt: skip
     assert main(args) == 0
     (results,) = (out / "celeba").glob("results*.json")
     first = json.loads(results.read_text())
@@ -65,14 +65,18 @@ def test_celeba_rows_sweep_and_recorded_methods(
     assert "| Pale_Skin | augmentation |" in first["markdown"]
 
     # the artifacts: one spec over Pale_Skin bound to the Glow; each encoder records its method
-    spec = read_artifact(out / "celeba" / "spec-Pale_Skin.safetensors", expect=SimilaritySpec, parents={"glow": glow})
+    spec = read_artifact(out / "celeba" / "spec-Pale_Skin-images32.safetensors", expect=SimilaritySpec, parents={"glow": glow})
     assert [a.name for a in spec.meta.attributes] == ["Pale_Skin"] and spec.meta.epsilon == 1.0
+    assert spec.meta.data.n_samples == 32  # --spec-images: the first 32 train images
     cards = {
         row["method"]: read_artifact(Path(row["encoders"][0]), expect=EncoderCard).meta for row in first["rows"]
     }
     assert cards["augmentation"].training.augment == 10 and cards["naive"].training.augment == 0
     assert all(c.task == "Smiling" and c.loss.adv == 0 and c.loss.contr == 0 for c in cards.values())
     assert all(c.parents["similarity_spec"] == spec.sha256 for c in cards.values())
+    assert all(c.training.n_train == 40 for c in cards.values())  # --max-train
+    train = read_artifact(Path(first["rows"][0]["encoders"][0]).parent / "train.safetensors", expect=RepresentationBundle)
+    assert train.meta.n_samples == 40 and not train.meta.certified
     (test,) = Path(first["rows"][1]["encoders"][0]).parent.glob("test*/test.safetensors")
     bundle = read_artifact(test, expect=RepresentationBundle)
     assert bundle.meta.certified and bundle.meta.endpoints == 2
@@ -94,7 +98,7 @@ def test_celeba_rows_sweep_and_recorded_methods(
     other = tmp_path / "settings.toml"
     other.write_text(packaged.replace(line, "epsilon = 0.5"))
     assert main(["--settings", str(other), *args]) == 2
-    assert "spec-Pale_Skin.safetensors" in capsys.readouterr().err
+    assert "spec-Pale_Skin-images32.safetensors" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
 
     # settings whose sensitive sets are the ones run: the sweep figure, from the same runs

@@ -59,7 +59,15 @@ def add_parser(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.add_argument("--test", type=int, default=None, help="at most this many certified test images")
     p.add_argument("--every", type=int, default=c.every, help="certify every N-th test image")
     p.add_argument("--epochs", type=int, default=c.encoder.epochs, help="encoder epochs")
-    p.add_argument("--max-train", type=int, default=None, help="cap the encoder's training images")
+    p.add_argument(
+        "--max-train", type=int, default=None,
+        help="cap the encoder's training images (and the plain train bundle the consumer trains on)",
+    )  # fmt: skip
+    p.add_argument(
+        "--spec-images", type=int, default=None,
+        help="compute the attribute vectors over at most this many train images (lassi-regulator "
+        "define --max-images; default: the whole train split)",
+    )  # fmt: skip
     p.add_argument(
         "--consumer-epochs", type=int, default=c.consumer_epochs,
         help=f"epochs of the consumer's C_L (default {c.consumer_epochs}, the authors')",
@@ -108,10 +116,14 @@ def check_names(source, task: str, sensitive: list[str]) -> None:
             raise UsageError(None, f"--sensitive {s} holds the task {task}")
 
 
-def celeba_spec(ws: Workspace, glow: Path, data: DatasetConfig, sensitive: str) -> Path:
-    """The regulator's spec over ``sensitive`` (average-difference vectors, eps from the
-    settings), made once per experiments folder and bound to ``glow``."""
-    out = ws.out / "celeba" / f"spec-{sensitive}.safetensors"
+def celeba_spec(
+    ws: Workspace, glow: Path, data: DatasetConfig, sensitive: str, images: int | None, n_train: int
+) -> Path:
+    """The regulator's spec over ``sensitive`` (average-difference vectors over the first
+    ``images`` of the ``n_train`` train images, all by default; eps from the settings), made once
+    per experiments folder and bound to ``glow``."""
+    suffix = "" if images is None else f"-images{images}"
+    out = ws.out / "celeba" / f"spec-{sensitive}{suffix}.safetensors"
     glow_sha = read_header(glow, expect=GlowArtifact)[2]
     if out.exists():
         meta = read_spec_header(out)[0]
@@ -125,6 +137,7 @@ def celeba_spec(ws: Workspace, glow: Path, data: DatasetConfig, sensitive: str) 
             [a.name for a in meta.attributes] == sensitive.split("+")
             and meta.epsilon == ws.settings.celeba.epsilon
             and meta.attribute_method == "average_diff"
+            and meta.data.n_samples == min(images or n_train, n_train)
         )
         if not same:
             raise UsageError(
@@ -136,8 +149,8 @@ def celeba_spec(ws: Workspace, glow: Path, data: DatasetConfig, sensitive: str) 
 
     out.parent.mkdir(parents=True, exist_ok=True)
     define_spec(
-        glow, sensitive.split("+"), ws.settings.celeba.epsilon, data, out, vectors="halves",
-        device=ws.device,
+        glow, sensitive.split("+"), ws.settings.celeba.epsilon, data, out, max_images=images,
+        vectors="halves", device=ws.device,
     )  # fmt: skip
     return out
 
@@ -166,10 +179,10 @@ def method_config(
 
 def check_encoder(path: Path, config: EncoderTrainConfig, spec: Path) -> None:
     """An encoder found in a run folder was trained as ``config`` says on ``spec``."""
-    card = read_artifact(path, expect=EncoderCard).meta
+    card = read_header(path, expect=EncoderCard)[0]
     t = card.training
     same = (
-        card.parents.get("similarity_spec") == read_artifact(spec).sha256
+        card.parents.get("similarity_spec") == read_spec_header(spec)[1]
         and (card.architecture, card.hidden, card.k, card.task, card.loss)
         == (config.architecture, list(config.hidden), config.k, config.task, config.loss)
         and (t.epochs, t.batch_size, t.lr, t.seed, t.keep, t.augment)
@@ -184,7 +197,7 @@ def check_encoder(path: Path, config: EncoderTrainConfig, spec: Path) -> None:
 
 def check_bundle(path: Path, cert: CenterSmoothingParams, seed: int, endpoints: bool) -> None:
     """A certified test bundle found in a run folder was certified with these parameters."""
-    meta = read_artifact(path, expect=RepresentationBundle).meta
+    meta = read_header(path, expect=RepresentationBundle)[0]
     recorded = meta.certificate
     wanted = None if recorded is None else cert.issued(seed, recorded.m)
     if recorded != wanted or bool(meta.endpoints) != endpoints:
@@ -226,7 +239,10 @@ def producer_run(
     else:
         train_encoder(config, spec, encoder, cache_dir=ws.cache, device=ws.device)
     if not train.exists():
-        encode_split(spec, encoder, config.data, "train", train, cache_dir=ws.cache, device=ws.device)
+        encode_split(
+            spec, encoder, config.data, "train", train, limit=config.max_train, cache_dir=ws.cache,
+            device=ws.device,
+        )  # fmt: skip
     if test.exists():
         check_bundle(test, cert, config.seed, endpoints)
     else:
@@ -272,6 +288,7 @@ def variant_names(c: CelebA, args: argparse.Namespace, cert: CenterSmoothingPara
     options differing from the settings; the defaults keep the plain names."""
     train = "" if args.epochs == c.encoder.epochs else f"-epochs{args.epochs}"
     train += "" if args.max_train is None else f"-train{args.max_train}"
+    train += "" if args.spec_images is None else f"-spec{args.spec_images}"
     if (list(args.hidden), args.k) != (list(c.encoder.hidden), c.encoder.k):
         train += f"-mlp{'x'.join(map(str, args.hidden))}-k{args.k}"
     test = "" if args.every == c.every else f"-every{args.every}"
@@ -315,8 +332,8 @@ def celeba(ws: Workspace, args: argparse.Namespace) -> dict:
     for name, value in numbers + [("--hidden", h) for h in args.hidden]:
         if value is not None and value < 1:
             raise UsageError(None, f"{name} must be at least 1, got {value}")
-    for name, value in (("--max-train", args.max_train), ("--cert-n", args.cs_n), ("--cert-n0", args.cs_n0),
-                        ("--verify-n", args.rs_n)):  # fmt: skip
+    for name, value in (("--max-train", args.max_train), ("--spec-images", args.spec_images),
+                        ("--cert-n", args.cs_n), ("--cert-n0", args.cs_n0), ("--verify-n", args.rs_n)):  # fmt: skip
         if value is not None and value < 1:
             raise UsageError(None, f"{name} must be at least 1, got {value}")
     if any(seed < 0 for seed in args.seeds):
@@ -333,12 +350,14 @@ def celeba(ws: Workspace, args: argparse.Namespace) -> dict:
         cert = with_draws(cert, args.cs_n0 or args.cs_n or cert.n0, n)
     verify = c.verify if args.rs_n is None else c.verify | {"n0": max(100, args.rs_n // 50), "n": args.rs_n}
     data = celeba_data(args.glow, args.data_root)
-    check_names(make_source(data), args.task, args.sensitive)
+    source = make_source(data)
+    check_names(source, args.task, args.sensitive)
+    n_train = len(source.split_ids("train"))
     train_variant, test_variant = variant_names(c, args, cert, verify)
     folder = ws.out / "celeba"
     rows = []
     for sensitive in args.sensitive:
-        spec = celeba_spec(ws, args.glow, data, sensitive)
+        spec = celeba_spec(ws, args.glow, data, sensitive, args.spec_images, n_train)
         for method in args.methods:
             by_sigma: dict[float, list[dict]] = {s: [] for s in args.sigmas}
             encoders = []
