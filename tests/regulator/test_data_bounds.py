@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import lassi.regulator.datasets as datasets
+import lassi.regulator.datasets.listings as listings
 from factories import GIB_KIB, _rss_kib, invoke_bounded
 from lassi.regulator.cli import main as regulator
 from lassi.regulator.datasets import CelebASource, DataError, FolderSource, decode_image, max_pixels
@@ -166,16 +166,16 @@ def test_nul_bytes_and_other_encodings_are_not_text(tmp_path: Path) -> None:
 
 
 def test_rows_and_label_values_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(datasets, "MAX_ROWS", 5)
+    monkeypatch.setattr(listings, "MAX_ROWS", 5)
     rows = "".join(f"img{i % 4}.png,train,{i % 2}\n" for i in range(10))
     root = folder(tmp_path / "data", "file,split,a\n" + rows)
     with pytest.raises(DataError, match="attributes.csv: has more than 7 lines"):
         FolderSource(root)
-    monkeypatch.setattr(datasets, "MAX_ROWS", 100)
-    monkeypatch.setattr(datasets, "MAX_CELLS", 6)
+    monkeypatch.setattr(listings, "MAX_ROWS", 100)
+    monkeypatch.setattr(listings, "MAX_CELLS", 6)
     with pytest.raises(DataError, match="line 8: more than 6 label values"):
         FolderSource(root)
-    monkeypatch.setattr(datasets, "MAX_CELLS", 100)
+    monkeypatch.setattr(listings, "MAX_CELLS", 100)
     assert len(FolderSource(root)) == 10  # within the bounds the same file reads
     celeba = tmp_path / "celeba"
     (celeba / "img_align_celeba").mkdir(parents=True)

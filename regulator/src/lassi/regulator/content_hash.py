@@ -41,7 +41,7 @@ def has_files(source: Any) -> bool:
 
 def sample_path(source: Any, i: int) -> Path:
     """The image file of sample ``i`` of a file source."""
-    return source.path_of(i)  # resolved inside the data root (datasets._FileImageSource)
+    return source.path_of(i)  # resolved inside the data root (datasets.FileImageSource)
 
 
 def read_image_bytes(path: Path) -> bytes:

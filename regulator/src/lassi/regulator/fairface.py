@@ -19,7 +19,7 @@
 val are the train CSV split 80/20 by ``RandomState(42)`` as scikit-learn's ``train_test_split``
 does (a permutation, its first 20 % val), or by their ``custom_{train,valid}_split.txt`` (1-based
 row numbers of the train CSV, one per line) when both are present. Files are read through
-:class:`~lassi.regulator.datasets._FileImageSource`, so every read stays inside the root.
+:class:`~lassi.regulator.datasets.file_source.FileImageSource`, so every read stays inside the root.
 """
 
 from __future__ import annotations
@@ -29,13 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lassi.regulator.datasets import (
-    SPLITS,
-    DataError,
-    _csv_table,
-    _FileImageSource,
-    _text_lines,
-)
+from lassi.regulator.datasets.file_source import FileImageSource
+from lassi.regulator.datasets.listings import csv_table, text_lines
+from lassi.regulator.datasets.source import SPLITS, DataError
 
 AGES: tuple[str, ...] = ("0-2", "3-9", "10-19", "20-29", "30-39", "40-49", "50-59", "60-69", "more than 70")
 RACES: tuple[str, ...] = (
@@ -62,7 +58,7 @@ def age_3(age: np.ndarray) -> np.ndarray:
     return np.where(age <= 2, 0, np.where(age >= 5, 2, 1)).astype(np.int64)
 
 
-class FairFaceSource(_FileImageSource):
+class FairFaceSource(FileImageSource):
     """FairFace under ``root`` (see the module docstring)."""
 
     name = "fairface"
@@ -133,7 +129,7 @@ class FairFaceSource(_FileImageSource):
 
 def _parse_labels(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(files, line numbers, uint8 [n, 3] age/gender/race indices) of a FairFace label CSV."""
-    header, rows = _csv_table(path, "FairFace label CSV", "file")
+    header, rows = csv_table(path, "FairFace label CSV", "file")
     if header[:4] != ["file", "age", "gender", "race"] or header[4:] not in ([], ["service_test"]):
         raise DataError(path, f"header must be 'file,age,gender,race[,service_test]', got {','.join(header)[:200]!r}")
     ages = {value: i for i, value in enumerate(AGES)}
@@ -159,7 +155,7 @@ def _parse_labels(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 def _read_custom_split(path: Path, n: int) -> np.ndarray:
     """0-based rows of the train CSV listed (1-based, one per line) in an authors' split file."""
     rows: list[int] = []
-    for number, text in _text_lines(path, "split file"):
+    for number, text in text_lines(path, "split file"):
         token = text.strip()
         if not token.isdigit() or not 1 <= int(token) <= n:
             raise DataError(path, f"line {number}: {token[:40]!r} is not a row number in 1..{n}")

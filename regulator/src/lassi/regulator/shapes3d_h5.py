@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lassi.regulator.datasets import DataError, Shapes3DFactors, _as_ids
+from lassi.regulator.datasets import DataError, Shapes3DFactors
+from lassi.regulator.datasets.source import as_ids
 from lassi.regulator.shapes3d import (
     FACTOR_NAMES,
     FACTOR_SIZES,
@@ -146,7 +147,7 @@ class Shapes3DH5Source(Shapes3DFactors):
     def images(self, ids: np.ndarray) -> np.ndarray:
         """uint8 [N, size, size, 3] of rows ``ids``, read IMAGE_CHUNK rows at a time (64x64 rows
         are resized by area averaging when ``image_size`` differs)."""
-        ids = _as_ids(ids, N_IMAGES)
+        ids = as_ids(ids, N_IMAGES)
         out = np.empty((len(ids), self.image_size, self.image_size, 3), dtype=np.uint8)
         block = np.empty((IMAGE_CHUNK, *IMAGE_SHAPE), dtype=np.uint8)
         for start in range(0, len(ids), IMAGE_CHUNK):
@@ -164,7 +165,7 @@ class Shapes3DH5Source(Shapes3DFactors):
         that caches and checkpoints over this file are keyed by, so another file at the same path
         (or the same file at another path) is never served a stale latent or resumed into.
         Reads each row once, IMAGE_CHUNK rows of memory at a time."""
-        ids = _as_ids(ids, N_IMAGES)
+        ids = as_ids(ids, N_IMAGES)
         digest = hashlib.sha256(len(ids).to_bytes(8, "little"))
         try:
             for row in ids.tolist():
