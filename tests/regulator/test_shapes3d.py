@@ -8,16 +8,14 @@ import pytest
 from lassi.regulator.shapes3d import (
     FACTOR_NAMES,
     FACTOR_SIZES,
-    FLOOR,
     N_IMAGES,
-    OBJECT,
     ORIENTATIONS,
     SCALES,
-    WALL,
     Shapes3D,
     half_of_range,
     make_splits,
 )
+from lassi.regulator.shapes3d_scene import FLOOR, OBJECT, WALL
 
 SIZE = 32  # small images keep the cold geometry cache cheap
 

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from factories import DATA, run
 from lassi.regulator.attribute_methods import (
     binary_labels,
-    discover_directions,
     mirror_move,
     perpendicular_vector,
     ramaswamy_vector,
     train_linear_boundary,
 )
 from lassi.regulator.cli import main as regulator
+from lassi.regulator.discover import discover_directions
 from lassi.spec import EXIT_CODES, SimilaritySpec, read_artifact
 
 D = 24
