@@ -1,7 +1,14 @@
-"""Small valid artifacts of every kind, for contract, corpus and CLI tests."""
+"""Small valid artifacts of every kind, for contract, corpus and CLI tests, and the other
+builders every test folder shares: forged files, one-line error checks, child processes.
+
+Why one long module: it is the one place shared test builders live (no test imports another).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -340,6 +347,106 @@ def invoke_bounded(cli, args: list[str], limit_kib: int = GIB_KIB):
     grown = _rss_kib("VmHWM") - start
     assert grown < limit_kib, f"{' '.join(args[:1])}: peak memory grew by {grown} KiB"
     return result
+
+
+# ------------------------------------------------------------- forged files and one-line errors
+
+
+def parts(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(metadata dict, tensors) of a valid artifact."""
+    from lassi.spec import read_artifact
+
+    artifact = read_artifact(path)
+    return json.loads(artifact.meta.model_dump_json()), dict(artifact.tensors)
+
+
+def forge(base: Path, out: Path, meta_edit=None, tensor_edit=None, meta_text=None) -> Path:
+    """A copy of ``base`` with edited metadata (``meta_text``: written as that JSON text) and
+    tensors under a correctly recomputed checksum: a forger's file."""
+    meta, tensors = parts(base)
+    if meta_edit:
+        meta_edit(meta)
+    if tensor_edit:
+        tensor_edit(tensors)
+    write_raw(out, meta_text(meta) if meta_text else json.dumps(meta), tensors)
+    return out
+
+
+def raw(base: Path) -> tuple[dict, bytes]:
+    """(safetensors header with its ``__metadata__``, data section) of a file."""
+    from lassi.spec.contract.io import parse_header
+
+    data = base.read_bytes()
+    header, metadata, start = parse_header(data, base)
+    header["__metadata__"] = metadata
+    return header, data[start:]
+
+
+def write_header(out: Path, header: dict | bytes, body: bytes, length: int | None = None) -> None:
+    """A safetensors file of ``header`` (a dict or its bytes) and ``body``; ``length``: the
+    header length to declare instead of the true one."""
+    blob = header if isinstance(header, bytes) else json.dumps(header).encode()
+    out.write_bytes(struct.pack("<Q", len(blob) if length is None else length) + blob + body)
+
+
+def edit_header(base: Path, out: Path, edit) -> None:
+    """A copy of ``base`` whose safetensors header ``edit`` changed in place."""
+    header, body = raw(base)
+    edit(header)
+    write_header(out, header, body)
+
+
+def sparse_file(path: Path, head: bytes, size: int) -> Path:
+    """``head`` followed by zeros up to ``size`` bytes, without writing the zeros (a hole)."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return path
+
+
+def one_line(result, code: int, *needles: str, warnings: bool = False) -> str:
+    """The one line a CLI run printed, checked: exit status ``code``, no traceback, every needle
+    in the line (``warnings``: lines starting ``warning:`` may come besides it)."""
+    __tracebackhide__ = True
+    assert result.exit_code == code, result.output
+    lines = result.output.strip().splitlines()
+    if warnings:
+        lines = [line for line in lines if not line.startswith("warning:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def run_role_child(role: str, args: list[str]) -> tuple[int, list[str], int]:
+    """A role's CLI (``lassi.<role>.cli``) in a child process: (exit status, its non-blank
+    stderr lines, its own peak resident memory in KiB; see :func:`run_child`)."""
+    run, peak = run_child(f"from lassi.{role}.cli import main; main()", args)
+    return run.returncode, [line for line in run.stderr.strip().splitlines() if line.strip()], peak
+
+
+WITHOUT_TORCH = """
+import sys
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ImportError(f"blocked import of {name}")
+
+sys.meta_path.insert(0, BlockTorch())
+"""
+"""Python that makes any later import of torch fail: prefix of a script run where only
+onnxruntime and numpy may be used."""
+
+
+def python_child(script: str, timeout: float = 120) -> str:
+    """Run a Python ``script`` in a child process with this session's ``sys.path``; its stdout
+    (the test fails with the child's stderr unless it exits 0)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=timeout)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 # ------------------------------------------------------------- a miniature CelebA (official layout)
