@@ -19,8 +19,10 @@ def test_the_packaged_settings_are_the_papers() -> None:
         "baseline": LossWeights(adv=0.0, contr=0.0, attack_points=20),
         "adversarial": LossWeights(adv=0.1, contr=0.0, attack_points=20),
         "adversarial+contrastive": LossWeights(adv=0.1, contr=0.1, delta_contr=10.0, attack_points=20),
+        "augmentation": LossWeights(adv=0.0, contr=0.0, attack_points=20),
     }  # fmt: skip
-    assert [m.sigma_cls for m in s.methods.values()] == [5.0, 1.0, 1.0]
+    assert [m.sigma_cls for m in s.methods.values()] == [5.0, 1.0, 1.0, 5.0]
+    assert [m.augment for m in s.methods.values()] == [0, 0, 0, 10]  # the authors' 10 points
     assert s.cert == CenterSmoothingParams(
         sigma=0.65, epsilon=1.0, n0=10_000, n=10_000, alpha1=0.005, alpha2=0.005, delta=0.05
     )

@@ -151,19 +151,59 @@ def siblings_certified(
     return out
 
 
+def endpoint_figures(
+    sample_certified: np.ndarray,
+    empirically_fair: np.ndarray,
+    unfair: np.ndarray | None = None,
+    center: np.ndarray | None = None,
+    ends: np.ndarray | None = None,
+) -> dict:
+    """The authors' endpoints analysis beside the ground truth: per sample, ``empirically_fair``
+    (the consumer's report: the center and every segment end z_G ± ε·a_i got the same smoothed
+    prediction), ``unfair`` (the real siblings' outcomes differ; None: not known). The figures
+    are shares of all test samples, as Table 2's. ``center`` [N] and ``ends`` [N, 2m], the
+    report's predictions (ABSTAIN = -1), add the share where two classes differ, abstentions
+    aside (as the siblings' "GT unfair by two classes")."""
+    fair = np.asarray(empirically_fair, dtype=bool)
+    flagged = sample_certified & ~fair
+    out = {
+        "endpoints_empirically_unfair": float((~fair).mean()),
+        "endpoints_certified_but_empirically_unfair": float(flagged.mean()),
+    }
+    if center is not None and ends is not None:
+        both = np.concatenate([np.asarray(center)[:, None], np.asarray(ends)], axis=1)
+        out["endpoints_unfair_classes"] = float(
+            np.mean([len(set(row) - {ABSTAIN}) > 1 for row in both.tolist()])
+        )
+        out["endpoint_abstain"] = float((np.asarray(ends) == ABSTAIN).mean())
+    if unfair is not None:  # does the data-only check find what the siblings find?
+        out["certified_ground_truth_unfair_found_by_endpoints"] = float((flagged & unfair).mean())
+        out["endpoints_flag_ground_truth_fair"] = float((flagged & ~unfair).mean())
+    return out
+
+
 def summarise(
     predictions: np.ndarray,
     sample_certified: np.ndarray,
     factors: np.ndarray,
     sibling_certified: np.ndarray | None = None,
+    empirically_fair: np.ndarray | None = None,
+    endpoint_predictions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Table 2's figures from [N, 15] sibling predictions (and, when certified in full, the
-    siblings' certified flags); labels are the siblings' object hue (factor 2)."""
+    siblings' certified flags); labels are the siblings' object hue (factor 2).
+    ``empirically_fair`` [N]: the endpoints analysis of the consumer's report, when the test
+    bundle carries end points (:func:`endpoint_figures`), with ``endpoint_predictions`` (the
+    report's center and end point predictions)."""
     unfair = np.array([len(set(row)) > 1 for row in predictions.tolist()], dtype=bool)
     result = {
         "ground_truth_unfair": float(unfair.mean()),
         "certified_but_ground_truth_unfair": float((sample_certified & unfair).mean()),
     }
+    if empirically_fair is not None:
+        result.update(
+            endpoint_figures(sample_certified, empirically_fair, unfair, *(endpoint_predictions or ()))
+        )
     correct = predictions == factors[..., 2]
     scales = factors[..., 3]
     result["sibling_accuracy"] = float(correct.mean())

@@ -47,6 +47,7 @@ class Method(Frozen):
 
     sigma_cls: float = Field(gt=0)
     loss: LossWeights
+    augment: int = Field(0, ge=0)  # lassi-producer train --augment N (the data-augmentation row)
 
 
 class RandomizedSmoothing(Frozen):

@@ -6,7 +6,10 @@ Reported per run: accuracy and certified fairness (the consumer's report), groun
 (the siblings' outcomes differ; ABSTAIN is an outcome of its own, as in the authors'
 ``eval_with_ground_truth.py``), "certified but ground-truth unfair" (the sample certified and
 unfair), under ``siblings = "certify"`` also the authors' "any sibling certified but unfair",
-and per-image accuracy on the siblings per object scale.
+and per-image accuracy on the siblings per object scale. With ``--endpoints`` the test bundle
+also certifies each sample's segment ends z_G ± ε·a_i (the authors' endpoints analysis,
+``lassi-producer encode --certify --endpoints``) and the table sets the regulator's data-only
+"certified but empirically unfair" beside the siblings' "certified but ground-truth unfair".
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lassi.experiments.ground_truth import siblings_certified, siblings_predict, summarise
+from lassi.experiments.ground_truth import (
+    endpoint_figures,
+    siblings_certified,
+    siblings_predict,
+    summarise,
+)
 from lassi.experiments.workspace import Workspace, data_config
 from lassi.regulator.data_config import make_source
 from lassi.regulator.shapes3d import Shapes3D
@@ -41,8 +49,13 @@ def ground_truth(
         Path(classifier)
     ]:
         gt_file = legacy
-    status = read_artifact(report).tensors["status"]
-    sample_certified = status == ReportStatus.CERTIFIED
+    report_tensors = read_artifact(report).tensors
+    sample_certified = report_tensors["status"] == ReportStatus.CERTIFIED
+    empirically_fair = report_tensors.get("empirically_fair")  # the endpoints analysis, if run
+    predictions = (
+        None if empirically_fair is None
+        else (report_tensors["prediction"], report_tensors["endpoint_prediction"])
+    )  # fmt: skip
     cached = json.loads(gt_file.read_text()) if gt_file.exists() else None
     test_sha = read_artifact(test).sha256
     if isinstance(cached, dict) and (
@@ -56,7 +69,10 @@ def ground_truth(
             return {
                 "ground_truth_unfair": float(unfair.mean()),
                 "certified_but_ground_truth_unfair": float((sample_certified & unfair).mean()),
-            }
+            } | (
+                {} if predictions is None
+                else endpoint_figures(sample_certified, empirically_fair, unfair, *predictions)
+            )  # fmt: skip
     else:
         if ws.settings.protocols[args.protocol].siblings == "certify":
             with make_executor(
@@ -87,6 +103,8 @@ def ground_truth(
         sample_certified,
         np.array(cached["factors"]),
         None if certified is None else np.array(certified, dtype=bool),
+        empirically_fair,
+        predictions,
     )
 
 
@@ -109,6 +127,8 @@ def run_suffix(ws: Workspace, args: argparse.Namespace) -> str:
         suffix += f"-keep{args.keep}"
     if args.attack_protocol is not None:
         suffix += f"-attack-{args.attack_protocol}"
+    if getattr(args, "endpoints", False):  # the test bundle certifies the segment ends too
+        suffix += "-endpoints"
     return suffix
 
 
@@ -120,6 +140,12 @@ def markdown(rows: dict[str, list[dict]], seeds: list[int]) -> str:
         "ground_truth_unfair": "GT unfair %",
         "certified_but_ground_truth_unfair": "certified but GT unfair %",
         "any_certified_but_unfair": "any sibling certified but unfair % (authors)",
+        "endpoints_empirically_unfair": "endpoints: empirically unfair %",
+        "endpoints_certified_but_empirically_unfair": "endpoints: certified but empirically unfair %",
+        "certified_ground_truth_unfair_found_by_endpoints": "certified, GT unfair and flagged by endpoints %",
+        "endpoints_flag_ground_truth_fair": "flagged by endpoints but GT fair %",
+        "endpoints_unfair_classes": "endpoints: two classes differ % (abstentions aside)",
+        "endpoint_abstain": "end point abstentions %",
         "sibling_accuracy": "sibling accuracy %",
         "ground_truth_unfair_classes": "GT unfair by two classes % (abstentions aside)",
         "sibling_abstain": "sibling abstentions %",
@@ -180,9 +206,10 @@ def table2(ws: Workspace, args: argparse.Namespace) -> dict:
             loss = settings.loss.model_copy(update={"attack_region": args.attack_region})
             encoder, train, test = ws.producer_run(
                 spec, data, method, seed, run, args.test, loss, args.epochs, args.cert,
-                keep=args.keep, attack_spec=attack_spec,
+                keep=args.keep, attack_spec=attack_spec, endpoints=getattr(args, "endpoints", False),
             )  # fmt: skip
-            sigma = args.lassi_sigma if method != "baseline" and args.lassi_sigma else settings.sigma_cls
+            lassi_row = settings.loss.adv > 0 or settings.loss.contr > 0  # not baseline/augmentation
+            sigma = args.lassi_sigma if lassi_row and args.lassi_sigma else settings.sigma_cls
             result = ws.consumer_run(
                 spec, train, test, "object_hue", sigma, run, seed, verify_params=args.verify
             )
@@ -196,6 +223,8 @@ def table2(ws: Workspace, args: argparse.Namespace) -> dict:
                 if "any_certified_but_unfair" in result
                 else ""
             )
+            if "endpoints_certified_but_empirically_unfair" in result:
+                extra += f" endpoints cert&unfair {result['endpoints_certified_but_empirically_unfair']:.3f}"
             print(
                 f"{method} seed {seed}: acc {result['accuracy']:.3f} cert {result['certified_fairness']:.3f} "
                 f"GT-unfair {result['ground_truth_unfair']:.3f} "

@@ -116,8 +116,8 @@ class Workspace:
                 and (t.attack_set.spec if t.attack_set is not None else None) == attack_sha
                 and (card.architecture, card.hidden, card.width, card.k, card.task, card.loss)
                 == (config.architecture, list(config.hidden), config.width, config.k, config.task, config.loss)
-                and (t.epochs, t.batch_size, t.lr, t.seed, t.keep)
-                == (config.epochs, config.batch_size, config.lr, config.seed, config.keep)
+                and (t.epochs, t.batch_size, t.lr, t.seed, t.keep, t.augment)
+                == (config.epochs, config.batch_size, config.lr, config.seed, config.keep, config.augment)
                 and config.max_train is None
                 and same_data(card.data, config.data.provenance("train", card.data.n_samples))
             )
@@ -132,13 +132,15 @@ class Workspace:
         return False
 
     def encoder_config(
-        self, data: DatasetConfig, loss: LossWeights, seed: int, epochs: int, keep: str = "best"
-    ) -> EncoderTrainConfig:
-        """The experiments' encoder (settings' [encoder]) with these losses, seed and schedule."""
+        self, data: DatasetConfig, loss: LossWeights, seed: int, epochs: int, keep: str = "best",
+        augment: int = 0,
+    ) -> EncoderTrainConfig:  # fmt: skip
+        """The experiments' encoder (settings' [encoder]) with these losses, seed and schedule;
+        ``augment``: the data-augmentation baseline's points per sample (0: none)."""
         e = self.settings.encoder
         return EncoderTrainConfig(
             hidden=list(e.hidden), k=e.k, task=e.task, loss=loss, epochs=epochs,
-            batch_size=e.batch_size, seed=seed, data=data, keep=keep,
+            batch_size=e.batch_size, seed=seed, data=data, keep=keep, augment=augment,
         )  # fmt: skip
 
     def producer_run(
@@ -155,11 +157,15 @@ class Workspace:
         labels: list[str] | None = None,
         keep: str = "best",
         attack_spec: Path | None = None,
+        endpoints: bool = False,
     ) -> tuple[Path, Path, Path]:
         """Encoder + plain train bundle + certified test bundle (reused when present); the
         bundles carry ``labels`` (default: the encoder's task). ``attack_spec``: the encoder's
         random attack draws over this extension of ``spec`` (``lassi-producer train
-        --attack-spec``)."""
+        --attack-spec``). The method's ``augment`` (settings) trains the data-augmentation
+        baseline. ``endpoints``: the test bundle also certifies each sample's segment end points
+        (``lassi-producer encode --certify --endpoints``); a test bundle already there without
+        them is refused rather than reused."""
         folder.mkdir(parents=True, exist_ok=True)
         encoder, train, test = (
             folder / "encoder.safetensors",
@@ -169,7 +175,7 @@ class Workspace:
         if not encoder.exists():
             config = self.encoder_config(
                 data, loss or self.settings.methods[method].loss, seed,
-                epochs or self.settings.encoder.epochs, keep,
+                epochs or self.settings.encoder.epochs, keep, self.settings.methods[method].augment,
             )  # fmt: skip
             if not self.trained_twin(config, spec, encoder, attack_spec):
                 train_encoder(
@@ -185,8 +191,10 @@ class Workspace:
             encode_split(
                 spec, encoder, data, "test", test, limit=n_test,
                 certify=cert or self.settings.cert, seed=seed, cache_dir=self.cache,
-                labels=labels, device=self.device,
+                labels=labels, device=self.device, endpoints=endpoints,
             )  # fmt: skip
+        elif endpoints and not read_artifact(test).meta.endpoints:
+            raise UsageError(test, "was certified without its end points; remove its run folder or run without --endpoints")
         return encoder, train, test
 
     def consumer_run(
