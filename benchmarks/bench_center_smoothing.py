@@ -21,7 +21,6 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -36,7 +35,8 @@ except ImportError:  # not installed: use the source tree
 
 from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.regulator.encoders import LatentMLP  # noqa: E402
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
+from lassi.spec.contract.models import CenterSmoothingParams  # noqa: E402
+from lassi.spec.runtime.center_smoothing import BATCH_SIZE, CenterSmoothing  # noqa: E402
 
 LATENT_DIM = 3 * 64 * 64
 HIDDEN = (2048, 1024)
@@ -115,7 +115,7 @@ def child_large(n_large: int, m: int, params: CenterSmoothingParams) -> None:
     while CenterSmoothing(base, m, params).certify(seed=0, sample_id=sample_id).abstained:
         sample_id += 1
     for n in (params.n0, n_large):
-        cert = CenterSmoothing(base, m, replace(params, n=n)).certify(seed=0, sample_id=sample_id)
+        cert = CenterSmoothing(base, m, params.replace(n=n)).certify(seed=0, sample_id=sample_id)
         runs[str(n)] = {"seconds": cert.seconds, "r_cs": cert.r_cs, "abstained": cert.abstained}
         rss[str(n)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"rss_kib": rss, "runs": runs}))
@@ -158,11 +158,11 @@ def main() -> None:
     affine = BaseFunction(encoder, attrs).for_latent(z_g)
     plain = BaseFunction(encoder, attrs, affine_trick=False).for_latent(z_g)
     with torch.inference_mode():
-        t = torch.randn(params.batch_size, m, dtype=torch.float64)
+        t = torch.randn(BATCH_SIZE, m, dtype=torch.float64)
         agreement = float((affine(t) - plain(t)).abs().max())
-    peak = matmul_peak(params.batch_size)
+    peak = matmul_peak(BATCH_SIZE)
 
-    certify_timed(affine, m, replace(params, n0=600, n=600), range(1))  # warm-up
+    certify_timed(affine, m, params.replace(n0=600, n=600), range(1))  # warm-up
     certs, timed = certify_timed(affine, m, params, range(samples))
     per_sample = sum(c.seconds for c in certs) / samples
     certified = [c.seconds for c in certs if not c.abstained]
@@ -172,13 +172,13 @@ def main() -> None:
     abstained = sum(c.abstained for c in certs)
 
     # Plain evaluation: throughput of both bases on the same draws, and (full run) one certify.
-    draws = 2 * params.batch_size if args.quick else 4 * params.batch_size
+    draws = 2 * BATCH_SIZE if args.quick else 4 * BATCH_SIZE
     rates = {}
     with torch.inference_mode():
         for name, base in (("affine", affine), ("plain", plain)):
             base(t)
             start = time.perf_counter()
-            for _ in range(draws // params.batch_size):
+            for _ in range(draws // BATCH_SIZE):
                 base(t)
             rates[name] = draws / (time.perf_counter() - start)
     plain_gflops = rates["plain"] * flops_per_draw(m, plain=True) / 1e9

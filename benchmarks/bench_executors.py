@@ -25,7 +25,8 @@ from torch import nn
 from lassi.producer.base_function import BaseFunction
 from lassi.regulator.encoders import LatentMLP
 from lassi.spec.contract.io import atomic_write_bytes
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.contract.models import CenterSmoothingParams
+from lassi.spec.runtime.center_smoothing import CenterSmoothing
 from lassi.spec.runtime.executors import RayExecutor
 from lassi.spec.runtime.per_sample import LocalExecutor, PerSampleLoop
 
@@ -83,7 +84,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     base, z_g = make_workload(latent_dim, hidden, k, m=1, samples=samples)
-    params = CenterSmoothingParams(sigma=0.65, epsilon=1.0, n0=n, n=n, batch_size=2000)
+    params = CenterSmoothingParams(sigma=0.65, epsilon=1.0, n0=n, n=n)  # 2000 draws a batch
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -53,11 +53,8 @@ except ImportError:  # not installed: use the source tree
 from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.regulator.encoders import ImageResNet18  # noqa: E402
 from lassi.regulator.glow import Glow  # noqa: E402
-from lassi.spec.runtime.center_smoothing import (  # noqa: E402
-    CenterSmoothing,
-    CenterSmoothingParams,
-    min_median_index,
-)
+from lassi.spec.contract.models import CenterSmoothingParams  # noqa: E402
+from lassi.spec.runtime.center_smoothing import CenterSmoothing, min_median_index  # noqa: E402
 
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(image_size=16, n_levels=2, n_steps=2, hidden=16, width=8, k=16),
@@ -199,8 +196,8 @@ def certify_once(path: ImagePath, n0: int, n: int, batch: int) -> dict[str, Any]
     else ε = 0.1, Δ = 0.2 so that a smoke run's few draws can certify)."""
     small = n0 < 2_000 or n < 1_000
     delta, epsilon = (0.2, 0.1) if small else (0.05, 1.0)
-    params = CenterSmoothingParams(epsilon=epsilon, n0=n0, n=n, delta=delta, batch_size=batch)
-    smoother = CenterSmoothing(path.base.for_latent(path.z_g), path.m, params)
+    params = CenterSmoothingParams(epsilon=epsilon, n0=n0, n=n, delta=delta)
+    smoother = CenterSmoothing(path.base.for_latent(path.z_g), path.m, params, batch_size=batch)
     sync(path.device)
     cert = smoother.certify(seed=0, sample_id=0)
     sync(path.device)

@@ -39,7 +39,7 @@ def _run(name, spec, encoder, data, classifier, out, samples, bounds, n_cs, sequ
     """``n_cs``: (n0, n) of center smoothing."""
     from lassi.consumer.verification import verify
     from lassi.producer.encode import encode_split
-    from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
+    from lassi.spec.contract.models import CenterSmoothingParams
 
     params = CenterSmoothingParams(n0=n_cs[0], n=n_cs[1], bounds=bounds)
     bundle = out / f"bundle_{bounds}_{n_cs[0]}_{n_cs[1]}.safetensors"

@@ -21,7 +21,6 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,8 @@ except ImportError:  # not installed: use the source tree
 
 from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.regulator.encoders import LatentMLP  # noqa: E402
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams  # noqa: E402
+from lassi.spec.contract.models import CenterSmoothingParams  # noqa: E402
+from lassi.spec.runtime.center_smoothing import CenterSmoothing  # noqa: E402
 
 LATENT_DIM = 3 * 32 * 32
 HIDDEN = (1024, 512)
@@ -72,7 +72,7 @@ def run(samples: int, settings: dict[str, tuple[int, int]], quick: bool) -> dict
         )
         rows = {}
         for test in ("fixed", "sequential"):
-            params = replace(fixed, abstain_test=test)
+            params = fixed.replace(abstain_test=test)
             certs = []
             for i in range(samples):
                 base = base_fn.for_latent(latents[i])

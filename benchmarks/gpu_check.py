@@ -78,7 +78,8 @@ def latent_path(device: str, n0: int, n: int, samples: int, tiny: bool = False) 
 
     from lassi.producer.base_function import BaseFunction
     from lassi.regulator.encoders import LatentMLP
-    from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+    from lassi.spec.contract.models import CenterSmoothingParams
+    from lassi.spec.runtime.center_smoothing import CenterSmoothing
 
     dev = torch.device(device)
     if tiny:

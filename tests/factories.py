@@ -18,7 +18,8 @@ from PIL import Image
 
 from lassi.spec import (
     AttributeInfo,
-    CertificateParams,
+    CenterSmoothingParams,
+    CertificateScope,
     Checkpoint,
     ClassifierCard,
     ClassifierTraining,
@@ -41,8 +42,9 @@ HASH_A = "a" * 64
 HASH_B = "b" * 64
 FLOW = GlowConfig(image_size=8, n_levels=2, n_steps=1, hidden=4)
 PROVENANCE = DataProvenance(dataset="shapes3d", n_samples=10, seed=1)
-CERT = CertificateParams(
-    sigma_enc=0.65, epsilon=1.0, n0=100, n=100, alpha1=0.005, alpha2=0.005, delta=0.05, seed=0
+CERT = CenterSmoothingParams(
+    sigma=0.65, epsilon=1.0, n0=100, n=100, alpha1=0.005, alpha2=0.005, delta=0.05,
+    bounds="hoeffding", seed=0, m=1
 )
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
@@ -157,7 +159,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             task="object_hue",
             classes=[str(i) for i in range(10)],
             training=ClassifierTraining(
-                epochs=1, batch_size=4, lr=1e-3, seed=0, n_train=10, seconds=1.0
+                epochs=1, batch_size=4, lr=1e-3, seed=0, n_train=10, seconds=1.0, majority_rate=0.5
             ),
             parents={"representations": HASH_B, "encoder": HASH_B, "similarity_spec": HASH_A},
         )
@@ -182,6 +184,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             has_labels=True,
             smoothing=SmoothingParams(sigma_cls=1.0, n0=10, n=100, alpha=0.001, seed=0),
             certificate=CERT,
+            scope=CertificateScope(attributes=["orientation"], epsilon=1.0),
             summary=ReportSummary(
                 n=n,
                 accuracy=frac(prediction == 0),
@@ -201,6 +204,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             "r_cs": np.ones(n, dtype=np.float32) / 2,
             "status": status,
             "labels": np.zeros(n, dtype=np.int64),
+            "draws": np.where(status == 3, 0, 110).astype(np.int64),
         }
     if kind == "checkpoint":
         meta = Checkpoint(tool=tool, stage="train", run_key="abc", step=3, state={"epoch": 1})

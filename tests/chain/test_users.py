@@ -235,7 +235,7 @@ def test_encode_refuses_settings_that_cannot_certify_before_loading_data(
 
 
 def test_hoeffding_reasons_match_run_time_abstentions():
-    from lassi.spec.runtime.center_smoothing import CenterSmoothingParams, never_certifies
+    from lassi.spec.contract.models.certificate import CenterSmoothingParams, never_certifies
 
     assert never_certifies(CenterSmoothingParams(n0=200, bounds="hoeffding")).startswith("n0=200")
     tight = CenterSmoothingParams(sigma=0.1, n0=2000, n=2000, bounds="hoeffding")

@@ -51,7 +51,8 @@ def write_pair(folder: Path, x: np.ndarray, r_cs: np.ndarray, status=None) -> tu
     })  # fmt: skip
     card = ClassifierCard(
         tool="lassi-test 0", k=2, sigma_cls=SIGMA, task="smile", classes=["no smile", "smile"],
-        training=ClassifierTraining(epochs=1, batch_size=4, lr=1e-3, seed=0, n_train=10, seconds=1),
+        training=ClassifierTraining(epochs=1, batch_size=4, lr=1e-3, seed=0, n_train=10, seconds=1,
+                                    majority_rate=0.5),
         parents={"representations": HASH_B, "encoder": HASH_B, "similarity_spec": HASH_A},
     )  # fmt: skip
     weight = np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32)

@@ -35,13 +35,15 @@ from lassi.regulator.encoders import (
     LatentDecoder,
     LatentMLP,
 )
-from lassi.spec.runtime.center_smoothing import (
-    CenterSmoothing,
+from lassi.spec.contract.models.certificate import (
     CenterSmoothingParams,
     abstain_margins,
+    quantile_level,
+)
+from lassi.spec.runtime.center_smoothing import (
+    CenterSmoothing,
     lower_median,
     min_median_index,
-    quantile_level,
 )
 from lassi.spec.runtime.seeding import Stage, numpy_rng, torch_seed
 
@@ -295,8 +297,8 @@ def test_soundness_disc_two_attributes() -> None:
 def test_bit_identical_across_batch_sizes_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     certs = []
     for batch_size in (7, 500, 2000):
-        params = CenterSmoothingParams(**{**SMALL.__dict__, "batch_size": batch_size})
-        certs.append(CenterSmoothing(smooth_base, 2, params).certify(5, 17))
+        smoother = CenterSmoothing(smooth_base, 2, SMALL, batch_size=batch_size)
+        certs.append(smoother.certify(5, 17))
     monkeypatch.setattr(cs_module, "NOISE_CHUNK_ROWS", 333)
     certs.append(CenterSmoothing(smooth_base, 2, SMALL).certify(5, 17))
     for other in certs[1:]:
@@ -314,10 +316,11 @@ def test_bit_identical_in_subprocess_without_torch() -> None:
     code = BASE_SOURCE + (
         "import sys\n"
         "sys.modules['torch'] = None\n"
-        "from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams\n"
+        "from lassi.spec.contract.models import CenterSmoothingParams\n"
+        "from lassi.spec.runtime.center_smoothing import CenterSmoothing\n"
         "p = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=2000, n=2000, delta=0.1,"
-        " batch_size=300, bounds='hoeffding')\n"
-        "c = CenterSmoothing(base, 2, p).certify(5, 18)\n"
+        " bounds='hoeffding')\n"
+        "c = CenterSmoothing(base, 2, p, batch_size=300).certify(5, 18)\n"
         "print(c.center.tobytes().hex(), c.r_cs.hex())\n"
     )
     paths = ["spec_schema/src", "regulator/src", "producer/src", "consumer/src"]
@@ -335,8 +338,8 @@ def test_stages_draw_fresh_and_ids_differ() -> None:
         seen.append(t.copy())
         return smooth_base(t)
 
-    params = CenterSmoothingParams(**{**SMALL.__dict__, "batch_size": 2000})
-    CenterSmoothing(recording, 2, params).certify(9, 4)
+    params = SMALL
+    CenterSmoothing(recording, 2, params, batch_size=2000).certify(9, 4)
     assert len(seen) == 3  # selection, abstain test, estimation
     for stage, t in zip((Stage.SELECTION, Stage.ABSTAIN_TEST, Stage.ESTIMATION), seen, strict=True):
         expected = params.sigma * numpy_rng(9, 4, stage).standard_normal((2000, 2))

@@ -27,7 +27,7 @@ from lassi.spec import (
     write_artifact,
 )
 from lassi.spec.contract.models import CenterStatus, ReportStatus
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.runtime.center_smoothing import CenterSmoothing
 
 CERTIFY = ["--certify", "--n0", "1500", "--n", "2000", "--delta", "0.1", "--quiet"]
 VERIFY = ["--n0", "100", "--n", "2000", "--quiet"]
@@ -73,7 +73,7 @@ def test_encode_endpoints_center_smooths_each_segment_end(chain, ends) -> None:
     base, _, _ = load_encoder(chain["encoder"], sim)
     sample_id = int(bundle.tensors["ids"][0])
     z_g = sim.encode_images(sim_images(sim, chain, sample_id))[0]
-    params = CenterSmoothingParams.from_certificate(bundle.meta.certificate)
+    params = bundle.meta.certificate
     for j, (i, sign) in ((0, (0, -1)), (97, (48, 1))):
         z_end = z_g + sign * sim.epsilon * sim.vectors[i]
         cert = CenterSmoothing(base.for_latent(z_end), sim.m, params).certify(

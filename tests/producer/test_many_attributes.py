@@ -17,14 +17,14 @@ from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.encoders import LatentMLP
 from lassi.spec import CenterStatus, LossWeights, read_artifact
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.contract.models import CenterSmoothingParams
+from lassi.spec.runtime.center_smoothing import CenterSmoothing
 
 M = 49
 DATA = DatasetConfig(image_size=8, n_train=96, n_val=32, n_test=16)
 EPSILON = 0.5  # small enough that n = 1000 draws can certify (q < 1, step 3)
-PARAMS = CenterSmoothingParams(
-    sigma=0.65, epsilon=EPSILON, n0=1000, n=1000, delta=0.1, batch_size=1000
-)
+PARAMS = CenterSmoothingParams(sigma=0.65, epsilon=EPSILON, n0=1000, n=1000, delta=0.1)
+BATCH = 1000
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,9 @@ def test_affine_attack_matches_plain_attack_with_49_vectors() -> None:
 def test_certify_with_49_vectors(trained: tuple) -> None:
     sim, encoder, folder = trained
     out = folder / "test.safetensors"
-    encode_split(sim, encoder, DATA, "test", out, limit=2, certify=PARAMS, progress=False)
+    encode_split(
+        sim, encoder, DATA, "test", out, limit=2, certify=PARAMS, progress=False, batch_size=BATCH
+    )
     bundle = read_artifact(out)
     assert bundle.meta.certified and bundle.meta.n_samples == 2
     base, _, _ = load_encoder(encoder, sim)
@@ -80,7 +82,8 @@ def test_certify_with_49_vectors(trained: tuple) -> None:
     z_g = bundle_latents(sim, bundle.tensors["ids"], folder)
     for i, sample_id in enumerate(bundle.tensors["ids"]):
         # the affine trick (m x h per draw) against every draw through the whole MLP
-        reference = CenterSmoothing(plain.for_latent(z_g[i]), M, PARAMS).certify(0, int(sample_id))
+        smoother = CenterSmoothing(plain.for_latent(z_g[i]), M, PARAMS, batch_size=BATCH)
+        reference = smoother.certify(0, int(sample_id))
         np.testing.assert_allclose(bundle.tensors["z_cs"][i], reference.center, atol=1e-4)
         assert bundle.tensors["r_cs"][i] == pytest.approx(reference.r_cs, rel=1e-3, abs=1e-6)
         assert bundle.tensors["status"][i] == reference.status

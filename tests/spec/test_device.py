@@ -19,9 +19,9 @@ from lassi.consumer.cli import main as consumer
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
 from lassi.spec import UsageError
+from lassi.spec.contract.models import CenterSmoothingParams
 from lassi.spec.runtime.center_smoothing import (
     CenterSmoothing,
-    CenterSmoothingParams,
     device_distances,
     distances_to,
 )
@@ -179,10 +179,10 @@ def test_center_smoothing_device_branch_matches_host_branch(monkeypatch: pytest.
     import lassi.spec.runtime.center_smoothing as cs
 
     base, z_g, m = _affine_base()
-    params = CenterSmoothingParams(n0=300, n=400, delta=0.2, batch_size=128, epsilon=0.3, sigma=0.5)
-    host = [CenterSmoothing(base.for_latent(z), m, params).certify(0, i) for i, z in enumerate(z_g)]
+    params = CenterSmoothingParams(n0=300, n=400, delta=0.2, epsilon=0.3, sigma=0.5)
+    host = [CenterSmoothing(base.for_latent(z), m, params, batch_size=128).certify(0, i) for i, z in enumerate(z_g)]
     monkeypatch.setattr(cs, "_on_accelerator", lambda module: True)
-    device = [CenterSmoothing(base.for_latent(z), m, params).certify(0, i) for i, z in enumerate(z_g)]
+    device = [CenterSmoothing(base.for_latent(z), m, params, batch_size=128).certify(0, i) for i, z in enumerate(z_g)]
     assert any(not c.abstained for c in host)
     for a, b in zip(host, device, strict=True):
         np.testing.assert_array_equal(a.center, b.center)
@@ -242,15 +242,15 @@ def test_image_path_on_cuda_matches_cpu_in_float32() -> None:
     """E_L o D_G on CUDA: the cached inverses survive the move, every draw runs with TF32 off,
     and the certificates agree with the CPU's to float32 rounding."""
     base, z_g = _image_base()
-    params = CenterSmoothingParams(n0=300, n=400, delta=0.2, batch_size=128, epsilon=0.3, sigma=0.5)
-    cpu = [CenterSmoothing(base.for_latent(z), 2, params).certify(0, i) for i, z in enumerate(z_g)]
+    params = CenterSmoothingParams(n0=300, n=400, delta=0.2, epsilon=0.3, sigma=0.5)
+    cpu = [CenterSmoothing(base.for_latent(z), 2, params, batch_size=128).certify(0, i) for i, z in enumerate(z_g)]
     base.to("cuda")
     assert all(c._cached_inverse() is not None for c in base.glow.invconvs())
     flags = []
     forward = base.encoder.forward
     base.encoder.forward = lambda x: flags.append(torch.backends.cudnn.allow_tf32) or forward(x)
     gpu = [
-        CenterSmoothing(base.for_latent(z.cuda()), 2, params).certify(0, i)
+        CenterSmoothing(base.for_latent(z.cuda()), 2, params, batch_size=128).certify(0, i)
         for i, z in enumerate(z_g)
     ]
     assert flags and not any(flags)
@@ -268,11 +268,11 @@ def test_certificates_on_cuda_match_cpu() -> None:
     from lassi.consumer.randomized_smoothing import Smooth
 
     base, z_g, m = _affine_base()
-    params = CenterSmoothingParams(n0=500, n=1000, delta=0.2, batch_size=256, epsilon=0.3, sigma=0.5)
-    cpu = [CenterSmoothing(base.for_latent(z), m, params).certify(0, i) for i, z in enumerate(z_g)]
+    params = CenterSmoothingParams(n0=500, n=1000, delta=0.2, epsilon=0.3, sigma=0.5)
+    cpu = [CenterSmoothing(base.for_latent(z), m, params, batch_size=256).certify(0, i) for i, z in enumerate(z_g)]
     base.to("cuda")
     gpu = [
-        CenterSmoothing(base.for_latent(z.cuda()), m, params).certify(0, i)
+        CenterSmoothing(base.for_latent(z.cuda()), m, params, batch_size=256).certify(0, i)
         for i, z in enumerate(z_g)
     ]
     for a, b in zip(cpu, gpu, strict=True):

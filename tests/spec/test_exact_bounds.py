@@ -22,25 +22,25 @@ import pytest
 from scipy.stats import beta, binom, binomtest, ncx2
 
 import lassi.spec.runtime.center_smoothing as cs_module
-from lassi.spec.contract.models import CertificateParams
+from lassi.spec.contract.models.certificate import (
+    CenterSmoothingParams,
+    estimation_rank,
+    shifted_level,
+)
 from lassi.spec.runtime.binomial_bounds import (
     binomial_sf,
     clopper_pearson_lower,
     quantile_upper_rank,
 )
-from lassi.spec.runtime.center_smoothing import (
-    CenterSmoothing,
-    CenterSmoothingParams,
-    estimation_rank,
-    shifted_level,
-)
+from lassi.spec.runtime.center_smoothing import CenterSmoothing
 from lassi.spec.runtime.seeding import Stage, numpy_rng
 
 TRIALS = 2000
 # Small n makes the ranks coarse, so a rank one too low has a visibly larger failure rate.
 SIM = CenterSmoothingParams(
-    sigma=1.0, epsilon=1.0, n0=200, n=30, alpha1=0.05, alpha2=0.05, delta=0.1, batch_size=256
+    sigma=1.0, epsilon=1.0, n0=200, n=30, alpha1=0.05, alpha2=0.05, delta=0.1
 )
+BATCH = 256
 SIGNIFICANCE = 1e-3  # of the one-sided binomial tests of the empirical failure rates
 
 
@@ -75,7 +75,6 @@ def test_exact_rank_is_tighter_than_hoeffding() -> None:
     )
     assert estimation_rank(exact) < estimation_rank(hoeffding)
     assert CenterSmoothingParams().bounds == "exact"
-    assert CertificateParams.model_fields["bounds"].default == "hoeffding"  # old files
 
 
 def test_settings_that_can_never_certify_are_refused() -> None:
@@ -88,12 +87,12 @@ def test_settings_that_can_never_certify_are_refused() -> None:
 
 def test_bounds_round_trip_through_certificate() -> None:
     params = CenterSmoothingParams(n0=500, n=500, sigma=0.65, epsilon=0.5, delta=0.15)
-    recorded = params.certificate(seed=3)
-    assert recorded.bounds == "exact"
-    assert CenterSmoothingParams.from_certificate(recorded).bounds == "exact"
-    old = recorded.model_dump()
-    del old["bounds"]
-    assert CenterSmoothingParams.from_certificate(CertificateParams(**old)).bounds == "hoeffding"
+    recorded = params.issued(seed=3, m=2)
+    assert recorded.bounds == "exact" and (recorded.seed, recorded.m) == (3, 2)
+    again = CenterSmoothingParams.model_validate_json(recorded.model_dump_json(), strict=True)
+    assert again == recorded and again.procedure() == params
+    hoeffding = params.replace(bounds="hoeffding").issued(seed=3, m=2)
+    assert CenterSmoothingParams.model_validate_json(hoeffding.model_dump_json()).bounds == "hoeffding"
 
 
 def test_exact_steps_replay() -> None:
@@ -145,7 +144,7 @@ def _simulate(m: int, k: int, broken: bool) -> dict[str, int]:
         cs_module.estimation_rank = lambda params: correct - 1
     f = _isometry(m, k)
     q_rows = f(np.eye(m))
-    smoother = CenterSmoothing(f, m, params)
+    smoother = CenterSmoothing(f, m, params, batch_size=BATCH)
     sigma, q0 = params.sigma, shifted_level(params)
     counts = {"step2": 0, "step4": 0, "end": 0, "any": 0, "certified": 0}
     for trial in range(TRIALS):

@@ -88,3 +88,85 @@ def test_no_unpickling_anywhere() -> None:
         if pattern.search(line) and not ("torch.load(" in line and "weights_only=True" in line)
     ]
     assert offenders == []
+
+
+PACKAGES = ("spec_schema", "regulator", "producer", "consumer", "experiments")
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the project modules it imports, every import statement counted: top level, in
+    functions and under ``if TYPE_CHECKING:`` (``from a import b`` is an edge to the module
+    ``a.b`` when there is one, else to ``a``; relative imports resolved)."""
+    paths = {}
+    for folder in PACKAGES:
+        src = ROOT / folder / "src"
+        for path in src.rglob("*.py"):
+            parts = list(path.relative_to(src).with_suffix("").parts)
+            paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = package[: len(package) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                targets.update(
+                    f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names
+                )
+        graph[name] = {t for t in targets if t in paths and t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_cycle_even_for_type_checking() -> None:
+    graph = _module_graph()
+    assert "lassi.spec.contract.models" in graph and len(graph) > 50
+    assert _cycles(graph) == []
+    # the check finds a cycle where there is one (e.g. a package and a module importing it back)
+    assert _cycles(graph | {"lassi.producer.tool": graph["lassi.producer.tool"] | {"lassi.producer"}})

@@ -21,13 +21,13 @@ from scipy.stats import beta, binomtest, norm
 from factories import DATA, run
 from lassi.producer.cli import main as producer
 from lassi.spec import RepresentationBundle, read_artifact
-from lassi.spec.runtime.center_smoothing import (
-    CenterSmoothing,
+from lassi.spec.contract.models.certificate import (
     CenterSmoothingParams,
     never_certifies,
     sequential_decision,
     sequential_looks,
 )
+from lassi.spec.runtime.center_smoothing import CenterSmoothing
 from lassi.spec.runtime.confidence_sequence import log_mixture, look_times
 
 ALPHA1 = 0.05
@@ -135,9 +135,9 @@ def test_same_center_and_radius_as_the_fixed_test_with_fewer_evaluations() -> No
 
 
 def test_parameters_round_trip_and_refusal() -> None:
-    record = BOUNDARY.certificate(seed=3, m=1)
+    record = BOUNDARY.issued(seed=3, m=1)
     assert record.abstain_test == "sequential"
-    assert CenterSmoothingParams.from_certificate(record) == BOUNDARY
+    assert CenterSmoothingParams.model_validate_json(record.model_dump_json()).procedure() == BOUNDARY
     with pytest.raises(ValueError, match="abstain_test"):
         CenterSmoothingParams(abstain_test="peek")  # type: ignore[arg-type]
     # too few draws for any ball to pass, even with every draw inside

@@ -2,12 +2,8 @@
 
 from typing import TYPE_CHECKING
 
-from lassi.spec.runtime.cli import tool_name
+from lassi.consumer.tool import TOOL
 from lassi.spec.runtime.lazy import lazy_exports
-
-TOOL = tool_name("lassi-consumer")
-"""The name and version recorded as ``tool`` in every artifact this role writes."""
-
 
 # The public API: train a classifier on a bundle, verify a certified bundle,
 # predict through ONNX. Imported on first use, so that ``import lassi.consumer``

@@ -52,7 +52,7 @@ __all__ = [
     "export_classifier_onnx",
 ]
 
-from lassi.consumer import TOOL
+from lassi.consumer.tool import TOOL
 
 # Streams of the training stage: sample id 0 drives shuffling and training noise, sample id 1 the
 # (fixed) validation noise, sample id 2 the parameter initialisation of make_classifier.

@@ -135,8 +135,6 @@ def summary_markdown(report: VerificationReport) -> str:
 def scope_markdown(report: VerificationReport) -> str:
     """What the certificates speak for: the similarity set (paper Eq. 4), its binding, coverage."""
     scope = report.scope
-    if scope is None:
-        return "Not recorded (a report written before lassi recorded the certificates' scope)."
     vectors = ", ".join(
         f"{name}: {kind}"
         + (f" + one halves vector per value of {scope.given[name]}" if name in scope.given else "")
@@ -221,7 +219,7 @@ def write_report_files(
     text = (
         f"# Verification report\n\nTask `{meta.task}` (classes {classes}), sigma_cls "
         f"{meta.smoothing.sigma_cls}, n {meta.smoothing.n}, "
-        f"alpha {meta.smoothing.alpha}; center smoothing sigma_enc {meta.certificate.sigma_enc}, "
+        f"alpha {meta.smoothing.alpha}; center smoothing sigma_enc {meta.certificate.sigma}, "
         f"epsilon {meta.certificate.epsilon}.\n\n{summary_markdown(meta)}\n\n{warnings}"
         f"## What the certificates cover\n\n{scope_markdown(meta)}\n\n## Provenance\n\n{parents}\n\n"
         "## Per sample\n\n" + "\n".join(per_sample) + "\n"

@@ -86,7 +86,7 @@ def siblings_certified(
     smooth = Smooth.for_linear_head(model.to(device), card.meta.sigma_cls, device=device)
     bundle = read_artifact(test)
     certificate = bundle.meta.certificate
-    params = CenterSmoothingParams.from_certificate(certificate)
+    params = certificate
     rs = read_artifact(report).meta.smoothing
     renderer = renderer or Shapes3D(sim.glow.image_size)
     ids = bundle.tensors["ids"]

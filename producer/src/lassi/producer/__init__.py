@@ -2,12 +2,8 @@
 
 from typing import TYPE_CHECKING
 
-from lassi.spec.runtime.cli import tool_name
+from lassi.producer.tool import TOOL
 from lassi.spec.runtime.lazy import lazy_exports
-
-TOOL = tool_name("lassi-producer")
-"""The name and version recorded as ``tool`` in every artifact this role writes."""
-
 
 # The public API: train a fair encoder on a spec, encode (and certify) a split,
 # export ONNX. Imported on first use, so that ``import lassi.producer``

@@ -16,7 +16,6 @@ and H are computed once; each draw then costs an m × h product instead of D × 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -24,11 +23,8 @@ from torch import Tensor, nn
 from lassi.regulator.encoders import ImageResNet18, LatentMLP
 from lassi.regulator.glow import Glow
 from lassi.regulator.similarity import SimilaritySet, shift
-from lassi.spec import EncoderCard, UsageError, read_artifact
+from lassi.spec import EncoderArchitecture, EncoderCard, UsageError, read_artifact
 from lassi.spec.contract.torch_state import load_module
-
-if TYPE_CHECKING:
-    from lassi.producer.training import EncoderTrainConfig
 
 
 class AffineBase(nn.Module):
@@ -166,12 +162,13 @@ class BaseFunction(nn.Module):
         return SampleBase(self, z_g).eval()
 
 
-def build_base_function(card: EncoderCard | EncoderTrainConfig, sim: SimilaritySet) -> BaseFunction:
-    """The (untrained) E_L a card or training config describes, with the spec's A (and Glow)."""
-    if card.architecture == "latent_mlp":
-        encoder = LatentMLP(sim.glow.latent_dim, tuple(card.hidden), card.k)
+def build_base_function(arch: EncoderArchitecture, sim: SimilaritySet) -> BaseFunction:
+    """The (untrained) E_L an architecture describes (an encoder card's or a training
+    configuration's), with the spec's A (and Glow)."""
+    if arch.architecture == "latent_mlp":
+        encoder = LatentMLP(sim.glow.latent_dim, tuple(arch.hidden), arch.k)
         return BaseFunction(encoder, sim.vectors)
-    return BaseFunction(ImageResNet18(card.k, width=card.width), sim.vectors, sim.glow)
+    return BaseFunction(ImageResNet18(arch.k, width=arch.width), sim.vectors, sim.glow)
 
 
 def load_spec(spec: Path | SimilaritySet) -> SimilaritySet:

@@ -311,7 +311,7 @@ def encode_command(
 ) -> None:
     """Encode a data split into a representation bundle (certified with --certify)."""
     from lassi.producer.encode import encode_split
-    from lassi.spec.runtime.center_smoothing import CenterSmoothingParams, never_certifies
+    from lassi.spec.contract.models.certificate import CenterSmoothingParams, never_certifies
 
     if endpoints and not certify:
         raise UsageError(None, "--endpoints needs --certify (end points are center-smoothed)")
@@ -329,7 +329,6 @@ def encode_command(
             alpha1=alpha1,
             alpha2=alpha2,
             delta=delta,
-            batch_size=batch_size,
             bounds=bounds,
             abstain_test=abstain_test,
         )
@@ -355,6 +354,7 @@ def encode_command(
             include_sensitive=include_sensitive_labels,
             device=device,
             endpoints=endpoints,
+            batch_size=batch_size,
         )
     from lassi.spec import RepresentationBundle, read_artifact
 

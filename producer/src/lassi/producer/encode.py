@@ -28,14 +28,11 @@ from lassi.producer.latents import TOOL, glow_latents_of
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import RepresentationBundle, UsageError, write_artifact
+from lassi.spec.contract.models import CenterSmoothingParams
 from lassi.spec.contract.torch_state import (
     run_key,
 )
-from lassi.spec.runtime.center_smoothing import (
-    CenterSmoothing,
-    CenterSmoothingParams,
-    progress_hooks,
-)
+from lassi.spec.runtime.center_smoothing import BATCH_SIZE, CenterSmoothing, progress_hooks
 from lassi.spec.runtime.per_sample import Executor, PerSampleLoop
 
 
@@ -87,11 +84,13 @@ def encode_split(
     labels: list[str] | None = None,
     include_sensitive: bool = False,
     endpoints: bool = False,
+    batch_size: int = BATCH_SIZE,
 ) -> Path:
     """Write the representation bundle of ``split`` (certified when ``certify`` is given) with
     the ``labels`` asked for (default: the encoder's task).
 
-    ``device``: where E_L runs (plain encoding and every center-smoothing draw).
+    ``device``: where E_L runs (plain encoding and every center-smoothing draw); ``batch_size``:
+    center-smoothing draws per call of E_L (the certificates do not depend on it).
     ``endpoints``: also center-smooth each segment end z_G ± ε·a_i (the authors' endpoints
     analysis, :mod:`lassi.producer.endpoints`; needs ``certify``)."""
     if endpoints and certify is None:
@@ -129,7 +128,7 @@ def encode_split(
         tensors["file_sha256"] = latents.file_sha256
     certificate = None
     if certify is not None:
-        certificate = certify.certificate(seed, m=sim.m)
+        certificate = certify.issued(seed, sim.m)
         if abs(certify.epsilon - sim.epsilon) > 1e-12:
             raise UsageError(
                 None, f"certificate epsilon {certify.epsilon} differs from the spec's {sim.epsilon}"
@@ -149,6 +148,7 @@ def encode_split(
                 executor,
                 endpoints=endpoints,
                 data=latents.identity(source, data),
+                batch_size=batch_size,
             )
         )
     meta = RepresentationBundle(
@@ -187,6 +187,7 @@ def certify_all(
     executor: Executor | None = None,
     endpoints: bool = False,
     data: str | None = None,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, np.ndarray]:
     """Center-smooth every sample; checkpoint to ``<out>.ckpt`` and resume from it.
 
@@ -209,7 +210,7 @@ def certify_all(
         spec=sim.sha256,
         encoder=encoder_sha,
         ids=ids.tolist(),
-        params=vars(params) | {"batch_size": 0},
+        params=params.procedure().model_dump(),
         seed=seed,
         **({"endpoints": True} if endpoints else {}),
     )
@@ -231,7 +232,8 @@ def certify_all(
 
     def certify_one(i: int) -> dict[str, object]:
         z_i = z_g[i].to(base.vectors.device)  # the base function runs where E_L lives
-        cert = CenterSmoothing(base.for_latent(z_i), m, params).certify(seed, int(ids[i]))
+        smoother = CenterSmoothing(base.for_latent(z_i), m, params, batch_size=batch_size)
+        cert = smoother.certify(seed, int(ids[i]))
         row = {
             "z_cs": cert.center,
             "r_cs": cert.r_cs,
@@ -240,7 +242,9 @@ def certify_all(
             "seconds": cert.seconds,
         }
         if endpoints:
-            row.update(certify_endpoints(base, z_i, epsilon, params, seed, int(ids[i])))
+            row.update(
+                certify_endpoints(base, z_i, epsilon, params, seed, int(ids[i]), batch_size)
+            )
         return row
 
     loop.run(certify_one, executor)

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from lassi.producer.base_function import BaseFunction
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.contract.models import CenterSmoothingParams
+from lassi.spec.runtime.center_smoothing import BATCH_SIZE, CenterSmoothing
 from lassi.spec.runtime.seeding import Stage, torch_seed
 
 ENDPOINT_PURPOSE = 1000
@@ -44,6 +45,7 @@ def certify_endpoints(
     params: CenterSmoothingParams,
     seed: int,
     sample_id: int,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, np.ndarray]:
     """Center smoothing at each end point of one sample: ``endpoint_z_cs`` [2m, k] (float32)
     and ``endpoint_status`` [2m] (CenterStatus codes)."""
@@ -51,7 +53,8 @@ def certify_endpoints(
     ends = endpoint_latents(z_g, base.vectors, epsilon)
     centers, statuses = [], []
     for j, z_end in enumerate(ends):
-        cert = CenterSmoothing(base.for_latent(z_end.reshape(z_g.shape)), m, params).certify(
+        end_base = base.for_latent(z_end.reshape(z_g.shape))
+        cert = CenterSmoothing(end_base, m, params, batch_size=batch_size).certify(
             endpoint_seed(seed, sample_id, j), sample_id
         )
         centers.append(np.asarray(cert.center, dtype=np.float32))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lassi.producer import TOOL
+from lassi.producer.tool import TOOL
 from lassi.regulator.content_hash import decode_sample, has_files, read_samples
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import SimilaritySet

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import nn
 from tqdm import tqdm
 
@@ -38,6 +38,7 @@ from lassi.regulator.encoders import AuxClassifier, LatentDecoder
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import (
     AttackSet,
+    EncoderArchitecture,
     EncoderCard,
     EncoderTraining,
     LossWeights,
@@ -57,15 +58,10 @@ from lassi.spec.runtime.seeding import Stage, numpy_rng, torch_seed
 PURPOSE_ORDER, PURPOSE_ATTACK, PURPOSE_AUGMENT = 1, 2, 3
 
 
-class EncoderTrainConfig(BaseModel):
-    """Everything that determines an encoder training run."""
+class EncoderTrainConfig(EncoderArchitecture):
+    """Everything that determines an encoder training run: the architecture (as the card records
+    it) and how it is trained."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    architecture: Literal["latent_mlp", "image_resnet18"] = "latent_mlp"
-    hidden: list[int] = Field(default_factory=lambda: [2048, 1024])
-    width: int = Field(64, ge=1)
-    k: int = Field(512, ge=1)
     task: str
     loss: LossWeights = LossWeights()
     epochs: int = Field(5, ge=1)
@@ -369,11 +365,8 @@ def _train_encoder(
 
     card = EncoderCard(
         tool=TOOL,
-        architecture=config.architecture,
+        **config.encoder_architecture().model_dump(),
         input_dim=sim.glow.latent_dim,
-        hidden=list(config.hidden),
-        width=config.width,
-        k=config.k,
         task=config.task,
         num_classes=num_classes,
         loss=config.loss,

@@ -2,12 +2,8 @@
 
 from typing import TYPE_CHECKING
 
-from lassi.spec.runtime.cli import tool_name
+from lassi.regulator.tool import TOOL
 from lassi.spec.runtime.lazy import lazy_exports
-
-TOOL = tool_name("lassi-regulator")
-"""The name and version recorded as ``tool`` in every artifact this role writes."""
-
 
 # The public API: train a Glow, define a similarity spec, load it, show it, audit a
 # producer's bundle. Imported on first use, so that ``import lassi.regulator``

@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 from tqdm import tqdm
 
-from lassi.regulator import TOOL
 from lassi.regulator.content_hash import CheckedImages
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.glow import Glow, postprocess, preprocess
+from lassi.regulator.tool import TOOL
 from lassi.spec import GlowArtifact, GlowConfig, GlowTraining, Preprocessing, write_artifact
 from lassi.spec.contract.errors import TrainingDiverged
 from lassi.spec.contract.torch_state import (

@@ -33,14 +33,15 @@ from lassi.spec.contract.models import (
     ArtifactBase,
     AttackSet,
     AttributeInfo,
+    CenterSmoothingParams,
     CenterStatus,
-    CertificateParams,
     CertificateScope,
     Checkpoint,
     ClassifierCard,
     ClassifierTraining,
     Coverage,
     DataProvenance,
+    EncoderArchitecture,
     EncoderCard,
     EncoderTraining,
     Fidelity,
@@ -60,12 +61,10 @@ from lassi.spec.runtime.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# More of the public API, imported on first use (center smoothing needs torch, signatures
-# cryptography; a reader of artifacts needs neither): read a spec's header without its tensors,
-# center smoothing's parameters, sign and check a file.
+# More of the public API, imported on first use (signatures need cryptography, which a reader of
+# artifacts does not): read a spec's header without its tensors, sign and check a file.
 _LAZY = {
     "read_spec_header": "lassi.spec.contract.binding",
-    "CenterSmoothingParams": "lassi.spec.runtime.center_smoothing",
     "generate_keypair": "lassi.spec.contract.signing",
     "sign_file": "lassi.spec.contract.signing",
     "verify_file": "lassi.spec.contract.signing",
@@ -74,7 +73,6 @@ _LAZY = {
 if TYPE_CHECKING:
     from lassi.spec.contract.binding import read_spec_header
     from lassi.spec.contract.signing import generate_keypair, sign_file, verify_file
-    from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
 
 __all__ = [
     "ARTIFACT_KINDS",
@@ -84,13 +82,14 @@ __all__ = [
     "ArtifactBase",
     "AttackSet",
     "AttributeInfo",
+    "CenterSmoothingParams",
     "CenterStatus",
-    "CertificateParams",
     "CertificateScope",
     "Checkpoint",
     "ClassifierCard",
     "ClassifierTraining",
     "DataProvenance",
+    "EncoderArchitecture",
     "EncoderCard",
     "EncoderTraining",
     "Coverage",
@@ -119,7 +118,6 @@ __all__ = [
     "sha256_file",
     "write_artifact",
     "read_spec_header",
-    "CenterSmoothingParams",
     "generate_keypair",
     "sign_file",
     "verify_file",

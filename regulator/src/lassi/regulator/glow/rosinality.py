@@ -357,7 +357,7 @@ def glow_config_of(glow: Glow) -> GlowConfig:
 
 def import_glow(checkpoint: str | Path, out: str | Path, image_size: int, n_bits: int = 5) -> Path:
     """Convert a rosinality/glow-pytorch checkpoint into a ``glow`` artifact at ``out``."""
-    from lassi.regulator import TOOL
+    from lassi.regulator.tool import TOOL
     from lassi.spec import GlowArtifact, Preprocessing, write_artifact
     from lassi.spec.contract.files import forget
     from lassi.spec.contract.io import sha256_bytes

@@ -6,10 +6,9 @@ records, so a dishonest producer could certify against a smaller similarity ball
 weaker confidence than the regulator allows. ``check_binding`` is the one place that refuses
 that (exit 4): the bundle's ``similarity_spec`` parent is the spec's hash, its certificate's
 epsilon is the spec's epsilon (the l2 ball of Eq. 4, paper Sec. 4.1), its attribute names are
-the spec's (in order), the dimension m of its t-noise (where recorded; files from before it
-was are replayed with the spec's m by the audit) is the spec's number of attribute vectors, and
-its center-smoothing parameters obey the spec's ``policy`` (paper Sec. 4.3: sigma_enc, n,
-alpha1/alpha2).
+the spec's (in order), the dimension m of its t-noise is the spec's number of attribute
+vectors, and its center-smoothing parameters obey the spec's ``policy`` (paper Sec. 4.3:
+sigma_enc, n, alpha1/alpha2).
 
 ``read_spec_header`` reads only a spec's metadata (no tensor is parsed, no torch needed) and
 hashes its bytes in the same single pass, so the consumer can bind a bundle to a spec.
@@ -52,13 +51,7 @@ def check_binding(
     if certificate is None:
         return
     m = len(spec.vector_names)
-    if certificate.m is None:
-        raise IntegrityError(
-            where,
-            f"records no dimension m of its t-noise, so it cannot be checked against the spec's "
-            f"m = {m} attribute vectors (certify it again with lassi-producer encode --certify)",
-        )
-    if certificate.m != m:
+    if certificate.m != m:  # recorded in every certified bundle (RepresentationBundle checks it)
         raise IntegrityError(
             where,
             f"was certified with t-noise in {certificate.m} dimensions, the spec has m = {m} "

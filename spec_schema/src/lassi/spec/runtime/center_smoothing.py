@@ -57,8 +57,12 @@ The module needs only numpy and the standard library; torch is used only when th
 is a torch module or returns tensors (and is then already imported by the caller), so an auditor
 can replay certificates with a numpy callable such as an onnxruntime session.
 
-Why one long module: the four steps, both kinds of bounds and the evaluation of the base
-function (torch, numpy or onnxruntime, CPU or GPU) form one algorithm the audit replays as is.
+The parameters, and what they imply before any draw (the levels and ranks of steps 2-4, whether a
+sample can ever certify), are :mod:`lassi.spec.contract.models.certificate`'s: a certified file
+records them.
+
+Why over 500 lines: the four steps and the evaluation of the base function (torch, numpy or
+onnxruntime, CPU or GPU) form one algorithm the audit replays as is.
 """
 
 from __future__ import annotations
@@ -68,14 +72,21 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lassi.spec.contract.models import AbstainTest, Bounds, CenterStatus, CertificateParams
-from lassi.spec.runtime.binomial_bounds import clopper_pearson_lower, quantile_upper_rank
-from lassi.spec.runtime.confidence_sequence import log_mixture, look_times
+from lassi.spec.contract.models.certificate import (
+    CenterSmoothingParams,
+    CenterStatus,
+    abstain_margins,
+    estimation_rank,
+    exact_abstain_bound,
+    quantile_level,
+    sequential_decision,
+    sequential_looks,
+    shifted_level,
+)
 from lassi.spec.runtime.seeding import Stage, numpy_rng
 
 if TYPE_CHECKING:
@@ -93,97 +104,9 @@ PROJECTION_DIM = 32
 PCA_ROWS = 2048
 SELECTION_BLOCK = 512
 TIE_TOLERANCE = 1e-10
-# The sequential abstain test (step 2, abstain_test="sequential"): its prior and look schedule are
-# part of the certified procedure (an audit replays them).
-SEQUENTIAL_PRIOR = (100.0, 100.0)
-SEQUENTIAL_FIRST_LOOK = 100
-SEQUENTIAL_GROWTH = 1.1
-
-_NORMAL = NormalDist()
-
-
-@dataclass(frozen=True)
-class CenterSmoothingParams:
-    """Center smoothing hyper-parameters (α1 + α2 = α_c = 0.01 as in the paper, Sec. 5).
-
-    sigma: std of the t-noise σ_enc; epsilon: ℓ2 radius of the similarity set in t-space;
-    n0: selection and abstain-test draws (each); n: estimation draws; alpha1, alpha2: failure
-    probabilities of steps 2 and 4 (α_c = α1 + α2); delta: Δ of step 2; beta: the approximation
-    factor β of the minimum enclosing ball; batch_size: draws per base-function call;
-    bounds: "exact" (Clopper–Pearson and binomial order-statistic rank) or "hoeffding" (Kumar &
-    Goldstein's Hoeffding margins), steps 2 and 4 of the module docstring; abstain_test: step 2
-    with n0 draws ("fixed", with ``bounds``) or the anytime-valid test with at most n0
-    ("sequential", the same α1 whatever ``bounds``).
-    """
-
-    sigma: float = 0.65
-    epsilon: float = 1.0
-    n0: int = 10_000
-    n: int = 10_000
-    alpha1: float = 0.005
-    alpha2: float = 0.005
-    delta: float = 0.05
-    beta: float = 2.0
-    batch_size: int = 2_000
-    bounds: Bounds = "exact"
-    abstain_test: AbstainTest = "fixed"
-
-    def __post_init__(self) -> None:
-        if not (self.sigma > 0 and self.epsilon >= 0 and self.beta >= 1):
-            raise ValueError("need sigma > 0, epsilon >= 0 and beta >= 1")
-        if self.n0 < 2 or self.n < 1 or self.batch_size < 1:
-            raise ValueError("need n0 >= 2, n >= 1 and batch_size >= 1")
-        if not (0 < self.alpha1 < 1 and 0 < self.alpha2 < 1 and 0 < self.delta < 0.5):
-            raise ValueError("need 0 < alpha1, alpha2 < 1 and 0 < delta < 1/2")
-        if self.bounds not in ("exact", "hoeffding"):
-            raise ValueError(f"bounds must be 'exact' or 'hoeffding' (got {self.bounds!r})")
-        if self.abstain_test not in ("fixed", "sequential"):
-            raise ValueError(
-                f"abstain_test must be 'fixed' or 'sequential' (got {self.abstain_test!r})"
-            )
-        if self.bounds == "exact" and (reason := never_certifies(self)) is not None:
-            raise ValueError(reason)
-
-    @property
-    def alpha(self) -> float:
-        """α_c = α1 + α2: the certificate fails with probability at most this."""
-        return self.alpha1 + self.alpha2
-
-    @classmethod
-    def from_certificate(
-        cls, c: CertificateParams, batch_size: int = 2_000
-    ) -> CenterSmoothingParams:
-        """The parameters a certified bundle records (to replay or extend its certificates)."""
-        return cls(
-            sigma=c.sigma_enc,
-            epsilon=c.epsilon,
-            n0=c.n0,
-            n=c.n,
-            alpha1=c.alpha1,
-            alpha2=c.alpha2,
-            delta=c.delta,
-            beta=c.beta,
-            batch_size=batch_size,
-            bounds=c.bounds,
-            abstain_test=c.abstain_test,
-        )
-
-    def certificate(self, seed: int, m: int | None = None) -> CertificateParams:
-        """These parameters as recorded in a certified bundle (``m``: the dimension of t)."""
-        return CertificateParams(
-            sigma_enc=self.sigma,
-            epsilon=self.epsilon,
-            n0=self.n0,
-            n=self.n,
-            alpha1=self.alpha1,
-            alpha2=self.alpha2,
-            delta=self.delta,
-            beta=self.beta,
-            seed=seed,
-            bounds=self.bounds,
-            abstain_test=self.abstain_test,
-            m=m,
-        )
+# Draws per base-function call unless the caller says otherwise (an execution setting: the
+# certificate never depends on it).
+BATCH_SIZE = 2_000
 
 
 @dataclass
@@ -214,103 +137,6 @@ class CenterCertificate:
         if not self.abstained:
             return CenterStatus.CERTIFIED
         return CenterStatus.ABSTAIN_DELTA if self.reason == "delta" else CenterStatus.ABSTAIN_Q
-
-
-def never_certifies(params: CenterSmoothingParams) -> str | None:
-    """Why no sample can ever be certified with ``params`` (even p̂ = 1), or None.
-
-    Exact settings are refused when built; Hoeffding ones are refused at the command line
-    (``lassi-producer encode --certify``) and abstain at run time when built in Python, so that
-    recorded old certificates still replay. Step 2: exact needs the Clopper–Pearson bound at
-    p̂ = 1 to reach 1/2 − Δ, Hoeffding needs Δ1 = sqrt(ln(2/α1) / (2 n0)) ≤ Δ. Step 4: exact
-    needs a rank k ≤ n, Hoeffding q = q0 + sqrt(ln(1/α2) / (2 n)) ≤ 1.
-    """
-    if params.abstain_test == "sequential" and not sequential_can_pass(params):
-        return (
-            f"n0={params.n0} can never certify with the sequential abstain test: even p_hat = 1 "
-            f"after n0 draws leaves 1/2 - delta = {0.5 - params.delta:.4f} inside the "
-            f"confidence sequence at alpha1={params.alpha1}"
-        )
-    if params.bounds == "exact":
-        best = clopper_pearson_lower(params.n0, params.n0, params.alpha1)
-        if params.abstain_test == "fixed" and best < 0.5 - params.delta:
-            return (
-                f"n0={params.n0} can never certify: even p_hat = 1 gives a Clopper-Pearson "
-                f"bound {best:.4f} < 1/2 - delta = {0.5 - params.delta:.4f}"
-            )
-        if estimation_rank(params) is None:
-            return (
-                f"n={params.n} can never certify: no rank k <= n has "
-                f"P(Binomial(n, q0={shifted_level(params):.4f}) >= k) <= alpha2={params.alpha2}"
-            )
-        return None
-    delta1, _ = abstain_margins(1.0, params.n0, params.alpha1)
-    if params.abstain_test == "fixed" and delta1 > params.delta:
-        return (
-            f"n0={params.n0} can never certify with Hoeffding bounds: "
-            f"sqrt(ln(2/alpha1)/(2 n0)) = {delta1:.4f} > delta = {params.delta}"
-        )
-    q = quantile_level(params)
-    if q > 1.0:
-        return (
-            f"n={params.n}, epsilon={params.epsilon}, sigma={params.sigma} can never certify with "
-            f"Hoeffding bounds: q = q0 + sqrt(ln(1/alpha2)/(2 n)) = {q:.4f} > 1"
-        )
-    return None
-
-
-def sequential_decision(within: Any, drawn: Any, params: CenterSmoothingParams) -> np.ndarray:
-    """Step 2, sequential: +1 pass, −1 abstain (futility), 0 continue, after ``within`` of
-    ``drawn`` draws fell within r̂ (elementwise): ±1 once M_t(1/2 − Δ) ≥ 1/α1, by the side of
-    p̂ = within / drawn."""
-    within, drawn = np.asarray(within, dtype=np.float64), np.asarray(drawn, dtype=np.float64)
-    p_star = 0.5 - params.delta
-    log_m = log_mixture(within, drawn, np.full(within.shape, p_star), SEQUENTIAL_PRIOR)
-    outside = log_m >= math.log(1.0 / params.alpha1)
-    return np.where(outside, np.where(within > p_star * drawn, 1, -1), 0).astype(np.int8)
-
-
-def sequential_looks(params: CenterSmoothingParams) -> list[int]:
-    """Step 2, sequential: the draw counts after which the test looks (the last is n0)."""
-    return look_times(params.n0, SEQUENTIAL_FIRST_LOOK, SEQUENTIAL_GROWTH)
-
-
-def sequential_can_pass(params: CenterSmoothingParams) -> bool:
-    """Whether p̂ = 1 passes the sequential test by n0 draws (else no sample can certify)."""
-    return int(sequential_decision(params.n0, params.n0, params)) == 1
-
-
-def abstain_margins(p_hat: float, n0: int, alpha1: float) -> tuple[float, float]:
-    """Step 2: Δ1 = sqrt(ln(2/α1) / (2 n0)) and Δ2 = 1/2 − (p̂ − Δ1)."""
-    delta1 = math.sqrt(math.log(2.0 / alpha1) / (2.0 * n0))
-    return delta1, 0.5 - (p_hat - delta1)
-
-
-def exact_abstain_bound(within: int, n0: int, alpha1: float) -> float:
-    """Step 2, exact: the one-sided (1 − α1) Clopper–Pearson lower bound on P(d ≤ r̂)."""
-    return clopper_pearson_lower(within, n0, alpha1)
-
-
-def shifted_level(params: CenterSmoothingParams) -> float:
-    """Step 3: q0 = Φ(Φ⁻¹(1/2 + Δ) + ε/σ)."""
-    return _NORMAL.cdf(_NORMAL.inv_cdf(0.5 + params.delta) + params.epsilon / params.sigma)
-
-
-def quantile_level(params: CenterSmoothingParams) -> float:
-    """Step 3, Hoeffding: q = Φ(Φ⁻¹(1/2 + Δ) + ε/σ) + sqrt(ln(1/α2) / (2 n))."""
-    return shifted_level(params) + math.sqrt(math.log(1.0 / params.alpha2) / (2.0 * params.n))
-
-
-def estimation_rank(params: CenterSmoothingParams) -> int | None:
-    """Step 4: the 1-based rank k of R̂ among the n estimation distances, None to abstain.
-
-    Hoeffding: ⌈q n⌉ (None if q > 1); exact: the smallest k with P(Binomial(n, q0) ≥ k) ≤ α2.
-    """
-    if params.bounds == "exact":
-        q0 = shifted_level(params)
-        return quantile_upper_rank(params.n, q0, params.alpha2) if q0 < 1.0 else None
-    q = quantile_level(params)
-    return None if q > 1.0 else max(1, math.ceil(q * params.n))
 
 
 def order_statistic(values: np.ndarray, rank: int) -> float:
@@ -424,13 +250,19 @@ class CenterSmoothing:
         m: int,
         params: CenterSmoothingParams = CenterSmoothingParams(),
         *,
+        batch_size: int = BATCH_SIZE,
         torch_input: bool | None = None,
     ) -> None:
         if m < 1:
             raise ValueError(f"need m >= 1 sensitive attributes (got {m})")
+        if params.m is not None and params.m != m:
+            raise ValueError(f"the parameters were issued for m = {params.m}, not {m}")
+        if batch_size < 1:
+            raise ValueError(f"need batch_size >= 1 (got {batch_size})")
         self.base = base
         self.m = m
         self.params = params
+        self.batch_size = batch_size
         self.torch_input = _is_torch_module(base) if torch_input is None else torch_input
 
     def certify(self, seed: int, sample_id: int) -> CenterCertificate:
@@ -524,7 +356,7 @@ class CenterSmoothing:
         self, seed: int, sample_id: int, stage: Stage, count: int
     ) -> Iterator[np.ndarray]:
         """The stage's noise rows, batch_size rows at a time."""
-        batch = self.params.batch_size
+        batch = self.batch_size
         for chunk in self._noise_chunks(seed, sample_id, stage, count):
             for i in range(0, chunk.shape[0], batch):
                 yield chunk[i : i + batch]
@@ -564,7 +396,7 @@ class CenterSmoothing:
         ONNX export and the audit replay."""
         torch = _import_torch()
         dtype, device = _tensor_spec(self.base)
-        batch = self.params.batch_size
+        batch = self.batch_size
         with torch.inference_mode(), _strict_float32(torch, device):
             for chunk in chunks:
                 t_chunk = torch.from_numpy(chunk).to(dtype=dtype, device=device)
@@ -617,7 +449,7 @@ class CenterSmoothing:
         else:
             distances = np.empty(count, dtype=np.float64)
             filled = 0
-            batch = self.params.batch_size
+            batch = self.batch_size
             for chunk in chunks:
                 for i in range(0, chunk.shape[0], batch):
                     t = chunk[i : i + batch]
