@@ -7,19 +7,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from lassi.spec.runtime.cli import (
-    executor_from_options,
-    executor_options,
-    role_group,
-    set_threads,
-    threads_option,
-    trusted_inputs,
-)
-from lassi.spec.runtime.device import device_option
+from lassi.spec.runtime import cli_options as option
+from lassi.spec.runtime.cli import role_group, set_threads, trusted_inputs
 from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
@@ -28,21 +21,27 @@ if TYPE_CHECKING:
 from lassi.consumer import TOOL
 
 main = role_group(
-    "lassi-consumer",
-    TOOL.split(" ", 1)[1],
+    TOOL,
     "The consumer: trains a noise-augmented classifier on representations and verifies individual fairness.",
 )
 
-PATH = click.Path(dir_okay=False, path_type=Path)
+TRAIN = "lassi.consumer.classifier:train_consumer_classifier"
+VERIFY = "lassi.consumer.verification:verify"
+PREDICT = "lassi.consumer.predict:predict_bundle"
+
+bundle_option = click.option(
+    "--bundle",
+    type=option.FILE,
+    required=True,
+    help="Representation bundle (from lassi-producer encode).",
+)
 
 
 @main.command("train")
 @trusted_inputs("bundle")
-@click.option(
-    "--bundle", type=PATH, required=True, help="Representation bundle (from lassi-producer encode)."
-)
+@bundle_option
 @click.option("--task", required=True, help="Label to predict (any label the bundle carries).")
-@click.option("--out", type=PATH, required=True, help="Classifier artifact to write.")
+@option.out("Classifier artifact to write.")
 @click.option(
     "--sigma",
     default="1.0",
@@ -66,7 +65,7 @@ PATH = click.Path(dir_okay=False, path_type=Path)
 )
 @click.option(
     "--val-bundle",
-    type=PATH,
+    type=option.FILE,
     default=None,
     help="--sigma auto: certified validation bundle (encode --split val --certify); without it "
     "the choice uses accuracy only (the largest sigma within the loss).",
@@ -76,10 +75,8 @@ PATH = click.Path(dir_okay=False, path_type=Path)
 @click.option(
     "--sweep-alpha", type=float, default=0.001, show_default=True, help="--sigma auto: alpha."
 )
-@click.option(
-    "--architecture", type=click.Choice(["linear", "mlp"]), default="linear", show_default=True
-)
-@click.option("--hidden", type=int, default=256, show_default=True, help="Hidden width of the MLP.")
+@option.model(TRAIN, "architecture", type=click.Choice(["linear", "mlp"]))
+@option.model(TRAIN, "hidden", type=int, help="Hidden width of the MLP.")
 @click.option(
     "--epochs",
     type=int,
@@ -90,13 +87,12 @@ PATH = click.Path(dir_okay=False, path_type=Path)
     "(at least 100 steps), "
     "the best epoch kept).",
 )
-@click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--val-fraction", type=float, default=0.1, show_default=True)
-@click.option("--threads", type=int, default=None)
-@device_option
-@click.option("--quiet", is_flag=True)
+@option.model(TRAIN, "batch_size", type=int)
+@option.model(TRAIN, "lr", type=float)
+@option.model(TRAIN, "seed", type=int)
+@option.model(TRAIN, "val_fraction", type=float)
+@option.compute
+@option.quiet
 def train_command(
     bundle: Path,
     task: str,
@@ -108,16 +104,11 @@ def train_command(
     sweep_n0: int,
     sweep_n: int,
     sweep_alpha: float,
-    architecture: str,
-    hidden: int,
-    epochs: int | None,
-    batch_size: int,
-    lr: float,
     seed: int,
-    val_fraction: float,
     threads: int | None,
     device: torch.device,
     quiet: bool,
+    **options: Any,
 ) -> None:
     """Train the noise-augmented classifier C_L on a bundle's representations."""
     from lassi.consumer.classifier import train_consumer_classifier
@@ -128,6 +119,7 @@ def train_command(
         value = 0.0 if auto else float(sigma)
     except ValueError:
         raise UsageError(None, f"--sigma must be a number or 'auto', got {sigma!r}") from None
+    epochs, batch_size, lr = options["epochs"], options["batch_size"], options["lr"]
     if not (auto or value > 0) or (epochs is not None and epochs < 1) or batch_size < 1 or not lr > 0:
         raise UsageError(None, "need --sigma > 0, --epochs >= 1, --batch-size >= 1 and --lr > 0")
     from lassi.consumer.sigma_sweep import check_sigma, parse_grid
@@ -138,8 +130,6 @@ def train_command(
     sweep_png = out.with_name(f"{out.stem}.sigma-sweep.png") if auto else None
     check_outputs([out, sweep_png], inputs=[bundle, val_bundle])
     set_threads(threads)
-    options = dict(architecture=architecture, hidden=hidden, epochs=epochs,
-                   batch_size=batch_size, lr=lr, val_fraction=val_fraction)  # fmt: skip
     selection = None
     warn = lambda text: click.echo(text, err=True)  # noqa: E731
     if auto:
@@ -169,93 +159,63 @@ def train_command(
 
 @main.command("verify")
 @trusted_inputs("bundle", regulator=("spec_path",))
-@click.option("--classifier", "classifier_path", type=PATH, required=True)
+@click.option("--classifier", "classifier_path", type=option.FILE, required=True)
 @click.option(
-    "--bundle", type=PATH, required=True, help="Certified representation bundle (encode --certify)."
+    "--bundle", type=option.FILE, required=True, help="Certified representation bundle (encode --certify)."
 )
-@click.option(
-    "--out",
-    type=PATH,
-    required=True,
-    help="Report artifact (.safetensors; .json/.md/.png beside it).",
-)
+@option.out("Report artifact (.safetensors; .json/.md/.png beside it).")
 @click.option(
     "--spec",
     "spec_path",
-    type=PATH,
+    type=option.FILE,
     default=None,
     help="The regulator's similarity spec: bind the certificate to its hash, epsilon and policy.",
 )
-@click.option("--n0", type=int, default=2_000, show_default=True)
-@click.option("--n", type=int, default=100_000, show_default=True)
-@click.option("--alpha", type=float, default=0.001, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--batch-size", type=int, default=10_000, show_default=True)
+@option.model(VERIFY, "n0", type=int)
+@option.model(VERIFY, "n", type=int)
+@option.model(VERIFY, "alpha", type=float)
+@option.model(VERIFY, "seed", type=int)
+@option.model(VERIFY, "batch_size", type=int)
 @click.option(
     "--sequential",
     is_flag=True,
     help="Stop the estimation draws as soon as an anytime-valid test decides R > r_CS "
     "(at most --n draws).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-@click.option(
-    "--html",
-    type=PATH,
-    default=None,
-    help="Also write a self-contained HTML page of the figures (per-sample R, r_CS, status, "
-    "class names; the images are on the regulator's audit page).",
+@option.json("Print the summary as JSON on stdout.")
+@option.html(
+    " of the figures (per-sample R, r_CS, status, class names; the images are on the "
+    "regulator's audit page)"
 )
-@click.option("--threads", type=int, default=None)
-@executor_options
-@device_option
-@click.option("--quiet", is_flag=True)
+@option.per_sample
+@option.quiet
 def verify_command(
     classifier_path: Path,
     bundle: Path,
     out: Path,
     spec_path: Path | None,
-    n0: int,
-    n: int,
-    alpha: float,
-    seed: int,
-    batch_size: int,
-    sequential: bool,
     as_json: bool,
     html: Path | None,
     threads: int | None,
-    executor: str,
-    workers: int,
-    ray_address: str | None,
-    device: torch.device,
     quiet: bool,
+    **settings: Any,
 ) -> None:
     """Certify each sample: randomized smoothing around z_CS, fair iff r_CS < R."""
     from lassi.consumer.report import report_sidecars, summary_markdown
     from lassi.consumer.verification import verify
     from lassi.spec import UsageError
     from lassi.spec.contract.binding import binding_note, coverage_note
+
+    n0, n, alpha, batch_size = (settings[name] for name in ("n0", "n", "alpha", "batch_size"))
     if n0 < 1 or n < 1 or not 0 < alpha < 1 or batch_size < 1:
         raise UsageError(None, "need --n0 >= 1, --n >= 1, 0 < --alpha < 1 and --batch-size >= 1")
     outputs = [out, *report_sidecars(out).values(), checkpoint_of(out), html]
     check_outputs(outputs, inputs=[classifier_path, bundle, spec_path])
-    set_threads(threads)
-    with executor_from_options(executor, workers, ray_address, threads) as runner:
+    with option.running(threads) as runner:
         report = verify(
-            classifier_path,
-            bundle,
-            out,
-            n0=n0,
-            n=n,
-            alpha=alpha,
-            seed=seed,
-            batch_size=batch_size,
-            sequential=sequential,
-            progress=not quiet and not as_json,
-            executor=runner,
-            device=device,
-            warn=lambda text: click.echo(text, err=True),
-            spec_path=spec_path,
-        )
+            classifier_path, bundle, out, progress=not quiet and not as_json, executor=runner,
+            warn=lambda text: click.echo(text, err=True), spec_path=spec_path, **settings,
+        )  # fmt: skip
     scope = report.meta.scope
     assert scope is not None  # verify always records it
     notes = [binding_note(scope), coverage_note(scope)]
@@ -276,9 +236,9 @@ def verify_command(
 
 
 @main.command("export-onnx")
-@click.option("--classifier", "classifier_path", type=PATH, required=True)
-@click.option("--out", type=PATH, required=True, help="ONNX file to write.")
-@threads_option
+@click.option("--classifier", "classifier_path", type=option.FILE, required=True)
+@option.out("ONNX file to write.")
+@option.threads
 def export_onnx_command(classifier_path: Path, out: Path, threads: int | None) -> None:
     """Export C_L as ONNX (input z [batch, k] -> logits), provenance in its metadata."""
     from lassi.consumer.onnx_export import export_classifier
@@ -292,16 +252,16 @@ def export_onnx_command(classifier_path: Path, out: Path, threads: int | None) -
 @main.command("predict")
 @trusted_inputs("bundle")
 @click.option(
-    "--onnx", "onnx_path", type=PATH, required=True, help="Classifier ONNX (from export-onnx)."
+    "--onnx", "onnx_path", type=option.FILE, required=True, help="Classifier ONNX (from export-onnx)."
 )
-@click.option("--bundle", type=PATH, required=True)
-@click.option("--n", type=int, default=100_000, show_default=True)
-@click.option("--alpha", type=float, default=0.001, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@bundle_option
+@option.model(PREDICT, "n", type=int)
+@option.model(PREDICT, "alpha", type=float)
+@option.model(PREDICT, "seed", type=int)
 @click.option("--limit", type=int, default=None)
 @click.option("--gpu", is_flag=True, help="Use CUDA if the installed onnxruntime offers it.")
-@click.option("--json", "as_json", is_flag=True, help="Print per-sample predictions as JSON.")
-@threads_option
+@option.json("Print per-sample predictions as JSON.")
+@option.threads
 def predict_command(
     onnx_path: Path,
     bundle: Path,

@@ -9,16 +9,8 @@ import click
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
 from lassi.spec import LossWeights, UsageError
-from lassi.spec.runtime.cli import (
-    executor_from_options,
-    executor_options,
-    role_group,
-    set_threads,
-    threads_option,
-    trusted_inputs,
-    validated,
-)
-from lassi.spec.runtime.device import device_option
+from lassi.spec.runtime import cli_options as option
+from lassi.spec.runtime.cli import role_group, set_threads, trusted_inputs, validated
 from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
@@ -29,12 +21,24 @@ if TYPE_CHECKING:
 from lassi.producer import TOOL
 
 main = role_group(
-    "lassi-producer",
-    TOOL.split(" ", 1)[1],
+    TOOL,
     "The producer: trains the fair encoder and exports center-smoothed representations with certified radii.",
 )
 
-PATH = click.Path(dir_okay=False, path_type=Path)
+TRAINING = "lassi.producer.training:EncoderTrainConfig"
+CERTIFICATE = "lassi.spec.contract.models:CenterSmoothingParams"
+ENCODE = "lassi.producer.encode:encode_split"
+
+spec_option = click.option(
+    "--spec", type=option.FILE, required=True, help="Similarity spec from the regulator."
+)
+encoder_option = click.option(
+    "--encoder",
+    "encoder_path",
+    type=option.FILE,
+    required=True,
+    help="Encoder artifact (from train).",
+)
 
 
 def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, DatasetConfig]:
@@ -50,10 +54,10 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
 
 @main.command("train")
 @trusted_inputs(regulator=("spec", "attack_spec"))
-@click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
+@spec_option
 @click.option(
     "--attack-spec",
-    type=PATH,
+    type=option.FILE,
     default=None,
     help="Train the random attack over this larger set: a second spec of the regulator's that "
     "extends --spec (same Glow and eps, the spec's vectors first, e.g. define --condition-on). "
@@ -61,108 +65,69 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
 )
 @dataset_options
 @click.option("--task", required=True, help="Attribute to predict (e.g. object_hue).")
-@click.option("--out", type=PATH, required=True, help="Encoder artifact to write.")
-@click.option(
-    "--architecture",
-    type=click.Choice(["latent_mlp", "image_resnet18"]),
-    default="latent_mlp",
-    show_default=True,
+@option.out("Encoder artifact to write.")
+@option.model(TRAINING, "architecture", type=click.Choice(["latent_mlp", "image_resnet18"]))
+@option.model(
+    TRAINING,
+    "hidden",
+    type=str,
+    shown=lambda widths: ",".join(map(str, widths)),
+    help="Hidden widths of the latent MLP.",
 )
-@click.option(
-    "--hidden", default="2048,1024", show_default=True, help="Hidden widths of the latent MLP."
-)
-@click.option(
-    "--width", type=int, default=64, show_default=True, help="Base width of the ResNet-18."
-)
-@click.option("--k", type=int, default=512, show_default=True, help="Representation size.")
+@option.model(TRAINING, "width", type=int, help="Base width of the ResNet-18.")
+@option.model(TRAINING, "k", type=int, help="Representation size.")
 @click.option(
     "--lambda-adv",
     "adv",
     type=float,
-    default=0.1,
+    default=0.1,  # the command's choice; LossWeights() is the baseline, all weights zero
     show_default=True,
     help="Weight of the adversarial term (0: baseline).",
 )
-@click.option(
-    "--lambda-contr",
-    "contr",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Weight of the contrastive term.",
+@option.model(LossWeights, "contr", "--lambda-contr", help="Weight of the contrastive term.")
+@option.model(
+    LossWeights, "rec", "--lambda-rec", help="Weight of latent reconstruction (transfer)."
 )
-@click.option(
-    "--lambda-rec",
-    "rec",
-    type=float,
-    default=0.0,
-    show_default=True,
-    help="Weight of latent reconstruction (transfer).",
-)
-@click.option(
-    "--delta",
-    "delta_contr",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Contrastive margin delta.",
-)
-@click.option(
-    "--attack-points",
-    type=int,
-    default=100,
-    show_default=True,
-    help="Random-attack points per sample.",
-)
-@click.option(
-    "--attack-region",
-    type=click.Choice(["ball", "cube"]),
-    default="ball",
-    show_default=True,
+@option.model(LossWeights, "delta_contr", "--delta", help="Contrastive margin delta.")
+@option.model(LossWeights, "attack_points", help="Random-attack points per sample.")
+@option.model(
+    LossWeights,
+    "attack_region",
     help="Where the random attack draws t: the certified eps-ball, or the cube [-eps, eps]^m "
     "that contains it (the authors' sampler for one attribute with several vectors).",
 )
-@click.option(
-    "--augment",
+@option.model(
+    TRAINING,
+    "augment",
     type=int,
-    default=0,
-    show_default=True,
     help="Data-augmentation baseline: N random points of the set (--attack-region) per sample "
     "as extra training samples with the task loss only (needs --lambda-adv 0; the authors use "
     "10 on CelebA).",
 )
-@click.option("--epochs", type=int, default=5, show_default=True)
-@click.option(
-    "--keep",
+@option.model(TRAINING, "epochs", type=int)
+@option.model(
+    TRAINING,
+    "keep",
     type=click.Choice(["best", "last"]),
-    default="best",
-    show_default=True,
     help="Which epoch's weights to write: the best validation accuracy, or the last epoch "
     "(the authors' choice).",
 )
-@click.option("--batch-size", type=int, default=500, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@option.model(TRAINING, "batch_size", type=int)
+@option.model(TRAINING, "lr", type=float)
+@option.model(TRAINING, "seed", type=int)
 @click.option("--max-train", type=int, default=None, help="Use at most this many train images.")
 @click.option(
     "--cache-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=option.FOLDER,
     default=None,
     help="Glow latent cache (default: OUT's folder/.cache).",
 )
-@click.option("--threads", type=int, default=None)
-@device_option
-@click.option("--quiet", is_flag=True)
+@option.compute
+@option.quiet
 def train_command(
     spec: Path,
     out: Path,
     hidden: str,
-    adv: float,
-    contr: float,
-    rec: float,
-    delta_contr: float,
-    attack_points: int,
-    attack_region: str,
     attack_spec: Path | None,
     cache_dir: Path | None,
     threads: int | None,
@@ -181,16 +146,8 @@ def train_command(
         raise UsageError(
             None, f"--hidden must be comma-separated integers, got {hidden!r}"
         ) from None
-    loss = validated(
-        LossWeights,
-        "loss",
-        adv=adv,
-        contr=contr,
-        rec=rec,
-        delta_contr=delta_contr,
-        attack_points=attack_points,
-        attack_region=attack_region,
-    )
+    weights = ("adv", "contr", "rec", "delta_contr", "attack_points", "attack_region")
+    loss = validated(LossWeights, "loss", **{name: options.pop(name) for name in weights})
     config = validated(
         EncoderTrainConfig, "training", hidden=widths, loss=loss, data=data, **options
     )
@@ -211,19 +168,15 @@ def train_command(
 
 @main.command("encode")
 @trusted_inputs(regulator=("spec",))
-@click.option("--spec", type=PATH, required=True, help="Similarity spec from the regulator.")
-@click.option(
-    "--encoder", "encoder_path", type=PATH, required=True, help="Encoder artifact (from train)."
-)
+@spec_option
+@encoder_option
 @dataset_options
 @click.option(
     "--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True
 )
 @click.option("--limit", type=int, default=None, help="At most this many samples.")
-@click.option(
-    "--every", type=int, default=1, show_default=True, help="Take every K-th sample of the split."
-)
-@click.option("--out", type=PATH, required=True, help="Representation bundle to write.")
+@option.model(ENCODE, "every", type=int, help="Take every K-th sample of the split.")
+@option.out("Representation bundle to write.")
 @click.option(
     "--labels",
     "labels",
@@ -245,67 +198,38 @@ def train_command(
     "authors' endpoints analysis); lassi-consumer verify then reports certified samples that "
     "are empirically unfair.",
 )
-@click.option(
-    "--sigma", type=float, default=0.65, show_default=True, help="Std of the t-noise sigma_enc."
-)
-@click.option("--n0", type=int, default=10_000, show_default=True)
-@click.option("--n", type=int, default=10_000, show_default=True)
-@click.option("--alpha1", type=float, default=0.005, show_default=True)
-@click.option("--alpha2", type=float, default=0.005, show_default=True)
-@click.option(
-    "--delta", type=float, default=0.05, show_default=True, help="Abstain threshold Delta."
-)
-@click.option(
-    "--bounds",
+@option.model(CERTIFICATE, "sigma", type=float, help="Std of the t-noise sigma_enc.")
+@option.model(CERTIFICATE, "n0", type=int)
+@option.model(CERTIFICATE, "n", type=int)
+@option.model(CERTIFICATE, "alpha1", type=float)
+@option.model(CERTIFICATE, "alpha2", type=float)
+@option.model(CERTIFICATE, "delta", type=float, help="Abstain threshold Delta.")
+@option.model(
+    CERTIFICATE,
+    "bounds",
     type=click.Choice(["exact", "hoeffding"]),
-    default="exact",
-    show_default=True,
     help="Confidence bounds of center smoothing: exact binomial or Hoeffding.",
 )
-@click.option(
-    "--abstain-test",
+@option.model(
+    CERTIFICATE,
+    "abstain_test",
     type=click.Choice(["fixed", "sequential"]),
-    default="fixed",
-    show_default=True,
     help="Step 2 of center smoothing: n0 draws, or the anytime-valid test that stops early "
     "(at most n0 draws, same alpha1).",
 )
-@click.option(
-    "--batch-size", type=int, default=2_000, show_default=True, help="Draws per network call."
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
-@click.option("--threads", type=int, default=None)
-@executor_options
-@device_option
-@click.option("--quiet", is_flag=True)
+@option.model(ENCODE, "batch_size", type=int, help="Draws per network call.")
+@option.model(ENCODE, "seed", type=int)
+@click.option("--cache-dir", type=option.FOLDER, default=None)
+@option.per_sample
+@option.quiet
 def encode_command(
     spec: Path,
     encoder_path: Path,
-    split: str,
-    limit: int | None,
-    every: int,
     out: Path,
     labels: str | None,
-    include_sensitive_labels: bool,
     certify: bool,
     endpoints: bool,
-    sigma: float,
-    n0: int,
-    n: int,
-    alpha1: float,
-    alpha2: float,
-    delta: float,
-    bounds: str,
-    abstain_test: str,
-    batch_size: int,
-    seed: int,
-    cache_dir: Path | None,
     threads: int | None,
-    executor: str,
-    workers: int,
-    ray_address: str | None,
-    device: torch.device,
     quiet: bool,
     **options: Any,
 ) -> None:
@@ -316,46 +240,22 @@ def encode_command(
     if endpoints and not certify:
         raise UsageError(None, "--endpoints needs --certify (end points are center-smoothed)")
     check_outputs([out, checkpoint_of(out)], inputs=[spec, encoder_path])
+    fields = ("sigma", "n0", "n", "alpha1", "alpha2", "delta", "bounds", "abstain_test")
+    settings = {name: options.pop(name) for name in fields}
+    include_sensitive = options.pop("include_sensitive_labels")
     sim, data = _load_spec(spec, options)
     params = None
-    if certify:
-        params = validated(
-            CenterSmoothingParams,
-            "certificate",
-            sigma=sigma,
-            epsilon=sim.epsilon,  # ε only from the spec
-            n0=n0,
-            n=n,
-            alpha1=alpha1,
-            alpha2=alpha2,
-            delta=delta,
-            bounds=bounds,
-            abstain_test=abstain_test,
-        )
+    if certify:  # ε only from the spec
+        params = validated(CenterSmoothingParams, "certificate", epsilon=sim.epsilon, **settings)
         reason = never_certifies(params)
         if reason is not None:  # refused before any data is loaded
             raise UsageError(None, f"certificate: {reason}")
-    set_threads(threads)
-    with executor_from_options(executor, workers, ray_address, threads) as runner:
+    with option.running(threads) as runner:
         encode_split(
-            sim,
-            encoder_path,
-            data,
-            split,
-            out,
-            limit=limit,
-            every=every,
-            certify=params,
-            seed=seed,
-            cache_dir=cache_dir,
-            progress=not quiet,
-            executor=runner,
+            sim, encoder_path, data, out=out, certify=params, progress=not quiet, executor=runner,
             labels=[name.strip() for name in labels.split(",") if name.strip()] if labels else None,
-            include_sensitive=include_sensitive_labels,
-            device=device,
-            endpoints=endpoints,
-            batch_size=batch_size,
-        )
+            endpoints=endpoints, include_sensitive=include_sensitive, **options,
+        )  # fmt: skip
     from lassi.spec import RepresentationBundle, read_artifact
 
     meta = read_artifact(out, expect=RepresentationBundle).meta
@@ -367,16 +267,15 @@ def encode_command(
 
 @main.command("export-onnx")
 @trusted_inputs(regulator=("spec",))
-@click.option("--spec", type=PATH, required=True)
-@click.option("--encoder", "encoder_path", type=PATH, required=True)
+@spec_option
+@encoder_option
 @click.option(
     "--out-dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=option.FOLDER,
     required=True,
     help="Folder for pipeline.onnx and base_function.onnx.",
 )
-@device_option
-@threads_option
+@option.compute
 def export_onnx_command(
     spec: Path, encoder_path: Path, out_dir: Path, device: torch.device, threads: int | None
 ) -> None:

@@ -10,17 +10,15 @@ import click
 from lassi.regulator import TOOL
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
 from lassi.spec import GlowConfig, UsageError
-from lassi.spec.runtime.cli import (
-    executor_from_options,
-    executor_options,
-    role_group,
-    set_threads,
-    threads_option,
-    trusted_inputs,
-    validated,
-)
-from lassi.spec.runtime.device import device_option
+from lassi.spec.runtime import cli_options as option
+from lassi.spec.runtime.cli import role_group, set_threads, trusted_inputs, validated
 from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
+
+TRAINING = "lassi.regulator.training:GlowTrainConfig"
+METHOD = "lassi.regulator.attribute_methods:MethodConfig"
+DEFINE = "lassi.regulator.similarity:define_spec"
+SHOW = "lassi.regulator.show:show_spec"
+AUDIT = "lassi.regulator.audit:audit_bundle"
 
 allow_outside_option = click.option(
     "--allow-symlinks-outside-root",
@@ -32,45 +30,27 @@ allow_outside_option = click.option(
 (``show``, ``audit``); the data options of the others declare it with the rest."""
 
 main = role_group(
-    "lassi-regulator",
-    TOOL.split(" ", 1)[1],
+    TOOL,
     "The regulator: trains the Glow flow, computes attribute vectors, fixes epsilon and writes the similarity spec.",
 )
 
 
 @main.command("train-glow")
 @dataset_options
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Glow artifact to write.",
-)
-@click.option("--levels", "n_levels", type=int, default=3, show_default=True, help="Glow blocks L.")
-@click.option(
-    "--depth", "n_steps", type=int, default=8, show_default=True, help="Flow steps per block K."
-)
-@click.option("--hidden", type=int, default=128, show_default=True, help="Coupling network width.")
-@click.option(
-    "--coupling", type=click.Choice(["additive", "affine"]), default="additive", show_default=True
-)
-@click.option("--n-bits", type=int, default=5, show_default=True, help="Bits per colour channel.")
-@click.option("--steps", type=int, default=2000, show_default=True, help="Optimisation steps.")
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option(
-    "--warmup",
-    "warmup_steps",
-    type=int,
-    default=200,
-    show_default=True,
-    help="Linear LR warm-up steps.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=100, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all cores).")
-@device_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@option.out("Glow artifact to write.")
+@option.model(GlowConfig, "n_levels", "--levels", help="Glow blocks L.")
+@option.model(GlowConfig, "n_steps", "--depth", help="Flow steps per block K.")
+@option.model(GlowConfig, "hidden", help="Coupling network width.")
+@option.model(GlowConfig, "coupling")
+@option.model(GlowConfig, "n_bits", help="Bits per colour channel.")
+@option.model(TRAINING, "steps", type=int, help="Optimisation steps.")
+@option.model(TRAINING, "batch_size", type=int)
+@option.model(TRAINING, "lr", type=float)
+@option.model(TRAINING, "warmup_steps", "--warmup", type=int, help="Linear LR warm-up steps.")
+@option.model(TRAINING, "seed", type=int)
+@option.model(TRAINING, "checkpoint_every", type=int)
+@option.compute
+@option.quiet
 def train_glow_command(
     out: Path, threads: int | None, device: Any, quiet: bool, **options: Any
 ) -> None:
@@ -91,22 +71,15 @@ def train_glow_command(
 
 
 @main.command("import-glow")
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Glow artifact to write.",
-)
+@click.argument("checkpoint", type=option.FILE)
+@option.out("Glow artifact to write.")
 @click.option(
     "--image-size",
     type=int,
     required=True,
     help="Image size the checkpoint was trained at (not recorded in it; sets the top prior).",
 )
-@click.option(
-    "--n-bits", type=int, default=5, show_default=True, help="Bits per colour channel it was trained with."
-)
+@option.model(GlowConfig, "n_bits", help="Bits per colour channel it was trained with.")
 def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: int) -> None:
     """Import a rosinality/glow-pytorch Glow state dict (the LASSI authors' released Glows), a
     .pt/.pth read with torch.load(weights_only=True) or a .safetensors with the same keys."""
@@ -119,11 +92,7 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
 
 @main.command("define")
 @click.option(
-    "--glow",
-    "glow_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Glow artifact (from train-glow).",
+    "--glow", "glow_path", type=option.FILE, required=True, help="Glow artifact (from train-glow)."
 )
 @click.option(
     "--attribute",
@@ -135,7 +104,7 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
 @click.option(
     "--epsilon",
     type=float,
-    default=1.0,
+    default=1.0,  # the spec's epsilon is the regulator's choice: no model holds a default
     show_default=True,
     help="Radius of the similarity ball in t-space.",
 )
@@ -146,11 +115,10 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
     default=None,
     help="Use at most this many train images for the vectors.",
 )
-@click.option(
-    "--vectors",
+@option.model(
+    DEFINE,
+    "vectors",
     type=click.Choice(["pairs", "halves"]),
-    default="pairs",
-    show_default=True,
     help="Multi-valued attributes: one vector per (low value, high value) pair, as the authors "
     "do for 3D Shapes (orientation: 49), or one high-half minus low-half vector. Binary "
     "attributes have one vector either way.",
@@ -167,7 +135,7 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
 @click.option(
     "--method",
     type=click.Choice(["average", "perpendicular", "ramaswamy", "discover"]),
-    default="average",
+    default="average",  # MethodConfig's average_diff, by its command-line name
     show_default=True,
     help="How the vectors are computed: average difference of latent means (the paper's); "
     "perpendicular: the unit normal of a linear classifier of the attribute on the latent "
@@ -178,53 +146,45 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
     "have unit norm: the authors certify them at --epsilon 10 (sigma_enc 6.5), the others at 1.",
 )
 @click.option("--task", default=None, help="ramaswamy, discover: the task attribute.")
-@click.option(
+@option.model(
+    METHOD,
+    "normalize",
     "--normalize/--no-normalize",
-    default=True,
-    show_default=True,
+    type=bool,
     help="perpendicular: unit-norm vectors (ramaswamy's are scaled, discover's unit).",
 )
-@click.option(
-    "--boundary-epochs", type=int, default=3, show_default=True, help="Linear classifiers: epochs."
-)
-@click.option("--boundary-lr", type=float, default=1e-3, show_default=True)
-@click.option("--boundary-batch-size", type=int, default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Learned methods' seed.")
+@option.model(METHOD, "epochs", "--boundary-epochs", type=int, help="Linear classifiers: epochs.")
+@option.model(METHOD, "lr", "--boundary-lr", "boundary_lr", type=float)
+@option.model(METHOD, "batch_size", "--boundary-batch-size", type=int)
+@option.model(METHOD, "seed", type=int, help="Learned methods' seed.")
 @click.option(
     "--classifier",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=option.FILE,
     default=None,
     help="discover: the biased classifier, a lassi encoder artifact (E_L and its auxiliary head, "
     "e.g. lassi-producer train --lambda-adv 0 on the task) whose input is this Glow's latent.",
 )
-@click.option(
-    "--class-index", type=int, default=1, show_default=True, help="discover: the class whose probability moves."
-)
-@click.option("--directions", type=int, default=3, show_default=True, help="discover: directions.")
-@click.option("--discover-iterations", type=int, default=2000, show_default=True)
-@click.option("--discover-batch-size", type=int, default=4, show_default=True)
-@click.option("--discover-lr", type=float, default=1e-3, show_default=True)
-@click.option("--lambda-orth", type=float, default=10.0, show_default=True, help="discover: orthogonality weight.")
+@option.model(METHOD, "class_index", type=int, help="discover: the class whose probability moves.")
+@option.model(METHOD, "directions", type=int, help="discover: directions.")
+@option.model(METHOD, "iterations", "--discover-iterations", type=int)
+@option.model(METHOD, "discover_batch_size", type=int)
+@option.model(METHOD, "discover_lr", type=float)
+@option.model(METHOD, "lambda_orth", type=float, help="discover: orthogonality weight.")
 @click.option(
     "--discover-step",
+    "step",
     type=float,
     default=None,
     help="discover: walk -s, 0, +s along the normal (default eps/2: the authors walk 5 and "
     "certify at eps 10).",
 )
-@click.option(
-    "--fidelity-images",
+@option.model(
+    DEFINE,
+    "fidelity_images",
     type=int,
-    default=32,
-    show_default=True,
     help="3D Shapes: test images for the fidelity and coverage figures.",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Similarity spec to write.",
-)
+@option.out("Similarity spec to write.")
 @click.option(
     "--max-alpha",
     type=float,
@@ -234,9 +194,8 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
 @click.option("--sigma-enc-min", type=float, default=None, help="Policy: smallest sigma_enc.")
 @click.option("--sigma-enc-max", type=float, default=None, help="Policy: largest sigma_enc.")
 @click.option("--min-n", type=int, default=None, help="Policy: fewest center-smoothing samples n.")
-@click.option("--threads", type=int, default=None)
-@device_option
-@click.option("--quiet", is_flag=True)
+@option.compute
+@option.quiet
 def define_command(
     glow_path: Path,
     attributes: tuple[str, ...],
@@ -246,25 +205,7 @@ def define_command(
     vectors: str,
     given: str | None,
     method: str,
-    task: str | None,
-    normalize: bool,
-    boundary_epochs: int,
-    boundary_lr: float,
-    boundary_batch_size: int,
-    seed: int,
-    classifier: Path | None,
-    class_index: int,
-    directions: int,
-    discover_iterations: int,
-    discover_batch_size: int,
-    discover_lr: float,
-    lambda_orth: float,
-    discover_step: float | None,
     fidelity_images: int,
-    max_alpha: float | None,
-    sigma_enc_min: float | None,
-    sigma_enc_max: float | None,
-    min_n: int | None,
     threads: int | None,
     device: Any,
     quiet: bool,
@@ -279,33 +220,21 @@ def define_command(
     from lassi.regulator.similarity import define_spec
     from lassi.spec.contract.models import CertificationPolicy
 
+    settings = {name: options.pop(name) for name in MethodConfig.model_fields if name in options}
     method_config = validated(
         MethodConfig,
         "method",
         method="average_diff" if method == "average" else method,
-        task=task,
-        normalize=normalize,
-        epochs=boundary_epochs,
-        lr=boundary_lr,
-        batch_size=boundary_batch_size,
-        seed=seed,
-        classifier=classifier,
-        class_index=class_index,
-        directions=directions,
-        iterations=discover_iterations,
-        discover_batch_size=discover_batch_size,
-        discover_lr=discover_lr,
-        lambda_orth=lambda_orth,
-        step=discover_step,
+        lr=options.pop("boundary_lr"),  # not "lr": the frame checks --lr as a training step size
+        **settings,
     )
     method_config.check(list(attributes))
-    limits = dict(
-        max_alpha=max_alpha, sigma_enc_min=sigma_enc_min, sigma_enc_max=sigma_enc_max, min_n=min_n
-    )
+    limits = {name: options.pop(name) for name in CertificationPolicy.model_fields}
     policy = None
     if any(v is not None for v in limits.values()):
         policy = validated(CertificationPolicy, "policy", **limits)
     data = dataset_config_from_options(options)
+    classifier = method_config.classifier
     check_outputs([out], inputs=[glow_path, *([classifier] if classifier else [])])
     set_threads(threads)
     define_spec(
@@ -326,17 +255,10 @@ def define_command(
 
 
 @main.command("show")
-@click.argument("spec", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="PNG to write (default: SPEC with .strips.png).",
-)
-@click.option("--inputs", "n_inputs", type=int, default=6, show_default=True)
-@click.option(
-    "--steps", type=int, default=9, show_default=True, help="Points on each strip over [-eps, eps]."
-)
+@click.argument("spec", type=option.FILE)
+@option.out("PNG to write (default: SPEC with .strips.png).", required=False)
+@option.model(SHOW, "n_inputs", "--inputs", type=int)
+@option.model(SHOW, "steps", type=int, help="Points on each strip over [-eps, eps].")
 @click.option(
     "--data-root",
     type=click.Path(path_type=Path),
@@ -346,22 +268,15 @@ def define_command(
 )
 @click.option(
     "--csv",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=option.FILE,
     default=None,
     help="Folder data: the attribute CSV (default: the one the spec names in --data-root, "
     "else DATA_ROOT/attributes.csv).",
 )
 @allow_outside_option
-@threads_option
+@option.threads
 def show_command(
-    spec: Path,
-    out: Path | None,
-    n_inputs: int,
-    steps: int,
-    data_root: Path | None,
-    csv: Path | None,
-    allow_outside: bool,
-    threads: int | None,
+    spec: Path, out: Path | None, threads: int | None, allow_outside: bool, **options: Any
 ) -> None:
     """Render labelled strips along representative vectors of a spec (3D Shapes: also the closest
     point of the set to each ground-truth sibling, above the siblings)."""
@@ -373,17 +288,9 @@ def show_command(
     out = out or spec.with_name(spec.stem + ".strips.png")
     check_outputs([out], inputs=[spec])
     set_threads(threads)
-    if data_root is not None:
-        check_data_root(data_root)
-    meta = show_spec(
-        spec,
-        out,
-        n_inputs=n_inputs,
-        steps=steps,
-        data_root=data_root,
-        csv=csv,
-        allow_symlinks_outside_root=allow_outside,
-    )
+    if options["data_root"] is not None:
+        check_data_root(options["data_root"])
+    meta = show_spec(spec, out, allow_symlinks_outside_root=allow_outside, **options)
     if meta.fidelity is not None:
         click.echo(describe_fidelity(meta.fidelity, meta.epsilon))
     if meta.coverage is not None:
@@ -393,77 +300,56 @@ def show_command(
 
 @main.command("audit")
 @trusted_inputs("bundle", "base_function")
-@click.option(
-    "--spec",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The regulator's similarity spec.",
-)
+@click.option("--spec", type=option.FILE, required=True, help="The regulator's similarity spec.")
 @click.option(
     "--base-function",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=option.FILE,
     required=True,
     help="The producer's base_function.onnx (lassi-producer export-onnx).",
 )
-@click.option(
-    "--bundle",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The producer's certified bundle.",
-)
+@click.option("--bundle", type=option.FILE, required=True, help="The producer's certified bundle.")
 @click.option(
     "--ids",
     default=None,
     help="Comma-separated sample ids to re-check (default: the first --count).",
 )
-@click.option("--count", type=int, default=5, show_default=True)
-@click.option(
-    "--tolerance", type=float, default=0.01, show_default=True, help="Relative tolerance on r_CS."
-)
+@option.model(AUDIT, "count", type=int)
+@option.model(AUDIT, "tolerance", type=float, help="Relative tolerance on r_CS.")
 @click.option(
     "--data-root",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=option.FOLDER,
     default=None,
     help="The auditor's own copy of the data (CelebA/folder); the bundle's paths are never used, "
     "and its images must hash as the bundle records.",
 )
 @allow_outside_option
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write the per-sample findings as JSON; the replay then checkpoints to OUT.ckpt "
+@option.out(
+    "Also write the per-sample findings as JSON; the replay then checkpoints to OUT.ckpt "
     "and resumes from it.",
+    required=False,
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the per-sample results as JSON.")
-@click.option(
-    "--html",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write a self-contained HTML page: per sample the input, its similar individuals "
-    "decoded by the spec's Glow and the audit's figures, the spec's coverage at the top.",
+@option.json("Print the per-sample results as JSON.")
+@option.html(
+    ": per sample the input, its similar individuals decoded by the spec's Glow and the audit's "
+    "figures, the spec's coverage at the top"
 )
 @click.option(
     "--glow",
     "glow_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=option.FILE,
     default=None,
     help="--html: the spec's Glow artifact, for its bits/dim on the page.",
 )
 @click.option(
     "--report",
     "report_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=option.FILE,
     default=None,
     help="--html: the consumer's verification report of this bundle (lassi-consumer verify), "
     "for each sample's R and class names on the page.",
 )
-@click.option(
-    "--threads", type=int, default=None, help="torch and onnxruntime threads (default: all cores)."
-)
-@executor_options
-@device_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@option.per_sample
+@option.quiet
 def audit_command(
     spec: Path,
     base_function: Path,
@@ -479,9 +365,6 @@ def audit_command(
     glow_path: Path | None,
     report_path: Path | None,
     threads: int | None,
-    executor: str,
-    workers: int,
-    ray_address: str | None,
     device: Any,
     quiet: bool,
 ) -> None:
@@ -490,12 +373,9 @@ def audit_command(
     Rows name each sample by its 0-based id and, when the bundle names its images, the image
     file (or CSV key). Exit status 4 when a claim is not confirmed or the data does not match.
     """
-    import json
-
     from lassi.regulator.audit import audit_bundle
+    from lassi.regulator.audit_findings import audit_failure, audit_table, write_findings
     from lassi.spec import IntegrityError
-    from lassi.spec.contract.errors import printable
-    from lassi.spec.contract.io import atomic_path
 
     try:
         chosen = None if ids is None else [int(i) for i in ids.split(",") if i.strip()]
@@ -503,8 +383,6 @@ def audit_command(
         raise UsageError(None, f"--ids must be comma-separated integers, got {ids!r}") from None
     if not 0 <= tolerance < 1 or count < 1:
         raise UsageError(None, "need 0 <= --tolerance < 1 and --count >= 1")
-    if threads is not None and threads < 1:
-        raise UsageError(None, "--threads must be at least 1")
     if (glow_path is not None or report_path is not None) and html is None:
         raise UsageError(None, "--glow and --report apply to --html only")
     outputs = [html] if out is None else [out, checkpoint_of(out), html]
@@ -514,82 +392,27 @@ def audit_command(
 
         quality = glow_quality(glow_path, spec)
         consumer = consumer_figures(report_path, bundle)
-    set_threads(threads)
-    with executor_from_options(executor, workers, ray_address, threads) as runner:
+    with option.running(threads) as runner:
         result = audit_bundle(
-            spec,
-            base_function,
-            bundle,
-            ids=chosen,
-            count=count,
-            tolerance=tolerance,
-            data_root=data_root,
-            allow_symlinks_outside_root=allow_outside,
-            executor=runner,
-            device=device,
-            checkpoint=None if out is None else checkpoint_of(out),
-            progress=not quiet and not as_json,
-            threads=threads or 0,
-        )
-    rows = result.rows
+            spec, base_function, bundle, ids=chosen, count=count, tolerance=tolerance,
+            data_root=data_root, allow_symlinks_outside_root=allow_outside,
+            executor=runner, device=device, checkpoint=None if out is None else checkpoint_of(out),
+            progress=not quiet and not as_json, threads=threads or 0,
+        )  # fmt: skip
     for note in result.notes:
         click.echo(note, err=True)
-    findings = json.dumps([r.as_dict() for r in rows], indent=2, allow_nan=False)
-    if out is not None:
-        with atomic_path(out) as tmp:
-            Path(tmp).write_text(findings + "\n")
+    findings = write_findings(result.rows, out)
     if html is not None:
         from lassi.regulator.audit_page import write_audit_page
 
         write_audit_page(result, spec, bundle, html, quality, consumer)
-    if as_json:
-        click.echo(findings)
-    else:
-        named = any(r.file is not None for r in rows)
-        click.echo(
-            f"| id |{' file |' if named else ''} claimed r_CS | replayed r_CS | center distance | verdict |"
-        )
-        click.echo(f"| --- |{' --- |' if named else ''} --- | --- | --- | --- |")
-        for r in rows:
-            file = f" {printable(r.file)} |" if named else ""
-            replayed = (
-                "– | –"
-                if r.replayed_r_cs is None
-                else f"{r.replayed_r_cs:.5f} | {r.center_distance:.2e}"
-            )
-            click.echo(f"| {r.sample_id} |{file} {r.claimed_r_cs:.5f} | {replayed} | {r.verdict} |")
-    flagged = [r for r in rows if r.verdict != "confirmed"]
-    if flagged:
-        raise IntegrityError(bundle, audit_failure(rows))
+    click.echo(findings if as_json else audit_table(result.rows))
+    if any(r.verdict != "confirmed" for r in result.rows):
+        raise IntegrityError(bundle, audit_failure(result.rows))
     for written in (out, html):
         if written is not None:
             click.echo(f"wrote {written}", err=True)
-    click.echo(f"all {len(rows)} re-checked claims confirmed within {tolerance:.1%}", err=True)
-
-
-def audit_failure(rows: list) -> str:
-    """One line on the audit's flagged rows: claims not confirmed, samples not auditable (their
-    data differs under --data-root, file named), and how many were confirmed."""
-    wrong = [r for r in rows if r.verdict != "confirmed" and r.detail is None]
-    unusable = [r for r in rows if r.detail is not None]
-    parts = []
-    if wrong:
-        first = wrong[0]
-        name = "" if first.file is None else f" ({first.file})"
-        parts.append(
-            f"{len(wrong)} of {len(rows)} re-checked r_CS claims not confirmed "
-            f"(e.g. sample {first.sample_id}{name}: {first.verdict})"
-        )
-    if unusable:
-        first = unusable[0]
-        name = "" if first.file is None else f" ({first.file})"
-        parts.append(
-            f"{len(unusable)} of {len(rows)} samples not auditable, their data differs under "
-            f"--data-root (e.g. sample {first.sample_id}{name}: "
-            f"{first.verdict.removeprefix('data_')}, {first.detail})"
-        )
-    confirmed = sum(r.verdict == "confirmed" for r in rows)
-    return "; ".join(parts) + f"; {confirmed} of {len(rows)} confirmed"
+    click.echo(f"all {len(result.rows)} re-checked claims confirmed within {tolerance:.1%}", err=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ producer certifies with center smoothing and the regulator's audit replays it bi
 ``confidence_sequence``); the producer's and the consumer's certificates go through one resumable
 per-sample loop (``per_sample``) with per-sample seeds (``seeding``), in this process or on Ray
 (``executors``), on a device (``device``) and, for training, data-parallel (``distributed``).
-The three role CLIs share one frame (``cli``), one check of their outputs (``outputs``), one HTML
-page writer (``html_page``) and lazy public exports (``lazy``).
+The three role CLIs share one frame (``cli``) and its options (``cli_options``, defaults read
+from the models), one check of their outputs (``outputs``), one HTML page writer
+(``html_page``) and lazy public exports (``lazy``).
 """

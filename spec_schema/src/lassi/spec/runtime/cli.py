@@ -59,7 +59,7 @@ class LassiGroup(click.Group):
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         for param in cmd.params:
-            if param.name == "threads" and getattr(param, "callback", None) is not _threads_callback:
+            if param.name == "threads" and getattr(param, "callback", None) is not threads_callback:
                 param.callback = _chained(param.callback)
             if param.name == "lr" and getattr(param, "callback", None) is None:
                 param.callback = _lr_callback
@@ -250,8 +250,10 @@ def signing_commands() -> list[click.Command]:
     return [keygen, sign, verify_signature]
 
 
-def role_group(name: str, version: str, help_text: str) -> click.Group:
-    """The top-level click group of one role: --version, ``inspect`` and the signing commands."""
+def role_group(tool: str, help_text: str) -> click.Group:
+    """The top-level click group of one role (``tool``: its ``"<distribution> <version>"``, see
+    :func:`tool_name`): --version, ``inspect`` and the signing commands."""
+    name, version = tool.split(" ", 1)
 
     @click.group(name=name, cls=LassiGroup, help=help_text)
     @click.version_option(version, prog_name=name)
@@ -339,31 +341,19 @@ def _lr_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def _threads_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+def threads_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return check_threads(value, "--" + (param.name or "threads").replace("_", "-"))
 
 
 def _chained(callback: Callable[..., Any] | None) -> Callable[..., Any]:
     """``callback`` (a command's own, if any) after the ``--threads`` check."""
     if callback is None:
-        return _threads_callback
+        return threads_callback
 
     def run(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        return callback(ctx, param, _threads_callback(ctx, param, value))
+        return callback(ctx, param, threads_callback(ctx, param, value))
 
     return run
-
-
-def threads_option(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--threads N`` (default: all cores), checked by :func:`check_threads`."""
-    return click.option(
-        "--threads",
-        type=int,
-        default=None,
-        callback=_threads_callback,
-        help=f"CPU threads of torch and onnxruntime (default: all cores; at most "
-        f"{THREADS_PER_CORE} per core).",
-    )(command)
 
 
 def set_threads(threads: int | None) -> None:
@@ -372,54 +362,3 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
-
-
-def _remember_ray_verbose(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
-    ctx.meta["lassi.ray_verbose"] = bool(value)
-    return value
-
-
-def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """``--executor local|ray``, ``--workers``, ``--ray-address`` (and ``--ray-verbose``) for a
-    per-sample loop."""
-    command = click.option(
-        "--ray-verbose",
-        is_flag=True,
-        expose_value=False,
-        callback=_remember_ray_verbose,
-        help="Show Ray's own log lines (hidden by default).",
-    )(command)
-    command = click.option(
-        "--ray-address",
-        default=None,
-        help="Address of a running Ray cluster, HOST:PORT or ray://HOST:PORT (default with "
-        "--executor ray: a local one). An address where no cluster answers within "
-        "10 s is an error.",
-    )(command)
-    command = click.option(
-        "--workers",
-        type=click.IntRange(min=1),
-        default=2,
-        show_default=True,
-        help="Ray actors (each loads the model once; --threads torch threads each).",
-    )(command)
-    return click.option(
-        "--executor",
-        type=click.Choice(["local", "ray"]),
-        default="local",
-        show_default=True,
-        help="Where the samples are computed; the results are identical either way.",
-    )(command)
-
-
-def executor_from_options(
-    executor: str, workers: int, ray_address: str | None, threads: int | None
-) -> Any:
-    """The executor the options name (a context manager; Ray is imported only for 'ray')."""
-    from lassi.spec.runtime.executors import make_executor
-
-    context = click.get_current_context(silent=True)
-    verbose = bool(context is not None and context.meta.get("lassi.ray_verbose"))
-    return make_executor(
-        executor, workers=workers, address=ray_address, threads=threads or 1, verbose=verbose
-    )
