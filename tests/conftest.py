@@ -22,6 +22,18 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def base_function(chain: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The chain's base function exported to ONNX (``lassi-producer export-onnx``), for audits."""
+    from factories import run
+    from lassi.producer.cli import main as producer
+
+    out = tmp_path_factory.mktemp("onnx")
+    run(producer, ["export-onnx", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]),
+                   "--out-dir", str(out)])  # fmt: skip
+    return out / "base_function.onnx"
+
+
+@pytest.fixture(scope="session")
 def ray_cluster():
     """One local Ray cluster (``ray.init(num_cpus=2)``) for every test of the session that needs
     it; its workers import the test modules (the sample functions some tests define), so they get

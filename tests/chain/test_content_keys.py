@@ -18,6 +18,7 @@ files, and checks that the output equals a fresh run's on the new files:
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,7 @@ def fast_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LASSI_CHECKPOINT_SECONDS", "0")
 
 
+@pytest.mark.slow
 def test_certification_stopped_on_one_folder_starts_over_on_another(
     chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast_checkpoints
 ) -> None:
@@ -114,6 +116,7 @@ def test_certification_stopped_on_one_folder_starts_over_on_another(
     _same_tensors(again, fresh, CERTIFICATE)
 
 
+@pytest.mark.slow
 def test_a_changed_image_is_never_served_from_the_latent_cache(chain, tmp_path: Path) -> None:
     data = _folder(tmp_path / "data", seed=0)
     first, second = tmp_path / "out" / "first.safetensors", tmp_path / "out" / "second.safetensors"
@@ -132,6 +135,19 @@ def test_a_changed_image_is_never_served_from_the_latent_cache(chain, tmp_path: 
     assert (old["file_sha256"][1] != new["file_sha256"][1]).any()
 
 
+def _starts_over_like_a_fresh_run(cli, command: Callable[[Path], list[str]], out: Path, tmp_path: Path) -> Path:
+    """Run ``command(out)`` again: it notes that the checkpoint beside ``out`` was made on other
+    data, starts over and ends with the tensors of a fresh run (whose output is returned)."""
+    result = CliRunner().invoke(cli, command(out))
+    assert result.exit_code == 0, result.output
+    assert f"{CHANGED_NOTE} {out.with_name(out.name + '.ckpt')}: starting over" in result.output
+    fresh = tmp_path / "fresh" / out.name
+    run(cli, command(fresh))
+    _same_tensors(out, fresh)
+    return fresh
+
+
+@pytest.mark.slow
 def test_encoder_training_resumed_over_a_changed_file_starts_over(
     chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -157,15 +173,11 @@ def test_encoder_training_resumed_over_a_changed_file_starts_over(
     assert read_artifact(checkpoint, expect=Checkpoint).meta.step == 1
     monkeypatch.setattr(training, "save_checkpoint", save)
     _image(data / "img3.png", seed=999)  # a training image changes between epochs 1 and 2
-    result = CliRunner().invoke(producer, train(out))
-    assert result.exit_code == 0, result.output
-    assert f"{CHANGED_NOTE} {checkpoint}: starting over" in result.output
-    fresh = tmp_path / "fresh" / "encoder.safetensors"
-    run(producer, train(fresh))
-    _same_tensors(out, fresh)
+    fresh = _starts_over_like_a_fresh_run(producer, train, out, tmp_path)
     assert read_artifact(out).meta.data.content_sha256 == read_artifact(fresh).meta.data.content_sha256
 
 
+@pytest.mark.slow
 def test_glow_training_refuses_a_file_changed_between_steps_then_starts_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -195,12 +207,7 @@ def test_glow_training_refuses_a_file_changed_between_steps_then_starts_over(
     checkpoint = out.with_name(out.name + ".ckpt")
     assert read_artifact(checkpoint, expect=Checkpoint).meta.step == 2
     monkeypatch.setattr(training, "optimisation_step", step)
-    result = CliRunner().invoke(regulator, train_glow(out))
-    assert result.exit_code == 0, result.output
-    assert f"{CHANGED_NOTE} {checkpoint}: starting over" in result.output
-    fresh = tmp_path / "fresh" / "glow.safetensors"
-    run(regulator, train_glow(fresh))
-    _same_tensors(out, fresh)
+    _starts_over_like_a_fresh_run(regulator, train_glow, out, tmp_path)
     glow = read_artifact(out).meta
     assert glow.data.content_hash == "per-file" and glow.data.content_sha256 is not None
 

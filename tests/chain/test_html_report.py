@@ -95,27 +95,18 @@ def _decode(uri: str):
 
 
 @pytest.fixture(scope="module")
-def onnx(chain: dict[str, Path], tmp_path_factory) -> Path:
-    from lassi.producer.cli import main as producer
-
-    out = tmp_path_factory.mktemp("onnx")
-    run(producer, ["export-onnx", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]),
-                   "--out-dir", str(out)])  # fmt: skip
-    return out / "base_function.onnx"
-
-
-@pytest.fixture(scope="module")
-def audit_page(chain: dict[str, Path], onnx: Path, tmp_path_factory) -> tuple[Path, Path, list[str]]:
+def audit_page(chain: dict[str, Path], base_function: Path, tmp_path_factory) -> tuple[Path, Path, list[str]]:
     from lassi.regulator.cli import main as regulator
 
     d = tmp_path_factory.mktemp("audit-page")
-    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(onnx), "--bundle", str(chain["test"]),
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(base_function), "--bundle", str(chain["test"]),
             "--count", "2", "--quiet", "--out", str(d / "findings.json"), "--html", str(d / "audit.html"),
             "--glow", str(chain["glow"]), "--report", str(chain["report"])]  # fmt: skip
     run(regulator, args)
     return d / "audit.html", d / "findings.json", args
 
 
+@pytest.mark.slow
 def test_audit_page_shows_the_findings_and_decodable_images(chain, audit_page) -> None:
     from lassi.regulator.audit_page import BALL_POINTS, COLUMNS, chosen_vectors
 
@@ -155,6 +146,7 @@ def test_audit_page_shows_the_findings_and_decodable_images(chain, audit_page) -
     assert all(url.startswith("data:") for url in page.urls), "the page loads an external resource"
 
 
+@pytest.mark.slow
 def test_verify_page_shows_the_reports_figures_without_images(chain, tmp_path: Path) -> None:
     from lassi.consumer.cli import main as consumer
     from lassi.consumer.report_page import COLUMNS
@@ -179,6 +171,7 @@ def test_verify_page_shows_the_reports_figures_without_images(chain, tmp_path: P
     assert any("regulator's audit page" in c for c in page.caveats)
 
 
+@pytest.mark.slow
 def test_an_existing_page_is_refused(chain, audit_page) -> None:
     from lassi.regulator.cli import main as regulator
 
@@ -192,6 +185,7 @@ def test_an_existing_page_is_refused(chain, audit_page) -> None:
     assert html.read_bytes() == before and not other.exists()
 
 
+@pytest.mark.slow
 def test_every_image_decodes_in_a_headless_browser(audit_page, tmp_path: Path) -> None:
     browser = shutil.which("chromium")
     if browser is None:
@@ -209,12 +203,13 @@ def test_every_image_decodes_in_a_headless_browser(audit_page, tmp_path: Path) -
     assert (int(found[1]), int(found[2])) == (expected, expected)
 
 
-def test_a_glow_other_than_the_specs_is_refused_before_the_replay(chain, onnx, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.slow
+def test_a_glow_other_than_the_specs_is_refused_before_the_replay(chain, base_function, tmp_path: Path, monkeypatch) -> None:
     from lassi.regulator import audit
     from lassi.regulator.cli import main as regulator
 
     monkeypatch.setattr(audit.ReplayOne, "__call__", lambda self, i: pytest.fail("replayed"))
-    base = ["audit", "--spec", str(chain["spec"]), "--base-function", str(onnx), "--bundle", str(chain["test"]),
+    base = ["audit", "--spec", str(chain["spec"]), "--base-function", str(base_function), "--bundle", str(chain["test"]),
             "--count", "1", "--quiet"]  # fmt: skip
     html, other = tmp_path / "audit.html", tmp_path / "other-glow.safetensors"
     run(regulator, ["train-glow", *DATA, "--levels", "2", "--depth", "2", "--hidden", "16", "--steps", "2",
@@ -245,6 +240,7 @@ def test_text_from_the_artifacts_is_escaped() -> None:
     assert parsed.caveats == [hostile]
 
 
+@pytest.mark.slow
 def test_a_sample_whose_data_differs_is_listed_without_images(chain, tmp_path: Path) -> None:
     from lassi.regulator.audit import AuditResult, AuditRow
     from lassi.regulator.audit_page import write_audit_page
@@ -259,6 +255,7 @@ def test_a_sample_whose_data_differs_is_listed_without_images(chain, tmp_path: P
     assert "Glow quality: not shown (pass --glow GLOW" in page.caveats[1]
 
 
+@pytest.mark.slow
 def test_the_report_of_another_bundle_is_refused(chain) -> None:
     from lassi.regulator.audit_page import consumer_figures
     from lassi.spec import IntegrityError

@@ -5,22 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
-from factories import DATA
+from factories import DATA, one_line
 from lassi.spec import RepresentationBundle, read_artifact
+
+pytestmark = pytest.mark.slow  # every test reads the session's chain
 
 
 def _invoke(main, args: list[str]):
     return CliRunner().invoke(main, args)
-
-
-def _one_line_error(result, code: int, *words: str) -> None:
-    assert result.exit_code == code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for word in words:
-        assert word in lines[0], lines[0]
 
 
 def test_bundles_carry_only_the_task_label_by_default(chain: dict[str, Path]) -> None:
@@ -38,7 +33,7 @@ def test_sensitive_labels_only_with_the_flag(chain: dict[str, Path], tmp_path: P
               "--split", "val", "--limit", "20", "--quiet"]  # fmt: skip
     refused = tmp_path / "refused.safetensors"
     result = _invoke(producer, [*encode, "--labels", "object_hue,orientation", "--out", str(refused)])
-    _one_line_error(result, 2, "orientation", "--include-sensitive-labels")
+    one_line(result, 2, "orientation", "--include-sensitive-labels")
     assert not refused.exists()
 
     out = tmp_path / "with.safetensors"
@@ -53,11 +48,11 @@ def test_sensitive_labels_only_with_the_flag(chain: dict[str, Path], tmp_path: P
     classifier = tmp_path / "classifier.safetensors"
     result = _invoke(consumer, ["train", "--bundle", str(out), "--task", "orientation", "--sigma",
                                 "0.5", "--quiet", "--out", str(classifier)])  # fmt: skip
-    _one_line_error(result, 2, "orientation", "sensitive")
+    one_line(result, 2, "orientation", "sensitive")
     assert not classifier.exists()
 
     result = _invoke(producer, [*encode, "--labels", "no_such_label", "--out", str(refused)])
-    _one_line_error(result, 2, "no_such_label")
+    one_line(result, 2, "no_such_label")
 
 
 def test_the_encoder_is_not_trained_on_a_sensitive_task(chain: dict[str, Path], tmp_path: Path) -> None:
@@ -66,7 +61,7 @@ def test_the_encoder_is_not_trained_on_a_sensitive_task(chain: dict[str, Path], 
     out = tmp_path / "encoder.safetensors"
     result = _invoke(producer, ["train", "--spec", str(chain["spec"]), *DATA, "--task", "orientation",
                                 "--epochs", "1", "--quiet", "--out", str(out)])  # fmt: skip
-    _one_line_error(result, 2, "orientation", "sensitive")
+    one_line(result, 2, "orientation", "sensitive")
     assert not out.exists()
 
 
@@ -80,11 +75,11 @@ def test_settings_that_can_never_certify_are_refused_up_front(
               "--split", "test", "--limit", "2", "--certify", "--quiet", "--out", str(out)]  # fmt: skip
     # Hoeffding: Δ1 = sqrt(ln(2/α1)/(2 n0)) > Δ = 0.05 below n0 = 1199 at α1 = 0.005
     result = _invoke(producer, [*encode, "--bounds", "hoeffding", "--n0", "1198", "--n", "2000"])
-    _one_line_error(result, 2, "n0=1198", "Hoeffding")
+    one_line(result, 2, "n0=1198", "Hoeffding")
     # Hoeffding: q > 1 for a tiny n
     result = _invoke(producer, [*encode, "--bounds", "hoeffding", "--n0", "2000", "--n", "20"])
-    _one_line_error(result, 2, "n=20", "q =")
+    one_line(result, 2, "n=20", "q =")
     # exact bounds: even p̂ = 1 cannot pass step 2
     result = _invoke(producer, [*encode, "--n0", "5", "--n", "2000"])
-    _one_line_error(result, 2, "n0=5")
+    one_line(result, 2, "n0=5")
     assert not out.exists()

@@ -22,13 +22,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from factories import run, write_raw
+from factories import one_line, run, write_raw
 from lassi.consumer.cli import main as consumer
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
 from lassi.spec import EXIT_CODES, SimilaritySpec, read_artifact
 
-USAGE = EXIT_CODES["usage"]
+USAGE, INVALID = EXIT_CODES["usage"], EXIT_CODES["invalid_artifact"]
 PYDANTIC_WORDING = ("Value error,", "Input should be", "option 'value'", "validation error")
 
 
@@ -107,6 +107,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
+@pytest.mark.slow
 def test_no_artifact_records_an_absolute_path_or_host_name(folder_chain) -> None:
     """The acceptance test: grep every written file (artifact headers in full) for the sites'
     paths, any absolute path, and the host name."""
@@ -137,6 +138,7 @@ def _assert_relocatable(artifacts: list[Path], local: set[str]) -> None:
             assert host not in text or len(host) < 4, f"{path.name} records the host in {text!r}"
 
 
+@pytest.mark.slow
 def test_the_demo_chain_records_no_absolute_path(chain: dict[str, Path]) -> None:
     """The demo's chain (3D Shapes, tests/factories.build_chain) at tiny sizes."""
     artifacts = [path for path in chain.values() if path.suffix == ".safetensors"]
@@ -145,6 +147,7 @@ def test_the_demo_chain_records_no_absolute_path(chain: dict[str, Path]) -> None
     _assert_relocatable(artifacts, {str(folder), str(folder.resolve()), str(Path.home())})
 
 
+@pytest.mark.slow
 def test_a_csv_in_the_root_is_recorded_by_its_relative_name(folder_chain) -> None:
     for name in ("glow", "spec", "encoder", "train", "test"):
         data = read_artifact(folder_chain[name]).meta.data
@@ -153,6 +156,7 @@ def test_a_csv_in_the_root_is_recorded_by_its_relative_name(folder_chain) -> Non
     assert "root" not in json.loads(_header_json(folder_chain["spec"])["__metadata__"]["lassi"])["data"]
 
 
+@pytest.mark.slow
 def test_a_csv_elsewhere_is_recorded_by_its_hash_and_asked_for(folder_chain, tmp_path) -> None:
     import hashlib
 
@@ -169,6 +173,7 @@ def test_a_csv_elsewhere_is_recorded_by_its_hash_and_asked_for(folder_chain, tmp
     assert again.csv == csv
 
 
+@pytest.mark.slow
 def test_show_reads_the_moved_data_and_needs_a_data_root(folder_chain, tmp_path) -> None:
     assert (folder_chain["out"] / "strips.png").is_file()  # written from the moved folder
     result = CliRunner().invoke(regulator, ["show", str(folder_chain["spec"]), "--out", str(tmp_path / "s.png")])
@@ -180,12 +185,19 @@ def test_show_reads_the_moved_data_and_needs_a_data_root(folder_chain, tmp_path)
     assert result.exit_code == USAGE and "nowhere: does not exist (--data-root)" in result.output
 
 
-def test_an_older_artifact_with_a_recorded_root_reads_with_a_note(folder_chain, tmp_path) -> None:
-    """A spec written before: its recorded folder (and absolute CSV path) are never followed."""
+@pytest.mark.slow
+def test_a_recorded_data_path_is_never_followed(folder_chain, tmp_path) -> None:
+    """A spec that records a data folder is not an artifact of this schema (exit 3, one line);
+    one that records its CSV as an absolute path reads, and that path is never followed."""
     artifact = read_artifact(folder_chain["spec"], expect=SimilaritySpec)
     meta = json.loads(artifact.meta.model_dump_json())
-    decoy = tmp_path / "decoy"  # what the old spec points at: must not be read
-    meta["data"]["root"] = str(decoy)
+    decoy = tmp_path / "decoy"  # what the forged spec points at: must not be read
+    rooted = tmp_path / "rooted-spec.safetensors"
+    write_raw(rooted, json.dumps(meta | {"data": meta["data"] | {"root": str(decoy)}}), dict(artifact.tensors))
+    result = CliRunner().invoke(regulator, ["show", str(rooted), "--data-root", str(folder_chain["data"]),
+                                            "--inputs", "1", "--out", str(tmp_path / "r.png")])  # fmt: skip
+    assert result.exit_code == INVALID and "data.root" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "r.png").exists()
     meta["data"]["options"]["csv"] = str(decoy / "attributes.csv")
     old = tmp_path / "old-spec.safetensors"
     write_raw(old, json.dumps(meta), dict(artifact.tensors))
@@ -193,10 +205,7 @@ def test_an_older_artifact_with_a_recorded_root_reads_with_a_note(folder_chain, 
                                             "--csv", str(folder_chain["data"] / "labels" / "attrs.csv"),
                                             "--inputs", "1", "--steps", "3", "--out", str(tmp_path / "s.png")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "records a data folder path (an older version wrote it); it is ignored" in result.output
     assert (tmp_path / "s.png").is_file() and not decoy.exists()
-    read_again = read_artifact(old, expect=SimilaritySpec).meta.data
-    assert read_again.root == str(decoy) and "root" not in read_again.model_dump()  # never re-written
     # without --csv, the recorded absolute CSV path is not followed either
     result = CliRunner().invoke(regulator, ["show", str(old), "--data-root", str(folder_chain["data"]),
                                             "--inputs", "1", "--out", str(tmp_path / "t.png")])  # fmt: skip
@@ -207,13 +216,9 @@ def test_an_older_artifact_with_a_recorded_root_reads_with_a_note(folder_chain, 
 
 
 def _one_line(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not any(word in lines[0] for word in PYDANTIC_WORDING), lines[0]
-    return lines[0]
+    line = one_line(result, code, *needles)
+    assert not any(word in line for word in PYDANTIC_WORDING), line
+    return line
 
 
 GLOW = ["--image-size", "8", "--levels", "1", "--depth", "1", "--hidden", "4", "--steps", "1",
@@ -248,6 +253,7 @@ def test_bad_data_options_are_worded_by_the_project(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("command", ["encode", "train"])
+@pytest.mark.slow
 def test_producer_takes_the_data_kind_from_the_spec(folder_chain, tmp_path, command) -> None:
     """Without --data-root on a spec of folder data: "pass --data-root", not a fall back to 3D
     Shapes (which would say "unknown attribute 'b' for shapes3d")."""

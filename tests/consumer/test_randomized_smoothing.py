@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -15,6 +12,7 @@ import torch
 from scipy import special
 from scipy.stats import binom, binomtest, chi2_contingency, norm
 
+from factories import WITHOUT_TORCH, python_child
 from lassi.consumer.classifier import (
     LinearClassifier,
     MLPClassifier,
@@ -31,8 +29,6 @@ from lassi.consumer.randomized_smoothing import (
     radius_from_bound,
 )
 from lassi.spec.runtime.seeding import Stage, numpy_rng, torch_seed
-
-SUBPROCESS_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
 
 
 def threshold_classifier(batch: torch.Tensor) -> torch.Tensor:
@@ -146,6 +142,7 @@ def soundness_run(smooth, n_samples: int) -> tuple[int, int, float]:
 
 
 @pytest.mark.parametrize("backend", ["torch", "numpy"])
+@pytest.mark.slow
 def test_empirical_soundness(backend: str) -> None:
     n_samples = 3000
     if backend == "torch":
@@ -164,6 +161,7 @@ def test_empirical_soundness(backend: str) -> None:
     assert certified >= 0.95 * n_samples
 
 
+@pytest.mark.slow
 def test_soundness_check_has_power() -> None:
     """The check above rejects the unsound point estimate p̂ = n_A / n in place of the bound."""
     smooth = SmoothNumpy(threshold_classifier_numpy, 2, sigma=SOUNDNESS_SIGMA)
@@ -294,6 +292,7 @@ def test_certificates_do_not_depend_on_batch_size(kind: str) -> None:
     assert results[0]["count"] > 0
 
 
+@pytest.mark.slow
 def test_certificates_identical_in_a_subprocess() -> None:
     z = np.array(REPRO_Z, dtype=np.float32)
     here = {
@@ -316,15 +315,7 @@ def test_certificates_identical_in_a_subprocess() -> None:
         print(json.dumps(out))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=SUBPROCESS_ENV,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    there = json.loads(result.stdout.strip().splitlines()[-1])
+    there = json.loads(python_child(script).strip().splitlines()[-1])
     for kind, fields in here.items():
         assert there[kind]["prediction"] == fields["prediction"]
         assert there[kind]["count"] == fields["count"]
@@ -425,6 +416,7 @@ def test_training_learns_under_noise_and_is_deterministic(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
+@pytest.mark.slow
 def test_onnx_export_matches_torch(kind: str, tmp_path) -> None:
     model = make_classifier(kind, 10, 4, hidden=16, seed=5)
     path = export_classifier_onnx(model, tmp_path / "classifier.onnx", k=10)
@@ -436,6 +428,7 @@ def test_onnx_export_matches_torch(kind: str, tmp_path) -> None:
     assert [path.name] == [p.name for p in tmp_path.iterdir()]  # weights inside the file
 
 
+@pytest.mark.slow
 def test_torch_free_numpy_path(tmp_path) -> None:
     """SmoothNumpy + onnxruntime run with torch unimportable and agree with the in-process run.
 
@@ -449,16 +442,8 @@ def test_torch_free_numpy_path(tmp_path) -> None:
     expected = SmoothNumpy(onnx_logits_fn(session), 3, sigma=0.5).certify(
         np.array(z), 100, 2000, 0.01, 1, 2
     )
-    script = textwrap.dedent(
+    script = WITHOUT_TORCH + textwrap.dedent(
         f"""
-        import sys
-
-        class BlockTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "torch":
-                    raise ImportError(f"blocked import of {{name}}")
-
-        sys.meta_path.insert(0, BlockTorch())
         import numpy as np
         from lassi.consumer.onnx_runtime import onnx_logits_fn, ort_session
         from lassi.consumer.randomized_smoothing import SmoothNumpy, lower_confidence_bound
@@ -470,15 +455,7 @@ def test_torch_free_numpy_path(tmp_path) -> None:
         print(cert.prediction, cert.count, cert.radius.hex(), provider)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        env=SUBPROCESS_ENV,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    )
-    prediction, count, radius, provider = result.stdout.split()
+    prediction, count, radius, provider = python_child(script).split()
     assert int(prediction) == expected.prediction and int(count) == expected.count
     assert float.fromhex(radius) == expected.radius
     assert provider in {"CPUExecutionProvider", "CUDAExecutionProvider"}

@@ -18,10 +18,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from factories import run, write_raw
+from factories import one_line, run, write_raw
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
 from lassi.spec import EXIT_CODES, RepresentationBundle, read_artifact
+
+pytestmark = pytest.mark.slow  # every test reads the session's chain
 
 INTEGRITY = EXIT_CODES["integrity"]
 
@@ -65,16 +67,6 @@ def _audit(chain, folder_audit, root: Path, *extra: str, bundle: Path | None = N
             "--bundle", str(bundle or folder_audit["bundle"]), "--data-root", str(root), "--quiet",
             *extra]  # fmt: skip
     return CliRunner().invoke(regulator, args)
-
-
-def _one_line_error(result, code: int, *words: str) -> str:
-    __tracebackhide__ = True
-    assert result.exit_code == code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def _rows(result) -> dict[int, str]:
@@ -229,7 +221,7 @@ def test_renamed_and_missing_files_are_named(chain, folder_audit, tmp_path) -> N
 
 
 def test_an_unknown_id_lists_the_valid_ones(chain, folder_audit) -> None:
-    line = _one_line_error(_audit(chain, folder_audit, folder_audit["data"], "--ids", "5"), 2)
+    line = one_line(_audit(chain, folder_audit, folder_audit["data"], "--ids", "5"), 2)
     assert "no sample with id 5 (ids are 0–2)" in line, line
 
 
@@ -258,7 +250,7 @@ def test_a_bundle_with_one_hash_over_all_files_still_audits(chain, folder_audit,
     assert "one hash over all its images" in result.output and "matched as a whole" in result.output
     copy = _copy(folder_audit["data"], tmp_path / "copy")
     (copy / "img1.png").write_bytes((copy / "img1.png").read_bytes() + b"x")
-    line = _one_line_error(_audit(chain, folder_audit, copy, bundle=old), INTEGRITY, copy.name, "hash")
+    line = one_line(_audit(chain, folder_audit, copy, bundle=old), INTEGRITY, copy.name, "hash")
     assert "cannot be named" in line
 
 

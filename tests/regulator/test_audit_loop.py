@@ -17,29 +17,21 @@ from click.testing import CliRunner
 from factories import DATA, run
 from lassi.regulator.cli import main as regulator
 
-
-@pytest.fixture(scope="module")
-def onnx(chain: dict[str, Path], tmp_path_factory) -> Path:
-    from lassi.producer.cli import main as producer
-
-    out = tmp_path_factory.mktemp("onnx")
-    run(producer, ["export-onnx", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]),
-                   "--out-dir", str(out)])  # fmt: skip
-    return out / "base_function.onnx"
+pytestmark = pytest.mark.slow  # every test reads the session's chain
 
 
-def _audit_args(chain, onnx: Path) -> list[str]:
-    return ["audit", "--spec", str(chain["spec"]), "--base-function", str(onnx), "--bundle", str(chain["test"]),
+def _audit_args(chain, base_function: Path) -> list[str]:
+    return ["audit", "--spec", str(chain["spec"]), "--base-function", str(base_function), "--bundle", str(chain["test"]),
             "--count", "3"]  # fmt: skip
 
 
 def test_an_interrupted_audit_resumes_with_its_finished_samples(
-    chain, onnx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chain, base_function, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lassi.regulator import audit
 
     want = tmp_path / "want.json"
-    run(regulator, [*_audit_args(chain, onnx), "--quiet", "--out", str(want)])
+    run(regulator, [*_audit_args(chain, base_function), "--quiet", "--out", str(want)])
     replay, calls, stop = audit.ReplayOne.__call__, [], [True]
 
     def interrupted(self, i: int):
@@ -51,11 +43,11 @@ def test_an_interrupted_audit_resumes_with_its_finished_samples(
 
     monkeypatch.setattr(audit.ReplayOne, "__call__", interrupted)
     out = tmp_path / "findings.json"
-    stopped = CliRunner().invoke(regulator, [*_audit_args(chain, onnx), "--out", str(out)])
+    stopped = CliRunner().invoke(regulator, [*_audit_args(chain, base_function), "--out", str(out)])
     assert stopped.exit_code != 0 and not out.exists(), stopped.output
     assert (tmp_path / "findings.json.ckpt").exists(), "the finished sample was not checkpointed"
     calls.clear()
-    resumed = CliRunner().invoke(regulator, [*_audit_args(chain, onnx), "--out", str(out)])
+    resumed = CliRunner().invoke(regulator, [*_audit_args(chain, base_function), "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
     assert "resuming the audit at sample 1/3" in resumed.output
     assert calls == [1, 2], "the resumed run recomputed a finished sample"
@@ -70,7 +62,7 @@ def _spec_tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def test_define_and_audit_cpu_and_auto_equal_no_option(
-    chain, onnx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    chain, base_function, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # auto = cpu, also on a GPU
     define = ["define", "--glow", str(chain["glow"]), "--attribute", "orientation", *DATA, "--max-images", "64",
@@ -80,7 +72,7 @@ def test_define_and_audit_cpu_and_auto_equal_no_option(
         out = tmp_path / f"{label}.safetensors"
         run(regulator, [*define, *extra, "--out", str(out)])
         specs[label] = _spec_tensors(out)
-        result = CliRunner().invoke(regulator, [*_audit_args(chain, onnx), "--json", "--quiet", *extra])
+        result = CliRunner().invoke(regulator, [*_audit_args(chain, base_function), "--json", "--quiet", *extra])
         assert result.exit_code == 0, result.output
         findings[label] = json.loads(result.output[result.output.index("[") : result.output.rindex("]") + 1])
     assert "attribute_vectors" in specs["none"] and len(findings["none"]) == 3
@@ -93,14 +85,14 @@ def test_define_and_audit_cpu_and_auto_equal_no_option(
 
 @pytest.mark.parametrize("command", ["define", "audit"])
 def test_device_cuda_without_cuda_is_one_line(
-    command: str, chain, onnx, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    command: str, chain, base_function, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     out = tmp_path / "out.safetensors"
     args = {
         "define": ["define", "--glow", str(chain["glow"]), "--attribute", "orientation", *DATA, "--quiet",
                    "--out", str(out)],
-        "audit": [*_audit_args(chain, onnx), "--out", str(out)],
+        "audit": [*_audit_args(chain, base_function), "--out", str(out)],
     }[command]  # fmt: skip
     result = CliRunner().invoke(regulator, [*args, "--device", "cuda:0"])
     assert result.exit_code == 2, result.output
@@ -135,7 +127,7 @@ def _rewritten(chain, tmp_path: Path, options: dict | None = None, ids=None) -> 
     ],
 )
 def test_ids_or_split_sizes_beyond_the_data_set_are_one_line_usage_errors(
-    chain, onnx, tmp_path: Path, change: dict, words: tuple[str, ...]
+    chain, base_function, tmp_path: Path, change: dict, words: tuple[str, ...]
 ) -> None:
     """Issue 38: the audit exits 2 with one line (not 1) on sample ids or split sizes beyond
     the data set; an unknown --ids lists the valid ids."""
@@ -147,7 +139,7 @@ def test_ids_or_split_sizes_beyond_the_data_set_are_one_line_usage_errors(
         bundle = _rewritten(chain, tmp_path, ids=[480_000 + i for i in range(n)])
     elif "options" in change:
         bundle = _rewritten(chain, tmp_path, options=change["options"])
-    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(onnx), "--bundle", str(bundle)]
+    args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(base_function), "--bundle", str(bundle)]
     args += ["--ids", change.get("requested", "")] if "requested" in change else ["--count", "1"]
     result = CliRunner().invoke(regulator, [*args, "--quiet"])
     assert result.exit_code == 2, result.output

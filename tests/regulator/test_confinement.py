@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from factories import run
+from factories import one_line, run
 from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
 from lassi.regulator.content_hash import read_samples
@@ -226,15 +226,6 @@ def test_listing_linked_outside_is_refused(tmp_path, outside):
 # ------------------------------------------------------------------------- through the CLIs
 
 
-def _one_line(result, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def certified(chain: dict[str, Path], tmp_path_factory) -> dict[str, Path]:
     """A certified bundle of two test images of a folder, its ONNX base function, the data."""
@@ -266,6 +257,7 @@ def _hostile_copy(data: Path, to: Path, outside: Path, how: str) -> Path:
 
 
 @pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+@pytest.mark.slow
 def test_encode_refuses_a_listing_that_leaves_the_root(chain, tmp_path, outside, opened, how):
     copy = _hostile_copy(make_root("folder", tmp_path / "data", ["img0.png", "img1.png"]),
                          tmp_path / "copy", outside, how)  # fmt: skip
@@ -274,30 +266,32 @@ def test_encode_refuses_a_listing_that_leaves_the_root(chain, tmp_path, outside,
     result = CliRunner().invoke(producer, [
         "encode", "--spec", str(chain["spec"]), "--encoder", str(chain["encoder"]), "--dataset",
         "folder", "--data-root", str(copy), "--split", "test", "--quiet", "--out", str(out)])  # fmt: skip
-    line = _one_line(result, USAGE, "attributes.csv", "line 3")
+    line = one_line(result, USAGE, "attributes.csv", "line 3")
     assert ("outside the data root" if how == "symlink" else "data root") in line
     assert not out.exists()
     _nothing_read_in(opened, outside)
 
 
 @pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+@pytest.mark.slow
 def test_audit_refuses_a_listing_that_leaves_the_root(chain, certified, tmp_path, outside, opened, how):
     copy = _hostile_copy(certified["data"], tmp_path / "copy", outside, how)
     opened.clear()
     result = CliRunner().invoke(regulator, [
         "audit", "--spec", str(chain["spec"]), "--base-function", str(certified["onnx"]),
         "--bundle", str(certified["bundle"]), "--data-root", str(copy), "--quiet"])  # fmt: skip
-    _one_line(result, USAGE, "attributes.csv", "line 3")
+    one_line(result, USAGE, "attributes.csv", "line 3")
     _nothing_read_in(opened, outside)
 
 
+@pytest.mark.slow
 def test_audit_reads_a_link_farm_only_when_asked(chain, certified, tmp_path, outside):
     """The audit's opt-in for links that leave --data-root: the same bytes behind a link are
     refused without it (exit 2) and audited with it (the data matches, the claims confirmed)."""
     copy = _hostile_copy(certified["data"], tmp_path / "copy", outside, "symlink")
     args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(certified["onnx"]),
             "--bundle", str(certified["bundle"]), "--data-root", str(copy), "--quiet"]  # fmt: skip
-    _one_line(CliRunner().invoke(regulator, args), USAGE, "attributes.csv", "line 3")
+    one_line(CliRunner().invoke(regulator, args), USAGE, "attributes.csv", "line 3")
     result = CliRunner().invoke(regulator, [*args, "--allow-symlinks-outside-root"])
     assert result.exit_code == 0, result.output
     assert "confirmed" in result.output

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import lassi.regulator.datasets.listings as listings
-from factories import GIB_KIB, _rss_kib, invoke_bounded
+from factories import GIB_KIB, _rss_kib, invoke_bounded, one_line
 from lassi.regulator.cli import main as regulator
 from lassi.regulator.datasets import CelebASource, DataError, FolderSource, decode_image, max_pixels
 
@@ -80,15 +80,6 @@ def train_glow(root: Path, out: Path) -> Any:
         "--warmup", "0", "--quiet", "--out", str(out)])  # fmt: skip
 
 
-def one_line(result: Any, code: int, *needles: str) -> str:
-    assert result.exit_code == code, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
 # ------------------------------------------------------------------------------ image bombs
 
 
@@ -97,6 +88,7 @@ def test_pixel_bound_follows_the_image_size() -> None:
     assert max_pixels(1024) == 8192**2 and max_pixels(10**6) == 8192**2
 
 
+@pytest.mark.slow
 def test_image_declaring_13000_squared_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
     bomb = png_declaring(tmp_path / "bomb.png", 13_000, 13_000)
     assert bomb.stat().st_size < 1_000_000
@@ -119,6 +111,7 @@ def test_image_declaring_13000_squared_pixels_is_refused_before_decoding(tmp_pat
     assert decode_image(fine, 8, None, "bicubic", where=fine).shape == (8, 8, 3)
 
 
+@pytest.mark.slow
 def test_train_glow_refuses_an_image_bomb_in_the_data(tmp_path: Path) -> None:
     root = folder(tmp_path / "data")
     png_declaring(root / "img1.png", 13_000, 13_000)

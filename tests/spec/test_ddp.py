@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import pytest
 
 from factories import run
 from lassi.spec import read_artifact
+
+pytestmark = pytest.mark.slow  # every test starts torchrun processes
 
 BIN = Path(sys.executable).parent
 # float32 parameters after a few Adam steps; the ranks sum gradients (and BatchNorm statistics)
@@ -69,13 +72,22 @@ def _glow_args(out: Path, steps: int = 6) -> list[str]:
             "--checkpoint-every", "2", "--threads", "1", "--device", "cpu", "--out", str(out)]  # fmt: skip
 
 
-def test_train_glow_two_ranks_match_one_process(tmp_path: Path) -> None:
+def _two_ranks_and_one(
+    script: str, args: Callable[[Path], list[str]], name: str, tmp_path: Path
+) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """``script args(out)`` run by two torchrun ranks (out in ddp/) and by one process (out in
+    one/): both outputs and the torchrun result."""
     (tmp_path / "ddp").mkdir()
     (tmp_path / "one").mkdir()
-    ddp, one = tmp_path / "ddp" / "glow.safetensors", tmp_path / "one" / "glow.safetensors"
-    result = _torchrun("lassi-regulator", _glow_args(ddp))
+    ddp, one = tmp_path / "ddp" / name, tmp_path / "one" / name
+    result = _torchrun(script, args(ddp))
     assert result.returncode == 0, result.stderr[-3000:]
-    _single("lassi-regulator", _glow_args(one))
+    _single(script, args(one))
+    return ddp, one, result
+
+
+def test_train_glow_two_ranks_match_one_process(tmp_path: Path) -> None:
+    ddp, one, result = _two_ranks_and_one("lassi-regulator", _glow_args, "glow.safetensors", tmp_path)
     # rank 0 alone wrote: the artifact and its sample grid, no checkpoint left behind
     assert sorted(p.name for p in ddp.parent.iterdir()) == ["glow.safetensors", "glow.samples.png"]
     assert result.stdout.count("wrote ") == 1
@@ -149,12 +161,7 @@ def test_producer_train_two_ranks_match_one_process(tmp_path: Path, spec: Path) 
                 "--delta", "1", "--cache-dir", str(tmp_path / "cache"), "--threads", "1",
                 "--device", "cpu", "--out", str(out)]  # fmt: skip
 
-    (tmp_path / "ddp").mkdir()
-    (tmp_path / "one").mkdir()
-    ddp, one = tmp_path / "ddp" / "encoder.safetensors", tmp_path / "one" / "encoder.safetensors"
-    result = _torchrun("lassi-producer", args(ddp))
-    assert result.returncode == 0, result.stderr[-3000:]
-    _single("lassi-producer", args(one))
+    ddp, one, result = _two_ranks_and_one("lassi-producer", args, "encoder.safetensors", tmp_path)
     assert [p.name for p in ddp.parent.iterdir()] == ["encoder.safetensors"]
     assert result.stdout.count("wrote ") == 1
     # A Linear bias right before a BatchNorm has gradient exactly 0 (BN subtracts the batch

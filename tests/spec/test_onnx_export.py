@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -13,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from factories import run
+from factories import WITHOUT_TORCH, python_child, run
 from lassi.consumer.classifier import make_classifier
 from lassi.consumer.cli import main as consumer
 from lassi.spec import RepresentationBundle, read_artifact, sha256_file
 from lassi.spec.contract.onnx_check import export_checked_onnx, load_checked_onnx, onnx_card
+
+pytestmark = pytest.mark.slow  # every test exports and runs ONNX models
 
 
 def test_export_writes_card_and_returns_the_measured_difference(tmp_path: Path) -> None:
@@ -64,16 +63,8 @@ def test_consumer_export_and_torch_free_predict(chain: dict[str, Path], tmp_path
     assert card["kind"] == "classifier_onnx" and card["sigma_cls"] == 0.5
     assert card["parents"]["classifier"] == sha256_file(chain["classifier"])
     # ``predict`` runs with onnxruntime alone: torch cannot be imported in this process
-    script = textwrap.dedent(
+    script = WITHOUT_TORCH + textwrap.dedent(
         f"""
-        import sys
-
-        class BlockTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "torch":
-                    raise ImportError(f"blocked import of {{name}}")
-
-        sys.meta_path.insert(0, BlockTorch())
         from click.testing import CliRunner
         from lassi.consumer.cli import main
         result = CliRunner().invoke(main, ["predict", "--onnx", {str(path)!r}, "--bundle",
@@ -83,10 +74,7 @@ def test_consumer_export_and_torch_free_predict(chain: dict[str, Path], tmp_path
         print(result.stdout)
         """
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)
+    rows = json.loads(python_child(script))
     ids = read_artifact(chain["test"], expect=RepresentationBundle).tensors["ids"]
     assert [row["id"] for row in rows] == ids.tolist()
 
