@@ -166,42 +166,16 @@ def main() -> int:
             encoder,
             "train the fair encoder (adversarial + contrastive)",
         )
+        encode = ["encode", "--spec", str(spec), "--encoder", str(encoder), *DATA]
         step(
             "producer",
-            [
-                "encode",
-                "--spec",
-                str(spec),
-                "--encoder",
-                str(encoder),
-                *DATA,
-                "--split",
-                "train",
-                "--labels",
-                "object_hue",
-                "--out",
-                str(train_bundle),
-            ],
+            [*encode, "--split", "train", "--labels", "object_hue", "--out", str(train_bundle)],
             train_bundle,
             "encode the train split (plain bundle)",
         )
         step(
             "producer",
-            [
-                "encode",
-                "--spec",
-                str(spec),
-                "--encoder",
-                str(encoder),
-                *DATA,
-                "--split",
-                "test",
-                "--limit",
-                N_TEST,
-                *CERTIFY,
-                "--out",
-                str(test_bundle),
-            ],
+            [*encode, "--split", "test", "--limit", N_TEST, *CERTIFY, "--out", str(test_bundle)],
             test_bundle,
             "encode and center-smooth the test split (certified bundle)",
         )

@@ -191,27 +191,14 @@ def make_source(config: DatasetConfig) -> Any:
     """Open the configured data source (an ``ImageSource`` of ``lassi.regulator.datasets``)."""
     from lassi.regulator.datasets import CelebASource, FolderSource, Shapes3DSource
 
-    if config.dataset == "shapes3d":
-        return Shapes3DSource(
-            image_size=config.image_size,
-            seed=config.seed,
-            n_train=config.n_train,
-            n_val=config.n_val,
-            n_test=config.n_test,
-            correlate=config.correlation(),
-        )
-    if config.dataset == "shapes3d-h5":
+    if config.dataset in ("shapes3d", "shapes3d-h5"):
+        splits = dict(image_size=config.image_size, seed=config.seed, n_train=config.n_train,
+                      n_val=config.n_val, n_test=config.n_test, correlate=config.correlation())
+        if config.dataset == "shapes3d":
+            return Shapes3DSource(**splits)
         from lassi.regulator.shapes3d_h5 import Shapes3DH5Source
 
-        return Shapes3DH5Source(
-            config.root,
-            image_size=config.image_size,
-            seed=config.seed,
-            n_train=config.n_train,
-            n_val=config.n_val,
-            n_test=config.n_test,
-            correlate=config.correlation(),
-        )
+        return Shapes3DH5Source(config.root, **splits)
     allow = config.allow_symlinks_outside_root
     if config.dataset == "fairface":
         from lassi.regulator.fairface import FairFaceSource
