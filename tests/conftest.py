@@ -12,6 +12,41 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 
+SLOW_FIXTURES = frozenset({"chain", "ray_cluster"})
+"""The session fixtures that build something expensive (a whole chain, a Ray cluster). A test
+that uses one, directly or through another fixture, is marked ``slow``, so the fast lane
+(``pytest -m "not slow"``, ``make test-fast``) never builds them: tests/chain/test_fast_lane.py
+fails otherwise."""
+
+_UNMARKED = pytest.StashKey[list[str]]()
+_FAST_BY_FOLDER = pytest.StashKey[dict[str, int]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before ``-m`` deselects anything: record the tests that use a slow fixture without the
+    slow mark, and count the unmarked tests of each test folder whose files were all collected."""
+    fast = [item for item in items if item.get_closest_marker("slow") is None]
+    config.stash[_UNMARKED] = [item.nodeid for item in fast if SLOW_FIXTURES & set(item.fixturenames)]
+    collected = {item.path for item in items}
+    folders = {p.parent for p in collected if p.parent.parent == TESTS}
+    whole = [f for f in folders if set(f.glob("test_*.py")) <= collected]
+    config.stash[_FAST_BY_FOLDER] = {
+        f.name: sum(item.path.parent == f for item in fast) for f in sorted(whole)
+    }
+
+
+@pytest.fixture
+def unmarked_users_of_slow_fixtures(request: pytest.FixtureRequest) -> list[str]:
+    """The collected tests, selected or not, that use a slow fixture but are not marked slow."""
+    return request.config.stash[_UNMARKED]
+
+
+@pytest.fixture
+def fast_tests_by_folder(request: pytest.FixtureRequest) -> dict[str, int]:
+    """Unmarked tests per test folder (tests/spec, ...), for the folders collected whole."""
+    return request.config.stash[_FAST_BY_FOLDER]
+
 
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -16,6 +16,8 @@ from lassi.regulator.cli import main as regulator
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.spec import EncoderCard, GlowArtifact, SimilaritySpec, VerificationReport, read_artifact
 
+pytestmark = pytest.mark.slow  # the whole chain at 128 x 128 pixels
+
 
 @pytest.fixture(scope="module")
 def celeba(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -27,6 +27,7 @@ from lassi.spec import (
 )
 
 
+@pytest.mark.slow
 def test_report_fields_and_decision_rule(chain: dict[str, Path]) -> None:
     report = read_artifact(chain["report"], expect=VerificationReport)
     meta, t = report.meta, report.tensors
@@ -55,6 +56,7 @@ def test_report_fields_and_decision_rule(chain: dict[str, Path]) -> None:
     assert "certified fairness" in chain["report"].with_suffix(".md").read_text()
 
 
+@pytest.mark.slow
 def test_provenance_chain_traces_back_to_the_spec(chain: dict[str, Path]) -> None:
     h = {name: sha256_file(path) for name, path in chain.items()}
     spec = read_artifact(chain["spec"], expect=SimilaritySpec, parents={"glow": chain["glow"]})
@@ -85,6 +87,7 @@ def test_provenance_chain_traces_back_to_the_spec(chain: dict[str, Path]) -> Non
     }
 
 
+@pytest.mark.slow
 def test_verify_refuses_mismatched_inputs(chain: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "r.safetensors"
     plain = CliRunner().invoke(
@@ -174,6 +177,7 @@ def test_verify_refuses_mismatched_inputs(chain: dict[str, Path], tmp_path: Path
     )
 
 
+@pytest.mark.slow
 def test_export_and_audit_confirms_honest_and_flags_shrunk_claims(
     chain: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -218,6 +222,7 @@ def test_report_side_files_keep_dotted_names_apart(tmp_path: Path) -> None:
     assert report_sidecars(tmp_path / "report.st")["md"] == tmp_path / "report.md"
 
 
+@pytest.mark.slow
 def test_attack_region_cube_is_recorded_and_the_old_default_is_the_ball(
     chain: dict[str, Path], tmp_path: Path
 ) -> None:

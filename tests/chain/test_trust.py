@@ -594,6 +594,7 @@ def test_cli_corpus_size() -> None:
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c.name for c in CLI_CASES])
+@pytest.mark.slow
 def test_hostile_case_ends_cleanly(case: CliCase, chain: dict[str, Path], tmp_path: Path) -> None:
     cli, args, name, inputs = case.build(chain, tmp_path)
     before = snapshot(inputs + [chain[k] for k in ("spec", "test", "classifier", "glow")])
@@ -606,6 +607,7 @@ def test_hostile_case_ends_cleanly(case: CliCase, chain: dict[str, Path], tmp_pa
 # --------------------------------------------------------------------------- races
 
 
+@pytest.mark.slow
 def test_signature_vouches_for_the_bytes_that_are_parsed(chain: dict[str, Path], tmp_path: Path) -> None:
     """A file swapped after the signature check is not what the command parses."""
     from lassi.spec.contract.signing import sign_file, verify_file
@@ -635,6 +637,7 @@ def test_signature_vouches_for_the_bytes_that_are_parsed(chain: dict[str, Path],
 # --------------------------------------------------------------------------- binding and policy
 
 
+@pytest.mark.slow
 def test_spec_header_is_read_without_torch_and_hashes_the_file(chain: dict[str, Path]) -> None:
     code = (
         "import sys; from lassi.spec.contract.binding import read_spec_header; "
@@ -647,6 +650,7 @@ def test_spec_header_is_read_without_torch_and_hashes_the_file(chain: dict[str, 
     assert float(epsilon) == read_artifact(chain["spec"]).meta.epsilon and torch_loaded == "False"
 
 
+@pytest.mark.slow
 def test_policy_is_enforced(chain: dict[str, Path]) -> None:
     spec, digest = read_spec_header(chain["spec"])
     bundle = read_artifact(chain["test"], expect=RepresentationBundle).meta
@@ -667,6 +671,7 @@ def test_policy_is_enforced(chain: dict[str, Path]) -> None:
     ).policy.min_n == 5
 
 
+@pytest.mark.slow
 def test_binding_checks_the_recorded_dimension_of_the_t_noise(chain: dict[str, Path]) -> None:
     spec, digest = read_spec_header(chain["spec"])
     bundle = read_artifact(chain["test"], expect=RepresentationBundle).meta
@@ -678,6 +683,7 @@ def test_binding_checks_the_recorded_dimension_of_the_t_noise(chain: dict[str, P
         assert error.value.exit_code == INTEGRITY
 
 
+@pytest.mark.slow
 def test_consumer_report_names_the_spec_or_the_producers_word(chain: dict[str, Path], tmp_path: Path) -> None:
     base = ["verify", "--classifier", str(chain["classifier"]), "--bundle", str(chain["test"]), "--n", "20",
             "--n0", "10", "--quiet"]
@@ -689,6 +695,7 @@ def test_consumer_report_names_the_spec_or_the_producers_word(chain: dict[str, P
     assert loose.exit_code == 0 and "taken on the producer's word" in loose.output
 
 
+@pytest.mark.slow
 def test_report_records_what_the_certificates_cover(chain: dict[str, Path], tmp_path: Path) -> None:
     """The report file, not only the terminal, says which set the certificates speak for: the
     bound spec's hash, m and the regulator's coverage of real siblings, or the producer's word."""
@@ -741,6 +748,7 @@ def base_function(chain: dict[str, Path], tmp_path_factory) -> Path:
     return out / "base_function.onnx"
 
 
+@pytest.mark.slow
 def test_audit_flags_a_center_far_from_the_replay(chain, base_function, tmp_path) -> None:
     bundle = read_artifact(chain["test"], expect=RepresentationBundle)
     certified = bundle.tensors["ids"][bundle.tensors["status"] == 0][:1]
@@ -752,6 +760,7 @@ def test_audit_flags_a_center_far_from_the_replay(chain, base_function, tmp_path
     assert result.exit_code == INTEGRITY and "center_mismatch" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_auditing_nothing_is_an_error(chain, base_function) -> None:
     args = ["audit", "--spec", str(chain["spec"]), "--base-function", str(base_function),
             "--bundle", str(chain["test"]), "--ids", ","]
@@ -761,6 +770,7 @@ def test_auditing_nothing_is_an_error(chain, base_function) -> None:
 # --------------------------------------------------------------------------- output that cannot be spoofed
 
 
+@pytest.mark.slow
 def test_inspect_escapes_terminal_controls(chain: dict[str, Path], tmp_path: Path) -> None:
     evil = "x\x1b[2J\x07\r\nparent:  glow " + "0" * 64 + "\nkind:    glow"
     bad = forge(chain["classifier"], tmp_path / "evil.safetensors", lambda m: m.__setitem__("tool", evil))
@@ -780,6 +790,7 @@ def test_errors_escape_controls_in_paths(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_onnx_card_is_typed_and_bounded(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
@@ -807,6 +818,7 @@ def test_onnx_card_is_typed_and_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("target", ["/dev/zero", "bomb"])
+@pytest.mark.slow
 def test_peak_memory_of_a_cli_run_is_bounded(target: str, chain: dict[str, Path], tmp_path: Path) -> None:
     """Run in a child process; its peak resident memory stays far below 1 GB."""
     if target == "bomb":  # a header claiming a 10**12-element tensor
@@ -858,6 +870,7 @@ _values = st.one_of(
 @given(edits=st.dictionaries(
     st.sampled_from(["sigma", "epsilon", "n0", "n", "alpha1", "alpha2", "delta", "beta", "seed"]),
     _values, min_size=1, max_size=3))
+@pytest.mark.slow
 def test_any_certificate_the_schema_accepts_can_be_replayed(edits, chain, tmp_path) -> None:
     meta, tensors = parts(chain["test"])
     meta["certificate"].update(edits)
@@ -878,6 +891,7 @@ def test_any_certificate_the_schema_accepts_can_be_replayed(edits, chain, tmp_pa
 
 @pytest.mark.parametrize(("size", "levels", "steps", "hidden", "coupling"),
                          [(16, 2, 2, 16, "additive"), (32, 3, 1, 8, "affine"), (8, 1, 3, 4, "additive")])
+@pytest.mark.slow
 def test_glow_weight_count_matches_the_real_glow(size, levels, steps, hidden, coupling) -> None:
     """The count the reader checks before building equals the state dict a real Glow has
     (built on the meta device: nothing is allocated)."""
@@ -894,6 +908,7 @@ def test_glow_weight_count_matches_the_real_glow(size, levels, steps, hidden, co
         sum(v.numel() for v in state.values()), len(state))
 
 
+@pytest.mark.slow
 def test_a_huge_declared_glow_is_refused_within_bounded_memory(chain: dict[str, Path], tmp_path: Path) -> None:
     """A small spec declaring a Glow of ~5e8 weights: refused before building, peak RSS < 1 GB."""
     bad = forge(chain["spec"], tmp_path / "bomb.safetensors", lambda m: m["flow"].update(n_steps=64, hidden=2048))
@@ -905,6 +920,7 @@ def test_a_huge_declared_glow_is_refused_within_bounded_memory(chain: dict[str, 
     assert bad.stat().st_size < 5 * 1024 * 1024 and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_report_and_side_files_are_all_or_nothing(chain: dict[str, Path], tmp_path: Path, monkeypatch) -> None:
     """A failure while rendering the figure leaves neither the report nor any side file."""
     import lassi.consumer.report as report
@@ -920,6 +936,7 @@ def test_report_and_side_files_are_all_or_nothing(chain: dict[str, Path], tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_spec_header_refuses_a_declared_architecture_its_weights_do_not_back(chain, tmp_path) -> None:
     """``verify --spec`` reads only the header; the architecture check runs there too."""
     bad = forge(chain["spec"], tmp_path / "lie.safetensors", lambda m: m["flow"].update(hidden=17))
@@ -928,6 +945,7 @@ def test_spec_header_refuses_a_declared_architecture_its_weights_do_not_back(cha
     assert error.value.exit_code == INVALID
 
 
+@pytest.mark.slow
 def test_forged_report_scope_is_refused_at_read(chain: dict[str, Path], tmp_path: Path) -> None:
     """A report file that claims m and coverage without a bound spec (valid checksum) is refused
     by every reader with a one-line error, not shown as if a spec had vouched for it."""

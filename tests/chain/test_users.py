@@ -24,12 +24,14 @@ def encode_args(chain: dict[str, Path], out: Path, *extra: str) -> list[str]:
 # ------------------------------------------------------------------------------- label policy
 
 
+@pytest.mark.slow
 def test_bundle_carries_only_the_task_label_by_default(chain):
     meta = read_artifact(chain["train"], expect=RepresentationBundle).meta
     assert meta.label_names == ["object_hue"]
     assert meta.sensitive_labels == []
 
 
+@pytest.mark.slow
 def test_encode_exports_the_labels_asked_for(chain, tmp_path):
     from lassi.producer.cli import main
 
@@ -44,6 +46,7 @@ def test_encode_exports_the_labels_asked_for(chain, tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_sensitive_label_needs_the_explicit_flag(chain, tmp_path):
     from lassi.producer.cli import main
 
@@ -59,6 +62,7 @@ def test_sensitive_label_needs_the_explicit_flag(chain, tmp_path):
     assert meta.sensitive_labels == ["orientation"]
 
 
+@pytest.mark.slow
 def test_consumer_refuses_to_train_on_a_sensitive_label(chain, tmp_path):
     from lassi.consumer.cli import main as consumer
     from lassi.producer.cli import main as producer
@@ -73,6 +77,7 @@ def test_consumer_refuses_to_train_on_a_sensitive_label(chain, tmp_path):
     assert "sensitive" in result.output and not out.exists()
 
 
+@pytest.mark.slow
 def test_encoder_training_on_a_sensitive_attribute_is_a_usage_error(chain, tmp_path):
     from lassi.producer.cli import main
 
@@ -186,6 +191,7 @@ def test_cli_refuses_shapes_options_for_celeba_and_unknown_folders(celeba, tmp_p
     assert result.exit_code == 2 and "--dataset" in result.output and not out.exists()
 
 
+@pytest.mark.slow
 def test_quiet_still_prints_the_result(chain, tmp_path):
     from lassi.producer.cli import main
 
@@ -219,6 +225,7 @@ def test_checkpoint_of_other_options_is_not_discarded_silently(tmp_path, capsys)
         (["--n0", "5"], "n0=5 can never certify"),
     ],
 )
+@pytest.mark.slow
 def test_encode_refuses_settings_that_cannot_certify_before_loading_data(
     chain, tmp_path, extra, needle
 ):
@@ -244,6 +251,7 @@ def test_hoeffding_reasons_match_run_time_abstentions():
     assert never_certifies(CenterSmoothingParams()) is None
 
 
+@pytest.mark.slow
 def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
     from lassi.consumer.cli import main
     from lassi.consumer.verification import largest_radius, unreachable_warning
@@ -272,6 +280,7 @@ def test_verify_warns_when_n_and_alpha_cannot_reach_any_r_cs(chain, tmp_path):
 
 
 @pytest.mark.parametrize("with_val", [True, False])
+@pytest.mark.slow
 def test_sigma_auto_picks_the_sigma_its_sweep_table_shows(chain, tmp_path, with_val):
     from lassi.consumer.cli import main
     from lassi.consumer.sigma_sweep import choose
@@ -320,6 +329,7 @@ def test_choose_prefers_certified_fairness_within_the_accuracy_loss():
     assert choose(rows, 0.5, certified=True).sigma == 10
 
 
+@pytest.mark.slow
 def test_report_shows_the_scale_of_the_representations(chain):
     from lassi.consumer.report import report_sidecars
     from lassi.consumer.verification import representation_scale
@@ -337,6 +347,7 @@ def test_report_shows_the_scale_of_the_representations(chain):
     assert "median norm of z" in text and "median r_CS" in text and "another class" in text
 
 
+@pytest.mark.slow
 def test_define_names_each_attributes_vector_kind(chain, celeba, tmp_path):
     """A binary attribute gets its one halves vector under the default --vectors pairs; define
     says so per attribute, as the report's scope does (it printed "pairs")."""
@@ -354,6 +365,7 @@ def test_define_names_each_attributes_vector_kind(chain, celeba, tmp_path):
     assert "1 vectors (Pale_Skin: halves)" in result.output and "pairs" not in result.output
 
 
+@pytest.mark.slow
 def test_glow_and_encoder_bars_say_what_their_figures_are(chain, tmp_path, monkeypatch):
     """train-glow's bits/dim is a moving average (bpd_ema) and its throughput the latest
     step's (last_img_s); the encoder's loss terms are the latest batch's (batch_...)."""

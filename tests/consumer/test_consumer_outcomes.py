@@ -78,6 +78,7 @@ def run_verify(classifier: Path, bundle: Path, out: Path, sequential: bool, **kw
                   sequential=sequential, **kwargs)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_sequential_keeps_the_predictions_and_certifies_a_subset(tmp_path):
     x, r_cs = mixed_samples()
     classifier, bundle = write_pair(tmp_path, x, r_cs)
@@ -115,6 +116,7 @@ def test_sequential_keeps_the_predictions_and_certifies_a_subset(tmp_path):
     assert (fixed.tensors["cause"][-6:] == ReportCause.R_NOT_ABOVE_R_CS).all()
 
 
+@pytest.mark.slow
 def test_center_abstentions_and_causes_are_named_in_the_report(tmp_path):
     from lassi.consumer.report import report_sidecars
 
@@ -139,6 +141,7 @@ def test_center_abstentions_and_causes_are_named_in_the_report(tmp_path):
     assert "| center_abstained_q |" in text
 
 
+@pytest.mark.slow
 def test_nothing_certified_says_why_in_numbers(tmp_path):
     """r_CS far above what sigma_cls 0.5 can reach: the needed sigma_cls, r_CS against the class
     distance and the causes, on stderr and in report.md."""
@@ -211,6 +214,7 @@ def train_cli(*args) -> object:
     return CliRunner().invoke(main, ["train", *[str(a) for a in args]])
 
 
+@pytest.mark.slow
 def test_default_training_converges_with_early_stopping_and_is_deterministic(tmp_path):
     from lassi.consumer.classifier import AUTO_MAX_EPOCHS, auto_epochs, auto_patience
 
@@ -240,6 +244,7 @@ def test_default_training_converges_with_early_stopping_and_is_deterministic(tmp
     assert (fixed.epochs, fixed.max_epochs, fixed.best_epoch) == (3, 3, None)
 
 
+@pytest.mark.slow
 def test_accuracy_at_or_below_the_majority_class_is_warned(tmp_path):
     bundle = write_plain(tmp_path / "train.safetensors", 300, 1, informative=False, positive=0.75)
     out = tmp_path / "c.safetensors"
@@ -251,6 +256,7 @@ def test_accuracy_at_or_below_the_majority_class_is_warned(tmp_path):
     assert "(always predicting class 1)" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigma_auto_reports_one_accuracy_and_flags_an_all_zero_sweep(tmp_path):
     """A validation bundle whose r_CS no sigma of the grid can reach: the choice says it was
     made on accuracy only, the verification's warnings say why, and the only accuracy printed
@@ -318,6 +324,7 @@ def test_out_named_like_its_side_file_says_so(tmp_path):
             "its .json or .ckpt); give the output its own name, e.g. v.safetensors") in result.output  # fmt: skip
 
 
+@pytest.mark.slow
 def test_progress_bars_say_what_they_count(capsys, tmp_path):
     """Center smoothing's bar counts samples where it did not abstain (cs_ok), not fair ones,
     and shows the latest sample's r_CS as such; verify's counts certified fair samples."""

@@ -92,6 +92,7 @@ def _run_certify_sequential(p_a: float, p_star: float, trials: int, n_max: int):
 
 
 @pytest.mark.parametrize("gap", [0.0, -0.01], ids=["at", "below"])
+@pytest.mark.slow
 def test_certify_sequential_is_sound(gap: float) -> None:
     p_star = norm.cdf(1.0)
     certified, certs = _run_certify_sequential(p_star + gap, p_star, 2000, n_max=3000)
@@ -99,6 +100,7 @@ def test_certify_sequential_is_sound(gap: float) -> None:
     assert all(c.draws <= 16 + 3000 for c in certs)
 
 
+@pytest.mark.slow
 def test_certify_sequential_without_mixture_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(seq, "decision", _cp_decision)
     monkeypatch.setattr(seq, "lower_bound", _cp_lower)
@@ -107,6 +109,7 @@ def test_certify_sequential_without_mixture_fails(monkeypatch: pytest.MonkeyPatc
     assert not _within(certified, 2000), certified
 
 
+@pytest.mark.slow
 def test_certify_sequential_stops_early_above() -> None:
     """p_A clearly above p*: certified with few draws, and R from the anytime lower bound."""
     p_star = norm.cdf(1.0)
@@ -133,17 +136,20 @@ def _simulate(p_a: float, p_star: float, trials: int, rule, n_max: int = seq.N_M
 
 @pytest.mark.parametrize("p_star", [norm.cdf(1.0), 0.99])
 @pytest.mark.parametrize("gap", [0.0, -0.002], ids=["at", "below"])
+@pytest.mark.slow
 def test_decision_rule_is_sound_up_to_n_max(p_star: float, gap: float) -> None:
     certified, _, _ = _simulate(p_star + gap, p_star, 20_000, seq.decision)
     assert _within(int(certified.sum()), 20_000), certified.sum()
 
 
 @pytest.mark.parametrize("p_star", [norm.cdf(1.0), 0.99])
+@pytest.mark.slow
 def test_decision_rule_without_mixture_fails(p_star: float) -> None:
     certified, _, _ = _simulate(p_star, p_star, 20_000, _cp_decision)
     assert not _within(int(certified.sum()), 20_000), certified.sum()
 
 
+@pytest.mark.slow
 def test_lower_bound_covers_at_the_stopping_time() -> None:
     p_a = 0.9
     certified, draws, lower = _simulate(p_a, norm.cdf(1.0), 20_000, seq.decision)

@@ -16,6 +16,8 @@ from lassi.experiments.cli import main
 from lassi.regulator.cli import main as regulator
 from lassi.spec import EncoderCard, RepresentationBundle, SimilaritySpec, read_artifact
 
+pytestmark = pytest.mark.slow  # every test uses the module's trained Glow
+
 
 @pytest.fixture(scope="module")
 def celeba_glow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:

@@ -10,6 +10,8 @@ import pytest
 
 from lassi.experiments.cli import main
 
+pytestmark = pytest.mark.slow  # every test reads the session's chain
+
 
 @pytest.mark.slow
 def test_table2_writes_its_results_and_reuses_its_runs(chain: dict[str, Path], tmp_path: Path) -> None:

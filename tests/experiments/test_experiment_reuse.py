@@ -32,6 +32,7 @@ def _config_of(encoder: Path) -> EncoderTrainConfig:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_table2_reuses_only_an_encoder_of_the_same_configuration(
     chain: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -58,6 +59,7 @@ def test_table2_reuses_only_an_encoder_of_the_same_configuration(
     assert target.read_bytes() == chain["encoder"].read_bytes()
 
 
+@pytest.mark.slow
 def test_table2_never_reuses_a_probe_variant_encoder(
     chain: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -85,6 +87,7 @@ def test_table2_protocols_keep_their_runs_apart() -> None:
     assert protocols["authors-given-scale"].given == "scale"
 
 
+@pytest.mark.slow
 def test_spec_for_names_a_conditioned_spec_apart(
     chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,6 +104,7 @@ def test_spec_for_names_a_conditioned_spec_apart(
     assert plain["given"] is None
 
 
+@pytest.mark.slow
 def test_table2_reuses_an_encoder_only_with_the_same_attack_set(
     chain: dict[str, Path], tmp_path: Path
 ) -> None:

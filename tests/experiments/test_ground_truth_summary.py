@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lassi.experiments.ground_truth import probe_figures, summarise
 
@@ -59,6 +60,7 @@ def test_sibling_errors_are_split_by_what_the_correlated_split_shows() -> None:
     assert r["sibling_error_seen_pairs"] == 1 / 14
 
 
+@pytest.mark.slow
 def test_an_experiments_folder_refuses_another_glows_spec(chain, tmp_path: Path) -> None:
     """Every run in an experiments folder is bound to the folder's spec: a second --glow must not
     silently reuse the first Glow's spec (and so its Glow), it gets a one-line error instead."""

@@ -52,6 +52,7 @@ def test_the_augmented_loss_is_cross_entropy_over_both_and_nothing_else() -> Non
         LassiLoss()(r, y, aux, r_aug=r_aug, y_aug=y)
 
 
+@pytest.mark.slow
 def test_train_augment_records_it_and_never_runs_the_attack(
     chain, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -84,6 +85,7 @@ def test_train_augment_records_it_and_never_runs_the_attack(
         (["--augment", "-1", "--lambda-adv", "0"], "augment"),
     ],
 )
+@pytest.mark.slow
 def test_train_refuses_augment_with_another_term(chain, tmp_path: Path, options, message) -> None:
     out = tmp_path / "enc.safetensors"
     result = CliRunner().invoke(

@@ -134,6 +134,7 @@ def test_center_choice_ties_keep_lowest_index() -> None:
     assert min_median_index(points) == 0
 
 
+@pytest.mark.slow
 def test_step1_center_and_r_hat_replay() -> None:
     cert = CenterSmoothing(smooth_base, 2, SMALL).certify(seed=3, sample_id=11)
     outputs = replay(smooth_base, SMALL, 2, 3, 11, Stage.SELECTION)
@@ -196,6 +197,7 @@ def test_constant_base_never_abstains() -> None:
         np.testing.assert_array_equal(cert.center, np.full(5, 2.5, dtype=np.float32))
 
 
+@pytest.mark.slow
 def test_wildly_multimodal_base_abstains() -> None:
     """Step 2 abstains when p̂ − Δ1 < 1/2 − Δ. Since r̂ is an empirical median, p̂ ≈ 1/2 for any
     base; it falls short when the selection is biased: a wildly oscillating base spreads the
@@ -294,6 +296,7 @@ def test_soundness_disc_two_attributes() -> None:
 # ---------------------------------------------------------------- reproducibility
 
 
+@pytest.mark.slow
 def test_bit_identical_across_batch_sizes_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     certs = []
     for batch_size in (7, 500, 2000):
@@ -310,6 +313,7 @@ def test_bit_identical_across_batch_sizes_and_chunks(monkeypatch: pytest.MonkeyP
         )
 
 
+@pytest.mark.slow
 def test_bit_identical_in_subprocess_without_torch() -> None:
     cert = CenterSmoothing(smooth_base, 2, SMALL).certify(5, 18)
     # The replay runs in a fresh process without torch (an auditor's numpy-only environment).
@@ -331,6 +335,7 @@ def test_bit_identical_in_subprocess_without_torch() -> None:
     assert out == [cert.center.tobytes().hex(), cert.r_cs.hex()]
 
 
+@pytest.mark.slow
 def test_stages_draw_fresh_and_ids_differ() -> None:
     seen: list[np.ndarray] = []
 

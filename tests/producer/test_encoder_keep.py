@@ -32,12 +32,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("keep")
 
 
+@pytest.mark.slow
 def test_keep_last_writes_the_last_epoch(folder: Path) -> None:
     card, _ = _train(folder, "last", EPOCHS)
     assert card.training.keep == "last"
     assert card.training.best_epoch == EPOCHS - 1
 
 
+@pytest.mark.slow
 def test_each_rule_writes_the_epoch_it_names(folder: Path) -> None:
     """The best-epoch encoder equals the last-epoch encoder of a run stopped after that epoch
     (batch order and attack draws depend only on (seed, epoch, step), not on the epoch count)."""

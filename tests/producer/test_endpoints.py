@@ -63,6 +63,7 @@ def ends(chain, tmp_path_factory) -> dict[str, Path]:
     return {"bundle": bundle, "report": report, "dir": d}
 
 
+@pytest.mark.slow
 def test_encode_endpoints_center_smooths_each_segment_end(chain, ends) -> None:
     bundle = read_artifact(ends["bundle"], expect=RepresentationBundle)
     sim = SimilaritySet.load(chain["spec"])
@@ -96,6 +97,7 @@ def sim_images(sim, chain, sample_id: int) -> np.ndarray:
     return make_source(data).images(np.array([sample_id]))
 
 
+@pytest.mark.slow
 def test_verify_reports_empirical_fairness_at_the_ends(ends) -> None:
     report = read_artifact(ends["report"], expect=VerificationReport)
     check = report.meta.endpoint_check
@@ -157,6 +159,7 @@ def verify_variant(chain, ends, confident, name: str, change=None):
     return read_artifact(report, expect=VerificationReport), output
 
 
+@pytest.mark.slow
 def test_ends_at_the_center_itself_are_empirically_fair(chain, ends, confident) -> None:
     report, _ = verify_variant(chain, ends, confident, "same")
     assert report.tensors["status"][0] == ReportStatus.CERTIFIED
@@ -165,6 +168,7 @@ def test_ends_at_the_center_itself_are_empirically_fair(chain, ends, confident) 
     assert report.meta.endpoint_check.certified_empirically_unfair == 0
 
 
+@pytest.mark.slow
 def test_an_end_of_another_class_is_certified_but_empirically_unfair(chain, ends, confident) -> None:
     def move(t):
         t["endpoint_z_cs"][0, 7] = confident["other"]
@@ -177,6 +181,7 @@ def test_an_end_of_another_class_is_certified_but_empirically_unfair(chain, ends
     assert "1 of 1 certified samples are empirically unfair" in output
 
 
+@pytest.mark.slow
 def test_an_abstaining_end_point_is_another_answer(chain, ends, confident) -> None:
     def abstain(t):
         t["endpoint_status"][0, 5] = CenterStatus.ABSTAIN_DELTA
@@ -186,6 +191,7 @@ def test_an_abstaining_end_point_is_another_answer(chain, ends, confident) -> No
     assert report.meta.endpoint_check.certified_empirically_unfair == 1
 
 
+@pytest.mark.slow
 def test_encode_endpoints_needs_certify(chain, tmp_path: Path) -> None:
     out = tmp_path / "b.safetensors"
     result = CliRunner().invoke(
@@ -196,6 +202,7 @@ def test_encode_endpoints_needs_certify(chain, tmp_path: Path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_bundle_with_unknown_end_point_codes_is_refused(chain, ends, confident) -> None:
     tensors = {k: v.copy() for k, v in confident["tensors"].items()}
     tensors["endpoint_status"][0, 0] = 200

@@ -69,6 +69,7 @@ def test_affine_attack_matches_plain_attack_with_49_vectors() -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_certify_with_49_vectors(trained: tuple) -> None:
     sim, encoder, folder = trained
     out = folder / "test.safetensors"
@@ -98,6 +99,7 @@ def bundle_latents(sim, ids: np.ndarray, folder: Path) -> torch.Tensor:
     return glow_latents(sim, make_source(DATA), DATA, ids, folder / ".cache", progress=False)
 
 
+@pytest.mark.slow
 def test_onnx_base_function_with_49_vectors(trained: tuple) -> None:
     import onnxruntime as ort
 

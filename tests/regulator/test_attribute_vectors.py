@@ -168,6 +168,7 @@ def _projected_gradient(a: np.ndarray, d: np.ndarray, eps: float, steps: int = 2
 
 
 @pytest.mark.parametrize("m", [1, 3, 6])
+@pytest.mark.slow
 def test_ball_least_squares_matches_projected_gradient(m: int) -> None:
     rng = np.random.default_rng(m)
     a = rng.normal(size=(m, 20)) * rng.uniform(0.2, 3.0, size=(m, 1))
@@ -184,6 +185,7 @@ def test_ball_least_squares_matches_projected_gradient(m: int) -> None:
     assert active.any() and not active.all()
 
 
+@pytest.mark.slow
 def test_ball_least_squares_brute_force_in_the_plane_and_rank_deficient() -> None:
     rng = np.random.default_rng(7)
     a = rng.normal(size=(2, 5))

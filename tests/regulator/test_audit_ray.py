@@ -16,6 +16,8 @@ from click.testing import CliRunner
 
 from factories import run
 
+pytestmark = pytest.mark.slow  # every test reads the session's chain and starts Ray
+
 pytest.importorskip("ray")
 
 

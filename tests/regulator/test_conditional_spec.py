@@ -23,6 +23,8 @@ from lassi.spec import (
     read_artifact,
 )
 
+pytestmark = pytest.mark.slow  # every test reads the session's chain
+
 
 @pytest.fixture(scope="module")
 def conditional(chain: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

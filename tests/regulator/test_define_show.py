@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from factories import DATA
 from lassi.regulator.cli import main as regulator
 from lassi.spec import SimilaritySpec, read_artifact
+
+pytestmark = pytest.mark.slow  # every test reads the session's chain
 
 
 def test_define_pairs_and_halves_record_vectors_and_coverage(chain: dict[str, Path], tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ def test_a_missing_label_file_is_named(tmp_path: Path) -> None:
         FairFaceSource(root)
 
 
+@pytest.mark.slow
 def test_the_whole_chain_with_race_sensitive(fairface: Path, tmp_path: Path) -> None:
     """Race (7 values) as the sensitive attribute: its pair vectors (low half 0..2 against high
     half 4..6: 9), the authors' Age_bin task, through producer and consumer."""

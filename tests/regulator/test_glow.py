@@ -249,6 +249,7 @@ def test_glow_logdet_matches_jacobian(coupling: str) -> None:
     assert abs(inv_logdet.item() + logdet.item()) <= 1e-9
 
 
+@pytest.mark.slow
 def test_bits_per_dim_decreases_with_training() -> None:
     torch.manual_seed(10)
     glow = Glow(image_size=8, n_levels=2, n_steps=2, hidden=16)
@@ -356,6 +357,7 @@ def test_weights_of_the_single_file_glow_load_and_agree(coupling: str) -> None:
 
 
 @pytest.mark.parametrize("coupling", ["additive", "affine"])
+@pytest.mark.slow
 def test_optimised_training_step_matches_the_single_file_glow(coupling: str) -> None:
     """In training mode (the fused path) loss and every gradient match the old code to 1e-5."""
     glow, ref = _single_file("train", coupling)

@@ -53,6 +53,7 @@ def _overfit_glow(images: np.ndarray, n_bits: int) -> Glow:
     return glow.eval()
 
 
+@pytest.mark.slow
 def test_validation_bits_per_dim_is_dequantised_and_non_negative() -> None:
     images = _uint8_images(4, 4)
     source, ids, n_bits = _Images(images), np.arange(4), 3

@@ -47,6 +47,7 @@ def save_pt(state: dict, path: Path) -> Path:
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("container", ["pt", "safetensors", "dataparallel"])
+@pytest.mark.slow
 def test_import_matches_the_reference_outputs(case: str, container: str, tmp_path: Path) -> None:
     """z (every level, in order), log-det, log p(z) and the reconstruction of the imported Glow
     equal those the reference implementation computed, within 1e-5; its preprocessing of the
@@ -84,6 +85,7 @@ def test_import_matches_the_reference_outputs(case: str, container: str, tmp_pat
         torch.testing.assert_close(glow.bits_per_dim(ref["input"]), loss, **close)
 
 
+@pytest.mark.slow
 def test_imported_glow_runs_define_show_and_the_whole_chain(tmp_path: Path) -> None:
     """The imported 16x16 Glow serves define, show and producer -> consumer like a trained one."""
     glow = tmp_path / "imported.safetensors"
@@ -179,6 +181,7 @@ NOT_MAPPABLE = [
 
 
 @pytest.mark.parametrize("name,change,needle", NOT_MAPPABLE, ids=[c[0] for c in NOT_MAPPABLE])
+@pytest.mark.slow
 def test_what_cannot_be_mapped_is_refused_naming_it(name, change, needle, tmp_path: Path) -> None:
     state, _, _ = reference("additive_plain")
     checkpoint = save_pt(change(state), tmp_path / "model.pt")
@@ -239,6 +242,7 @@ def test_state_dict_saved_by_torch_is_not_unpickled_outside_weights_only(tmp_pat
 
 
 @pytest.mark.parametrize("size,levels", [(64, 4), (128, 5), (64, 3)], ids=["celeba64", "celeba128", "shapes3d"])
+@pytest.mark.slow
 def test_the_authors_released_glow_sizes_are_within_the_readers_bounds(size: int, levels: int) -> None:
     """The authors' Glows (K = 32 steps, width 512, additive; CelebA 64 and FairFace L = 4,
     CelebA 128 L = 5, 3D Shapes L = 3) pass the architecture check every reader applies

@@ -90,6 +90,7 @@ def test_render_validation(renderer: Shapes3D) -> None:
 
 
 @pytest.mark.parametrize("shape", range(4))
+@pytest.mark.slow
 def test_orientation_is_visible_for_every_shape(renderer: Shapes3D, shape: int) -> None:
     base = np.array([[1, 5, 8, 4, shape, 0]])
     strip = renderer.render(Shapes3D.siblings(base)[0])

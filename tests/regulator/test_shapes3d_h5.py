@@ -25,6 +25,8 @@ from lassi.regulator.shapes3d import FACTOR_VALUES, N_IMAGES, Shapes3D, make_spl
 from lassi.regulator.shapes3d_h5 import Shapes3DH5Source, authors_correlated
 from lassi.spec import EXIT_CODES, SimilaritySpec, read_artifact
 
+pytestmark = pytest.mark.slow  # the module's HDF5 data set takes seconds to write
+
 SPLITS = dict(seed=0, n_train=400, n_val=100, n_test=100)
 CORRELATE = ("orientation", "object_hue", 0.9)
 SMALL = 16  # images are rendered at 16x16 and stored 4x4-repeated: area resizing gives them back

@@ -77,6 +77,7 @@ def test_perpendicular_finds_the_planted_direction(planted) -> None:
     np.testing.assert_allclose(unit(raw), vector)
 
 
+@pytest.mark.slow
 def test_the_kept_epoch_has_the_lowest_validation_loss(planted) -> None:
     z, y = planted["z"], planted["y_g"]
     losses = []
@@ -87,6 +88,7 @@ def test_the_kept_epoch_has_the_lowest_validation_loss(planted) -> None:
     assert kept.val_loss == pytest.approx(min(losses))
 
 
+@pytest.mark.slow
 def test_ramaswamy_is_orthogonal_to_the_task_and_scaled_by_the_mirror_distance(planted) -> None:
     g, t = fit(planted, "y_g"), fit(planted, "y_t")
     z = planted["z"].astype(np.float64)
@@ -112,6 +114,7 @@ def test_ramaswamy_refuses_parallel_boundaries(planted) -> None:
         mirror_move(g, g)
 
 
+@pytest.mark.slow
 def test_discover_finds_the_classifiers_hidden_direction() -> None:
     """A 'biased classifier' driven by the task direction u_t and a hidden direction v: with
     u_t known, the first direction found is v; the second is penalised away from both."""
@@ -147,6 +150,7 @@ def define(chain, out: Path, *options: str) -> SimilaritySpec:
     return read_artifact(out, expect=SimilaritySpec)
 
 
+@pytest.mark.slow
 def test_define_average_is_todays_default_unchanged(chain, tmp_path: Path) -> None:
     spec = define(chain, tmp_path / "avg.safetensors", "--attribute", "orientation", "--epsilon", "1.0",
                   "--fidelity-images", "4", "--method", "average")  # fmt: skip
@@ -159,6 +163,7 @@ def test_define_average_is_todays_default_unchanged(chain, tmp_path: Path) -> No
     assert spec.meta.attributes == before.meta.attributes
 
 
+@pytest.mark.slow
 def test_define_perpendicular_records_the_classifier(chain, tmp_path: Path) -> None:
     spec = define(chain, tmp_path / "perp.safetensors", "--attribute", "orientation",
                   "--method", "perpendicular", "--boundary-epochs", "2")  # fmt: skip
@@ -175,6 +180,7 @@ def test_define_perpendicular_records_the_classifier(chain, tmp_path: Path) -> N
     assert meta.fidelity is None
 
 
+@pytest.mark.slow
 def test_define_ramaswamy_records_both_boundaries(chain, tmp_path: Path) -> None:
     spec = define(chain, tmp_path / "ram.safetensors", "--attribute", "orientation", "--method",
                   "ramaswamy", "--task", "object_hue", "--boundary-epochs", "1")  # fmt: skip
@@ -187,6 +193,7 @@ def test_define_ramaswamy_records_both_boundaries(chain, tmp_path: Path) -> None
     )
 
 
+@pytest.mark.slow
 def test_define_discover_with_a_lassi_encoder_as_the_biased_classifier(chain, tmp_path: Path) -> None:
     spec = define(chain, tmp_path / "disc.safetensors", "--method", "discover", "--task",
                   "object_hue", "--classifier", str(chain["encoder"]), "--directions", "2",
@@ -218,6 +225,7 @@ def test_define_discover_with_a_lassi_encoder_as_the_biased_classifier(chain, tm
         (["--attribute", "orientation", "--task", "object_hue"], "not used by --method average"),
     ],
 )  # fmt: skip
+@pytest.mark.slow
 def test_define_refuses_bad_method_options(chain, tmp_path: Path, options, message) -> None:
     out = tmp_path / "spec.safetensors"
     result = CliRunner().invoke(
@@ -228,6 +236,7 @@ def test_define_refuses_bad_method_options(chain, tmp_path: Path, options, messa
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_define_discover_refuses_a_non_encoder_classifier(chain, tmp_path: Path) -> None:
     out = tmp_path / "spec.safetensors"
     result = CliRunner().invoke(
@@ -238,6 +247,7 @@ def test_define_discover_refuses_a_non_encoder_classifier(chain, tmp_path: Path)
     assert result.exit_code != 0 and "Traceback" not in result.output and not out.exists()
 
 
+@pytest.mark.slow
 def test_a_spec_naming_a_learned_method_needs_its_record(chain) -> None:
     meta = read_artifact(chain["spec"], expect=SimilaritySpec).meta
     with pytest.raises(ValueError, match="method record"):

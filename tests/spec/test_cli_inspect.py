@@ -55,6 +55,7 @@ def test_schema_export_and_version() -> None:
     assert version.exit_code == 0 and "lassi-consumer" in version.output
 
 
+@pytest.mark.slow
 def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "short.safetensors"
     path.write_bytes(b"abc")

@@ -117,6 +117,7 @@ def _optimiser_steps(args: list[str]) -> int:
 @pytest.mark.parametrize(
     "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
 )
+@pytest.mark.slow
 def test_device_cpu_and_auto_equal_no_option(
     name: str, chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +136,7 @@ def test_device_cpu_and_auto_equal_no_option(
 @pytest.mark.parametrize(
     "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
 )
+@pytest.mark.slow
 def test_device_cuda_without_cuda_is_one_line(
     name: str, chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -296,6 +298,7 @@ TRAINING = ("train-glow", "producer-train")  # Adam-trained weights; consumer tr
 @pytest.mark.parametrize(
     "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
 )
+@pytest.mark.slow
 def test_commands_on_cuda_match_cpu(name: str, chain: dict[str, Path], tmp_path: Path) -> None:
     """Each heavy command with --device cuda writes what --device cpu writes, up to float32
     rounding: the same keys, dtypes and shapes, integer tensors (statuses, predictions, counts)

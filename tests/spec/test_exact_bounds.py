@@ -175,6 +175,7 @@ def _within(count: int, rate: float, trials: int = TRIALS) -> bool:
 
 
 @pytest.mark.parametrize(("m", "k"), [(1, 3), (2, 4), (49, 64)], ids=["segment", "disc", "ball"])
+@pytest.mark.slow
 def test_exact_certificates_are_sound(m: int, k: int) -> None:
     counts = _failure_rates(m, k)
     assert counts["certified"] > TRIALS // 2  # the check is not vacuous
@@ -186,6 +187,7 @@ def test_exact_certificates_are_sound(m: int, k: int) -> None:
     assert counts["end"] == 0 or _within(counts["end"], SIM.alpha), counts
 
 
+@pytest.mark.slow
 def test_rank_one_lower_fails_the_same_test() -> None:
     correct = estimation_rank(SIM)
     assert binom.sf(correct - 2, SIM.n, shifted_level(SIM)) > 1.5 * SIM.alpha2  # exact rate

@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 
+import pytest
 import tomllib
 
 from factories import ROOT
@@ -46,12 +47,14 @@ def test_declared_dependency_direction() -> None:
     assert {d for d in _deps("consumer") if d.startswith("lassi")} == {"lassi-spec"}
 
 
+@pytest.mark.slow
 def test_imports_follow_the_declared_direction() -> None:
     assert _imported_lassi_packages("spec_schema") <= {"spec"}
     assert _imported_lassi_packages("regulator") <= {"spec", "regulator"}
     assert _imported_lassi_packages("consumer") <= {"spec", "consumer"}
 
 
+@pytest.mark.slow
 def test_consumer_imports_without_regulator_or_producer() -> None:
     code = (
         "import sys\n"

@@ -12,6 +12,8 @@ from click.testing import CliRunner
 
 from factories import DATA
 
+pytestmark = pytest.mark.slow  # every test reads the session's chain
+
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

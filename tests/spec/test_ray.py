@@ -41,6 +41,7 @@ def _assert_identical(a: Path, b: Path, names: tuple[str, ...]) -> None:
         assert np.array_equal(ta[name], tb[name]), f"tensor '{name}' differs"
 
 
+@pytest.mark.slow
 def test_certify_and_verify_through_ray_equal_local(
     chain: dict[str, Path], tmp_path: Path, ray_cluster
 ) -> None:
@@ -78,6 +79,7 @@ class _CrashOnce:
         return {"value": rng.normal(size=3).astype(np.float32), "count": int(rng.integers(100))}
 
 
+@pytest.mark.slow
 def test_a_crashed_actor_is_restarted_and_its_samples_retried(tmp_path: Path, ray_cluster) -> None:
     def fresh() -> dict[str, np.ndarray]:
         return {"value": np.zeros((12, 3), np.float32), "count": np.zeros(12, np.int64)}
@@ -94,6 +96,7 @@ def test_a_crashed_actor_is_restarted_and_its_samples_retried(tmp_path: Path, ra
         assert np.array_equal(want[name], got[name]), name
 
 
+@pytest.mark.slow
 def test_executor_ray_without_ray_names_the_extra(chain: dict[str, Path], tmp_path: Path) -> None:
     # a child process in which `import ray` fails, as in an install without the [ray] extra
     code = (
@@ -132,6 +135,7 @@ def _one_error_line(result, fragment: str) -> None:
     assert lines[0].startswith("error: ") and fragment in lines[0] and "Traceback" not in lines[0]
 
 
+@pytest.mark.slow
 def test_an_unreachable_ray_address_fails_fast_in_one_line(
     chain: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -175,6 +179,7 @@ def test_a_port_that_is_not_a_ray_cluster_is_refused_within_the_timeout() -> Non
             probe_ray_address(bad)
 
 
+@pytest.mark.slow
 def test_a_local_ray_node_that_cannot_start_is_one_line(
     chain: dict[str, Path], tmp_path: Path
 ) -> None:

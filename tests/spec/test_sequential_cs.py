@@ -95,6 +95,7 @@ def test_look_schedule_and_mixture() -> None:
     assert float(log_mixture(s, t, p, (100.0, 100.0))) == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.slow
 def test_certify_at_the_boundary_fails_at_most_alpha1() -> None:
     """The real step 2: P(|t| ≤ r̂) = p* exactly; the test may pass in at most α1 of the cases."""
     r_hat = BOUNDARY.sigma * norm.ppf((1.0 + P_STAR) / 2.0)
@@ -104,6 +105,7 @@ def test_certify_at_the_boundary_fails_at_most_alpha1() -> None:
     assert _within(int(sum(passed)), trials)
 
 
+@pytest.mark.slow
 def test_rule_at_the_boundary_fails_at_most_alpha1_and_naive_peeking_does_not() -> None:
     trials = 20_000
     passed, _ = _simulate(_module_rule, P_STAR, BOUNDARY.n0, trials, seed=0)
@@ -121,6 +123,7 @@ def test_a_median_ball_passes_early() -> None:
     assert used.mean() < params.n0 / 3
 
 
+@pytest.mark.slow
 def test_same_center_and_radius_as_the_fixed_test_with_fewer_evaluations() -> None:
     fixed = CenterSmoothingParams(sigma=0.65, epsilon=0.5, n0=5_000, n=2_000, delta=0.1)
     sequential = CenterSmoothingParams(**{**fixed.__dict__, "abstain_test": "sequential"})
@@ -145,6 +148,7 @@ def test_parameters_round_trip_and_refusal() -> None:
     assert "sequential" in never_certifies(CenterSmoothingParams(**hopeless, abstain_test="sequential"))
 
 
+@pytest.mark.slow
 def test_encode_records_the_sequential_test(chain: dict, tmp_path) -> None:
     out = tmp_path / "test.safetensors"
     # fmt: off

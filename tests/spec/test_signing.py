@@ -53,6 +53,7 @@ def _train(bundle: Path, out: Path, key: Path) -> object:
     )
 
 
+@pytest.mark.slow
 def test_signed_bundle_is_accepted(tmp_path: Path, keys: dict[str, Path], bundle: Path) -> None:
     result = CliRunner().invoke(producer, ["sign", str(bundle), "--key", str(keys["producer"])])
     assert result.exit_code == 0, result.output
@@ -127,6 +128,7 @@ def _verify(files: dict[str, Path], out: Path, *keys: str) -> object:
     return CliRunner().invoke(consumer, [str(a) for a in args])
 
 
+@pytest.mark.slow
 def test_consumer_refuses_a_spec_without_the_regulators_signature(
     tmp_path: Path, handed_over: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,6 +168,7 @@ def test_consumer_refuses_a_spec_without_the_regulators_signature(
 
 
 @pytest.mark.parametrize("command", ["encode", "export-onnx"])
+@pytest.mark.slow
 def test_producer_refuses_a_spec_without_the_regulators_signature(
     tmp_path: Path, handed_over: dict[str, Path], command: str
 ) -> None:

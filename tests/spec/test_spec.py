@@ -150,6 +150,7 @@ def test_interrupted_write_leaves_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_killed_writer_process_leaves_no_file(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     code = (
