@@ -76,6 +76,7 @@ def test_every_model_option_of_the_role_clis_names_a_default(role: str) -> None:
     assert count >= 5
 
 
+@pytest.mark.slow
 def test_a_default_is_read_without_torch_where_the_command_needs_none() -> None:
     """``predict`` reads its defaults from the onnxruntime path's function: its help (which
     shows them) runs with torch unimportable."""
