@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from lassi.regulator.data_config import DatasetConfig, dataset_config_from_options, dataset_options
-from lassi.spec import LossWeights, UsageError
+from lassi.spec import CenterSmoothingParams, EncoderArchitecture, LossWeights, UsageError
 from lassi.spec.runtime import cli_options as option
 from lassi.spec.runtime.cli import role_group, set_threads, trusted_inputs, validated
 from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
@@ -26,7 +26,6 @@ main = role_group(
 )
 
 TRAINING = "lassi.producer.training:EncoderTrainConfig"
-CERTIFICATE = "lassi.spec.contract.models:CenterSmoothingParams"
 ENCODE = "lassi.producer.encode:encode_split"
 
 spec_option = click.option(
@@ -66,16 +65,16 @@ def _load_spec(spec: Path, options: dict[str, Any]) -> tuple[SimilaritySet, Data
 @dataset_options
 @click.option("--task", required=True, help="Attribute to predict (e.g. object_hue).")
 @option.out("Encoder artifact to write.")
-@option.model(TRAINING, "architecture", type=click.Choice(["latent_mlp", "image_resnet18"]))
+@option.model(EncoderArchitecture, "architecture")
 @option.model(
-    TRAINING,
+    EncoderArchitecture,
     "hidden",
     type=str,
     shown=lambda widths: ",".join(map(str, widths)),
     help="Hidden widths of the latent MLP.",
 )
-@option.model(TRAINING, "width", type=int, help="Base width of the ResNet-18.")
-@option.model(TRAINING, "k", type=int, help="Representation size.")
+@option.model(EncoderArchitecture, "width", help="Base width of the ResNet-18.")
+@option.model(EncoderArchitecture, "k", help="Representation size.")
 @click.option(
     "--lambda-adv",
     "adv",
@@ -198,22 +197,20 @@ def train_command(
     "authors' endpoints analysis); lassi-consumer verify then reports certified samples that "
     "are empirically unfair.",
 )
-@option.model(CERTIFICATE, "sigma", type=float, help="Std of the t-noise sigma_enc.")
-@option.model(CERTIFICATE, "n0", type=int)
-@option.model(CERTIFICATE, "n", type=int)
-@option.model(CERTIFICATE, "alpha1", type=float)
-@option.model(CERTIFICATE, "alpha2", type=float)
-@option.model(CERTIFICATE, "delta", type=float, help="Abstain threshold Delta.")
+@option.model(CenterSmoothingParams, "sigma", help="Std of the t-noise sigma_enc.")
+@option.model(CenterSmoothingParams, "n0")
+@option.model(CenterSmoothingParams, "n")
+@option.model(CenterSmoothingParams, "alpha1")
+@option.model(CenterSmoothingParams, "alpha2")
+@option.model(CenterSmoothingParams, "delta", help="Abstain threshold Delta.")
 @option.model(
-    CERTIFICATE,
+    CenterSmoothingParams,
     "bounds",
-    type=click.Choice(["exact", "hoeffding"]),
     help="Confidence bounds of center smoothing: exact binomial or Hoeffding.",
 )
 @option.model(
-    CERTIFICATE,
+    CenterSmoothingParams,
     "abstain_test",
-    type=click.Choice(["fixed", "sequential"]),
     help="Step 2 of center smoothing: n0 draws, or the anytime-valid test that stops early "
     "(at most n0 draws, same alpha1).",
 )
@@ -235,7 +232,7 @@ def encode_command(
 ) -> None:
     """Encode a data split into a representation bundle (certified with --certify)."""
     from lassi.producer.encode import encode_split
-    from lassi.spec.contract.models.certificate import CenterSmoothingParams, never_certifies
+    from lassi.spec.contract.models.certificate import never_certifies
 
     if endpoints and not certify:
         raise UsageError(None, "--endpoints needs --certify (end points are center-smoothed)")
