@@ -26,8 +26,9 @@ from lassi.producer.base_function import load_encoder
 from lassi.regulator.shapes3d import FACTOR_SIZES, Shapes3D
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import read_artifact
+from lassi.spec.contract.models import CenterSmoothingParams
 from lassi.spec.contract.torch_state import run_key
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, CenterSmoothingParams
+from lassi.spec.runtime.center_smoothing import CenterSmoothing
 from lassi.spec.runtime.per_sample import Executor, PerSampleLoop
 
 

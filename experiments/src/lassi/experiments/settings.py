@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from importlib import resources
 from pathlib import Path
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lassi.spec import LossWeights, UsageError
 from lassi.spec.contract.errors import validation_message
-from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
+from lassi.spec.contract.models import CenterSmoothingParams
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -205,7 +204,5 @@ def load_settings(settings: Path | None = None, protocols: Path | None = None) -
 
 
 def with_draws(params: CenterSmoothingParams, n0: int, n: int) -> CenterSmoothingParams:
-    """``params`` with other draw counts (a dataclass or a pydantic model)."""
-    if hasattr(params, "model_copy"):
-        return params.model_copy(update={"n0": n0, "n": n})
-    return dataclasses.replace(params, n0=n0, n=n)
+    """``params`` with other draw counts (validated again)."""
+    return params.replace(n0=n0, n=n)

@@ -20,7 +20,7 @@ from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import define_spec, load_glow
 from lassi.spec import DataProvenance, LossWeights, UsageError, read_artifact
 from lassi.spec.contract.binding import read_spec_header
-from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
+from lassi.spec.contract.models import CenterSmoothingParams
 
 
 def regulator_data(glow_path: Path, root: Path | None = None) -> DatasetConfig:

@@ -6,8 +6,8 @@ The same options serve the regulator (Glow training, attribute vectors) and the 
 An artifact records its data relocatably (:meth:`DatasetConfig.provenance`): the data source
 kind, its options, and for a folder source's CSV its name relative to the data root (or, for a
 CSV kept elsewhere, its SHA-256), never a local path. Whoever reads the data again passes their
-own ``--data-root`` (:meth:`DatasetConfig.from_provenance`); a path an older version recorded
-is ignored with a one-line note.
+own ``--data-root`` (:meth:`DatasetConfig.from_provenance`); a recorded CSV that is not a plain
+relative name is never followed (a one-line note).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class DatasetConfig(BaseModel):
     ) -> DatasetConfig:
         """Rebuild the config an artifact was made from (e.g. the spec's data for ``show``),
         reading the data from the caller's own ``root`` (and ``csv``): recorded paths are never
-        followed (one written by an older version is ignored with a note on stderr).
+        followed.
 
         Options another party recorded that are not valid are an invalid artifact (exit 3,
         naming ``where``), not a usage error of whoever reads the file. Data on disk without a
@@ -114,9 +114,6 @@ class DatasetConfig(BaseModel):
         from pydantic import ValidationError
 
         name = where or "the artifact"
-        if data.root is not None:
-            note(f"{name} records a data folder path (an older version wrote it); it is ignored: "
-                 "data is read from --data-root only")
         if data.dataset != "shapes3d" and root is None:
             raise UsageError(where, f"records {data.dataset} data: pass --data-root FOLDER (your copy "
                              "of it; recorded paths are never followed)")
@@ -143,7 +140,7 @@ class DatasetConfig(BaseModel):
             problem = name_problem(recorded_csv) if isinstance(recorded_csv, str) else "is not a name"
             if problem is None:
                 kwargs["csv"] = Path(root) / recorded_csv
-            else:  # an older version's absolute path, or a hostile name: never followed
+            else:  # an absolute path or a hostile name: never followed
                 note(f"{name} records its CSV as {str(recorded_csv)[:200]!r}, which {problem}; it "
                      "is ignored (pass --csv to name the CSV)")
         elif csv_sha256 is not None and root is not None:

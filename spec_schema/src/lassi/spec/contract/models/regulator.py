@@ -79,12 +79,6 @@ class DataProvenance(Model):
     ``csv_sha256``, the SHA-256 of a CSV kept outside it."""
 
     dataset: Literal["shapes3d", "shapes3d-h5", "celeba", "folder", "fairface"]
-    root: str | None = Field(
-        None,
-        exclude=True,
-        description="written by older versions only: the local data folder; read, ignored (a "
-        "reader uses its own --data-root) and never written again",
-    )
     split: str = "train"
     n_samples: int = Field(ge=0)
     seed: int = Field(0, ge=0)
@@ -163,8 +157,8 @@ class AttributeInfo(Model):
     the low half (a binary attribute: label 1 minus label 0). ``vectors = "pairs"`` (a
     multi-valued attribute, as in the authors' code for 3D Shapes): one vector per pair (b, e)
     of values with b below and e above the middle value, a_{b,e} = mean E_G(x | v = e) − mean
-    E_G(x | v = b); 3D Shapes orientation gives 7 × 7 = 49. Files written before pairs existed
-    have no ``vector_names``: they hold one vector named after the attribute.
+    E_G(x | v = b); 3D Shapes orientation gives 7 × 7 = 49. An attribute without
+    ``vector_names`` has one halves vector, named after the attribute (:attr:`names`).
 
     ``given`` (``define --condition-on``): after those vectors, one more halves vector per value
     g of the attribute ``given``, computed over the train images with ``given = g`` only (on 3D
