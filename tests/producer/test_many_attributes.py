@@ -93,10 +93,10 @@ def test_certify_with_49_vectors(trained: tuple) -> None:
 
 
 def bundle_latents(sim, ids: np.ndarray, folder: Path) -> torch.Tensor:
-    from lassi.producer.latents import glow_latents
+    from lassi.producer.latents import glow_latents_of
     from lassi.regulator.data_config import make_source
 
-    return glow_latents(sim, make_source(DATA), DATA, ids, folder / ".cache", progress=False)
+    return glow_latents_of(sim, make_source(DATA), DATA, ids, folder / ".cache", progress=False).z
 
 
 @pytest.mark.slow

@@ -46,7 +46,6 @@ __all__ = [
     "MLPClassifier",
     "make_classifier",
     "train_classifier",
-    "evaluate_accuracy",
     "train_consumer_classifier",
     "load_classifier",
     "export_classifier_onnx",
@@ -180,18 +179,6 @@ def evaluate(
     return correct / max(1, len(z)), loss / max(1, len(z))
 
 
-def evaluate_accuracy(
-    model: nn.Module,
-    z: torch.Tensor,
-    y: torch.Tensor,
-    sigma: float = 0.0,
-    seed: int = 0,
-    batch_size: int = 4096,
-) -> float:
-    """Accuracy of ``model`` on (z, y), with one N(0, σ² I) draw per sample when σ > 0 (seeded)."""
-    return evaluate(model, z, y, sigma, seed, batch_size)[0]
-
-
 def train_classifier(
     model: nn.Module,
     z: torch.Tensor,
@@ -283,7 +270,7 @@ def train_classifier(
             accuracy, val_loss = evaluate(model, z_v, y_v, sigma=sigma, seed=seed)
             history["val_accuracy_noisy"].append(accuracy)
             history["val_loss_noisy"].append(val_loss)
-            history["val_accuracy_clean"].append(evaluate_accuracy(model, z_v, y_v))
+            history["val_accuracy_clean"].append(evaluate(model, z_v, y_v)[0])
             if patience is not None:
                 if best_state is None or val_loss < best_loss - MIN_IMPROVEMENT * abs(best_loss):
                     best_loss, stale, history["best_epoch"] = val_loss, 0, epoch

@@ -131,17 +131,3 @@ def _restore(
     if files and (sha is None or sha.shape != (n, DIGEST_SIZE) or sha.dtype != np.uint8):
         return None, None  # a cache written before it recorded file hashes: encode anew
     return np.array(z), None if sha is None else np.array(sha)
-
-
-def glow_latents(
-    sim: SimilaritySet,
-    source,
-    data: DatasetConfig,
-    ids: np.ndarray,
-    cache_dir: Path | None,
-    batch_size: int = 256,
-    progress: bool = True,
-    desc: str = "glow latents",
-) -> torch.Tensor:
-    """E_G(x) [N, D] (float32) of the images ``ids`` (:func:`glow_latents_of`'s latents)."""
-    return glow_latents_of(sim, source, data, ids, cache_dir, batch_size, progress, desc).z
