@@ -20,11 +20,8 @@ from lassi.producer.cli import main as producer
 from lassi.regulator.cli import main as regulator
 from lassi.spec import UsageError
 from lassi.spec.contract.models import CenterSmoothingParams
-from lassi.spec.runtime.center_smoothing import (
-    CenterSmoothing,
-    device_distances,
-    distances_to,
-)
+from lassi.spec.runtime.center_selection import distances_to
+from lassi.spec.runtime.center_smoothing import CenterSmoothing, device_distances
 from lassi.spec.runtime.device import parse_device, resolve_device
 
 HAS_CUDA = torch.cuda.is_available()
@@ -96,6 +93,10 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
     return {k: v for k, v in load_file(str(path)).items() if k != "seconds"}
 
 
+COMMANDS = ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
+"""The keys of ``_commands``: every command that takes ``--device``."""
+
+
 def _run(command: tuple, label: str, extra: list[str], d: Path) -> Path:
     """Run one of ``_commands`` with ``extra`` options, writing to ``d/label``; its output path."""
     group, args, out_option = command
@@ -114,9 +115,7 @@ def _optimiser_steps(args: list[str]) -> int:
     return int(value["--epochs"]) * -(-int(value["--max-train"]) // int(value["--batch-size"]))
 
 
-@pytest.mark.parametrize(
-    "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
-)
+@pytest.mark.parametrize("name", COMMANDS)
 @pytest.mark.slow
 def test_device_cpu_and_auto_equal_no_option(
     name: str, chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -133,9 +132,7 @@ def test_device_cpu_and_auto_equal_no_option(
             np.testing.assert_array_equal(results[label][key], value, err_msg=f"{label}: {key}")
 
 
-@pytest.mark.parametrize(
-    "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
-)
+@pytest.mark.parametrize("name", COMMANDS)
 @pytest.mark.slow
 def test_device_cuda_without_cuda_is_one_line(
     name: str, chain: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -295,9 +292,7 @@ TRAINING = ("train-glow", "producer-train")  # Adam-trained weights; consumer tr
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
-@pytest.mark.parametrize(
-    "name", ["train-glow", "producer-train", "encode", "export-onnx", "consumer-train", "verify"]
-)
+@pytest.mark.parametrize("name", COMMANDS)
 @pytest.mark.slow
 def test_commands_on_cuda_match_cpu(name: str, chain: dict[str, Path], tmp_path: Path) -> None:
     """Each heavy command with --device cuda writes what --device cpu writes, up to float32
