@@ -9,7 +9,7 @@ import click
 
 from lassi.regulator import TOOL
 from lassi.regulator.data_config import dataset_config_from_options, dataset_options
-from lassi.spec import GlowConfig, UsageError
+from lassi.spec import CenterSmoothingParams, GlowConfig, UsageError
 from lassi.spec.runtime import cli_options as option
 from lassi.spec.runtime.cli import role_group, set_threads, trusted_inputs, validated
 from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
@@ -101,13 +101,7 @@ def import_glow_command(checkpoint: Path, out: Path, image_size: int, n_bits: in
     help="Sensitive attribute (repeat for several: the l2 ball ||t|| <= eps); required except "
     "with --method discover.",
 )
-@click.option(
-    "--epsilon",
-    type=float,
-    default=1.0,  # the spec's epsilon is the regulator's choice: no model holds a default
-    show_default=True,
-    help="Radius of the similarity ball in t-space.",
-)
+@option.model(CenterSmoothingParams, "epsilon", help="Radius of the similarity ball in t-space.")
 @dataset_options
 @click.option(
     "--max-images",

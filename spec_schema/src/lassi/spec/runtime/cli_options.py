@@ -213,11 +213,10 @@ def executor(command: Callable[..., Any]) -> Callable[..., Any]:
         "--executor ray: a local one). An address where no cluster answers within "
         "10 s is an error.",
     )(command)
-    command = click.option(
-        "--workers",
+    command = model(
+        "lassi.spec.runtime.executors:make_executor",
+        "workers",
         type=click.IntRange(min=1),
-        default=2,
-        show_default=True,
         expose_value=False,
         callback=_remember,
         help="Ray actors (each loads the model once; --threads torch threads each).",
