@@ -54,7 +54,8 @@ from lassi.producer.base_function import BaseFunction  # noqa: E402
 from lassi.regulator.encoders import ImageResNet18  # noqa: E402
 from lassi.regulator.glow import Glow  # noqa: E402
 from lassi.spec.contract.models import CenterSmoothingParams  # noqa: E402
-from lassi.spec.runtime.center_smoothing import CenterSmoothing, min_median_index  # noqa: E402
+from lassi.spec.runtime.center_selection import min_median_index  # noqa: E402
+from lassi.spec.runtime.center_smoothing import CenterSmoothing  # noqa: E402
 
 SIZES: dict[str, dict[str, int]] = {
     "tiny": dict(image_size=16, n_levels=2, n_steps=2, hidden=16, width=8, k=16),

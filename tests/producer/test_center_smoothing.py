@@ -25,11 +25,8 @@ from lassi.spec.contract.models.certificate import (
     abstain_margins,
     quantile_level,
 )
-from lassi.spec.runtime.center_smoothing import (
-    CenterSmoothing,
-    lower_median,
-    min_median_index,
-)
+from lassi.spec.runtime.center_selection import lower_median, min_median_index
+from lassi.spec.runtime.center_smoothing import CenterSmoothing
 from lassi.spec.runtime.seeding import Stage, numpy_rng
 
 pytestmark = pytest.mark.usefixtures("single_thread")

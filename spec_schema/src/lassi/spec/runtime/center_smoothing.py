@@ -59,10 +59,8 @@ can replay certificates with a numpy callable such as an onnxruntime session.
 
 The parameters, and what they imply before any draw (the levels and ranks of steps 2-4, whether a
 sample can ever certify), are :mod:`lassi.spec.contract.models.certificate`'s: a certified file
-records them.
-
-Why over 500 lines: the four steps and the evaluation of the base function (torch, numpy or
-onnxruntime, CPU or GPU) form one algorithm the audit replays as is.
+records them. Step 1's selection and the order statistics are
+:mod:`lassi.spec.runtime.center_selection`'s.
 """
 
 from __future__ import annotations
@@ -87,6 +85,12 @@ from lassi.spec.contract.models.certificate import (
     sequential_looks,
     shifted_level,
 )
+from lassi.spec.runtime.center_selection import (
+    distances_to,
+    lower_median,
+    min_median_index,
+    order_statistic,
+)
 from lassi.spec.runtime.seeding import Stage, numpy_rng
 
 if TYPE_CHECKING:
@@ -95,15 +99,6 @@ if TYPE_CHECKING:
 # Noise rows are drawn from a stage's stream in chunks of this many rows (a property of the
 # stream only: numpy's normal draws are sequential, so the values never depend on it either).
 NOISE_CHUNK_ROWS = 1 << 16
-# Step 1 selection (see min_median_index): exact medians of the first PILOT_ROWS draws give a
-# threshold; the other rows are pruned with lower bounds from a PROJECTION_DIM-dimensional
-# principal subspace (found on the first PCA_ROWS draws), and only survivors get exact medians.
-# Rows are handled SELECTION_BLOCK at a time, so memory is O(n0 · block).
-PILOT_ROWS = 128
-PROJECTION_DIM = 32
-PCA_ROWS = 2048
-SELECTION_BLOCK = 512
-TIE_TOLERANCE = 1e-10
 # Draws per base-function call unless the caller says otherwise (an execution setting: the
 # certificate never depends on it).
 BATCH_SIZE = 2_000
@@ -137,102 +132,6 @@ class CenterCertificate:
         if not self.abstained:
             return CenterStatus.CERTIFIED
         return CenterStatus.ABSTAIN_DELTA if self.reason == "delta" else CenterStatus.ABSTAIN_Q
-
-
-def order_statistic(values: np.ndarray, rank: int) -> float:
-    """The ``rank``-th smallest value (1-based), without interpolation."""
-    if not 1 <= rank <= values.size:
-        raise ValueError(f"rank {rank} outside 1..{values.size}")
-    return float(np.partition(values, rank - 1)[rank - 1])
-
-
-def lower_median(values: np.ndarray) -> float:
-    """The median of an odd count, the lower of the two middle values of an even count."""
-    return order_statistic(values, (values.size + 1) // 2)
-
-
-def distances_to(points: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """ℓ2 distances [B] of points [B, k] to center [k], in float64 (row-wise, batch-independent)."""
-    diff = np.asarray(points, dtype=np.float64) - np.asarray(center, dtype=np.float64)
-    return np.sqrt(np.sum(diff * diff, axis=1))
-
-
-def _gram_factors(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Factors L [N, k+2], R [k+2, N] with (L @ R)_ij = ||p_i − p_j||² (one matmul per block):
-    rows [p_i, ||p_i||², 1] against columns [−2 p_j, 1, ||p_j||²]."""
-    sq = np.einsum("ij,ij->i", points, points)[:, None]
-    ones = np.ones_like(sq)
-    left = np.hstack([points, sq, ones])
-    return left, np.ascontiguousarray(np.hstack([-2.0 * points, ones, sq]).T)
-
-
-def min_median_index(points: np.ndarray) -> int:
-    """Step 1 selection: the index of the point with the smallest median distance to the others.
-
-    The median of the n0 − 1 distances is :func:`lower_median`'s. Squared distances come from
-    float64 Gram blocks of the mean-centred points; medians within ``TIE_TOLERANCE`` · max ||p||²
-    of the smallest (far above Gram rounding) count as ties and the lowest index wins, so exact
-    ties (e.g. two points, or repeated outputs) resolve like a brute-force argmin.
-
-    Exact, but fast. The first ``PILOT_ROWS`` rows give a threshold τ (their best median). A later
-    row can only reach τ if at least ⌈(n0 − 1)/2⌉ of its squared distances are below τ, and
-    distances after an orthogonal projection are lower bounds of the true ones. So each block
-    of rows passes two cheap filters before its exact medians are computed: a count along the
-    first principal axis (sorted coordinates and a binary search), then a float32 count in the
-    ``PROJECTION_DIM``-dimensional principal subspace. Memory is O(n0 · SELECTION_BLOCK).
-    """
-    x = np.asarray(points, dtype=np.float64)
-    count = x.shape[0]
-    x = x - x.mean(axis=0)
-    left, right = _gram_factors(x)
-    max_sq = float(left[:, -2].max())
-    tie = TIE_TOLERANCE * max_sq
-    rank = (count - 2) // 2 + 1  # 1-based rank of the lower median among the n0 − 1 others
-
-    def exact_sq_medians(rows: np.ndarray) -> np.ndarray:
-        d2 = np.maximum(left[rows] @ right, 0.0)
-        d2[np.arange(rows.size), rows] = -1.0  # self: always the smallest, then skipped
-        d2.partition(rank, axis=1)  # in place; 0-based position `rank` = rank-th among others
-        return d2[:, rank].copy()
-
-    rows = [np.arange(min(PILOT_ROWS, count))]
-    medians = [exact_sq_medians(rows[0])]
-    tau = float(medians[0].min())
-    if count > PILOT_ROWS and tau > tie:  # (else no later row can win: ties keep the lowest index)
-        y = _principal_coordinates(x)
-        axis, axis_sorted = y[:, 0], np.sort(y[:, 0])
-        y_left, y_right = _gram_factors(y.astype(np.float32))
-        slack = 1e-4 * max_sq  # bounds the rounding of the projected squared distances
-        for start in range(PILOT_ROWS, count, SELECTION_BLOCK):
-            block = np.arange(start, min(start + SELECTION_BLOCK, count))
-            # Filter 1: (y_i1 − y_j1)² ≤ d²_ij; count the j within reach on the first axis.
-            reach = math.sqrt(tau + tie + slack)
-            hi = np.searchsorted(axis_sorted, axis[block] + reach, side="right")
-            lo = np.searchsorted(axis_sorted, axis[block] - reach, side="left")
-            block = block[hi - lo - 1 >= rank]  # minus self
-            # Filter 2: the same count in the principal subspace.
-            lower = y_left[block] @ y_right
-            below = np.count_nonzero(lower < tau + tie + slack, axis=1) - 1
-            block = block[below >= rank]
-            if block.size > 0:
-                rows.append(block)
-                medians.append(exact_sq_medians(block))
-                tau = min(tau, float(medians[-1].min()))
-    all_rows, all_medians = np.concatenate(rows), np.concatenate(medians)
-    return int(all_rows[all_medians <= tau + tie].min())
-
-
-def _principal_coordinates(x: np.ndarray) -> np.ndarray:
-    """Coordinates [N, PROJECTION_DIM] of x in an orthonormal basis of its dominant subspace,
-    axes by decreasing variance (randomized range finder with one power iteration on the first
-    PCA_ROWS rows, then a small eigendecomposition). Only the pruning rate depends on it."""
-    sample = x[:PCA_ROWS]
-    probe = np.random.default_rng(0).standard_normal((sample.shape[0], PROJECTION_DIM))
-    basis = np.linalg.qr(sample.T @ probe)[0]
-    basis = np.linalg.qr(sample.T @ (sample @ basis))[0]
-    y = x @ basis
-    axes = np.linalg.eigh(y.T @ y)[1][:, ::-1]
-    return y @ axes
 
 
 class CenterSmoothing:
