@@ -32,7 +32,7 @@ from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.spec import EncoderCard, GlowArtifact, RepresentationBundle, UsageError, read_artifact
 from lassi.spec.contract.binding import read_spec_header
 from lassi.spec.contract.io import read_header
-from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
+from lassi.spec.contract.models import CenterSmoothingParams
 
 if TYPE_CHECKING:  # the roles' modules import torch: loaded when an experiment runs
     from lassi.experiments.workspace import Workspace
