@@ -10,7 +10,7 @@ import pytest
 from lassi.experiments import load_settings
 from lassi.experiments.cli import main
 from lassi.spec import LossWeights, UsageError
-from lassi.spec.runtime.center_smoothing import CenterSmoothingParams
+from lassi.spec.contract.models import CenterSmoothingParams
 
 
 def test_the_packaged_settings_are_the_papers() -> None:
