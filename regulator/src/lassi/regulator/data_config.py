@@ -209,7 +209,10 @@ def make_source(config: DatasetConfig) -> Any:
 
 
 def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """click options that build a ``DatasetConfig`` (passed on as ``data_config``)."""
+    """click options that build a ``DatasetConfig`` (passed on as ``data_config``); not given,
+    they are None, so that options another data set does not use can be refused."""
+    from lassi.spec.runtime.cli_options import default_of
+
     options = [
         click.option(
             "--dataset",
@@ -238,31 +241,34 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "by default every file is read inside it.",
         ),
         click.option(
-            "--image-size", type=int, default=None, help="Image size (default: 64, or the spec's)."
+            "--image-size",
+            type=int,
+            default=None,
+            help=f"Image size (default: {default_of(DatasetConfig, 'image_size')}, or the spec's).",
         ),
         click.option(
             "--data-seed",
             type=int,
             default=None,
-            help="Seed of the 3D Shapes splits [default: 0].",
+            help=f"Seed of the 3D Shapes splits [default: {default_of(DatasetConfig, 'seed')}].",
         ),
         click.option(
             "--n-train",
             type=int,
             default=None,
-            help="3D Shapes: train split size [default: 20 000].",
+            help=f"3D Shapes: train split size [default: {default_of(DatasetConfig, 'n_train')}].",
         ),
         click.option(
             "--n-val",
             type=int,
             default=None,
-            help="3D Shapes: validation split size [default: 1 000].",
+            help=f"3D Shapes: validation split size [default: {default_of(DatasetConfig, 'n_val')}].",
         ),
         click.option(
             "--n-test",
             type=int,
             default=None,
-            help="3D Shapes: test split size [default: 1 000].",
+            help=f"3D Shapes: test split size [default: {default_of(DatasetConfig, 'n_test')}].",
         ),
         click.option(
             "--correlate",
@@ -304,7 +310,9 @@ def dataset_config_from_options(
     """
     from pydantic import ValidationError
 
-    size = options.pop("image_size") or image_size or 64
+    from lassi.spec.runtime.cli_options import default_of
+
+    size = options.pop("image_size") or image_size or default_of(DatasetConfig, "image_size")
     root, csv = options.pop("data_root"), options.pop("csv")
     allow = bool(options.pop("allow_symlinks_outside_root", False))
     given = options.pop("dataset")
