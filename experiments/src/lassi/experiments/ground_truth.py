@@ -38,6 +38,18 @@ def siblings_of(sample_id: int) -> tuple[np.ndarray, np.ndarray]:
     return factors, Shapes3D.factors_to_index(factors)
 
 
+def _smoothed_models(spec, encoder, classifier, device: str | torch.device):
+    """The spec's Glow and set, the producer's base function, the consumer's smoothed classifier
+    (on ``device``) and the classifier's artifact."""
+    sim = SimilaritySet.load(spec)
+    sim.glow.to(device)
+    base, _, _ = load_encoder(encoder, sim)
+    base.to(device)
+    model, card = load_classifier(classifier)
+    smooth = Smooth.for_linear_head(model.to(device), card.meta.sigma_cls, device=device)
+    return sim, base, smooth, card
+
+
 @torch.no_grad()
 def siblings_predict(
     spec, encoder, classifier, test, seed: int, cert: CenterSmoothingParams, n0: int, n: int,
@@ -45,12 +57,7 @@ def siblings_predict(
 ) -> np.ndarray:
     """[N, 15] predictions of the smoothed model (step-1 center, PREDICT) on the siblings;
     ``device``: where E_G, E_L and C_L run (noise is drawn on the CPU from per-sample seeds)."""
-    sim = SimilaritySet.load(spec)
-    sim.glow.to(device)
-    base, _, _ = load_encoder(encoder, sim)
-    base.to(device)
-    model, card = load_classifier(classifier)
-    smooth = Smooth.for_linear_head(model.to(device), card.meta.sigma_cls, device=device)
+    sim, base, smooth, card = _smoothed_models(spec, encoder, classifier, device)
     params = CenterSmoothingParams(sigma=cert.sigma, epsilon=cert.epsilon, n0=n0, n=n0)
     renderer = renderer or Shapes3D(sim.glow.image_size)
     ids = read_artifact(test).tensors["ids"]
@@ -79,15 +86,9 @@ def siblings_certified(
     result (per-sample seeds); ``checkpoint``: resume from this file (None: no resume);
     ``device``: where E_G, E_L and C_L run; ``renderer``: whose ``render(factors)`` gives the
     siblings (default: the built-in renderer; a 3dshapes.h5 source's serves the file's images)."""
-    sim = SimilaritySet.load(spec)
-    sim.glow.to(device)
-    base, _, _ = load_encoder(encoder, sim)
-    base.to(device)
-    model, card = load_classifier(classifier)
-    smooth = Smooth.for_linear_head(model.to(device), card.meta.sigma_cls, device=device)
+    sim, base, smooth, card = _smoothed_models(spec, encoder, classifier, device)
     bundle = read_artifact(test)
     certificate = bundle.meta.certificate
-    params = certificate
     rs = read_artifact(report).meta.smoothing
     renderer = renderer or Shapes3D(sim.glow.image_size)
     ids = bundle.tensors["ids"]
@@ -112,7 +113,7 @@ def siblings_certified(
         }
         z_g = sim.encode_images(renderer.render(factors))
         for j, (z, sid) in enumerate(zip(z_g, sibling_ids, strict=True)):
-            center = CenterSmoothing(base.for_latent(z.to(device)), sim.m, params).certify(
+            center = CenterSmoothing(base.for_latent(z.to(device)), sim.m, certificate).certify(
                 certificate.seed, int(sid)
             )
             row["r_cs"][j] = center.r_cs

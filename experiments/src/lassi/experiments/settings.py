@@ -82,6 +82,21 @@ class SiblingProbe(Frozen):
     sigma_cls: float = Field(gt=0)
 
 
+class Certification:
+    """What a settings model with ``center_smoothing`` (a mapping, validated here as
+    CenterSmoothingParams) and ``randomized_smoothing`` fields certifies with."""
+
+    @property
+    def cert(self) -> CenterSmoothingParams:
+        """The certified test bundles' center smoothing parameters."""
+        return CenterSmoothingParams(**self.center_smoothing)
+
+    @property
+    def verify(self) -> dict:
+        """Keyword arguments of lassi.consumer.verification.verify (n0, n, alpha)."""
+        return self.randomized_smoothing.model_dump()
+
+
 class CelebAEncoder(Frozen):
     """E_L of the CelebA experiments: an MLP on the Glow latent."""
 
@@ -109,7 +124,7 @@ class CelebAMethod(Frozen):
         return self
 
 
-class CelebA(Frozen):
+class CelebA(Frozen, Certification):
     """The paper's CelebA experiments (Sec. 5, Table 1)."""
 
     tasks: list[str] = Field(min_length=1)
@@ -126,14 +141,6 @@ class CelebA(Frozen):
     center_smoothing: dict[str, float | int | str]
     randomized_smoothing: RandomizedSmoothing
 
-    @property
-    def cert(self) -> CenterSmoothingParams:
-        return CenterSmoothingParams(**self.center_smoothing)
-
-    @property
-    def verify(self) -> dict:
-        return self.randomized_smoothing.model_dump()
-
 
 class Protocol(Frozen):
     """One of Table 2's protocols (protocols.toml)."""
@@ -146,7 +153,7 @@ class Protocol(Frozen):
     siblings: Literal["certify", "predict"]
 
 
-class Settings(Frozen):
+class Settings(Frozen, Certification):
     regulator: Regulator
     producer: Producer
     encoder: Encoder
@@ -159,16 +166,6 @@ class Settings(Frozen):
     sibling_probe: SiblingProbe
     celeba: CelebA
     protocols: dict[str, Protocol]
-
-    @property
-    def cert(self) -> CenterSmoothingParams:
-        """The certified test bundles' center smoothing parameters."""
-        return CenterSmoothingParams(**self.center_smoothing)
-
-    @property
-    def verify(self) -> dict:
-        """Keyword arguments of lassi.consumer.verification.verify (n0, n, alpha)."""
-        return self.randomized_smoothing.model_dump()
 
     @property
     def pairs_protocols(self) -> list[str]:
