@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lassi.spec import LossWeights, UsageError
 from lassi.spec.contract.errors import validation_message
 from lassi.spec.contract.models import CenterSmoothingParams
+from lassi.spec.runtime.cli_options import default_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,10 +50,21 @@ class Method(Frozen):
     augment: int = Field(0, ge=0)  # lassi-producer train --augment N (the data-augmentation row)
 
 
+def _verify_default(name: str):
+    """The default of ``lassi.consumer.verification.verify``'s parameter ``name``, read when a
+    settings file leaves it out (the consumer's module needs torch: imported only then)."""
+    return lambda: default_of(VERIFY, name)
+
+
+VERIFY = "lassi.consumer.verification:verify"
+
+
 class RandomizedSmoothing(Frozen):
-    n0: int = Field(ge=1)
-    n: int = Field(ge=1)
-    alpha: float = Field(gt=0, lt=1)
+    """The consumer's CERTIFY; a value left out is verify's default (the paper's)."""
+
+    n0: int = Field(default_factory=_verify_default("n0"), ge=1)
+    n: int = Field(default_factory=_verify_default("n"), ge=1)
+    alpha: float = Field(default_factory=_verify_default("alpha"), gt=0, lt=1)
 
 
 class Table2(Frozen):
@@ -84,7 +96,8 @@ class SiblingProbe(Frozen):
 
 class Certification:
     """What a settings model with ``center_smoothing`` (a mapping, validated here as
-    CenterSmoothingParams) and ``randomized_smoothing`` fields certifies with."""
+    CenterSmoothingParams; a parameter left out is the model's default, the paper's) and
+    ``randomized_smoothing`` fields certifies with."""
 
     @property
     def cert(self) -> CenterSmoothingParams:
@@ -138,8 +151,8 @@ class CelebA(Frozen, Certification):
     encoder: CelebAEncoder
     methods: dict[str, CelebAMethod] = Field(min_length=1)
     adv_overrides: dict[str, float] = Field(default_factory=dict)  # "TASK/SENSITIVE" -> lambda_adv
-    center_smoothing: dict[str, float | int | str]
-    randomized_smoothing: RandomizedSmoothing
+    center_smoothing: dict[str, float | int | str] = Field(default_factory=dict)
+    randomized_smoothing: RandomizedSmoothing = Field(default_factory=RandomizedSmoothing)
 
 
 class Protocol(Frozen):
@@ -158,8 +171,8 @@ class Settings(Frozen, Certification):
     producer: Producer
     encoder: Encoder
     methods: dict[str, Method]
-    center_smoothing: dict[str, float | int | str]
-    randomized_smoothing: RandomizedSmoothing
+    center_smoothing: dict[str, float | int | str] = Field(default_factory=dict)
+    randomized_smoothing: RandomizedSmoothing = Field(default_factory=RandomizedSmoothing)
     table2: Table2
     ablation: Ablation
     transfer: Transfer
