@@ -97,17 +97,21 @@ def test_peak_memory_of_a_cli_run_is_bounded(target: str, chain: dict[str, Path]
 
 
 def test_the_peak_memory_measure_of_the_corpus_can_fail() -> None:
-    """invoke_bounded (used for every CLI case) catches a command that allocates past its limit."""
+    """invoke_bounded (used for every CLI case) catches a command that allocates past its limit.
+
+    The block is far above the failing limit: the session's other threads and its garbage
+    collector can lower the resident size by tens of MiB during the call (a 64 MiB block against
+    a 32 MiB limit once went unseen in a full run)."""
     import click
 
     @click.command()
     def hungry() -> None:
-        block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB, touched
+        block = np.ones(256 * 1024 * 1024 // 8)  # 256 MiB, touched
         click.echo(block.sum())
 
     if not os.access("/proc/self/clear_refs", os.W_OK):
         pytest.skip("no /proc/self/clear_refs here: the corpus runs unmeasured")
-    assert invoke_bounded(hungry, [], limit_kib=256 * 1024).exit_code == 0
+    assert invoke_bounded(hungry, [], limit_kib=1024 * 1024).exit_code == 0
     with pytest.raises(AssertionError, match="peak memory grew"):
         invoke_bounded(hungry, [], limit_kib=32 * 1024)
 
