@@ -87,6 +87,7 @@ def make(kind: str, n: int = 5, k: int = 4) -> tuple:
             n_positive=5,
             n_negative=5,
             vector_norm=1.5,
+            vector_names=["orientation"],
         )
         meta = SimilaritySpec(
             tool=tool,
@@ -268,35 +269,41 @@ def run(main, args: list[str]) -> str:
 
 def build_chain(d, glow: Path | None = None, define: tuple[str, ...] = (), data: list[str] | None = None,
                 attribute: str = "orientation", task: str = "object_hue",
-                glow_options: tuple[str, ...] = ("--levels", "2", "--depth", "2", "--hidden", "16")) -> dict:
+                glow_options: tuple[str, ...] = ("--levels", "2", "--depth", "2", "--hidden", "16"),
+                glow_training: tuple[str, ...] = ("--steps", "40", "--batch-size", "16", "--warmup", "5"),
+                encoder_options: tuple[str, ...] = ("--hidden", "64,32", "--k", "16", "--epochs", "2",
+                                                    "--attack-points", "4"),
+                certify: tuple[int, int, int] = (6, 1500, 2000), verify_n: int = 2000) -> dict:
     """regulator -> producer -> consumer at tiny sizes, through the CLIs; returns the file paths.
     ``glow``: reuse this Glow instead of training one; ``define``: more ``define`` options;
-    ``data``: the data options of every command (default DATA, the rendered 3D Shapes)."""
+    ``data``: the data options of every command (default DATA, the rendered 3D Shapes);
+    ``glow_options``/``glow_training``: train-glow's architecture and schedule;
+    ``encoder_options``: producer train's sizes; ``certify``: the certified test bundle's
+    (samples, n0, n); ``verify_n``: verify's n."""
     data = DATA if data is None else data
+    limit, n0, n = (str(v) for v in certify)
     from lassi.consumer.cli import main as consumer
     from lassi.producer.cli import main as producer
     from lassi.regulator.cli import main as regulator
 
     p = {name: d / f"{name}.safetensors" for name in ("glow", "spec", "encoder", "train", "test", "classifier", "report")}
     if glow is None:
-        run(regulator, ["train-glow", *data, *glow_options, "--steps", "40",
-                        "--batch-size", "16", "--warmup", "5", "--quiet", "--out", str(p["glow"])])
+        run(regulator, ["train-glow", *data, *glow_options, *glow_training, "--quiet", "--out", str(p["glow"])])
     else:
         p["glow"] = glow
     run(regulator, ["define", "--glow", str(p["glow"]), "--attribute", attribute, "--epsilon", "1.0", *data,
                     "--fidelity-images", "4", "--quiet", *define, "--out", str(p["spec"])])
-    run(producer, ["train", "--spec", str(p["spec"]), *data, "--task", task, "--hidden", "64,32", "--k", "16",
-                   "--epochs", "2", "--batch-size", "64", "--attack-points", "4", "--lambda-contr", "0.1",
-                   "--delta", "1", "--quiet", "--out", str(p["encoder"])])
+    run(producer, ["train", "--spec", str(p["spec"]), *data, "--task", task, *encoder_options,
+                   "--batch-size", "64", "--lambda-contr", "0.1", "--delta", "1", "--quiet", "--out", str(p["encoder"])])
     run(producer, ["encode", "--spec", str(p["spec"]), "--encoder", str(p["encoder"]), *data, "--split", "train",
                    "--quiet", "--out", str(p["train"])])
     run(producer, ["encode", "--spec", str(p["spec"]), "--encoder", str(p["encoder"]), *data, "--split", "test",
-                   "--limit", "6", "--certify", "--n0", "1500", "--n", "2000", "--delta", "0.1", "--quiet",
+                   "--limit", limit, "--certify", "--n0", n0, "--n", n, "--delta", "0.1", "--quiet",
                    "--out", str(p["test"])])
     run(consumer, ["train", "--bundle", str(p["train"]), "--task", task, "--sigma", "0.5", "--quiet",
                    "--out", str(p["classifier"])])
     run(consumer, ["verify", "--classifier", str(p["classifier"]), "--bundle", str(p["test"]), "--n0", "100",
-                   "--n", "2000", "--quiet", "--out", str(p["report"])])
+                   "--n", str(verify_n), "--quiet", "--out", str(p["report"])])
     return p
 # fmt: on
 

@@ -9,10 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factories import run, write_celeba_faces
-from lassi.consumer.cli import main as consumer
-from lassi.producer.cli import main as producer
-from lassi.regulator.cli import main as regulator
+from factories import build_chain, write_celeba_faces
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.spec import EncoderCard, GlowArtifact, SimilaritySpec, VerificationReport, read_artifact
 
@@ -34,22 +31,11 @@ def test_the_whole_chain_at_128(celeba: Path, tmp_path: Path) -> None:
     """train-glow -> define -> producer train -> encode (--certify) -> consumer train -> verify,
     every step at 128x128 (D = 49 152), with the fewest steps and samples that exercise it."""
     data = ["--dataset", "celeba", "--data-root", str(celeba), "--image-size", "128"]
-    p = {name: tmp_path / f"{name}.safetensors" for name in ("glow", "spec", "encoder", "train", "test", "classifier", "report")}
-    run(regulator, ["train-glow", *data, "--levels", "5", "--depth", "1", "--hidden", "4", "--steps", "4",
-                    "--batch-size", "8", "--warmup", "1", "--quiet", "--out", str(p["glow"])])
-    run(regulator, ["define", "--glow", str(p["glow"]), "--attribute", "Male", *data, "--quiet", "--out", str(p["spec"])])
-    run(producer, ["train", "--spec", str(p["spec"]), *data, "--task", "Smiling", "--hidden", "32", "--k", "8",
-                   "--epochs", "1", "--batch-size", "64", "--attack-points", "2", "--lambda-contr", "0.1",
-                   "--delta", "1", "--quiet", "--out", str(p["encoder"])])
-    run(producer, ["encode", "--spec", str(p["spec"]), "--encoder", str(p["encoder"]), *data, "--split", "train",
-                   "--quiet", "--out", str(p["train"])])
-    run(producer, ["encode", "--spec", str(p["spec"]), "--encoder", str(p["encoder"]), *data, "--split", "test",
-                   "--limit", "3", "--certify", "--n0", "200", "--n", "400", "--delta", "0.1", "--quiet",
-                   "--out", str(p["test"])])
-    run(consumer, ["train", "--bundle", str(p["train"]), "--task", "Smiling", "--sigma", "0.5", "--quiet",
-                   "--out", str(p["classifier"])])
-    run(consumer, ["verify", "--classifier", str(p["classifier"]), "--bundle", str(p["test"]), "--n0", "100",
-                   "--n", "400", "--quiet", "--out", str(p["report"])])
+    p = build_chain(tmp_path, data=data, attribute="Male", task="Smiling",
+                    glow_options=("--levels", "5", "--depth", "1", "--hidden", "4"),
+                    glow_training=("--steps", "4", "--batch-size", "8", "--warmup", "1"),
+                    encoder_options=("--hidden", "32", "--k", "8", "--epochs", "1", "--attack-points", "2"),
+                    certify=(3, 200, 400), verify_n=400)  # fmt: skip
     glow = read_artifact(p["glow"], expect=GlowArtifact).meta
     assert (glow.flow.image_size, glow.flow.n_levels, glow.preprocessing.image_size) == (128, 5, 128)
     spec = read_artifact(p["spec"], expect=SimilaritySpec, parents={"glow": p["glow"]})
