@@ -217,7 +217,6 @@ def verify_command(
             warn=lambda text: click.echo(text, err=True), spec_path=spec_path, **settings,
         )  # fmt: skip
     scope = report.meta.scope
-    assert scope is not None  # verify always records it
     notes = [binding_note(scope), coverage_note(scope)]
     note = "\n".join(line for line in notes if line)
     if html is not None:

@@ -34,6 +34,7 @@ from lassi.spec.contract.io import read_header
 from lassi.spec.runtime.html_page import (
     Figure,
     SampleSection,
+    Shown,
     coverage_caveat,
     render_page,
     write_page,
@@ -187,9 +188,10 @@ def write_audit_page(
         else:
             note = f"no images: its data under --data-root is not the data encoded ({r.detail})"
             sections.append(SampleSection(heading, row, note=note))
+    confirmed = sum(r.verdict == "confirmed" for r in result.rows)
     summary = {
-        "audited": len(rows),
-        "confirmed": sum(r.verdict == "confirmed" for r in result.rows),
+        "audited": Shown(len(rows), str(len(rows)), "samples audited"),
+        "confirmed": Shown(confirmed, f"{confirmed} of {len(rows)}", "r_CS claims confirmed"),
         "epsilon": sim.epsilon,
         "m": sim.m,
         "spec_sha256": sim.sha256,

@@ -65,8 +65,11 @@ class SampleSection:
 
 
 def coverage_caveat(coverage: Coverage | None, spec_known: bool) -> str:
-    """The spec's coverage record in words: the set contains about X % of a real change of the
-    attribute, X = 100 (1 - latent residual) (see :class:`lassi.spec.contract.models.Coverage`)."""
+    """The spec's coverage record in words, each number said as a fraction of what (see
+    :class:`lassi.spec.contract.models.Coverage`): the latent residual is the share of the latent
+    distance from x to a real sibling that the set's closest member still leaves (so the set
+    reaches 1 - residual of the way); the pixel ratio compares that member's pixel error to the
+    unmoved reconstruction's (1 or more: no closer in pixels than not moving at all)."""
     if coverage is None:
         if not spec_known:
             return (
@@ -79,17 +82,38 @@ def coverage_caveat(coverage: Coverage | None, spec_known: bool) -> str:
             "outside it."
         )
     share = max(0.0, 100.0 * (1.0 - coverage.latent_residual))
-    return (
-        f"The similarity set contains about {share:.0f} % of a real change of the attribute "
-        f"(100 x (1 - latent residual {coverage.latent_residual:.3f}), measured by the "
-        f"regulator on {coverage.n_siblings} real siblings of {coverage.n_images} test images; "
-        f"pixel ratio {coverage.pixel_ratio:.3f}). Certificates cover the set, not the part of "
-        "a real change outside it."
+    pixels = (
+        "closer to the sibling than the unmoved image"
+        if coverage.pixel_ratio < 1
+        else "no closer to the sibling than the unmoved image"
     )
+    return (
+        f"Coverage, measured by the regulator on {coverage.n_siblings} real siblings (the same "
+        f"image at another orientation, at least {coverage.min_angle_deg:g} degrees away) of "
+        f"{coverage.n_images} test images. In the Glow's latent space, the set's member closest "
+        f"to a real sibling reaches about {share:.0f} % of the way from the image to the sibling "
+        f"(it leaves {coverage.latent_residual:.3f} of that distance: the latent residual). In "
+        f"pixels, that member decoded is {pixels}: its mean pixel error to the sibling is "
+        f"{coverage.pixel_ratio:.3f} times the unmoved reconstruction's (the pixel ratio; 0 = the "
+        "sibling itself, 1 = no closer). Certificates cover the set, not the part of a real "
+        "change outside it."
+    )
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A figure shown as its own text (a rate as a percentage with its count), under a label;
+    the cell's ``data-value`` keeps the exact ``value``."""
+
+    value: Any
+    text: str
+    label: str | None = None
 
 
 def shown(value: Any) -> str:
     """A JSON value as the page shows it: floats to 6 significant digits, None as a dash."""
+    if isinstance(value, Shown):
+        return value.text
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -101,7 +125,7 @@ def shown(value: Any) -> str:
 
 def value_cell(key: str, value: Any) -> str:
     """A table cell of one figure: the shown text, the exact JSON value in ``data-value``."""
-    exact = escape(json.dumps(value, allow_nan=False), quote=True)
+    exact = escape(json.dumps(value.value if isinstance(value, Shown) else value, allow_nan=False), quote=True)
     return f'<td data-field="{escape(key, quote=True)}" data-value="{exact}">{escape(shown(value))}</td>'
 
 
@@ -121,8 +145,11 @@ def rows_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], table_id:
 
 
 def summary_table(summary: dict[str, Any], table_id: str = "summary") -> str:
-    """A two-column table of named figures."""
-    body = "".join(f"<tr><th>{escape(k)}</th>{value_cell(k, v)}</tr>" for k, v in summary.items())
+    """A two-column table of named figures (a :class:`Shown` figure under its label)."""
+    body = "".join(
+        f"<tr><th>{escape(v.label if isinstance(v, Shown) and v.label else k)}</th>{value_cell(k, v)}</tr>"
+        for k, v in summary.items()
+    )
     return f'<table id="{escape(table_id, quote=True)}">{body}</table>'
 
 
