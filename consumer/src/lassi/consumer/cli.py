@@ -171,8 +171,11 @@ def train_command(
     default=None,
     help="The regulator's similarity spec: bind the certificate to its hash, epsilon and policy.",
 )
-@option.model(VERIFY, "n0", type=int)
-@option.model(VERIFY, "n", type=int)
+@option.model(
+    VERIFY, "n0", type=int,
+    help="Selection draws per sample: PREDICT's prediction (the report's) and CERTIFY's guess.",
+)  # fmt: skip
+@option.model(VERIFY, "n", type=int, help="Estimation draws per sample: the bound on p_A and R.")
 @option.model(VERIFY, "alpha", type=float)
 @option.model(VERIFY, "seed", type=int)
 @option.model(VERIFY, "batch_size", type=int)
@@ -254,10 +257,10 @@ def export_onnx_command(classifier_path: Path, out: Path, threads: int | None) -
     "--onnx", "onnx_path", type=option.FILE, required=True, help="Classifier ONNX (from export-onnx)."
 )
 @bundle_option
-@option.model(PREDICT, "n", type=int)
-@option.model(PREDICT, "alpha", type=float)
-@option.model(PREDICT, "seed", type=int)
-@click.option("--limit", type=int, default=None)
+@option.model(PREDICT, "n", type=int, help="Noise draws per sample (PREDICT's own, not verify's).")
+@option.model(PREDICT, "alpha", type=float, help="Level of PREDICT's test of the top two classes (it abstains when they cannot be told apart).")
+@option.model(PREDICT, "seed", type=int, help="Seed of the per-sample noise streams.")
+@click.option("--limit", type=int, default=None, help="Only the bundle's first LIMIT samples.")
 @click.option("--gpu", is_flag=True, help="Use CUDA if the installed onnxruntime offers it.")
 @option.json("Print per-sample predictions as JSON.")
 @option.threads
@@ -272,7 +275,15 @@ def predict_command(
     as_json: bool,
     threads: int | None,
 ) -> None:
-    """Smoothed predictions with onnxruntime alone (no torch); prints the provider used."""
+    """Smoothed predictions with onnxruntime alone (no torch); prints the provider used.
+
+    PREDICT (Cohen et al.) around each sample's z_CS (z where center smoothing abstained or the
+    bundle is not certified) on --n noise draws of its own: numpy's generator, where verify draws
+    torch's on its --n0 selection draws. So a sample's prediction here can differ from the one in
+    verify's report (most often near a tie, one abstaining and the other not); both are valid
+    PREDICTs, and the auditable prediction, the one a certificate speaks for, is the report's
+    (lassi-consumer verify; per sample in REPORT.json).
+    """
     from lassi.consumer.predict import predict_bundle
     from lassi.spec import UsageError
 

@@ -2,6 +2,12 @@
 
 The consumer (or anyone it hands the ONNX file to) runs PREDICT of Cohen et al. around each
 sample's z_CS (or z, for plain bundles and abstained centers) without lassi's training code.
+
+It draws its own noise: numpy's generator on each sample's (seed, sample id) stream, where
+``verify`` draws torch's (:mod:`lassi.consumer.randomized_smoothing`), and n draws where
+``verify`` predicts on its n0 selection draws. So for the same sample the two can differ (most
+often where PREDICT's test is close, one abstaining and the other not); each is a valid PREDICT,
+and the auditable prediction, the one the certificate speaks for, is the one in verify's report.
 """
 
 from __future__ import annotations
