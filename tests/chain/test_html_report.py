@@ -126,12 +126,14 @@ def test_audit_page_shows_the_findings_and_decodable_images(chain, audit_page) -
     summary = page.summary()
     assert summary["audited"] == len(rows) == 2
     assert summary["confirmed"] == sum(r["verdict"] == "confirmed" for r in rows)
+    texts = {k: text for row in page.rows("summary") for k, (_, text) in row.items()}
+    assert texts["confirmed"] == f"{summary['confirmed']} of 2"
     assert summary["epsilon"] == spec.epsilon
     assert summary["glow_val_bits_per_dim"] == training.val_bits_per_dim
     assert summary["glow_train_bits_per_dim"] == training.train_bits_per_dim
     assert spec.coverage is not None
     share = max(0.0, 100 * (1 - spec.coverage.latent_residual))
-    assert f"contains about {share:.0f} % of a real change" in page.caveats[0]  # at the top
+    assert f"reaches about {share:.0f} % of the way" in page.caveats[0]  # at the top
     assert "bits/dim" in page.caveats[1]
     # per sample: the input, both ends of each chosen vector's segment, the ball points
     chosen = chosen_vectors(spec)
@@ -162,11 +164,14 @@ def test_verify_page_shows_the_reports_figures_without_images(chain, tmp_path: P
     summary = page.summary()
     for key, value in record["summary"].items():
         assert summary[key] == value, key
+    texts = {k: text for row in page.rows("summary") for k, (_, text) in row.items()}
+    n, certified = record["summary"]["n"], record["summary"]["certified_fairness"]
+    assert texts["certified_fairness"] == f"{100 * certified:.1f} % ({round(certified * n)} of {n})"
     assert summary["report_sha256"] == record["report_sha256"]
     assert summary["task"] == record["task"]
     coverage = record["scope"]["coverage"]
     share = max(0.0, 100 * (1 - coverage["latent_residual"]))
-    assert f"contains about {share:.0f} % of a real change" in page.caveats[0]
+    assert f"reaches about {share:.0f} % of the way" in page.caveats[0]
     assert not page.images and not page.urls
     assert any("regulator's audit page" in c for c in page.caveats)
 
