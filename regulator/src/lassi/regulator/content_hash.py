@@ -6,7 +6,9 @@ its ids) and ``DataProvenance.content_sha256`` over the list of (relative file n
 SHA-256) (:func:`lassi.spec.contract.data_identity.file_list_sha256`). Names are relative, so the hash
 identifies the data wherever an auditor keeps its copy; a changed byte or a renamed file
 changes it, and the per-file list says which file. Rendered sources (3D Shapes) have no files:
-the renderer and the factors of the recorded ids are their content, so they record no hash.
+the renderer and the factors of the recorded ids are their content, so they record no content
+hash; the renderer's identity (``renderer_sha256``, a hash of probe images rendered at run time)
+is recorded in the data options instead.
 
 Each file is read once: :func:`read_samples` hashes the bytes and keeps those of the samples
 the caller will decode, and :func:`read_images` decodes the very bytes it hashed (and checks
@@ -197,8 +199,9 @@ class CheckedImages:
     changes during the run is refused (:func:`read_images`), never mixed in.
 
     ``identity``: the data identity of the run (:func:`lassi.spec.contract.data_identity.data_key` of the
-    files' list hash, or of ``rendered``, the generator parameters of rendered data), for
-    checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash (None: rendered data).
+    files' list hash, or of ``rendered``, the generator parameters of rendered data, and of the
+    source's ``pipeline_sha256``, the code that makes images of what is stored: the 3D Shapes
+    renderer, a decoder), for checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash (None: rendered data).
     ``progress``: the description of a progress bar over the first hashing (None: no bar)."""
 
     def __init__(
@@ -213,10 +216,12 @@ class CheckedImages:
             if self.digests is None
             else file_list_sha256(self.ids.tolist(), source.file_names(self.ids), self.digests)
         )
+        pipeline = getattr(source, "pipeline_sha256", None)
+        made_by = {"pipeline": None if pipeline is None else pipeline()}  # renderer, decoder
         self.identity = (
-            data_key(rendered=rendered, ids=self.ids.tolist())
+            data_key(rendered=rendered, ids=self.ids.tolist(), **made_by)
             if self.digests is None
-            else data_key(files=self.content_sha256)
+            else data_key(files=self.content_sha256, **made_by)
         )
 
     def __call__(self, ids: Sequence[int]) -> np.ndarray:

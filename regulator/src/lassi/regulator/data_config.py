@@ -4,8 +4,11 @@ The same options serve the regulator (Glow training, attribute vectors) and the 
 (encoder training and encoding), so both parties can describe their data identically.
 
 An artifact records its data relocatably (:meth:`DatasetConfig.provenance`): the data source
-kind, its options, and for a folder source's CSV its name relative to the data root (or, for a
-CSV kept elsewhere, its SHA-256), never a local path. Whoever reads the data again passes their
+kind, its options, for a folder source's CSV its name relative to the data root (or, for a
+CSV kept elsewhere, its SHA-256), never a local path, and for rendered 3D Shapes the renderer's
+identity (``renderer_sha256``: a hash of probe images rendered at run time). Data recorded with
+another renderer identity than this machine's is refused (exit 4), files written before it was
+recorded are read without that check. Whoever reads the data again passes their
 own ``--data-root`` (:meth:`DatasetConfig.from_provenance`); a recorded CSV that is not a plain
 relative name is never followed (a one-line note).
 """
@@ -23,6 +26,11 @@ import click
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lassi.spec import DataProvenance, InvalidArtifactError, UsageError
+from lassi.spec.contract.data_identity import (
+    RENDERER_OPTION,
+    recorded_renderer,
+    renders_differently,
+)
 from lassi.spec.contract.errors import validation_message
 
 # The 3D Shapes sources, whose splits are seeded (--data-seed, --n-train, ..., --correlate).
@@ -86,6 +94,8 @@ class DatasetConfig(BaseModel):
             options["correlate"] = self.correlate
         if self.csv is not None:
             options.update(csv_identity(self.csv, self.root))
+        if self.dataset == "shapes3d":  # the images are code: the renderer's identity
+            options[RENDERER_OPTION] = self.renderer_sha256()
         return DataProvenance(
             dataset=self.dataset,
             split=split,
@@ -93,6 +103,12 @@ class DatasetConfig(BaseModel):
             seed=self.seed,
             options=options,
         )
+
+    def renderer_sha256(self) -> str:
+        """The identity of the built-in renderer here at this image size (shapes3d only)."""
+        from lassi.regulator.shapes3d import renderer_sha256
+
+        return renderer_sha256(self.image_size)
 
     @classmethod
     def from_provenance(
@@ -120,6 +136,7 @@ class DatasetConfig(BaseModel):
         if data.dataset == "shapes3d" and root is not None:
             raise UsageError(root, "--data-root does not apply: the data is 3D Shapes (generated)")
         options = dict(data.options)
+        renderer = recorded_renderer(data, name)
         kwargs: dict[str, Any] = {"dataset": data.dataset, "seed": data.seed}
         kwargs["allow_symlinks_outside_root"] = allow_symlinks_outside_root
         if root is not None:
@@ -147,10 +164,30 @@ class DatasetConfig(BaseModel):
             raise UsageError(where, "was made with a CSV kept outside its data root (only its "
                              "SHA-256 is recorded): pass --csv with that CSV")
         try:
-            return cls(**kwargs)
+            config = cls(**kwargs)
         except ValidationError as error:
             message = validation_message(error, "data option")
             raise InvalidArtifactError(where, f"records data options that are not valid: {message}") from None
+        if renderer is not None and config.dataset == "shapes3d":
+            config.check_renderer(renderer, name)
+        return config
+
+    def check_rendered_as(self, recorded: DataProvenance | None, where: str | Path | None) -> None:
+        """Refuse (exit 4) this 3D Shapes data where ``recorded`` (an input artifact's data,
+        ``where``) is 3D Shapes at this image size from another renderer identity; nothing to
+        check for other data or for files that predate the identity."""
+        if recorded is None or not recorded.dataset == self.dataset == "shapes3d":
+            return
+        renderer = recorded_renderer(recorded, where)
+        if renderer is not None and recorded.options.get("image_size") == self.image_size:
+            self.check_renderer(renderer, where)
+
+    def check_renderer(self, recorded: str, where: str | Path, whose: str = "its") -> None:
+        """Refuse (exit 4) rendered data recorded with another renderer identity than the one
+        this machine renders with at this image size: the same options would make other images."""
+        here = self.renderer_sha256()
+        if recorded != here:
+            raise renders_differently(where, recorded, here, whose)
 
 
 def note(text: str) -> None:
@@ -306,7 +343,9 @@ def dataset_config_from_options(
     ``recorded``: the data an input artifact (``where``, e.g. the spec) records. Without
     ``--dataset`` and ``--data-root``, data on disk there is a usage error saying to pass
     ``--data-root`` (never a silent fall back to 3D Shapes); with a ``--data-root`` whose
-    files do not tell the data set, the recorded kind is taken.
+    files do not tell the data set, the recorded kind is taken. Rendered data recorded at this
+    image size with another renderer identity than this machine's is refused (exit 4): the
+    images the artifact was made from render differently here.
     """
     from pydantic import ValidationError
 
@@ -357,7 +396,7 @@ def dataset_config_from_options(
     if "data_seed" in values:
         values["seed"] = values.pop("data_seed")
     try:
-        return DatasetConfig(
+        config = DatasetConfig(
             dataset=dataset,
             root=root,
             csv=csv,
@@ -367,6 +406,8 @@ def dataset_config_from_options(
         )
     except ValidationError as error:
         raise UsageError(None, validation_message(error, "data option", OPTION_NAMES)) from None
+    config.check_rendered_as(recorded, where)
+    return config
 
 
 def check_data_root(root: Path) -> Path:

@@ -25,9 +25,17 @@ once (lazily, with 3x3 supersampling and soft shadows; :mod:`lassi.regulator.sha
 into per-pixel weight maps, one per material (floor, wall, object): the fraction of the pixel
 covered by the material times its Lambert + ambient shading. An image is then just these three maps times the three HSV colours
 of the hue triple, which is cheap enough to render tens of thousands of images per second.
+
+The images are code, not files: :func:`renderer_sha256`, a hash of a few rendered probe images,
+is their identity. Caches, checkpoints and provenance of rendered data carry it, so images that
+render differently here (a changed renderer, numpy, a platform's floating point) are never mixed
+with images rendered before.
 """
 
 from __future__ import annotations
+
+import functools
+import hashlib
 
 import numpy as np
 
@@ -193,6 +201,34 @@ class Shapes3D:
         out = np.repeat(factors[:, None, :], FACTOR_SIZES[column], axis=1)
         out[:, :, column] = np.arange(FACTOR_SIZES[column])
         return out
+
+
+PROBE_FACTORS = np.array(
+    [
+        [0, 1, 2, 0, 0, 0],
+        [3, 4, 5, 7, 1, 14],
+        [6, 7, 8, 3, 2, 7],
+        [9, 0, 1, 5, 3, 3],
+        [2, 5, 9, 1, 2, 11],
+        [8, 3, 6, 6, 0, 5],
+    ],
+    dtype=np.int64,
+)
+"""The factor rows :func:`renderer_sha256` renders: every shape, the extreme scales and
+orientations and the middle one, every hue on some material."""
+
+
+@functools.cache
+def renderer_sha256(image_size: int) -> str:
+    """The identity of the images this renderer makes at ``image_size``: SHA-256 of the probe
+    images (:data:`PROBE_FACTORS`) and their material coverage, rendered now (once per process
+    and size). Any change in how images render, whoever made it, changes it."""
+    renderer = Shapes3D(image_size)
+    digest = hashlib.sha256(b"lassi.regulator.shapes3d probe v1\0")
+    digest.update(int(renderer.image_size).to_bytes(4, "little"))
+    digest.update(np.ascontiguousarray(renderer.render(PROBE_FACTORS)).tobytes())
+    digest.update(np.ascontiguousarray(renderer.material_coverage(PROBE_FACTORS)).tobytes())
+    return digest.hexdigest()
 
 
 def _factor_column(name: str) -> int:

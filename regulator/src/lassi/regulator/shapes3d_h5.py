@@ -174,6 +174,14 @@ class Shapes3DH5Source(Shapes3DFactors):
             raise DataError(self.path, f"cannot read images ({' '.join(str(error).split())[:200]})") from None
         return digest.hexdigest()
 
+    def pipeline_sha256(self) -> str:
+        """The identity of the resize from the stored 64 x 64 rows to ``image_size`` (none at
+        64): SHA-256 of seeded probe rows resized now."""
+        digest = hashlib.sha256(f"lassi 3dshapes.h5 resize probe v1\0{self.image_size}\0".encode())
+        probe = np.random.default_rng(0).integers(0, 256, (2, *IMAGE_SHAPE), dtype=np.uint8)
+        digest.update(np.ascontiguousarray(self._resize(probe)).tobytes())
+        return digest.hexdigest()
+
     def _resize(self, block: np.ndarray) -> np.ndarray:
         if self.image_size == IMAGE_SHAPE[0]:
             return block

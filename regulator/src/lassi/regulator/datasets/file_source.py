@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lassi.regulator.datasets.images import RESAMPLING, load_image
+from lassi.regulator.datasets.images import RESAMPLING, decode_sha256, load_image
 from lassi.regulator.datasets.listings import MAX_NAME_CHARS
 from lassi.regulator.datasets.source import SPLITS, DataError, ImageSource, OutsideRootError, as_ids
 
@@ -134,6 +134,10 @@ class FileImageSource(ImageSource):
     def attributes(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         rows = self.labels[as_ids(ids, len(self.files))].astype(np.int64)
         return {name: rows[:, i].copy() for i, name in enumerate(self.attribute_names)}
+
+    def pipeline_sha256(self) -> str:
+        """The decoder's identity at this size, crop and resampling (:func:`decode_sha256`)."""
+        return decode_sha256(self.image_size, self.crop, self.resample)
 
     def file_names(self, ids: np.ndarray) -> list[str]:
         return [self.files[i] for i in as_ids(ids, len(self.files))]

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import io
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -77,3 +80,34 @@ def decode_image(
     if side != size:
         image = image.resize((size, size), RESAMPLING[resample])
     return np.asarray(image, dtype=np.uint8)
+
+
+def _probe_files() -> list[bytes]:
+    """A fixed 96 x 80 picture (gradients and seeded noise) as PNG, JPEG and a greyscale PNG,
+    encoded now."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:80, 0:96]
+    pixels = np.stack([x * 255 // 95, y * 255 // 79, (x + y) * 255 // 174], axis=-1)
+    pixels = (pixels + rng.integers(-24, 25, pixels.shape)).clip(0, 255).astype(np.uint8)
+    files = []
+    for image, kind, options in (
+        (Image.fromarray(pixels), "PNG", {}),
+        (Image.fromarray(pixels), "JPEG", {"quality": 90}),
+        (Image.fromarray(pixels[..., 0]), "PNG", {}),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, format=kind, **options)
+        files.append(buffer.getvalue())
+    return files
+
+
+@functools.cache
+def decode_sha256(size: int, crop: int | None, resample: str) -> str:
+    """The identity of :func:`decode_image` at these settings: SHA-256 of probe files decoded,
+    cropped and resized now (once per process). A changed decoder or resize (an image library
+    update) changes it; so may a changed encoder of the probes, which only costs a cache."""
+    digest = hashlib.sha256(f"lassi decode probe v1\0{size}\0{crop}\0{resample}\0".encode())
+    for data in _probe_files():
+        image = decode_image(io.BytesIO(data), size, crop, resample, where=Path("<probe image>"))
+        digest.update(np.ascontiguousarray(image).tobytes())
+    return digest.hexdigest()

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 from lassi.regulator.datasets.source import ImageSource, as_ids
-from lassi.regulator.shapes3d import FACTOR_NAMES, FACTOR_SIZES, N_IMAGES, Shapes3D, make_splits
+from lassi.regulator.shapes3d import (
+    FACTOR_NAMES,
+    FACTOR_SIZES,
+    N_IMAGES,
+    Shapes3D,
+    make_splits,
+    renderer_sha256,
+)
 
 
 class Shapes3DFactors(ImageSource):
@@ -53,3 +60,6 @@ class Shapes3DSource(Shapes3DFactors):
     def images(self, ids: np.ndarray) -> np.ndarray:
         return self.renderer.render(Shapes3D.index_to_factors(as_ids(ids, N_IMAGES)))
 
+    def pipeline_sha256(self) -> str:
+        """The renderer's identity at this image size (:func:`lassi.regulator.shapes3d.renderer_sha256`)."""
+        return renderer_sha256(self.image_size)

@@ -78,6 +78,13 @@ class ImageSource(ABC):
         """Image file name (or CSV key) of each id, or None for built-in data."""
         return None
 
+    def pipeline_sha256(self) -> str | None:
+        """The identity of the code that turns this source's stored content into its images
+        (a renderer, a decoder and resize), from probe images made now; None: nothing to
+        identify. Caches of the images' latents are keyed by it, so images made differently
+        here are never served from a cache filled before."""
+        return None
+
     @staticmethod
     def check_split(split: str) -> None:
         """Raise :class:`DataError` unless ``split`` is train, val or test."""

@@ -7,8 +7,9 @@ weaker confidence than the regulator allows. ``check_binding`` is the one place 
 that (exit 4): the bundle's ``similarity_spec`` parent is the spec's hash, its certificate's
 epsilon is the spec's epsilon (the l2 ball of Eq. 4, paper Sec. 4.1), its attribute names are
 the spec's (in order), the dimension m of its t-noise is the spec's number of attribute
-vectors, and its center-smoothing parameters obey the spec's ``policy`` (paper Sec. 4.3:
-sigma_enc, n, alpha1/alpha2).
+vectors, its center-smoothing parameters obey the spec's ``policy`` (paper Sec. 4.3:
+sigma_enc, n, alpha1/alpha2), and rendered data (3D Shapes) comes from the spec's renderer
+(``renderer_sha256``, where both files record it).
 
 ``read_spec_header`` reads only a spec's metadata (no tensor is parsed, no torch needed) and
 hashes its bytes in the same single pass, so the consumer can bind a bundle to a spec.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lassi.spec.contract.data_identity import recorded_renderer
 from lassi.spec.contract.errors import IntegrityError
 from lassi.spec.contract.io import read_header
 from lassi.spec.contract.models import CertificateScope, RepresentationBundle, SimilaritySpec
@@ -47,6 +49,7 @@ def check_binding(
             f"was certified for attributes {bundle.attributes}, the spec defines "
             f"{spec.attribute_names}",
         )
+    _check_renderer(spec, bundle, where)
     certificate = bundle.certificate
     if certificate is None:
         return
@@ -66,6 +69,23 @@ def check_binding(
     problem = spec.policy.violation(certificate) if spec.policy is not None else None
     if problem:
         raise IntegrityError(where, f"breaks the spec's certification policy: {problem}")
+
+
+def _check_renderer(spec: SimilaritySpec, bundle: RepresentationBundle, where: str | Path) -> None:
+    """Rendered data (3D Shapes) of the spec and of the bundle at one image size must come from
+    the same renderer (``renderer_sha256``; not checked where either file predates it)."""
+    ours, theirs = spec.data, bundle.data
+    if ours is None or theirs is None or not ours.dataset == theirs.dataset == "shapes3d":
+        return
+    if ours.options.get("image_size") != theirs.options.get("image_size"):
+        return
+    recorded, wanted = recorded_renderer(theirs, where), recorded_renderer(spec.data, "the spec")
+    if recorded is not None and wanted is not None and recorded != wanted:
+        raise IntegrityError(
+            where,
+            f"was encoded from 3D Shapes rendered by a renderer with identity {recorded[:12]}…, "
+            f"the spec's images by another ({wanted[:12]}…): they render differently",
+        )
 
 
 def certificate_scope(

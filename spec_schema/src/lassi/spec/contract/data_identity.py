@@ -5,7 +5,11 @@ the data set's ``content_sha256`` (``DataProvenance``, ``content_hash = "per-fil
 SHA-256 over the list of (relative file name, file SHA-256) in ascending sample-id order, so the
 per-file list a bundle carries (tensor ``file_sha256``, uint8 [N, 32]) can be checked against
 the header's one hash, and an auditor can name each file that differs. Rendered data (3D
-Shapes) has no files: its generator parameters are its identity.
+Shapes) has no files: its generator parameters and the renderer's identity are its identity. The
+renderer's identity (``DataProvenance.options["renderer_sha256"]``, :data:`RENDERER_OPTION`) is a
+SHA-256 of probe images rendered at run time (``lassi.regulator.shapes3d.renderer_sha256``), so
+data rendered by one renderer is never taken for data rendered by another; files written before
+it was recorded lack it, and are read without that check.
 
 Caches and checkpoints are keyed by the same identity (:func:`data_key`), so a changed input is
 never served from a cache and never resumed into.
@@ -39,6 +43,36 @@ def file_list_sha256(ids: Sequence[int], names: Sequence[str], digests: np.ndarr
         name = name_bytes(names[row])
         total.update(len(name).to_bytes(8, "little") + name + digests[row].tobytes())
     return total.hexdigest()
+
+
+RENDERER_OPTION = "renderer_sha256"
+"""The ``DataProvenance.options`` entry of rendered data: the renderer's identity."""
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def recorded_renderer(data: Any, where: Any) -> str | None:
+    """The renderer identity a ``DataProvenance`` records (None: not recorded, a file written
+    before it was); one that is not a SHA-256 in hex is an invalid artifact (exit 3)."""
+    from lassi.spec.contract.errors import InvalidArtifactError
+
+    value = (getattr(data, "options", None) or {}).get(RENDERER_OPTION)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) != 64 or not set(value) <= _HEX:
+        raise InvalidArtifactError(where, f"records a {RENDERER_OPTION} that is not a SHA-256 in hex")
+    return value
+
+
+def renders_differently(where: Any, recorded: str, here: str, whose: str = "its") -> Exception:
+    """The one-line refusal (exit 4) of rendered data whose renderer identity is not ``here``'s."""
+    from lassi.spec.contract.errors import IntegrityError
+
+    return IntegrityError(
+        where,
+        f"{whose} 3D Shapes images were rendered by a renderer with identity {recorded[:12]}…; "
+        f"the images render differently here ({here[:12]}…), so they are not the same data",
+    )
 
 
 def data_key(**identity: Any) -> str:
