@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,60 @@ def test_flow_and_preprocessing_mismatch_is_an_invalid_artifact(
     write_raw(path, json.dumps(raw), tensors)
     with pytest.raises(InvalidArtifactError, match=f"preprocessing.{field} = {value} differs"):
         read_artifact(path)
+
+
+def _divergence_config(**flow):
+    from lassi.regulator import DatasetConfig
+    from lassi.regulator.training import GlowTrainConfig
+
+    data = DatasetConfig(dataset="shapes3d", image_size=8, n_train=64, n_val=16, n_test=16)
+    glow = GlowConfig(image_size=8, n_levels=1, n_steps=2, hidden=8, **flow)
+    return GlowTrainConfig(flow=glow, data=data, steps=60, batch_size=16, warmup_steps=0, lr=100.0)
+
+
+@pytest.mark.slow
+def test_a_divergence_says_the_step_the_history_and_the_fitting_remedies(tmp_path: Path) -> None:
+    """--lr 100 with affine couplings: step 0 is finite, step 1 NaN. The message names both, the
+    learning rate at the step, and suggests what fits an update that blew up (a lower --lr, a
+    warm-up, the additive coupling); nothing is written."""
+    from lassi.regulator.training import train_glow
+    from lassi.spec.contract.errors import TrainingDiverged
+
+    out = tmp_path / "glow.safetensors"
+    with pytest.raises(TrainingDiverged) as error:
+        train_glow(_divergence_config(coupling="affine"), out, progress=False)
+    message = str(error.value)
+    assert re.search(r"bits/dim nan at step 1 of 60; before it \d+\.\d{3} \(step 0\); learning rate 100 \(--lr\)",
+                     message), message  # fmt: skip
+    assert "lower --lr (e.g. --lr 10)" in message and "--coupling additive" in message
+    assert "a longer --warmup (now 0)" in message
+    assert "not the cause" not in message and "nearly constant" not in message
+    assert error.value.exit_code == 2 and not out.exists()
+
+
+def test_a_divergence_before_any_update_does_not_blame_the_learning_rate() -> None:
+    """A non-finite first step of a fresh run comes before any update: --lr is not suggested; a
+    batch of constant images is named as what it is (the data's scale, not the optimiser)."""
+    from lassi.regulator.training import divergence_message
+
+    config = _divergence_config(coupling="affine")
+    constant = torch.full((4, 3, 8, 8), 0.1) + torch.rand(4, 3, 8, 8) / 64  # under one 5-bit level
+    message = divergence_message(config, 0, math.inf, [], None, constant, fresh=True)
+    assert "bits/dim inf at step 0 of 60" in message
+    assert "nearly constant" in message and "check the images" in message
+    assert "--lr is not the cause" in message and "lower --lr" not in message
+    varied = torch.rand(4, 3, 8, 8) - 0.5
+    resumed = divergence_message(config, 0, math.nan, [], None, varied, fresh=False)
+    assert "lower --lr" in resumed and "nearly constant" not in resumed
+
+
+def test_a_divergence_after_a_rise_says_so() -> None:
+    from lassi.regulator.training import divergence_message
+
+    config = _divergence_config().model_copy(update={"warmup_steps": 200})
+    history = [(46, 3.2), (47, 3.9), (48, 4.8), (49, 6.1)]
+    message = divergence_message(config, 50, math.nan, history, (12, 2.9), torch.rand(4, 3, 8, 8) - 0.5, fresh=True)
+    assert "before it 3.200 (step 46), 3.900 (step 47), 4.800 (step 48), 6.100 (step 49)" in message
+    assert "risen from its lowest, 2.900 at step 12" in message
+    assert "learning rate 25.5, warm-up step 51 of 200 to --lr 100" in message
+    assert "a longer --warmup (now 200)" in message and "--coupling" not in message  # additive already

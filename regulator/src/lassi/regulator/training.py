@@ -77,6 +77,57 @@ def learning_rate(config: GlowTrainConfig, step: int) -> float:
     return config.lr * min(1.0, (step + 1) / config.warmup_steps)
 
 
+DIVERGENCE_HISTORY = 5  # finite bits/dim values a divergence message shows
+
+
+def divergence_message(
+    config: GlowTrainConfig, step: int, value: float, history: list[tuple[int, float]],
+    lowest: tuple[int, float] | None, x: Tensor, fresh: bool,
+) -> str:  # fmt: skip
+    """Why a non-finite bits/dim at ``step`` stopped the training, in what was observed, and the
+    remedies that fit: ``history`` the last finite (step, bits/dim) of this process, ``lowest``
+    its lowest, ``x`` the dequantised batch (pixels in [-0.5, 0.5] by construction), ``fresh``
+    whether the run started at step 0 (its first step comes before any update)."""
+    lr = learning_rate(config, step)
+    warming = config.warmup_steps > 0 and step + 1 < config.warmup_steps
+    schedule = (
+        f"learning rate {lr:.3g}, warm-up step {step + 1} of {config.warmup_steps} to --lr {config.lr:g}"
+        if warming
+        else f"learning rate {lr:g} (--lr)"
+    )
+    seen = [f"bits/dim {value} at step {step} of {config.steps}"]
+    if history:
+        shown = ", ".join(f"{v:.3f} (step {s})" for s, v in history)
+        seen.append(f"before it {shown}")
+    if lowest is not None and history and history[-1][1] > lowest[1] + 0.5:
+        seen.append(f"risen from its lowest, {lowest[1]:.3f} at step {lowest[0]}")
+    seen.append(schedule)
+    level = 1.0 / 2**config.flow.n_bits
+    spread = float(x.detach().float().std(dim=(0, 2, 3)).max()) if x.shape[0] * x[0, 0].numel() > 1 else 0.0
+    constant = spread < level
+    if constant:
+        seen.append(
+            f"the batch's images are nearly constant (largest per-channel std {spread:.2g}, below one "
+            f"{config.flow.n_bits}-bit level {level:g}: only the dequantisation noise varies)"
+        )
+    advice = []
+    if constant:
+        advice.append("check the images (blank or identical files under --data-root)")
+    if fresh and step == 0:
+        advice.append(
+            "the first step comes before any update, so --lr is not the cause: the initial flow "
+            "overflows on these images; try a smaller flow (--levels, --depth, --hidden)"
+            + (" or --coupling additive" if config.flow.coupling == "affine" else "")
+        )
+    else:
+        advice.append(f"lower --lr (e.g. --lr {config.lr / 10:g})")
+        if warming or config.warmup_steps < step + 1 <= 2 * max(config.warmup_steps, 1):
+            advice.append(f"a longer --warmup (now {config.warmup_steps})")
+        if config.flow.coupling == "affine":
+            advice.append("--coupling additive (the more stable coupling)")
+    return f"training diverged: {'; '.join(seen)}. Try: {'; or '.join(advice)}"
+
+
 def dequantize(x: Tensor, n_bits: int, generator: torch.Generator) -> Tensor:
     """Quantised x + u, u ~ U[0, 1/2**n_bits) per dimension (RealNVP Sec. 4.1; Glow Sec. 5)."""
     return x + torch.rand(x.shape, generator=generator, dtype=x.dtype) / 2**n_bits
@@ -250,6 +301,8 @@ def _train_glow(
         dynamic_ncols=True,
     )
     bpd_avg = float("nan")
+    history: list[tuple[int, float]] = []  # the last finite bits/dim, for a divergence message
+    lowest: tuple[int, float] | None = None
     glow.train()
     for step in range(start, config.steps):
         t0 = time.perf_counter()
@@ -265,9 +318,10 @@ def _train_glow(
         bpd = optimisation_step(glow, optimizer, x, config.grad_clip, ranks)
         value = float(ranks.sum(bpd) / ranks.world if ranks.active else bpd)
         if not math.isfinite(value):
-            raise TrainingDiverged(
-                None, f"training diverged (bits/dim is {value} at step {step}); lower --lr"
-            )
+            message = divergence_message(config, step, value, history, lowest, x, start == 0)
+            raise TrainingDiverged(None, message)
+        history = [*history[1 - DIVERGENCE_HISTORY :], (step, value)]
+        lowest = (step, value) if lowest is None or value < lowest[1] else lowest
         bpd_avg = value if math.isnan(bpd_avg) else 0.95 * bpd_avg + 0.05 * value
         elapsed = time.perf_counter() - t0
         seconds += elapsed
