@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PKGS := spec_schema/pyproject.toml regulator/pyproject.toml producer/pyproject.toml consumer/pyproject.toml experiments/pyproject.toml
 
-.PHONY: setup test test-fast lint demo bench results clean
+.PHONY: setup test test-fast lint demo bench results gpu-wheelhouse clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,11 @@ bench: $(STAMP)
 # docs/results.md and docs/results-details.md from the committed results files docs/results/*.json
 results: $(STAMP)
 	$(BIN)/lassi-experiments report
+
+# benchmarks/wheelhouse: the wheels the GPU device check installs offline on a device machine
+# (Python 3.12; see benchmarks/gpu_check.sh for the `run` invocation that carries them)
+gpu-wheelhouse: $(STAMP)
+	bash benchmarks/gpu_check.sh --wheels 3.12
 
 clean:
 	rm -rf $(VENV) runs/demo

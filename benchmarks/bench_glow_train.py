@@ -1,11 +1,16 @@
-"""Glow training throughput (images/s) of this code and of the baseline, side by side.
+"""Glow training throughput (images/s) of this code, and optionally of a baseline side by side.
 
 Default: the demo configuration (scripts/demo.py: 32x32, L=3, K=8, hidden 128, additive,
-batch 32, Adam 1e-3, gradient clipping 50, torch's default threads). The baseline is the
-single-file Glow of git commit 45a0d66, materialised into a temporary module and imported. Both
-start from the same weights (ActNorm initialised on the same batch) and train on the same
-dequantised 5-bit batches, in alternating rounds (the order flips every round), so both see the
-same machine load; the figure to quote is the median of the per-round ratios.
+batch 32, Adam 1e-3, gradient clipping 50, torch's default threads). ``--baseline-file``: also
+time the single-file Glow of commit 45a0d66, the reference of tests/regulator/test_glow.py
+(which checks that today's Glow computes what it computed, from tests/data/glow_single_file),
+saved to a file first as its make_reference.py says:
+
+    git show 45a0d66:regulator/src/lassi/regulator/glow.py > /tmp/glow_baseline.py
+
+Both then start from the same weights (ActNorm initialised on the same batch) and train on the
+same dequantised 5-bit batches, in alternating rounds (the order flips every round), so both see
+the same machine load; the figure to quote is the median of the per-round ratios.
 
 It also prints a compute bound: the floating-point operations of one training step (forward
 and backward, counted by torch's FlopCounterMode; Adam's few element-wise operations are left
@@ -15,7 +20,7 @@ x [hidden, hidden] product). A training step cannot run faster than FLOPs / that
 ``batch * rate / FLOPs`` images/s bounds any rewrite that keeps the architecture, the batch
 and float32. Run from the repository root, e.g.
 
-    PYTHONPATH=spec_schema/src:regulator/src .venv/bin/python benchmarks/bench_glow_train.py
+    .venv/bin/python benchmarks/bench_glow_train.py [--baseline-file /tmp/glow_baseline.py]
 """
 
 from __future__ import annotations
@@ -23,9 +28,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -37,27 +40,20 @@ from torch.utils.flop_counter import FlopCounterMode
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.training import optimisation_step
 
-BASELINE_COMMIT = "45a0d66"
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def baseline_module(commit: str = BASELINE_COMMIT) -> ModuleType:
-    """The single-file ``lassi/regulator/glow.py`` of ``commit``, imported from a temp file."""
-    source = subprocess.run(
-        ["git", "show", f"{commit}:regulator/src/lassi/regulator/glow.py"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-        text=True,
-    ).stdout
-    name = f"glow_baseline_{commit}"
-    path = Path(tempfile.mkdtemp()) / f"{name}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+def baseline_module(path: Path) -> ModuleType:
+    """A single-file Glow module (e.g. commit 45a0d66's glow.py), imported from ``path``;
+    ValueError naming what is wrong otherwise."""
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    spec = importlib.util.spec_from_file_location("glow_baseline", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path} cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    sys.modules["glow_baseline"] = module
     spec.loader.exec_module(module)
+    if not hasattr(module, "Glow"):
+        raise ValueError(f"{path} defines no Glow class")
     return module
 
 
@@ -175,7 +171,8 @@ def main() -> None:
     parser.add_argument("--grad-clip", type=float, default=50.0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="git commit of the baseline")
+    parser.add_argument("--baseline-file", type=Path, default=None,
+                        help="a single-file Glow module to time beside this code")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 steps (smoke run)")
     parser.add_argument(
         "--layers", action="store_true", help="also time each coupling convolution alone"
@@ -183,6 +180,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.steps, args.warmup = 2, 2, 1
+    try:
+        baseline_glow = None if args.baseline_file is None else baseline_module(args.baseline_file).Glow
+    except ValueError as error:
+        parser.error(f"--baseline-file: {error}")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -202,14 +203,14 @@ def main() -> None:
     torch.manual_seed(args.seed)
     glow = Glow(**kwargs)
     glow.initialize_actnorm(pool[: 4 * args.batch])
-    baseline = baseline_module(args.baseline).Glow(**kwargs)
-    baseline.load_state_dict(glow.state_dict())  # the same initial weights, same keys
-    trainers = {
-        f"baseline {args.baseline}": Trainer(
+    trainers = {}
+    if args.baseline_file is not None:
+        baseline = baseline_glow(**kwargs)
+        baseline.load_state_dict(glow.state_dict())  # the same initial weights, same keys
+        trainers[f"baseline {args.baseline_file.name}"] = Trainer(
             baseline, baseline_step, batches, args.lr, args.grad_clip
-        ),
-        "current": Trainer(glow, optimisation_step, batches, args.lr, args.grad_clip),
-    }
+        )
+    trainers["current"] = Trainer(glow, optimisation_step, batches, args.lr, args.grad_clip)
     # the first step: the same weights and batch, so the same bits/dim up to rounding
     first = {n: t.step_fn(t.glow, t.optimiser, batches[0], t.clip) for n, t in trainers.items()}
     for t in trainers.values():
@@ -220,25 +221,30 @@ def main() -> None:
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else reversed(names):
             speeds[name].append(trainers[name].run(args.steps))
-    base_name = names[0]
-    ratios = [c / b for c, b in zip(speeds["current"], speeds[base_name], strict=True)]
 
     config = (
         f"{args.image_size}x{args.image_size}, L={args.levels}, K={args.depth}, "
         f"hidden {args.hidden}, {args.coupling}, batch {args.batch}, Adam {args.lr:g}"
     )
     print(f"configuration: {config}; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{args.rounds} alternating rounds x {args.steps} steps each, after {args.warmup} warm-up")
-    print(f"{'round':>5} | {base_name + ' img/s':>24} | {'current img/s':>14} | ratio")
-    for r in range(args.rounds):
-        b, c = speeds[base_name][r], speeds["current"][r]
-        print(f"{r:>5} | {b:>24.1f} | {c:>14.1f} | {c / b:.2f}x")
-    print(
-        f"median img/s: baseline {statistics.median(speeds[base_name]):.1f}, "
-        f"current {statistics.median(speeds['current']):.1f}; "
-        f"median ratio {statistics.median(ratios):.2f}x "
-        f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
-    )
+    print(f"{args.rounds} {'alternating ' if len(names) > 1 else ''}rounds x {args.steps} steps "
+          f"each, after {args.warmup} warm-up")  # fmt: skip
+    if len(names) > 1:
+        base_name = names[0]
+        ratios = [c / b for c, b in zip(speeds["current"], speeds[base_name], strict=True)]
+        print(f"{'round':>5} | {base_name + ' img/s':>24} | {'current img/s':>14} | ratio")
+        for r in range(args.rounds):
+            b, c = speeds[base_name][r], speeds["current"][r]
+            print(f"{r:>5} | {b:>24.1f} | {c:>14.1f} | {c / b:.2f}x")
+        print(
+            f"median img/s: baseline {statistics.median(speeds[base_name]):.1f}, "
+            f"current {statistics.median(speeds['current']):.1f}; "
+            f"median ratio {statistics.median(ratios):.2f}x "
+            f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)"
+        )
+    else:
+        print("img/s per round: " + ", ".join(f"{v:.1f}" for v in speeds["current"]))
+        print(f"median img/s: current {statistics.median(speeds['current']):.1f}")
     for name, t in trainers.items():
         print(f"bits/dim {name}: first {first[name]:.4f} -> last {t.last_bpd:.4f}")
 
