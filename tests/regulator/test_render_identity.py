@@ -133,3 +133,15 @@ def test_audit_refuses_a_bundle_rendered_elsewhere(other_renderer) -> None:
     with pytest.raises(LassiError, match="render differently here") as error:
         auditor_data_config(recorded, None, Path("bundle.safetensors"))
     assert error.value.exit_code == INTEGRITY and "bundle.safetensors" in str(error.value)
+
+
+def test_rendered_images_hash_follows_the_renderer(other_renderer) -> None:
+    """Ground truth keys its checkpoint by the siblings' images (built-in renderer or a file's)."""
+    blocks = [shapes3d.Shapes3D.siblings(np.array([[1, 2, 3, 4, 0, 5]]))[0], shapes3d.PROBE_FACTORS]
+    renderer = shapes3d.Shapes3D(8)
+    first = shapes3d.rendered_sha256(renderer, iter(blocks))
+    assert shapes3d.rendered_sha256(renderer, iter(blocks)) == first
+    assert shapes3d.rendered_sha256(renderer, iter(blocks[:1])) != first
+    assert shapes3d.rendered_sha256(shapes3d.Shapes3D(16), iter(blocks)) != first
+    other_renderer()
+    assert shapes3d.rendered_sha256(renderer, iter(blocks)) != first

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from lassi.consumer.classifier import load_classifier
 from lassi.consumer.randomized_smoothing import ABSTAIN, Smooth
 from lassi.producer.base_function import load_encoder
-from lassi.regulator.shapes3d import FACTOR_SIZES, Shapes3D
+from lassi.regulator.shapes3d import FACTOR_SIZES, Shapes3D, rendered_sha256
 from lassi.regulator.similarity import SimilaritySet
 from lassi.spec import read_artifact
 from lassi.spec.contract.models import CenterSmoothingParams
@@ -134,6 +134,7 @@ def siblings_certified(
     key = run_key(
         spec=sim.sha256, encoder=read_artifact(encoder).sha256, classifier=card.sha256,
         test=bundle.sha256, report=read_artifact(report).sha256,
+        siblings=rendered_sha256(renderer, (siblings_of(int(i))[0] for i in ids)),  # the images
     )
     if executor is not None and type(executor).__name__ == "RayExecutor":
         # Ray's workers on other machines need not have lassi-experiments installed: they get

@@ -231,6 +231,17 @@ def renderer_sha256(image_size: int) -> str:
     return digest.hexdigest()
 
 
+def rendered_sha256(renderer, factor_blocks) -> str:
+    """SHA-256 of the images ``renderer.render`` gives each block of factor rows, in order (a
+    run's data identity where a renderer may be the built-in one or a file's); one block in
+    memory at a time."""
+    digest = hashlib.sha256(b"lassi rendered images v1\0")
+    for factors in factor_blocks:
+        images = np.ascontiguousarray(renderer.render(np.asarray(factors)), dtype=np.uint8)
+        digest.update(repr(images.shape).encode() + b"\0" + images.tobytes())
+    return digest.hexdigest()
+
+
 def _factor_column(name: str) -> int:
     if name not in FACTOR_NAMES:
         raise ValueError(f"unknown factor {name!r}; valid: {', '.join(FACTOR_NAMES)}")
