@@ -17,6 +17,7 @@ from lassi.producer.latents import glow_identity, glow_latents_of
 from lassi.regulator import shapes3d
 from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import SimilaritySet
+from lassi.spec import LassiError
 
 DATA = DatasetConfig(image_size=8, n_train=12, n_val=2, n_test=2)
 PROBE = 2  # images glow_identity encodes on every call
@@ -122,3 +123,15 @@ def test_identity_of_a_run_follows_labels_and_latents(tmp_path: Path) -> None:
     labels = source.attributes(latents.ids)
     source.attributes = lambda ids: labels | {"object_hue": (labels["object_hue"] + 1) % 10}
     assert latents.identity(source, DATA) != key
+
+
+def test_a_spec_of_images_rendered_elsewhere_is_refused(tmp_path: Path, encoded: list[int]) -> None:
+    sim = similarity_set(2, seed=0)
+    recorded = DATA.provenance("train", 12)
+    forged = recorded.model_copy(update={"options": recorded.options | {"renderer_sha256": "0" * 64}})
+    other = replace(sim, meta=sim.meta.model_copy(update={"data": forged}))
+    _latents(replace(sim, meta=sim.meta.model_copy(update={"data": recorded})), tmp_path)  # same renderer
+    encoded.clear()
+    with pytest.raises(LassiError, match="render differently here") as error:
+        _latents(other, tmp_path)
+    assert error.value.exit_code == 4 and str(sim.path) in str(error.value) and encoded == []

@@ -118,7 +118,10 @@ def glow_latents_of(
     progress: bool = True,
     desc: str = "glow latents",
 ) -> Latents:
-    """The latents of the images ``ids``, from the cache where their files are unchanged."""
+    """The latents of the images ``ids``, from the cache where their files are unchanged.
+    Rendered data the spec records from another renderer than this machine's is refused (exit
+    4): the spec's Glow and vectors were made from images that render differently here."""
+    data.check_rendered_as(sim.meta.data, sim.path)
     ids = np.asarray(ids, dtype=np.int64)
     key = run_key(glow=glow_identity(sim), data=generator_parameters(data, source, ids), ids=ids.tolist())
     cache = None if cache_dir is None else Path(cache_dir) / f"latents-{key}.safetensors"
