@@ -227,3 +227,34 @@ def test_id_ranges_and_the_file_list_hash() -> None:
     changed = digests.copy()
     changed[1, 0] ^= 1
     assert file_list_sha256([0, 1, 2], names, changed) != reference
+
+
+def _forged_checkpoint(path: Path, state: dict, tensors: dict) -> None:
+    """A checkpoint that passes every artifact check (a valid file with its checksum) and
+    holds what a hostile or buggy writer chose."""
+    from lassi.spec.contract.io import write_artifact
+
+    write_artifact(path, Checkpoint(tool="t", stage="s", run_key="k", step=1, state=state), tensors)
+
+
+@pytest.mark.parametrize(
+    ("state", "tensors"),
+    [
+        ({"optimizer_param_groups": [{"params": [0, 1, 2, 3, 4, 5]}]}, {}),  # groups of another model
+        ({"optimizer_param_groups": "not a list"}, {}),
+        ({"optimizer_param_groups": [{"lr": 0.1, "params": [0, 1]}]}, {"optim.x.step": np.zeros(1, np.float32)}),
+    ],
+)
+def test_a_checkpoint_that_does_not_fit_the_run_is_refused_in_one_line(tmp_path: Path, state, tensors) -> None:
+    import torch
+
+    from lassi.spec import LassiError
+    from lassi.spec.contract.torch_state import load_checkpoint, module_tensors
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    path = tmp_path / "run.ckpt"
+    _forged_checkpoint(path, state, module_tensors(model, "model.m.") | tensors)
+    with pytest.raises(LassiError, match="checkpoint") as error:
+        load_checkpoint(path, stage="s", key="k", modules={"m": model}, optimizer=optimizer)
+    assert error.value.exit_code == 3 and "\n" not in str(error.value) and str(path) in str(error.value)

@@ -165,12 +165,19 @@ def load_checkpoint(
     if data is not None and meta.state.get(DATA_STATE) != data:
         print(f"note: data changed since the checkpoint {path}: starting over", file=sys.stderr)
         return None
-    for name, module in modules.items():
-        load_module(module, artifact.weights(f"model.{name}."), path)
     state = dict(meta.state)
     state.pop(DATA_STATE, None)
     groups = state.pop("optimizer_param_groups", None)
-    if optimizer is not None and groups is not None:
-        load_optimizer(optimizer, artifact.tensors, groups)
+    try:  # the file is checked as an artifact; whether it fits this run's models is checked here
+        for name, module in modules.items():
+            load_module(module, artifact.weights(f"model.{name}."), path)
+        if optimizer is not None and groups is not None:
+            load_optimizer(optimizer, artifact.tensors, groups)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as error:
+        raise InvalidArtifactError(
+            path,
+            f"checkpoint does not fit this run ({type(error).__name__} while restoring its "
+            "optimiser or weights); delete it to start the run over",
+        ) from None
     return meta.step, state, artifact.weights("extra.")
 
