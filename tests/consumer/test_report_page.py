@@ -76,10 +76,11 @@ def test_the_coverage_caveat_says_what_each_number_is_a_fraction_of(tmp_path: Pa
                              coverage=_coverage(0.81, 1.05))  # fmt: skip
     page, _ = _page(tmp_path, scope=bound)
     caveat = unescape(re.findall(r'<p class="caveat">(.*?)</p>', page)[0])
-    assert "about 19 % of the way from the image to the sibling" in caveat
-    assert "leaves 0.810 of that distance" in caveat
-    assert "no closer to the sibling than the unmoved image" in caveat
-    assert "1.050 times the unmoved reconstruction's" in caveat
+    assert "on 40 real siblings" in caveat and "of 4 test images" in caveat
+    assert "reaches about 19 % of the way from the image to the sibling" in caveat
+    assert "the latent residual 0.810 is the share of that distance it leaves" in caveat
+    assert "is no closer to the sibling than the image's own reconstruction" in caveat
+    assert "1.050 times the reconstruction's" in caveat
     closer = coverage_caveat(_coverage(0.4, 0.5), spec_known=True)
     assert "about 60 %" in closer and "is closer to the sibling" in closer and "0.500 times" in closer
     assert "unknown" in coverage_caveat(None, spec_known=False)

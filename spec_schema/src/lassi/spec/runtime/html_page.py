@@ -82,21 +82,18 @@ def coverage_caveat(coverage: Coverage | None, spec_known: bool) -> str:
             "outside it."
         )
     share = max(0.0, 100.0 * (1.0 - coverage.latent_residual))
-    pixels = (
-        "closer to the sibling than the unmoved image"
-        if coverage.pixel_ratio < 1
-        else "no closer to the sibling than the unmoved image"
-    )
+    pixels = "closer to" if coverage.pixel_ratio < 1 else "no closer to"
     return (
-        f"Coverage, measured by the regulator on {coverage.n_siblings} real siblings (the same "
-        f"image at another orientation, at least {coverage.min_angle_deg:g} degrees away) of "
-        f"{coverage.n_images} test images. In the Glow's latent space, the set's member closest "
-        f"to a real sibling reaches about {share:.0f} % of the way from the image to the sibling "
-        f"(it leaves {coverage.latent_residual:.3f} of that distance: the latent residual). In "
-        f"pixels, that member decoded is {pixels}: its mean pixel error to the sibling is "
-        f"{coverage.pixel_ratio:.3f} times the unmoved reconstruction's (the pixel ratio; 0 = the "
-        "sibling itself, 1 = no closer). Certificates cover the set, not the part of a real "
-        "change outside it."
+        f"How much of a real change the set holds, as the regulator measured it on "
+        f"{coverage.n_siblings} real siblings (the same image at another orientation, at least "
+        f"{coverage.min_angle_deg:g} degrees away) of {coverage.n_images} test images. In the "
+        f"Glow's latent space, the set's member closest to a real sibling reaches about "
+        f"{share:.0f} % of the way from the image to the sibling (the latent residual "
+        f"{coverage.latent_residual:.3f} is the share of that distance it leaves). In pixels, that "
+        f"member decoded is {pixels} the sibling than the image's own reconstruction: its mean "
+        f"pixel error to the sibling is {coverage.pixel_ratio:.3f} times the reconstruction's (the "
+        "pixel ratio; 0 would be the sibling itself). Certificates cover the set, not the part of "
+        "a real change outside it."
     )
 
 
