@@ -43,9 +43,9 @@ results: $(STAMP)
 	$(BIN)/lassi-experiments report
 
 # benchmarks/wheelhouse: the wheels the GPU device check installs offline on a device machine
-# (Python 3.12; see benchmarks/gpu_check.sh for the `run` invocation that carries them)
+# (Python 3.12, the device image's, and 3.13; benchmarks/gpu_check.sh has the `run` invocation)
 gpu-wheelhouse: $(STAMP)
-	bash benchmarks/gpu_check.sh --wheels 3.12
+	bash benchmarks/gpu_check.sh --wheels 3.12,3.13
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -22,7 +22,8 @@ figure (the dry run's own timings stay in the raw JSON, marked ``dry_run``).
     python benchmarks/gpu_check.py --requirements [--missing]
 
 ``--from-raw`` rewrites the results table from a raw JSON a run wrote (a device run's, brought
-back), without running anything. ``--requirements`` prints the project's runtime requirements
+back), without running anything; a report without a commit (a device machine's copy of the tree
+has no git) gets this checkout's. ``--requirements`` prints the project's runtime requirements
 besides torch (from the packages' pyproject.toml files, one per line; with ``--missing`` only
 those this interpreter does not satisfy), for gpu_check.sh's offline install.
 """
@@ -562,6 +563,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
             return None
         if args.from_raw is not None:
             report = read_raw(args.from_raw)
+            # a device machine's copy of the tree has no git: the commit of the checkout here
+            report["environment"]["commit"] = report["environment"].get("commit") or _commit()
             table = results_table(report, "bash benchmarks/gpu_check.sh", _shown(args.from_raw))
             _write(args.results, table)
             print(f"wrote {args.results} from {args.from_raw}")

@@ -7,15 +7,15 @@
 # rewritten after each step) and docs/results/gpu_check.json (the results page's table).
 #
 #   bash benchmarks/gpu_check.sh [--dry-run] [--out RAW.json] [--results TABLE.json]
-#   bash benchmarks/gpu_check.sh --wheels [PYTHON_VERSIONS]     (make gpu-wheelhouse)
+#   bash benchmarks/gpu_check.sh --wheels [PYTHON_VERSIONS, e.g. 3.12,3.13]   (make gpu-wheelhouse)
 #
 # Without CUDA (or with --dry-run) the steps run on the CPU at tiny sizes, the pytest step is
 # skipped, and the table says "not run: no GPU".
 #
 # On a lent device machine (the session's `run` tool: no package index there, 15 minutes of
 # device time in all, the machine's start included), with benchmarks/wheelhouse built here first
-# by `make gpu-wheelhouse` (wheels for Python 3.12 of what the device image lacks: pydantic and
-# cryptography with their dependencies, and small fallbacks; about 10 MB, git-ignored):
+# by `make gpu-wheelhouse` (wheels for Python 3.12 and 3.13 of what the device image lacks:
+# pydantic and cryptography with their dependencies, and small fallbacks; 15 MiB, git-ignored):
 #
 #   run(command="bash benchmarks/gpu_check.sh --out $OUT/gpu_check_raw.json --results $OUT/gpu_check.json",
 #       carry=["benchmarks/wheelhouse"], timeout_s=530)
@@ -36,8 +36,8 @@
 # more and no less (--system-site-packages would not do: the device's python3 is itself a venv,
 # /opt/torch/.venv, and that option reaches the Python below it instead). Packages installed
 # into the venv come first on its path; nothing is installed where the interpreter looks, so
-# its torch is neither reinstalled nor shadowed (checked). The project's requirements besides torch (read
-# from the pyproject.toml files) that the machine lacks are installed into that venv by pip with
+# its torch is neither reinstalled nor shadowed (checked). The project's requirements besides
+# torch (read from the pyproject.toml files) that the machine lacks go into that venv by pip with
 # --no-index from the wheel folder GPU_CHECK_WHEELS (default benchmarks/wheelhouse); what is
 # still missing is named in one line. The project itself is installed editable with --no-deps
 # --no-build-isolation --no-index (or, without a usable setuptools, its source folders go on
@@ -164,10 +164,13 @@ print("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs))' >"$
         mapfile -t MISSING < <("$PY" benchmarks/gpu_check.py --requirements --missing)
     fi
     if ((${#MISSING[@]})); then
-        why="no wheel for this Python in $WHEELS: make gpu-wheelhouse here, then carry it"
-        [[ -d $WHEELS ]] || why="no $WHEELS: make gpu-wheelhouse here, then carry it"
+        pyver=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+        how="bash benchmarks/gpu_check.sh --wheels $pyver where pip has an index, then carry it"
+        why="no wheel of them for Python $pyver in $WHEELS: $how"
+        [[ -d $WHEELS ]] || why="no $WHEELS: $how"
         ((HAVE_PIP)) || why="$PY has no pip"
         echo "gpu_check: missing ${MISSING[*]} ($why); the steps that need them fail" >&2
+        [[ -s $LOG ]] && tail -n 3 "$LOG" >&2
     fi
 
     # The project, from this working tree, without its dependencies.
@@ -176,6 +179,7 @@ print("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs))' >"$
             -e ./spec_schema -e ./regulator -e ./producer -e ./consumer 2>>"$LOG"; then
             echo "gpu_check: pip could not install the project (see $LOG); its source folders" \
                 "go on $VENV's path instead" >&2
+            [[ -s $LOG ]] && tail -n 2 "$LOG" >&2
             printf '%s\n' "$PWD/spec_schema/src" "$PWD/regulator/src" "$PWD/producer/src" \
                 "$PWD/consumer/src" >"$SITE/_gpu_check_lassi_src.pth"
         fi

@@ -160,6 +160,19 @@ def test_from_raw_refuses_what_is_not_a_raw_report(tmp_path: Path) -> None:
         assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
         assert not results.exists()
 
+    # a GPU run stopped before its first step, brought back from a copy of the tree without git
+    raw.write_text('{"dry_run": false, "environment": {"commit": ""}, "steps": []}')
+    done = subprocess.run(
+        [sys.executable, str(DRIVER), "--from-raw", str(raw), "--results", str(results)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = json.loads(results.read_text())
+    _check_table(table, tmp_path / "check.json")
+    assert {row[1] for row in table["rows"]} == {"not run"}
+    assert any("stopped before these steps ran: pytest_gpu, image_path" in n for n in table["notes"])
+    assert table["provenance"]["commit"]
+
 
 def test_requirements_are_the_packages_runtime_needs_besides_torch() -> None:
     gpu_check = _driver()
