@@ -133,11 +133,14 @@ def coverage_note(scope: CertificateScope) -> str | None:
     cov = scope.coverage
     if cov is None:
         return None
+    share = max(0.0, 100.0 * (1.0 - cov.latent_residual))
+    pixels = "closer to" if cov.pixel_ratio < 1 else "no closer to"
     return (
         f"coverage (the regulator's measurement, {cov.n_siblings} real orientation siblings "
-        f">= {cov.min_angle_deg:g} deg away of {cov.n_images} test images): the closest member of "
-        f"the set leaves {cov.latent_residual:.3f} of a real sibling's latent move and "
-        f"{cov.pixel_ratio:.3f} of its pixel difference (0 = the set contains the real sibling, "
-        "1 or more = none of it); certificates cover the set, not the part of real siblings "
-        "outside it"
+        f">= {cov.min_angle_deg:g} deg away of {cov.n_images} test images): in the Glow's latent "
+        f"space the set's member closest to a real sibling reaches about {share:.0f} % of the way "
+        f"to it (it leaves {cov.latent_residual:.3f} of a real sibling's latent move: the latent "
+        f"residual); decoded, it is {pixels} the sibling than the image's own reconstruction "
+        f"(pixel ratio {cov.pixel_ratio:.3f}: its pixel error over the reconstruction's, 0 = the "
+        "sibling itself); certificates cover the set, not the part of real siblings outside it"
     )
