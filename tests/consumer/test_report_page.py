@@ -84,3 +84,17 @@ def test_the_coverage_caveat_says_what_each_number_is_a_fraction_of(tmp_path: Pa
     closer = coverage_caveat(_coverage(0.4, 0.5), spec_known=True)
     assert "about 60 %" in closer and "is closer to the sibling" in closer and "0.500 times" in closer
     assert "unknown" in coverage_caveat(None, spec_known=False)
+
+
+def test_the_page_and_verifys_printed_summary_show_the_same_rates(tmp_path: Path) -> None:
+    from lassi.consumer.report import summary_markdown
+
+    page, _ = _page(tmp_path)
+    cells = _summary_cells(page)
+    meta, _ = make("verification_report", n=5)
+    printed = dict(
+        (cell.strip() for cell in line.strip("|").split("|")) for line in summary_markdown(meta).splitlines()[2:]
+    )
+    for key, label in RATES.items():
+        assert printed[label] == cells[key][2], key
+    assert printed["certified fairness"] == "60.0 % (3 of 5)"

@@ -93,8 +93,8 @@ def summary_markdown(report: VerificationReport) -> str:
     """The summary as a markdown table (also printed by ``lassi-consumer verify``)."""
     s = report.summary
 
-    def pct(value: float | None) -> str:
-        return "n/a" if value is None else f"{100 * value:.1f} %"
+    def pct(value: float | None) -> str:  # a fraction of the n samples, with its count
+        return "n/a" if value is None else f"{100 * value:.1f} % ({round(value * s.n)} of {s.n})"
 
     lines = [
         "| metric | value |",
@@ -126,8 +126,7 @@ def summary_markdown(report: VerificationReport) -> str:
         lines += [
             f"| empirically fair (same prediction at all {ends.endpoints} segment ends) "
             f"| {pct(ends.empirically_fair * share)} |",
-            f"| certified but empirically unfair | {pct(ends.certified_empirically_unfair * share)} "
-            f"({ends.certified_empirically_unfair}) |",
+            f"| certified but empirically unfair | {pct(ends.certified_empirically_unfair * share)} |",
         ]
     return "\n".join(lines)
 
