@@ -32,8 +32,8 @@
 # How the install works: the interpreter PYTHON (default: .venv/bin/python when it already has
 # the project, else python3) is used as it is when it imports the project. Otherwise a venv
 # GPU_CHECK_VENV (default .gpu-venv, git-ignored, reused by a rerun) is made over it with
-# --without-pip and a .pth that adds the site-packages folders the interpreter itself sees, no
-# more and no less (--system-site-packages would not do: the device's python3 is itself a venv,
+# --without-pip and a .pth that adds the folders on the interpreter's own path, no more and no
+# less (--system-site-packages would not do: the device's python3 is itself a venv,
 # /opt/torch/.venv, and that option reaches the Python below it instead). Packages installed
 # into the venv come first on its path; nothing is installed where the interpreter looks, so
 # its torch is neither reinstalled nor shadowed (checked). The project's requirements besides
@@ -135,8 +135,10 @@ else
     fi
     PY=$VENV/bin/python
     SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") || exit 3
-    "$BASE" -c 'import sys
-dirs = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    # Every folder on the interpreter's path (its stdlib is the venv's own and is skipped), as
+    # site folders, so that their .pth files run as they do for the interpreter.
+    "$BASE" -c 'import os, sys
+dirs = [os.path.abspath(p) for p in sys.path if p and os.path.isdir(p)]
 print("import site; " + "; ".join(f"site.addsitedir({d!r})" for d in dirs))' >"$SITE/_gpu_check_base.pth" || exit 3
 
     # pip from the base (seen through the .pth), offline unless GPU_CHECK_INDEX=1.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -185,6 +186,70 @@ def test_requirements_are_the_packages_runtime_needs_besides_torch() -> None:
     assert gpu_check.requirements(missing_only=True) == []
     assert not gpu_check._satisfied("pydantic>=999")
     assert not gpu_check._satisfied("no-such-distribution-of-lassi")
+
+
+def _machine_interpreter(root: Path, leave_out: tuple[str, ...]) -> Path:
+    """A device machine's situation: its python3 is a venv whose packages (torch among them)
+    the project does not list, and the project is not installed. Here: a venv whose path holds a
+    view of this interpreter's site-packages without the project and without ``leave_out``."""
+    view = root / "view" / "site-packages"
+    view.mkdir(parents=True)
+    (site,) = {p for p in sys.path if p.endswith("site-packages") and Path(p, "torch").is_dir()}
+    for entry in Path(site).iterdir():
+        name = entry.name.lower()
+        if name.startswith(("lassi", "__editable__", *leave_out)) or name.endswith(".pth"):
+            continue
+        (view / entry.name).symlink_to(entry)
+    base = root / "machine"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(base)], check=True)
+    purelib = subprocess.run(
+        [str(base / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    Path(purelib, "machine.pth").write_text(f"{view}\n")
+    return base / "bin" / "python"
+
+
+@pytest.mark.slow  # a copy of the tree, two venvs, an editable install and the dry run
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("git") is None, reason="needs bash, git")
+def test_offline_install_over_the_machines_interpreter(tmp_path: Path) -> None:
+    """gpu_check.sh on a copy of the tree as a device machine gets it (tracked and untracked
+    files that git does not ignore), over an interpreter that has torch but not the project nor
+    h5py, offline and without a wheelhouse: it names h5py in one line, installs the project
+    beside that interpreter's packages (never into them), keeps its torch, and runs the steps."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    tree = tmp_path / "tree"
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
+    python = _machine_interpreter(tmp_path, leave_out=("h5py",))
+    assert subprocess.run([str(python), "-c", "import lassi.spec"], capture_output=True).returncode != 0
+    torch_file = subprocess.run(
+        [str(python), "-c", "import torch; print(torch.__file__)"], capture_output=True, text=True, check=True
+    ).stdout.strip()  # fmt: skip
+
+    env = {**os.environ, "PYTHON": str(python), "GPU_CHECK_WHEELS": str(tmp_path / "no-wheels"),
+           "GPU_CHECK_VENV": str(tmp_path / "overlay"), "OMP_NUM_THREADS": "1",
+           "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_FIND_LINKS": str(tmp_path)}  # fmt: skip
+    out, results = tmp_path / "raw.json", tmp_path / "table.json"
+    done = subprocess.run(
+        ["bash", str(tree / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(out), "--results", str(results)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    missing = [line for line in log.splitlines() if line.startswith("gpu_check: missing")]
+    assert len(missing) == 1 and "h5py>=3.8" in missing[0] and "no-wheels" in missing[0], log
+    assert f"from {torch_file} " in log  # the machine's torch, not another
+    installed = {p.name for p in Path(tmp_path / "overlay").glob("lib/python*/site-packages/*")}
+    assert any(n.startswith("__editable__.lassi_spec") for n in installed), installed
+    assert not any(n.startswith("torch") for n in installed)
+    assert not any(p.name.startswith("lassi") for p in (tmp_path / "view" / "site-packages").iterdir())
+    raw = json.loads(out.read_text())
+    assert [s["status"] for s in raw["steps"][1:]] == ["ok", "ok", "ok"], raw["steps"]
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
