@@ -277,7 +277,7 @@ def test_sigma_auto_reports_one_accuracy_and_flags_an_all_zero_sweep(tmp_path):
     figure = f"{100 * chosen.accuracy:.1f} %"
     assert "| sigma_cls | smoothed accuracy on --val-bundle |" in result.output
     assert (f"chose sigma_cls = {card.sigma_cls:g} on accuracy only (the largest sigma within "
-            f"0.02 of the best accuracy, smoothed accuracy on --val-bundle {figure}): no sigma of "
+            f"2 accuracy points of the best, smoothed accuracy on --val-bundle {figure}): no sigma of "
             "the grid certified any sample") in result.output  # fmt: skip
     assert "(certified)" not in result.output and "validation accuracy" not in result.output
     assert "needs sigma_cls >= r_CS / Phi^-1(best p_A bound)" in result.stderr

@@ -168,7 +168,9 @@ def choice_line(selection: SigmaSelection, chosen: float) -> str:
     """What was chosen and on which grounds, with the chosen row's accuracy (the table's)."""
     row = next(row for row in selection.rows if row.sigma == chosen)
     accuracy = f"{ACCURACY_OF[selection.method]} {100 * row.accuracy:.1f} %"
-    loss = f"the largest sigma within {selection.max_accuracy_loss:g} of the best accuracy"
+    loss = (
+        f"the largest sigma within {100 * selection.max_accuracy_loss:g} accuracy points of the best"
+    )
     if selection.method == "certified":
         fair = 100 * (row.certified_fairness or 0.0)
         return f"chose sigma_cls = {chosen:g} (certified fairness {fair:.1f} %, {accuracy})"
