@@ -145,3 +145,25 @@ def test_rendered_images_hash_follows_the_renderer(other_renderer) -> None:
     assert shapes3d.rendered_sha256(shapes3d.Shapes3D(16), iter(blocks)) != first
     other_renderer()
     assert shapes3d.rendered_sha256(renderer, iter(blocks)) != first
+
+
+def test_decoder_identity_follows_the_decoding(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Images on disk are files and code: the latent cache is keyed by the decoder's identity too."""
+    from PIL import Image
+
+    from lassi.regulator.datasets import FolderSource, images
+
+    (tmp_path / "attributes.csv").write_text("file,split,a\na.png,train,0\n")
+    Image.new("RGB", (10, 10)).save(tmp_path / "a.png")
+    images.decode_sha256.cache_clear()
+    first = FolderSource(tmp_path, image_size=8).pipeline_sha256()
+    assert first == images.decode_sha256(8, None, "bicubic")
+    assert images.decode_sha256(16, None, "bicubic") != first
+    assert images.decode_sha256(8, None, "area") != first
+    monkeypatch.setitem(images.RESAMPLING, "bicubic", Image.Resampling.BILINEAR)  # a changed resize
+    images.decode_sha256.cache_clear()
+    try:
+        assert FolderSource(tmp_path, image_size=8).pipeline_sha256() != first
+    finally:
+        monkeypatch.undo()
+        images.decode_sha256.cache_clear()
