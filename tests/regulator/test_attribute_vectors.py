@@ -138,20 +138,29 @@ def _spec(attrs: list[AttributeInfo]) -> SimilaritySpec:
     )
 
 
-def test_spec_records_vector_names_and_reads_old_files() -> None:
+def test_spec_names_every_vector_as_computed() -> None:
+    """Every attribute names each of its vectors, one per row of the tensor: a file without
+    names, with an empty list, or with names other than those define computes (a halves vector
+    is the attribute's name; pairs are <attr>_<b>_<e>, low b outer, high e inner) is refused."""
     common = dict(num_values=15, positive="high", negative="low", n_positive=3, n_negative=3, vector_norm=1.0)
-    old = AttributeInfo.model_validate({"name": "orientation", **common})  # a file from before pairs
-    assert old.vectors == "halves" and old.names == ["orientation"]
-    assert _spec([old]).tensor_specs()[0].shape == (1, FLOW.latent_dim)
     names = [f"orientation_{b}_{e}" for b, e in value_pairs(15)]
     pairs = AttributeInfo(name="orientation", vectors="pairs", vector_names=names, **common)
-    scale = AttributeInfo(**{**common, "name": "scale", "num_values": 8})
+    scale = AttributeInfo(**{**common, "name": "scale", "num_values": 8, "vector_names": ["scale"]})
     spec = _spec([pairs, scale])
     assert spec.vector_names == [*names, "scale"]
     assert spec.tensor_specs()[0].shape == (50, FLOW.latent_dim)
     assert SimilaritySpec.model_validate_json(spec.model_dump_json()) == spec
-    with pytest.raises(ValueError, match="need their vector_names"):
-        AttributeInfo(name="orientation", vectors="pairs", **common)
+    for fields, match in [
+        ({"vectors": "halves"}, "vector_names"),  # written without names
+        ({"vectors": "halves", "vector_names": []}, "at least 1"),
+        ({"vectors": "halves", "vector_names": ["pose"]}, "named orientation"),
+        ({"vectors": "pairs"}, "vector_names"),
+        ({"vectors": "pairs", "vector_names": names[::-1]}, "orientation_0_8 .. orientation_6_14"),
+        ({"vectors": "pairs", "vector_names": names[:-1]}, "named orientation_0_8"),
+        ({"vectors": "pairs", "vector_names": ["orientation"], "num_values": 10**6}, "pair vectors"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            AttributeInfo.model_validate({"name": "orientation", **common, **fields})
 
 
 def _projected_gradient(a: np.ndarray, d: np.ndarray, eps: float, steps: int = 20_000) -> np.ndarray:
@@ -306,7 +315,7 @@ def test_spec_checks_conditional_vector_names() -> None:
             AttributeInfo(name="orientation", vectors="pairs", **{**common, **fields})
     with pytest.raises(ValueError):  # halves: the own vector must carry the attribute's name
         AttributeInfo(name="orientation", vector_names=["x", *given], given="scale", given_counts=[5] * 8, **common)
-    scale = AttributeInfo(**{**common, "name": "scale", "num_values": 8})
+    scale = AttributeInfo(**{**common, "name": "scale", "num_values": 8, "vector_names": ["scale"]})
     with pytest.raises(ValueError, match="itself sensitive"):
         _spec([info, scale])
 

@@ -79,16 +79,6 @@ def _rows(result) -> dict[int, str]:
     return rows
 
 
-def _stream_sha256(root: Path, names: list[str]) -> str:
-    """The hash of files written before per-file hashes (names and bytes), computed here."""
-    digest = hashlib.sha256()
-    for name in names:
-        data = (root / name).read_bytes()
-        digest.update(len(name).to_bytes(8, "little") + name.encode())
-        digest.update(len(data).to_bytes(8, "little") + data)
-    return digest.hexdigest()
-
-
 def test_encode_records_each_file_hash_and_their_list_hash(folder_audit) -> None:
     """The recorded hashes are the documented ones (computed here independently of lassi): the
     SHA-256 of each sample's file, in the order of ids, and content_sha256 over the
@@ -225,33 +215,26 @@ def test_an_unknown_id_lists_the_valid_ones(chain, folder_audit) -> None:
     assert "no sample with id 5 (ids are 0–2)" in line, line
 
 
-def _old_bundle(folder_audit, tmp_path, content_sha256: str | None) -> Path:
-    """The folder bundle as lassi wrote it before per-file hashes (one hash, or none)."""
+def _old_bundle(folder_audit, tmp_path, content_hash: str | None) -> Path:
+    """The folder bundle as lassi wrote it before per-file hashes: with ``content_hash``
+    "stream" (one hash over all names and bytes), or with no hash at all (None)."""
     artifact = read_artifact(folder_audit["bundle"], expect=RepresentationBundle)
     meta = json.loads(artifact.meta.model_dump_json())
-    del meta["data"]["content_hash"]
-    if content_sha256 is None:
-        del meta["data"]["content_sha256"]
-    else:
-        meta["data"]["content_sha256"] = content_sha256
+    meta["data"]["content_hash"] = content_hash
+    if content_hash is None:
+        meta["data"]["content_sha256"] = None
     tensors = {k: v for k, v in artifact.tensors.items() if k != "file_sha256"}
     old = tmp_path / "old.safetensors"
     write_raw(old, json.dumps(meta), tensors)
     return old
 
 
-def test_a_bundle_with_one_hash_over_all_files_still_audits(chain, folder_audit, tmp_path) -> None:
-    """Bundles written before per-file hashes: matching data audits; any difference is refused
-    in one line (it cannot be traced to a file)."""
-    names = ["img0.png", "img1.png", "img2.png"]
-    old = _old_bundle(folder_audit, tmp_path, _stream_sha256(folder_audit["data"], names))
+def test_a_bundle_with_one_hash_over_all_files_is_refused(chain, folder_audit, tmp_path) -> None:
+    """Bundles written before per-file hashes (content_hash "stream") are no longer read: one
+    line, exit 3, saying so (nothing computes that hash any more)."""
+    old = _old_bundle(folder_audit, tmp_path, "stream")
     result = _audit(chain, folder_audit, folder_audit["data"], "--count", "1", bundle=old)
-    assert result.exit_code == 0, result.output
-    assert "one hash over all its images" in result.output and "matched as a whole" in result.output
-    copy = _copy(folder_audit["data"], tmp_path / "copy")
-    (copy / "img1.png").write_bytes((copy / "img1.png").read_bytes() + b"x")
-    line = one_line(_audit(chain, folder_audit, copy, bundle=old), INTEGRITY, copy.name, "hash")
-    assert "cannot be named" in line
+    one_line(result, EXIT_CODES["invalid_artifact"], "content_hash", "'stream'", "no longer read")
 
 
 def test_a_bundle_without_a_content_hash_audits_with_a_note(chain, folder_audit, tmp_path) -> None:

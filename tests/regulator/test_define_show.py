@@ -20,6 +20,8 @@ def test_define_pairs_and_halves_record_vectors_and_coverage(chain: dict[str, Pa
     assert pairs.meta.attributes[0].vectors == "pairs"
     assert len(pairs.meta.vector_names) == 49 and "orientation_3_11" in pairs.meta.vector_names
     assert pairs.tensors["attribute_vectors"].shape[0] == 49
+    # rendered 3D Shapes: no image files, no content hash (and nothing claiming one)
+    assert pairs.meta.data.content_sha256 is None and pairs.meta.data.content_hash is None
     halves_path = tmp_path / "halves.safetensors"
     result = CliRunner().invoke(
         regulator,
@@ -47,6 +49,7 @@ def test_show_many_vectors_draws_representative_strips(chain: dict[str, Path], t
     assert result.exit_code == 0, result.output
     assert "coverage" in result.output
     meta = read_artifact(chain["spec"], expect=SimilaritySpec).meta
+    assert f"vectors computed from: {meta.data.describe()}" in result.output
     assert f"fidelity of the single orientation vector at eps {meta.epsilon:g}:" in result.output
     with Image.open(out) as image:
         width, height = image.size

@@ -164,9 +164,7 @@ def encode_split(
         certificate=certificate,
         endpoints=2 * sim.m if endpoints else 0,
         attributes=sim.meta.attribute_names,
-        data=data.provenance(split, len(ids)).model_copy(
-            update={"content_sha256": latents.content_sha256(source), "content_hash": "per-file"}
-        ),
+        data=data.provenance(split, len(ids)).with_content(latents.content_sha256(source)),
         parents={"encoder": encoder_sha, "similarity_spec": sim.sha256},
     )
     write_artifact(out, meta, tensors)

@@ -384,9 +384,7 @@ def _train_encoder(
             attack_set=attack_set,
             augment=config.augment,
         ),
-        data=data.provenance("train", n).model_copy(
-            update={"content_sha256": train_latents.content_sha256(source), "content_hash": "per-file"}
-        ),
+        data=data.provenance("train", n).with_content(train_latents.content_sha256(source)),
         parents={"similarity_spec": sim.sha256},
     )
     tensors: dict[str, np.ndarray] = {}

@@ -20,7 +20,7 @@ the high half of its values against the low half, the middle value left out (as 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -53,9 +53,17 @@ def binary_labels(values: np.ndarray, num_values: int) -> tuple[np.ndarray, np.n
 
 @torch.no_grad()
 def encode_latents(
-    glow: Glow, source, ids: np.ndarray, batch_size: int = 128, progress: bool = True
+    glow: Glow,
+    source,
+    ids: np.ndarray,
+    batch_size: int = 128,
+    progress: bool = True,
+    images: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> np.ndarray:
-    """E_G of the images ``ids`` as float32 [N, D] on the host (refused above 4 GiB)."""
+    """E_G of the images ``ids`` as float32 [N, D] on the host (refused above 4 GiB).
+    ``images``: how they are read (default: the source's ``images``; ``define`` passes
+    :class:`lassi.regulator.attributes.HashedReads`)."""
+    read = images or source.images
     d = glow.latent_dim
     if 4 * d * len(ids) > MAX_LATENT_BYTES:
         raise UsageError(
@@ -70,7 +78,7 @@ def encode_latents(
         for start in tqdm(
             range(0, len(ids), batch_size), desc="glow latents", disable=not progress, leave=False
         ):
-            x = preprocess(source.images(ids[start : start + batch_size]), glow.n_bits)
+            x = preprocess(read(ids[start : start + batch_size]), glow.n_bits)
             out[start : start + batch_size] = glow.encode(x.to(device)).float().cpu().numpy()
     return out
 
@@ -270,9 +278,11 @@ def learned_vectors(
     epsilon: float,
     config: MethodConfig,
     progress: bool = True,
+    images: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[AttributeInfo], AttributeMethod]:
     """The spec's vectors [m, D] (float32), one AttributeInfo per attribute (discover: per
-    direction) and the method's record, for ``perpendicular``, ``ramaswamy`` or ``discover``."""
+    direction) and the method's record, for ``perpendicular``, ``ramaswamy`` or ``discover``.
+    ``images``: how the train and validation images are read (see :func:`encode_latents`)."""
     from lassi.regulator.attributes import describe_split
 
     config.check(attributes)
@@ -280,8 +290,8 @@ def learned_vectors(
         source.check_attribute(attribute)
     if len(val_ids) == 0:
         raise UsageError(None, f"--method {config.method} needs validation images (none in the val split)")
-    z_train = encode_latents(glow, source, ids, progress=progress)
-    z_val = encode_latents(glow, source, val_ids, progress=progress)
+    z_train = encode_latents(glow, source, ids, progress=progress, images=images)
+    z_val = encode_latents(glow, source, val_ids, progress=progress, images=images)
 
     def boundary(attribute: str) -> tuple[FittedBoundary, np.ndarray]:
         zt, yt, counts = _labelled(source, attribute, ids, z_train)
@@ -322,6 +332,7 @@ def learned_vectors(
                     n_negative=int(counts[half == -1].sum()),
                     vector_norm=float(np.linalg.norm(vector)),
                     vectors="halves",
+                    vector_names=[attribute],
                     value_counts=[int(c) for c in counts],
                 )
             )
@@ -349,15 +360,17 @@ def learned_vectors(
             )
         for i, direction in enumerate(found):
             rows.append(direction.vector)
+            name = f"biased_attr_{i}"
             infos.append(
                 AttributeInfo(
-                    name=f"biased_attr_{i}",
+                    name=name,
                     num_values=2,
                     positive=f"train images walked +{step:g} along discovered direction {i}",
                     negative=f"train images walked -{step:g} along discovered direction {i}",
                     n_positive=len(z_train),
                     n_negative=len(z_train),
                     vector_norm=float(np.linalg.norm(direction.vector)),
+                    vector_names=[name],
                 )
             )
         discover = DiscoverSettings(

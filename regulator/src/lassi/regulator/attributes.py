@@ -16,10 +16,14 @@ images average away. The pass then accumulates means per (value of B, value) ins
 
 Vectors are not normalised. The similarity set is the ℓ2 ball ||t|| ≤ ε over all vectors of all
 attributes together.
+
+Images on disk are read through :class:`HashedReads`: each file is hashed from the very bytes
+decoded, so the spec records the content hash of exactly the images its vectors came from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,14 +31,59 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lassi.regulator.content_hash import has_files, read_images, sample_path
+from lassi.regulator.datasets import DataError
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.shapes3d import half_of_range
 from lassi.spec import AttributeInfo, UsageError
+from lassi.spec.contract.data_identity import file_list_sha256
 from lassi.spec.contract.models import conditional_names
 
 MAX_MEANS_BYTES = 2 * 2**30  # float64 sums per (group, value): a many-valued --condition-on
 VectorChoice = Literal["halves", "pairs"]
 VECTOR_CHOICES: tuple[str, ...] = ("halves", "pairs")
+ImageReader = Callable[[np.ndarray], np.ndarray]
+"""uint8 images [N, H, W, 3] of sample ids [N] (a source's ``images``, or :class:`HashedReads`)."""
+
+
+class HashedReads:
+    """A source's images as read for the attribute vectors, each file hashed from the very bytes
+    decoded (:func:`lassi.regulator.content_hash.read_images`), so that
+    :meth:`content_sha256` is the data identity of exactly the images the vectors were computed
+    from. A file read again must still hash the same (else :class:`DataError` naming it: the
+    vectors would mix two versions of the data). Rendered sources have no files: their images
+    come from the source and their content hash is None."""
+
+    def __init__(self, source) -> None:
+        self.source = source
+        self.digests: dict[int, np.ndarray] = {}
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        if not has_files(self.source):
+            return self.source.images(np.asarray(ids, dtype=np.int64))
+        images, digests = read_images(self.source, ids)
+        assert digests is not None
+        for i, digest in zip(np.asarray(ids).tolist(), digests, strict=True):
+            seen = self.digests.setdefault(int(i), digest)
+            if not np.array_equal(seen, digest):
+                raise DataError(
+                    sample_path(self.source, int(i)),
+                    "changed while the attribute vectors were computed (its SHA-256 differs from "
+                    "the one taken when it was first read); run define again",
+                )
+        return images
+
+    def content_sha256(self, ids: Sequence[int]) -> str | None:
+        """``DataProvenance.content_sha256`` of the samples ``ids``, all of them read (None for a
+        rendered source)."""
+        if not has_files(self.source):
+            return None
+        ids = [int(i) for i in ids]
+        unread = [i for i in ids if i not in self.digests]
+        if unread:
+            raise ValueError(f"sample {unread[0]} was not read: its content cannot be recorded")
+        names = self.source.file_names(np.asarray(ids, dtype=np.int64))
+        return file_list_sha256(ids, names, np.stack([self.digests[i] for i in ids]))
 
 
 def describe_split(source, attribute: str) -> tuple[str, str]:
@@ -164,9 +213,12 @@ def value_means(
     batch_size: int = 128,
     progress: bool = True,
     given: str | None = None,
+    images: ImageReader | None = None,
 ) -> list[ValueMeans]:
     """One pass over ``ids``: per attribute, the sum and count of E_G(x) for every value (with
-    ``given``: for every value within every group ``given = g``)."""
+    ``given``: for every value within every group ``given = g``). ``images``: how the images
+    are read (default: the source's ``images``; ``define`` passes :class:`HashedReads`)."""
+    read = images or source.images
     for attribute in [*attributes, *([given] if given is not None else [])]:
         source.check_attribute(attribute)
     if given is not None and given in attributes:
@@ -192,7 +244,7 @@ def value_means(
     with glow.inverse_cached():
         for start in range(0, len(ids), batch_size):
             batch = slice(start, start + batch_size)
-            x = preprocess(source.images(ids[batch]), glow.n_bits).to(device)
+            x = preprocess(read(ids[batch]), glow.n_bits).to(device)
             z = glow.encode(x).double().cpu().numpy()
             for s in stats:
                 s.add(z, labels[s.attribute][batch], groups[batch])
@@ -219,13 +271,13 @@ def vectors_from_means(
         if choice == "pairs":
             block, names = s.pairs()
         else:
-            block, names = s.halves()[None], []
+            block, names = s.halves()[None], [s.attribute]
         if s.given is not None:
             extra, extra_names = s.conditional()
-            block, names = np.concatenate([block, extra]), (names or [s.attribute]) + extra_names
+            block, names = np.concatenate([block, extra]), names + extra_names
         norms = np.linalg.norm(block, axis=1)
         if not (norms > 0).all():
-            which = names[int(np.argmin(norms))] if names else s.attribute
+            which = names[int(np.argmin(norms))]
             raise UsageError(
                 None,
                 f"attribute vector '{which}' is zero: its two groups of images have the same mean latent",

@@ -5,9 +5,9 @@ The bundle's recorded data *paths* are never used: data on disk is read from the
 ``DataProvenance.content_sha256``, see :mod:`lassi.regulator.content_hash`); a sample whose file
 differs is named and left out of the replay (:class:`DataMismatch`), the others are decoded from
 the very bytes hashed (exit 4 where the data cannot be matched). 3D Shapes is rendered from its
-recorded seed and split sizes. A bundle written before per-file hashes is checked as a whole, and
-one written before content hashes audits with a note that its data was not checked. The replay
-itself is :mod:`lassi.regulator.audit`'s.
+recorded seed and split sizes. A bundle written before content hashes audits with a note that its
+data was not checked (one with a single hash over all files, ``content_hash = "stream"``, is no
+longer read). The replay itself is :mod:`lassi.regulator.audit`'s.
 """
 
 from __future__ import annotations
@@ -85,9 +85,7 @@ def checked_images(
     Bundles with per-file hashes (``file_sha256``): every sample's file is looked up by the name
     the bundle records, hashed and compared; a changed, missing, renamed (the same bytes listed
     under another name at the sample's id) or unreadable file is a :class:`DataMismatch`, and
-    the other samples are audited. Older bundles with one hash over all files: any difference
-    is exit 4 (it cannot be traced to a file). The audited images are decoded from the very
-    bytes hashed."""
+    the other samples are audited. The audited images are decoded from the very bytes hashed."""
     all_ids = [int(i) for i in tensors["ids"]]
     if not has_files(source):
         beyond = [i for i in all_ids if i >= N_IMAGES]
@@ -100,7 +98,7 @@ def checked_images(
         return CheckedData(list(ids), source.images(np.array(ids, dtype=np.int64)))
     if meta.per_file_hashes:
         return _per_file(meta, tensors, source, ids, where)
-    return _whole(meta.data, source, all_ids, ids, data_root, where)
+    return _unhashed(source, ids, data_root, where)
 
 
 def _per_file(
@@ -159,45 +157,24 @@ def _per_file(
     return CheckedData(kept_ids, images, mismatches)
 
 
-def _whole(
-    data: DataProvenance,
-    source: Any,
-    all_ids: list[int],
-    ids: list[int],
-    data_root: Path | None,
-    where: Path,
-) -> CheckedData:
-    """Bundles from before per-file hashes: one hash over all samples' names and bytes."""
+def _unhashed(source: Any, ids: list[int], data_root: Path | None, where: Path) -> CheckedData:
+    """Bundles of data on disk that record no content hash: audited with a note (nothing to
+    check the images against)."""
     try:
-        read = read_samples(source, all_ids, keep=ids, stream=True)
+        read = read_samples(source, ids, keep=ids)
     except OutsideRootError:
         raise  # a read outside --data-root is refused (exit 2), not data that differs
     except DataError as error:
         raise IntegrityError(
             error.path, f"{error.problem}: the data under --data-root does not match {where.name}"
         ) from None
-    notes = []
-    if data.content_sha256 is None:
-        notes.append(
-            f"note: {where.name} records no content hash of its images (written before lassi "
-            f"recorded one): the images under {data_root} could not be checked against those "
-            "the producer encoded"
-        )
-    elif read.stream_sha256 == data.content_sha256:
-        notes.append(
-            f"note: {where.name} records one hash over all its images (written before per-file "
-            "hashes): the data matched as a whole; a difference could not be traced to a file"
-        )
-    else:
-        raise IntegrityError(
-            data_root,
-            f"the images of {where.name}'s {len(all_ids)} samples found here hash to sha256 "
-            f"{(read.stream_sha256 or '')[:12]}…, the bundle records {data.content_sha256[:12]}… "
-            "(changed, renamed or other files; it records one hash over all its images, written "
-            "before per-file hashes, so the file cannot be named)",
-        )
+    note = (
+        f"note: {where.name} records no content hash of its images (written before lassi "
+        f"recorded one): the images under {data_root} could not be checked against those "
+        "the producer encoded"
+    )
     images = np.stack([decode_sample(source, i, read.kept[i]) for i in ids])
-    return CheckedData(list(ids), images, notes=notes)
+    return CheckedData(list(ids), images, notes=[note])
 
 
 def open_source(

@@ -285,6 +285,7 @@ def show_command(
     if options["data_root"] is not None:
         check_data_root(options["data_root"])
     meta = show_spec(spec, out, allow_symlinks_outside_root=allow_outside, **options)
+    click.echo(f"vectors computed from: {meta.data.describe()}")
     if meta.fidelity is not None:
         click.echo(describe_fidelity(meta.fidelity, meta.epsilon))
     if meta.coverage is not None:

@@ -1,7 +1,8 @@
 """The similarity spec: who counts as similar (paper Sec. 3 and 4.1).
 
 S(x) = { D_G(E_G(x) + Σ_i t_i a_i) : ||t||_2 ≤ ε }. ``define_spec`` writes it (Glow weights,
-attribute vectors, ε, preprocessing, provenance) as one artifact; ``SimilaritySet.load`` reads
+attribute vectors, ε, preprocessing, provenance: for images on disk, the per-file content hash of
+exactly the images the vectors were computed from) as one artifact; ``SimilaritySet.load`` reads
 it back for the producer and the auditor; ``fidelity`` measures on 3D Shapes how well the
 single orientation vector follows the true factor (``coverage`` how much of the real siblings
 the whole set contains; ``show`` draws it).
@@ -17,6 +18,7 @@ import torch
 
 from lassi.regulator.attribute_methods import MethodConfig, learned_vectors
 from lassi.regulator.attributes import (
+    HashedReads,
     ValueMeans,
     VectorChoice,
     shift,
@@ -163,16 +165,19 @@ def define_spec(
     if max_images is not None:
         ids = ids[:max_images]
     record = None
+    reads = HashedReads(source)  # the spec records the hash of the very images read
     if learned:
         val_ids = source.split_ids("val")
         if max_images is not None:
             val_ids = val_ids[:max_images]
         stats: list[ValueMeans] = []
         matrix, infos, record = learned_vectors(
-            glow, source, attributes, ids, val_ids, epsilon, method, progress
+            glow, source, attributes, ids, val_ids, epsilon, method, progress, images=reads
         )
     else:
-        stats = value_means(glow, source, attributes, ids, progress=progress, given=given)
+        stats = value_means(
+            glow, source, attributes, ids, progress=progress, given=given, images=reads
+        )
         matrix, infos = vectors_from_means(stats, source, vectors)
     fid = cov = None
     if data.dataset in ("shapes3d", "shapes3d-h5") and ("orientation" in attributes or method.method == "discover"):
@@ -192,7 +197,7 @@ def define_spec(
         tool=TOOL,
         flow=glow_artifact.meta.flow,
         preprocessing=glow_artifact.meta.preprocessing,
-        data=data.provenance("train", len(ids)),
+        data=data.provenance("train", len(ids)).with_content(reads.content_sha256(ids)),
         attributes=infos,
         attribute_method=method.method,
         method=record,
@@ -216,6 +221,7 @@ def define_spec(
             + f"), epsilon {epsilon})"
         )
         print(describe_reach(matrix, epsilon, stats))
+        print(f"vectors computed from: {meta.data.describe()}")
     return out
 
 

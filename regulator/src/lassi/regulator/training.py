@@ -353,9 +353,7 @@ def _train_glow(
         tool=TOOL,
         flow=config.flow,
         preprocessing=Preprocessing.for_flow(config.flow),
-        data=config.data.provenance("train", len(train_ids)).model_copy(
-            update={"content_sha256": images.content_sha256, "content_hash": "per-file"}
-        ),
+        data=config.data.provenance("train", len(train_ids)).with_content(images.content_sha256),
         training=GlowTraining(
             steps=config.steps,
             batch_size=config.batch_size,

@@ -16,7 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # 2: center smoothing's parameters are one model (``CenterSmoothingParams``: ``sigma``, formerly
 # ``sigma_enc``; ``m`` and ``seed`` required in certified files).
-SCHEMA_VERSION = 2
+# 3: ``DataProvenance.content_hash`` is "per-file" exactly when ``content_sha256`` is recorded
+# (null otherwise; "stream" refused); a similarity spec of images on disk records their
+# ``content_sha256``; every ``AttributeInfo`` names each of its vectors (``vector_names``).
+SCHEMA_VERSION = 3
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]

@@ -85,17 +85,60 @@ class DataProvenance(Model):
     options: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     content_sha256: Sha256 | None = Field(
         None,
-        description="files on disk (celeba, folder): the samples' data identity "
-        "(lassi.spec.contract.data_identity); absent for the rendered 3D Shapes (its renderer and "
-        "factors are the content) and in bundles written before it",
+        description="files on disk (celeba, folder, fairface): the samples' data identity "
+        "(lassi.spec.contract.data_identity), taken from the bytes the artifact was computed "
+        "from; absent for rendered 3D Shapes (its renderer and factors are the content)",
     )
-    content_hash: Literal["per-file", "stream"] = Field(
-        "stream",
-        description="how content_sha256 is computed: 'per-file', SHA-256 over each sample's "
-        "length-prefixed relative file name and the SHA-256 of its file, in id order (a bundle "
-        "carries the per-file hashes as tensor 'file_sha256'); 'stream' (files written before "
-        "per-file hashes), over the names and the files' bytes",
+    content_hash: Literal["per-file"] | None = Field(
+        None,
+        description="how content_sha256 is computed, present exactly when it is: 'per-file', "
+        "SHA-256 over each sample's length-prefixed relative file name and the SHA-256 of its "
+        "file, in id order (a bundle carries the per-file hashes as tensor 'file_sha256')",
     )
+
+    @field_validator("content_hash", mode="before")
+    @classmethod
+    def _no_stream(cls, value: object) -> object:
+        if value == "stream":
+            raise ValueError(
+                "'stream' (one hash over all files, written by lassi before per-file hashes) is "
+                "no longer read: compute the file again with this lassi"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _hash_described(self) -> DataProvenance:
+        if (self.content_sha256 is None) != (self.content_hash is None):
+            raise ValueError(
+                "content_hash 'per-file' without a content_sha256"
+                if self.content_sha256 is None
+                else "content_sha256 without content_hash 'per-file' (how it was computed)"
+            )
+        return self
+
+    def with_content(self, content_sha256: str | None) -> DataProvenance:
+        """This provenance with the samples' per-file ``content_sha256`` (None: rendered data,
+        no hash), validated."""
+        return DataProvenance.model_validate(
+            {
+                **self.model_dump(),
+                "content_sha256": content_sha256,
+                "content_hash": None if content_sha256 is None else "per-file",
+            }
+        )
+
+    def describe(self) -> str:
+        """One line: the data set, split, size and seed, and the content hash when recorded."""
+        line = f"{self.dataset} {self.split} split, {self.n_samples} samples, seed {self.seed}"
+        if self.content_sha256 is not None:
+            return line + f", content sha256 {self.content_sha256} ({self.content_hash})"
+        if self.dataset in IMAGE_FILE_DATASETS:
+            return line + ", no content hash recorded (its images cannot be checked)"
+        return line + " (3D Shapes, not image files: no per-file content hash)"
+
+
+IMAGE_FILE_DATASETS = ("celeba", "folder", "fairface")
+"""Data sets whose samples are image files, identified by their per-file content hash."""
 
 
 class GlowTraining(Model):
@@ -150,6 +193,19 @@ def conditional_names(attribute: str, given: str, groups: int) -> list[str]:
     return [f"{attribute}_given_{given}_{g}" for g in range(groups)]
 
 
+def own_vector_names(name: str, vectors: str, num_values: int) -> list[str]:
+    """The names of an attribute's own vectors (before any conditional ones): ``name`` for its
+    one halves vector; ``<name>_<b>_<e>`` for each pair (b, e) of a low value b < num_values // 2
+    and a high value e >= num_values // 2 + num_values % 2 (the middle value of an odd count in
+    neither), b outer, e inner."""
+    if vectors == "halves":
+        return [name]
+    half = num_values // 2
+    if half * half > MAX_VECTORS:
+        raise ValueError(f"attribute {name}: {num_values} values give over {MAX_VECTORS} pair vectors")
+    return [f"{name}_{b}_{e}" for b in range(half) for e in range(half + num_values % 2, num_values)]
+
+
 class AttributeInfo(Model):
     """One sensitive attribute and how its vectors were computed (average_diff, paper Sec. 4.1).
 
@@ -157,8 +213,9 @@ class AttributeInfo(Model):
     the low half (a binary attribute: label 1 minus label 0). ``vectors = "pairs"`` (a
     multi-valued attribute, as in the authors' code for 3D Shapes): one vector per pair (b, e)
     of values with b below and e above the middle value, a_{b,e} = mean E_G(x | v = e) − mean
-    E_G(x | v = b); 3D Shapes orientation gives 7 × 7 = 49. An attribute without
-    ``vector_names`` has one halves vector, named after the attribute (:attr:`names`).
+    E_G(x | v = b); 3D Shapes orientation gives 7 × 7 = 49, named ``orientation_<b>_<e>``.
+    ``vector_names`` names every vector, one per row of the spec's tensor (a halves vector is
+    named after the attribute).
 
     ``given`` (``define --condition-on``): after those vectors, one more halves vector per value
     g of the attribute ``given``, computed over the train images with ``given = g`` only (on 3D
@@ -176,9 +233,9 @@ class AttributeInfo(Model):
     vector_norm: PositiveFloat = Field(description="norm of the vector (pairs: their mean norm)")
     vectors: Literal["halves", "pairs"] = "halves"
     vector_names: list[Name] = Field(
-        default_factory=list,
+        min_length=1,
         max_length=MAX_VECTORS,
-        description="one name per vector, e.g. orientation_3_11",
+        description="one name per vector, e.g. orientation_3_11 (a halves vector: the attribute's name)",
     )
     value_counts: list[int] = Field(
         default_factory=list, description="train images per value 0..num_values-1"
@@ -192,14 +249,13 @@ class AttributeInfo(Model):
 
     @model_validator(mode="after")
     def _names(self) -> AttributeInfo:
-        if self.vectors == "pairs" and not self.vector_names:
-            raise ValueError(f"attribute {self.name}: pair vectors need their vector_names")
         if len(set(self.vector_names)) != len(self.vector_names):
             raise ValueError(f"attribute {self.name}: vector names repeat")
         if self.value_counts and len(self.value_counts) != self.num_values:
             raise ValueError(f"attribute {self.name}: value_counts needs one entry per value")
         if (self.given is None) != (not self.given_counts):
             raise ValueError(f"attribute {self.name}: given and given_counts come together")
+        groups: list[str] = []
         if self.given is not None:
             if self.given == self.name:
                 raise ValueError(f"attribute {self.name}: cannot be conditioned on itself")
@@ -208,14 +264,18 @@ class AttributeInfo(Model):
                     f"attribute {self.name}: given_counts needs >= 2 groups of >= 2 images"
                 )
             groups = conditional_names(self.name, self.given, len(self.given_counts))
-            base = self.vector_names[: len(self.vector_names) - len(groups)]
-            if self.vector_names[len(base) :] != groups or (
-                self.vectors == "halves" and base != [self.name]
-            ) or not base:
-                raise ValueError(
-                    f"attribute {self.name}: vector_names must be its own vectors, then "
-                    f"{groups[0]} .. {groups[-1]}"
-                )
+        own = self.vector_names[: len(self.vector_names) - len(groups)]
+        if self.vector_names[len(own) :] != groups or not own:
+            raise ValueError(
+                f"attribute {self.name}: vector_names must be its own vectors, then "
+                f"{groups[0]} .. {groups[-1]}"
+            )
+        expected = own_vector_names(self.name, self.vectors, self.num_values)
+        if own != expected:
+            raise ValueError(
+                f"attribute {self.name}: its {self.vectors} vectors are named "
+                + (expected[0] if len(expected) == 1 else f"{expected[0]} .. {expected[-1]}, in order")
+            )
         return self
 
     @property
@@ -226,7 +286,7 @@ class AttributeInfo(Model):
     @property
     def names(self) -> list[str]:
         """The names of this attribute's vectors, in the order of the spec's tensor."""
-        return list(self.vector_names) or [self.name]
+        return list(self.vector_names)
 
 
 class Fidelity(Model):
