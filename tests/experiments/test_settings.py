@@ -28,6 +28,28 @@ def test_the_packaged_settings_are_the_papers() -> None:
     )
     assert s.verify == {"n0": 2_000, "n": 100_000, "alpha": 0.001}
     assert s.pairs_protocols == ["authors", "authors-given-scale"]
+    assert (s.regulator.epsilon, s.regulator.fidelity_images, s.celeba.epsilon) == (1.0, 32, 1.0)
+    assert s.celeba.encoder.model_dump() == {  # the authors' CelebA encoder
+        "hidden": [2048, 1024], "k": 512, "epochs": 5, "batch_size": 500, "lr": 0.001, "keep": "last"
+    }  # fmt: skip
+
+
+def test_a_key_set_overrides_the_default_it_would_take(tmp_path: Path) -> None:
+    """Settings left out take the roles' defaults; a key set in the file overrides one."""
+    import lassi.experiments.settings as module
+
+    text = (Path(module.__file__).parent / "settings.toml").read_text()
+    packaged = module.tomllib.loads(text)  # tomllib, or tomli before Python 3.11
+    assert "epsilon" not in packaged["regulator"] and "epsilon" not in packaged["celeba"]
+    custom = tmp_path / "settings.toml"
+    custom.write_text(
+        text.replace("[regulator]\n", "[regulator]\nepsilon = 2.5\n").replace(
+            "[celeba.encoder]\n", "[celeba.encoder]\nk = 64\n"
+        )
+    )
+    s = load_settings(custom)
+    assert (s.regulator.epsilon, s.regulator.fidelity_images) == (2.5, 32)
+    assert (s.celeba.encoder.k, s.celeba.encoder.epochs) == (64, 5)
 
 
 @pytest.mark.parametrize(

@@ -25,9 +25,25 @@ class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _default(source: str | type, name: str):
+    """The default of ``name`` where the roles write it (a model's field, a function's keyword;
+    :func:`default_of`), read when a settings file leaves it out (the roles' modules need torch:
+    imported only then)."""
+    return lambda: default_of(source, name)
+
+
+DEFINE = "lassi.regulator.similarity:define_spec"
+VERIFY = "lassi.consumer.verification:verify"
+TRAIN = "lassi.producer.training:EncoderTrainConfig"
+
+
 class Regulator(Frozen):
-    epsilon: float = Field(gt=0)
-    fidelity_images: int = Field(ge=1)
+    """The similarity spec's ε (``define --epsilon``'s default, CenterSmoothingParams's: the
+    paper's 1.0) and define's test images for fidelity and coverage; a value left out is the
+    default."""
+
+    epsilon: float = Field(default_factory=_default(CenterSmoothingParams, "epsilon"), gt=0)
+    fidelity_images: int = Field(default_factory=_default(DEFINE, "fidelity_images"), ge=1)
 
 
 class Producer(Frozen):
@@ -50,21 +66,12 @@ class Method(Frozen):
     augment: int = Field(0, ge=0)  # lassi-producer train --augment N (the data-augmentation row)
 
 
-def _verify_default(name: str):
-    """The default of ``lassi.consumer.verification.verify``'s parameter ``name``, read when a
-    settings file leaves it out (the consumer's module needs torch: imported only then)."""
-    return lambda: default_of(VERIFY, name)
-
-
-VERIFY = "lassi.consumer.verification:verify"
-
-
 class RandomizedSmoothing(Frozen):
     """The consumer's CERTIFY; a value left out is verify's default (the paper's)."""
 
-    n0: int = Field(default_factory=_verify_default("n0"), ge=1)
-    n: int = Field(default_factory=_verify_default("n"), ge=1)
-    alpha: float = Field(default_factory=_verify_default("alpha"), gt=0, lt=1)
+    n0: int = Field(default_factory=_default(VERIFY, "n0"), ge=1)
+    n: int = Field(default_factory=_default(VERIFY, "n"), ge=1)
+    alpha: float = Field(default_factory=_default(VERIFY, "alpha"), gt=0, lt=1)
 
 
 class Table2(Frozen):
@@ -111,13 +118,14 @@ class Certification:
 
 
 class CelebAEncoder(Frozen):
-    """E_L of the CelebA experiments: an MLP on the Glow latent."""
+    """E_L of the CelebA experiments: an MLP on the Glow latent; a value left out is
+    ``lassi-producer train``'s default (EncoderTrainConfig's: the authors' CelebA encoder)."""
 
-    hidden: list[int]
-    k: int = Field(ge=1)
-    epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=2)
-    lr: float = Field(gt=0)
+    hidden: list[int] = Field(default_factory=_default(TRAIN, "hidden"))
+    k: int = Field(default_factory=_default(TRAIN, "k"), ge=1)
+    epochs: int = Field(default_factory=_default(TRAIN, "epochs"), ge=1)
+    batch_size: int = Field(default_factory=_default(TRAIN, "batch_size"), ge=2)
+    lr: float = Field(default_factory=_default(TRAIN, "lr"), gt=0)
     keep: Literal["best", "last"]
 
 
@@ -142,7 +150,7 @@ class CelebA(Frozen, Certification):
 
     tasks: list[str] = Field(min_length=1)
     sensitive_sets: list[str] = Field(min_length=1)
-    epsilon: float = Field(gt=0)
+    epsilon: float = Field(default_factory=_default(CenterSmoothingParams, "epsilon"), gt=0)
     sigmas: list[float] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
     every: int = Field(ge=1)
@@ -167,7 +175,7 @@ class Protocol(Frozen):
 
 
 class Settings(Frozen, Certification):
-    regulator: Regulator
+    regulator: Regulator = Field(default_factory=Regulator)
     producer: Producer
     encoder: Encoder
     methods: dict[str, Method]
