@@ -172,3 +172,27 @@ def test_a_folder_without_celeba_files_is_a_usage_error(
     (tmp_path / "empty").mkdir()
     assert main(_args(tmp_path / "empty", glow, tmp_path / "x")) == 2
     assert "list_attr_celeba" in capsys.readouterr().err
+
+
+def test_a_link_farm_is_read_only_with_the_opt_in(
+    celeba_glow: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Images that are links leaving --data-root are refused (exit 2, one line naming the link),
+    and read with --allow-symlinks-outside-root (the experiment runs through)."""
+    root, glow = celeba_glow
+    farm = tmp_path / "farm"
+    (farm / "img_align_celeba").mkdir(parents=True)
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt"):
+        (farm / name).write_bytes((root / name).read_bytes())
+    for image in sorted((root / "img_align_celeba").iterdir()):
+        (farm / "img_align_celeba" / image.name).symlink_to(image)
+    small = ("--sensitive", "Pale_Skin", "--methods", "naive", "--sigmas", "1", "--spec-images", "16",
+             "--max-train", "16", "--test", "2")  # fmt: skip
+    assert main(_args(farm, glow, tmp_path / "refused", *small)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "leads outside the data root" in err[-1], err[-1]
+    assert "img_align_celeba/000001.jpg" in err[-1] and "--allow-symlinks-outside-root" in err[-1]
+    assert not list((tmp_path / "refused").rglob("*.safetensors"))
+    out = tmp_path / "allowed"
+    assert main(_args(farm, glow, out, *small, "--allow-symlinks-outside-root")) == 0
+    assert len(list((out / "celeba").glob("results*.json"))) == 1

@@ -44,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction, settings: Settings) -> None:
     c = settings.celeba
     p = sub.add_parser("celeba", help="the paper's CelebA experiments (Table 1's design, four method rows)")
     p.add_argument("--data-root", type=Path, required=True, help="your CelebA folder (official or CSV layout)")
+    p.add_argument(
+        "--allow-symlinks-outside-root", action="store_true",
+        help="read image links that leave --data-root (a link farm); off: every read stays inside it",
+    )  # fmt: skip
     p.add_argument("--glow", type=Path, required=True, help="a Glow of CelebA images (train-glow or import-glow)")
     p.add_argument("--task", choices=c.tasks, default=c.tasks[0], help="the encoder's and consumer's task")
     p.add_argument(
@@ -96,13 +100,17 @@ def add_parser(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
-def celeba_data(glow: Path, root: Path) -> DatasetConfig:
-    """The user's CelebA folder at the Glow's image size (any layout CelebASource reads)."""
+def celeba_data(glow: Path, root: Path, allow_symlinks_outside_root: bool = False) -> DatasetConfig:
+    """The user's CelebA folder at the Glow's image size (any layout CelebASource reads); reads
+    stay inside ``root`` unless ``allow_symlinks_outside_root``."""
     meta, _, _ = read_header(glow, expect=GlowArtifact)
     recorded = meta.data.dataset if meta.data is not None else None
     if recorded not in (None, "celeba"):
         print(f"note: {glow} was trained on {recorded} data; running on CelebA at {root}", file=sys.stderr)
-    return DatasetConfig(dataset="celeba", root=root, image_size=meta.flow.image_size)
+    return DatasetConfig(
+        dataset="celeba", root=root, image_size=meta.flow.image_size,
+        allow_symlinks_outside_root=allow_symlinks_outside_root,
+    )  # fmt: skip
 
 
 def check_names(source, task: str, sensitive: list[str]) -> None:
@@ -349,7 +357,7 @@ def celeba(ws: Workspace, args: argparse.Namespace) -> dict:
         n = args.cs_n or cert.n
         cert = with_draws(cert, args.cs_n0 or args.cs_n or cert.n0, n)
     verify = c.verify if args.rs_n is None else c.verify | {"n0": max(100, args.rs_n // 50), "n": args.rs_n}
-    data = celeba_data(args.glow, args.data_root)
+    data = celeba_data(args.glow, args.data_root, args.allow_symlinks_outside_root)
     source = make_source(data)
     check_names(source, args.task, args.sensitive)
     n_train = len(source.split_ids("train"))

@@ -31,6 +31,7 @@ from lassi.experiments.celeba import add_parser as add_celeba_parser
 from lassi.experiments.settings import Settings, load_settings, with_draws
 from lassi.spec import LassiError
 from lassi.spec.contract.io import atomic_write_bytes
+from lassi.spec.runtime.cli import end_progress_bars
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             return report(args.results, args.out, check=args.check)
         return run_experiment(args, settings, argv)
     except LassiError as error:
+        end_progress_bars()
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
 

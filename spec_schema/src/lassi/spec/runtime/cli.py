@@ -37,6 +37,15 @@ def _os_error_line(error: OSError) -> str:
     return f"{error.filename}: {reason}"
 
 
+def end_progress_bars() -> None:
+    """Close the progress bars a stopped command left open, so that its error line starts a line
+    of its own and is the last one (an open bar is otherwise redrawn after it when collected)."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def error_exit_code(error: BaseException) -> int | None:
     """The exit status of a user-facing error, or None for an unexpected one.
 
@@ -72,11 +81,13 @@ class LassiGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
+            end_progress_bars()
             click.echo("interrupted: run the same command again to resume", err=True)
             raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
         except Exception as error:
             if os.environ.get("LASSI_DEBUG"):
                 raise
+            end_progress_bars()
             code = error_exit_code(error)
             if code is None and isinstance(error, OSError) and error.errno is not None:
                 click.echo(f"error: {_one_line(_os_error_line(error))}", err=True)
