@@ -95,10 +95,10 @@ def test_celeba_rows_sweep_and_recorded_methods(
 
     # settings that differ from the folder's runs are refused, not mixed with them
     packaged = (Path(settings_module.__file__).parent / "settings.toml").read_text()
-    line = "epsilon = 1.0            # the spec's l2 radius (Sec. 5)"
+    line = "[celeba]\n"  # its epsilon is define's default (1.0): set another
     assert packaged.count(line) == 1
     other = tmp_path / "settings.toml"
-    other.write_text(packaged.replace(line, "epsilon = 0.5"))
+    other.write_text(packaged.replace(line, line + "epsilon = 0.5\n"))
     assert main(["--settings", str(other), *args]) == 2
     assert "spec-Pale_Skin-images32.safetensors" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
