@@ -119,6 +119,26 @@ def test_one_changed_train_image_changes_the_hash_a_test_image_does_not(
     assert _define(glow_path, copy, tmp_path / "c.safetensors").data.content_sha256 != first
 
 
+def test_a_learned_method_records_the_validation_images_it_read(glow_path, faces, tmp_path) -> None:
+    """perpendicular chooses its boundary's epoch on the val split: the spec records those
+    images' content hash too; a changed val image changes it and not the train images' hash."""
+    import shutil
+
+    options = ("--method", "perpendicular", "--boundary-epochs", "1")
+    first = _define(glow_path, faces, tmp_path / "a.safetensors", *options)
+    val = first.method.validation
+    assert (val.split, val.n_samples, val.content_hash) == ("val", 12, "per-file")
+    copy = shutil.copytree(faces, tmp_path / "copy")
+    val_image = copy / "img_align_celeba" / "000049.jpg"  # the first of the val split
+    val_image.write_bytes(val_image.read_bytes() + b"\0")
+    second = _define(glow_path, copy, tmp_path / "b.safetensors", *options)
+    assert second.data.content_sha256 == first.data.content_sha256
+    assert second.method.validation.content_sha256 != val.content_sha256
+    forged = {**first.model_dump(), "method": {**first.method.model_dump(), "validation": first.data.model_dump()}}
+    with pytest.raises(ValueError, match="val split"):
+        SimilaritySpec.model_validate(forged)
+
+
 def test_rendered_data_records_no_hash(glow_path, tmp_path) -> None:
     data = ["--image-size", "8", "--n-train", "40", "--n-val", "10", "--n-test", "10"]
     out = tmp_path / "shapes.safetensors"

@@ -173,6 +173,11 @@ def test_define_perpendicular_records_the_classifier(chain, tmp_path: Path) -> N
     (boundary,) = meta.method.boundaries
     assert boundary.attribute == "orientation" and 0 <= boundary.val_accuracy <= 1
     assert boundary.best_epoch in (0, 1) and boundary.n_train > 0 and boundary.n_val > 0
+    # the validation images its epoch was chosen on: the val split of the spec's data (rendered:
+    # no content hash)
+    val = meta.method.validation
+    assert (val.split, val.n_samples, val.content_sha256) == ("val", 100, None)
+    assert (val.dataset, val.seed, val.options) == (meta.data.dataset, meta.data.seed, meta.data.options)
     matrix = spec.tensors["attribute_vectors"]
     assert matrix.shape == (1, meta.flow.latent_dim)
     assert np.linalg.norm(matrix[0]) == pytest.approx(1.0, rel=1e-5)

@@ -35,7 +35,12 @@ from lassi.regulator.discover import classifier_probability, discover_directions
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.shapes3d import half_of_range
 from lassi.spec import AttributeInfo, UsageError
-from lassi.spec.contract.models import AttributeMethod, DiscoverSettings, LinearBoundary
+from lassi.spec.contract.models import (
+    AttributeMethod,
+    DataProvenance,
+    DiscoverSettings,
+    LinearBoundary,
+)
 
 METHODS: tuple[str, ...] = ("average_diff", "perpendicular", "ramaswamy", "discover")
 MAX_LATENT_BYTES = 4 * 2**30  # the learned methods hold the latents of their images in memory
@@ -277,12 +282,14 @@ def learned_vectors(
     val_ids: np.ndarray,
     epsilon: float,
     config: MethodConfig,
+    validation: Callable[[np.ndarray], DataProvenance],
     progress: bool = True,
     images: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, list[AttributeInfo], AttributeMethod]:
     """The spec's vectors [m, D] (float32), one AttributeInfo per attribute (discover: per
     direction) and the method's record, for ``perpendicular``, ``ramaswamy`` or ``discover``.
-    ``images``: how the train and validation images are read (see :func:`encode_latents`)."""
+    ``images``: how the train and validation images are read (see :func:`encode_latents`);
+    ``validation``: the provenance of the validation images ``val_ids`` once read (recorded)."""
     from lassi.regulator.attributes import describe_split
 
     config.check(attributes)
@@ -396,5 +403,6 @@ def learned_vectors(
         seed=config.seed,
         boundaries=[f.record for f, _ in sensitive] + ([task[0].record] if task else []),
         discover=discover,
+        validation=validation(val_ids),
     )
     return np.stack(rows).astype(np.float32), infos, record

@@ -172,8 +172,10 @@ def define_spec(
             val_ids = val_ids[:max_images]
         stats: list[ValueMeans] = []
         matrix, infos, record = learned_vectors(
-            glow, source, attributes, ids, val_ids, epsilon, method, progress, images=reads
-        )
+            glow, source, attributes, ids, val_ids, epsilon, method,
+            validation=lambda v: data.provenance("val", len(v)).with_content(reads.content_sha256(v)),
+            progress=progress, images=reads,
+        )  # fmt: skip
     else:
         stats = value_means(
             glow, source, attributes, ids, progress=progress, given=given, images=reads

@@ -415,7 +415,8 @@ class AttributeMethod(Model):
     mean distance of the train latents to their mirror image across the sensitive boundary),
     ``discover`` (Li & Xu: directions that change a biased classifier's output most, see
     :class:`DiscoverSettings`). ``boundaries``: the linear classifiers trained (the sensitive
-    attributes, then the task)."""
+    attributes, then the task); ``validation``: the images their epochs were chosen on (the val
+    split of the spec's data, with their content hash for images on disk)."""
 
     name: Literal["perpendicular", "ramaswamy", "discover"]
     normalized: bool
@@ -426,6 +427,7 @@ class AttributeMethod(Model):
     seed: int = Field(ge=0)
     boundaries: list[LinearBoundary] = Field(min_length=1, max_length=17)
     discover: DiscoverSettings | None = None
+    validation: DataProvenance
 
     @model_validator(mode="after")
     def _settings(self) -> AttributeMethod:
@@ -435,6 +437,8 @@ class AttributeMethod(Model):
             raise ValueError("the task's boundary must come last")
         if (self.name == "discover") != (self.discover is not None):
             raise ValueError("discover settings come with method discover only")
+        if self.validation.split != "val":
+            raise ValueError("the method's validation images are the val split")
         return self
 
 
@@ -479,6 +483,10 @@ class SimilaritySpec(ArtifactBase):
             raise ValueError(
                 f"attribute_method {self.attribute_method} but the method record says {recorded}"
             )
+        if self.method is not None:
+            val, data = self.method.validation, self.data
+            if (val.dataset, val.seed, val.options) != (data.dataset, data.seed, data.options):
+                raise ValueError("the method's validation images are not of the spec's data")
         return self
 
     def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
