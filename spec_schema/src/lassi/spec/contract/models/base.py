@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 # ``sigma_enc``; ``m`` and ``seed`` required in certified files).
 # 3: ``DataProvenance.content_hash`` is "per-file" exactly when ``content_sha256`` is recorded
 # (null otherwise; "stream" refused); a similarity spec of images on disk records their
-# ``content_sha256``; every ``AttributeInfo`` names each of its vectors (``vector_names``).
+# ``content_sha256`` (a learned method's record, ``validation``, that of its val images); every
+# ``AttributeInfo`` names each of its vectors (``vector_names``).
 SCHEMA_VERSION = 3
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
