@@ -185,3 +185,29 @@ def test_producer_train_two_ranks_match_one_process(tmp_path: Path, spec: Path) 
         b.train_accuracy,
         b.val_accuracy,
     )
+
+
+def test_producer_ranks_share_rank_0s_latent_cache_when_their_arithmetic_differs(
+    tmp_path: Path, spec: Path
+) -> None:
+    """The latent cache's key includes the Glow's latents of probe images; a rank whose device
+    computes them in other last bits (simulated: rank 1 sees another identity) still reads the
+    cache rank 0 filled, so the ranks train on the same latents and one cache entry per split."""
+    script = tmp_path / "rank_differs.py"
+    script.write_text(
+        "import os, sys\n"
+        "import lassi.producer.latents as latents\n"
+        "import lassi.producer.training as training\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    training.glow_identity = latents.glow_identity = lambda sim: 'f' * 64\n"
+        "from lassi.producer.cli import main\n"
+        "main(sys.argv[1:])\n"
+    )
+    cache = tmp_path / "cache"
+    out = tmp_path / "encoder.safetensors"
+    result = _torchrun(str(script), ["train", "--spec", str(spec), *DATA, "--task", "object_hue",
+                                     "--hidden", "16", "--k", "8", "--epochs", "1", "--batch-size", "32",
+                                     "--max-train", "64", "--cache-dir", str(cache), "--threads", "1",
+                                     "--device", "cpu", "--quiet", "--out", str(out)])  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list(cache.glob("latents-*.safetensors"))) == 2  # train and val, rank 0's only

@@ -11,6 +11,7 @@ from lassi.regulator.data_config import DatasetConfig, dataset_config_from_optio
 from lassi.spec import CenterSmoothingParams, EncoderArchitecture, LossWeights, UsageError
 from lassi.spec.runtime import cli_options as option
 from lassi.spec.runtime.cli import role_group, set_threads, trusted_inputs, validated
+from lassi.spec.runtime.distributed import is_main
 from lassi.spec.runtime.outputs import check_outputs, checkpoint_of
 
 if TYPE_CHECKING:
@@ -155,7 +156,9 @@ def train_command(
         config, sim, out, cache_dir=cache_dir, progress=not quiet, device=device,
         attack_spec=attack_spec,
     )  # fmt: skip
-    if quiet:  # the result line is printed with or without --quiet (progress is not)
+    # the result line is printed with or without --quiet (progress is not), by rank 0 alone
+    # under torchrun (the one that writes the encoder)
+    if quiet and is_main():
         from lassi.spec import EncoderCard, read_artifact
 
         card = read_artifact(out, expect=EncoderCard).meta

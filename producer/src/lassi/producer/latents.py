@@ -117,13 +117,17 @@ def glow_latents_of(
     batch_size: int = 256,
     progress: bool = True,
     desc: str = "glow latents",
+    glow_key: str | None = None,
 ) -> Latents:
     """The latents of the images ``ids``, from the cache where their files are unchanged.
     Rendered data the spec records from another renderer than this machine's is refused (exit
-    4): the spec's Glow and vectors were made from images that render differently here."""
+    4): the spec's Glow and vectors were made from images that render differently here.
+    ``glow_key``: the Glow's identity as another process computed it (torchrun: rank 0's, so
+    that every rank reads the cache rank 0 filled even where its own arithmetic differs)."""
     data.check_rendered_as(sim.meta.data, sim.path)
     ids = np.asarray(ids, dtype=np.int64)
-    key = run_key(glow=glow_identity(sim), data=generator_parameters(data, source, ids), ids=ids.tolist())
+    glow = glow_identity(sim) if glow_key is None else glow_key
+    key = run_key(glow=glow, data=generator_parameters(data, source, ids), ids=ids.tolist())
     cache = None if cache_dir is None else Path(cache_dir) / f"latents-{key}.safetensors"
     files = has_files(source)
     cached_z, cached_sha = _restore(cache, key, len(ids), sim.glow.latent_dim, files)

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lassi.producer.base_function import BaseFunction, build_base_function, load_spec
-from lassi.producer.latents import TOOL, glow_latents_of
+from lassi.producer.latents import TOOL, glow_identity, glow_latents_of
 from lassi.producer.losses import (
     LassiLoss,
     augmented_latents,
@@ -183,13 +183,14 @@ def _train_encoder(
             f"the last batch of each epoch has {n % config.batch_size} images, fewer than the "
             f"{ranks.world} torchrun processes; choose another --batch-size or --max-train",
         )
-    with ranks.main_first():  # rank 0 fills the latent cache, the others read it
-        train_latents = glow_latents_of(
-            sim, source, data, train_ids, cache_dir, progress=progress, desc="glow latents (train)"
-        )
-        val_latents = glow_latents_of(
-            sim, source, data, val_ids, cache_dir, progress=progress, desc="glow latents (val)"
-        )
+    # rank 0 fills the latent cache, the others read it under rank 0's key: the Glow's identity
+    # includes its latents of probe images, which another GPU may compute in other last bits
+    glow_key = ranks.main_text(glow_identity(sim))
+    with ranks.main_first():
+        train_latents = glow_latents_of(sim, source, data, train_ids, cache_dir, progress=progress,
+                                        desc="glow latents (train)", glow_key=glow_key)  # fmt: skip
+        val_latents = glow_latents_of(sim, source, data, val_ids, cache_dir, progress=progress,
+                                      desc="glow latents (val)", glow_key=glow_key)  # fmt: skip
     z_train, z_val = train_latents.z, val_latents.z
     # the checkpoint resumes only over the same data: each image file's hash (or the generator
     # parameters of rendered data), as read now; a run never rereads its images

@@ -100,6 +100,19 @@ class Ranks:
         if self.is_main:
             self.barrier()
 
+    def main_text(self, text: str) -> str:
+        """Rank 0's ``text`` on every rank (ASCII of one length on every rank, e.g. a hex digest):
+        a value each rank computes but all must share, such as a cache key."""
+        if not self.active:
+            return text
+        import torch
+        import torch.distributed as dist
+
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        codes = torch.tensor(list(text.encode("ascii")), dtype=torch.int64, device=device)
+        dist.broadcast(codes, 0)
+        return bytes(codes.cpu().tolist()).decode("ascii")
+
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """The sum of ``tensor`` over the ranks (not differentiable; a copy when inactive)."""
         tensor = tensor.clone()
