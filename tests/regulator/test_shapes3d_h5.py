@@ -140,6 +140,29 @@ def test_the_whole_chain_runs_on_the_h5_file(h5_root: Path, tmp_path: Path) -> N
     figures = sibling_accuracy(sim, chain["encoder"], chain["classifier"], ids, source.renderer)
     assert figures["wrong_siblings"] >= 0 and 0.0 <= figures["ground_truth_unfair"] <= 1.0
 
+    # every artifact records the SHA-256 of the stored rows it was computed from, and the
+    # audit's data check refuses a 3dshapes.h5 whose rows of the bundle's samples differ
+    from lassi.regulator.audit_data import checked_images
+    from lassi.spec import IntegrityError
+
+    for name, split in (("glow", "train"), ("spec", "train"), ("encoder", "train"), ("test", "test")):
+        data = read_artifact(chain[name]).meta.data
+        assert data.content_hash == "rows" and data.split == split, name
+        stored = source.split_ids(split)[: data.n_samples]
+        assert data.content_sha256 == source.rows_sha256(stored), name
+    test = read_artifact(chain["test"])
+    bundle_ids = [int(i) for i in test.tensors["ids"]]
+    checked = checked_images(test.meta, test.tensors, source, bundle_ids[:2], h5_root, chain["test"])
+    assert checked.ids == bundle_ids[:2] and not checked.notes and not checked.mismatches
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "3dshapes.h5").write_bytes((h5_root / "3dshapes.h5").read_bytes())
+    with h5py.File(other / "3dshapes.h5", "r+") as f:
+        f["images"][bundle_ids[-1]] = 255 - f["images"][bundle_ids[-1]]
+    changed = make_source(config.model_copy(update={"root": other}))
+    with pytest.raises(IntegrityError, match="holds other images than those test.safetensors was encoded from"):
+        checked_images(test.meta, test.tensors, changed, bundle_ids[:2], other, chain["test"])
+
 
 def test_the_data_root_alone_tells_the_data_set(h5_root: Path) -> None:
     from lassi.regulator.data_config import infer_dataset

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,7 @@ def test_rendered_data_records_no_hash(glow_path, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     data_meta = read_artifact(out, expect=SimilaritySpec).meta.data
     assert data_meta.content_sha256 is None and data_meta.content_hash is None
-    assert "no per-file content hash" in result.output
+    assert "3D Shapes rendered here: its renderer and factors are the content" in result.output
 
 
 def test_a_file_changed_between_reads_is_refused(faces, tmp_path) -> None:
@@ -193,6 +194,25 @@ def test_the_content_hash_says_the_truth(fields, message, tmp_path) -> None:
         read_artifact(path, expect=SimilaritySpec)
     assert message.strip("'") in str(error.value) and "\n" not in str(error.value)
     assert error.value.exit_code == EXIT_CODES["invalid_artifact"]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "how", "message"),
+    [
+        ("shapes3d-h5", "per-file", "does not identify shapes3d-h5 data (its kind is 'rows')"),
+        ("celeba", "rows", "does not identify celeba data (its kind is 'per-file')"),
+        ("shapes3d", "rows", "does not identify shapes3d data (it records none)"),
+    ],
+)
+def test_each_data_set_records_its_own_kind_of_content_hash(dataset, how, message) -> None:
+    """Image files are hashed per file, a 3dshapes.h5 by its stored rows, rendered data not at
+    all: any other pairing is refused, and ``with_content`` writes the data set's own kind."""
+    with pytest.raises(ValueError, match=re.escape(message)):
+        DataProvenance(dataset=dataset, n_samples=3, content_sha256="a" * 64, content_hash=how)
+    for name, kind in (("celeba", "per-file"), ("shapes3d-h5", "rows")):
+        recorded = DataProvenance(dataset=name, n_samples=3).with_content("b" * 64)
+        assert (recorded.content_hash, recorded.content_sha256) == (kind, "b" * 64)
+    assert DataProvenance(dataset="shapes3d", n_samples=3).with_content(None).content_hash is None
 
 
 def test_stored_vector_names_match_the_vectors_in_the_file(tmp_path) -> None:

@@ -26,10 +26,15 @@ import torch
 from tqdm import tqdm
 
 from lassi.producer.tool import TOOL
-from lassi.regulator.content_hash import decode_sample, has_files, read_samples
+from lassi.regulator.content_hash import (
+    decode_sample,
+    has_files,
+    read_samples,
+    stored_content_sha256,
+)
 from lassi.regulator.data_config import DatasetConfig
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec.contract.data_identity import DIGEST_SIZE, data_key, file_list_sha256
+from lassi.spec.contract.data_identity import DIGEST_SIZE, data_key
 from lassi.spec.contract.errors import InvalidArtifactError, printable
 from lassi.spec.contract.torch_state import load_checkpoint, run_key, save_checkpoint
 
@@ -44,10 +49,9 @@ class Latents:
     file_sha256: np.ndarray | None
 
     def content_sha256(self, source) -> str | None:
-        """``DataProvenance.content_sha256`` of these samples (None: rendered data)."""
-        if self.file_sha256 is None:
-            return None
-        return file_list_sha256(self.ids.tolist(), source.file_names(self.ids), self.file_sha256)
+        """``DataProvenance.content_sha256`` of these samples (of their files or a 3dshapes.h5's
+        rows; None: rendered data)."""
+        return stored_content_sha256(source, self.ids, self.file_sha256)
 
     def identity(self, source, data: DatasetConfig) -> str:
         """The data identity of a run over these samples (checkpoint keys): the per-file

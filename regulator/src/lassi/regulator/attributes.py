@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from lassi.regulator.content_hash import has_files, read_images, sample_path
+from lassi.regulator.content_hash import has_files, read_images, sample_path, stored_content_sha256
 from lassi.regulator.datasets import DataError
 from lassi.regulator.glow import Glow, preprocess
 from lassi.regulator.shapes3d import half_of_range
@@ -74,10 +74,10 @@ class HashedReads:
         return images
 
     def content_sha256(self, ids: Sequence[int]) -> str | None:
-        """``DataProvenance.content_sha256`` of the samples ``ids``, all of them read (None for a
-        rendered source)."""
+        """``DataProvenance.content_sha256`` of the samples ``ids``, all of them read (a
+        3dshapes.h5's rows; None for a rendered source)."""
         if not has_files(self.source):
-            return None
+            return stored_content_sha256(self.source, ids, None)
         ids = [int(i) for i in ids]
         unread = [i for i in ids if i not in self.digests]
         if unread:

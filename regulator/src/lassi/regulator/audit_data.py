@@ -5,7 +5,9 @@ The bundle's recorded data *paths* are never used: data on disk is read from the
 ``DataProvenance.content_sha256``, see :mod:`lassi.regulator.content_hash`); a sample whose file
 differs is named and left out of the replay (:class:`DataMismatch`), the others are decoded from
 the very bytes hashed (exit 4 where the data cannot be matched). 3D Shapes is rendered from its
-recorded seed and split sizes. A bundle written before content hashes audits with a note that its
+recorded seed and split sizes; a 3dshapes.h5 must hold the very rows encoded (the SHA-256 of the
+bundle's rows, ``content_hash = "rows"``; exit 4 otherwise). A bundle written before content
+hashes audits with a note that its
 data was not checked (one with a single hash over all files, ``content_hash = "stream"``, is no
 longer read). The replay itself is :mod:`lassi.regulator.audit`'s.
 """
@@ -95,7 +97,7 @@ def checked_images(
                 f"records sample id {beyond[0]}, beyond the rendered 3D Shapes data set "
                 f"(ids are 0–{N_IMAGES - 1})",
             )
-        return CheckedData(list(ids), source.images(np.array(ids, dtype=np.int64)))
+        return _stored_rows(meta, source, all_ids, ids, where)
     if meta.per_file_hashes:
         return _per_file(meta, tensors, source, ids, where)
     return _unhashed(source, ids, data_root, where)
@@ -155,6 +157,31 @@ def _per_file(
         else np.zeros((0, source.image_size, source.image_size, 3), np.uint8)
     )
     return CheckedData(kept_ids, images, mismatches)
+
+
+def _stored_rows(
+    meta: RepresentationBundle, source: Any, all_ids: list[int], ids: list[int], where: Path
+) -> CheckedData:
+    """Rendered 3D Shapes (made here from the recorded factors) or a 3dshapes.h5, whose rows of
+    the bundle's samples must hash as recorded: one file holds every image, so a different file
+    is refused as a whole (exit 4)."""
+    data = meta.data
+    notes = []
+    if data is not None and data.content_hash == "rows":
+        here = source.rows_sha256(np.asarray(all_ids, dtype=np.int64))
+        if here != data.content_sha256:
+            raise IntegrityError(
+                getattr(source, "path", None),
+                f"holds other images than those {where.name} was encoded from (the SHA-256 of "
+                f"its {len(all_ids)} samples' rows is {here}, the bundle records "
+                f"{data.content_sha256}): pass the producer's 3dshapes.h5",
+            )
+    elif data is not None and data.dataset == "shapes3d-h5":
+        notes.append(
+            f"note: {where.name} records no content hash of its 3dshapes.h5 rows (written before "
+            "lassi recorded one): the file could not be checked against the one the producer encoded"
+        )
+    return CheckedData(list(ids), source.images(np.array(ids, dtype=np.int64)), notes=notes)
 
 
 def _unhashed(source: Any, ids: list[int], data_root: Path | None, where: Path) -> CheckedData:

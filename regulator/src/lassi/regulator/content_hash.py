@@ -193,6 +193,17 @@ def read_images(
     return images, digests
 
 
+def stored_content_sha256(source: Any, ids: Sequence[int], digests: np.ndarray | None) -> str | None:
+    """``DataProvenance.content_sha256`` of the samples ``ids`` as stored: their files' list hash
+    from the per-file ``digests`` (image files), the SHA-256 of their rows (a 3dshapes.h5, which
+    holds every image in one file), or None (rendered 3D Shapes: nothing stored)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if digests is not None:
+        return file_list_sha256(ids.tolist(), source.file_names(ids), digests)
+    rows = getattr(source, "rows_sha256", None)
+    return None if rows is None else rows(ids)
+
+
 class CheckedImages:
     """The images of a fixed set of samples, read many times in a run (Glow training's batches)
     and each time checked against the file hashes taken when the run started: a file that
@@ -201,7 +212,8 @@ class CheckedImages:
     ``identity``: the data identity of the run (:func:`lassi.spec.contract.data_identity.data_key` of the
     files' list hash, or of ``rendered``, the generator parameters of rendered data, and of the
     source's ``pipeline_sha256``, the code that makes images of what is stored: the 3D Shapes
-    renderer, a decoder), for checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash (None: rendered data).
+    renderer, a decoder), for checkpoint keys; ``content_sha256``: the ``DataProvenance`` hash
+    (:func:`stored_content_sha256`: of the files, or of a 3dshapes.h5's rows; None: rendered data).
     ``progress``: the description of a progress bar over the first hashing (None: no bar)."""
 
     def __init__(
@@ -211,15 +223,11 @@ class CheckedImages:
         files = read_samples(source, self.ids, progress=progress)
         self.digests = None if files is None else files.digests
         self.row = {int(i): r for r, i in enumerate(self.ids.tolist())}
-        self.content_sha256 = (
-            None
-            if self.digests is None
-            else file_list_sha256(self.ids.tolist(), source.file_names(self.ids), self.digests)
-        )
+        self.content_sha256 = stored_content_sha256(source, self.ids, self.digests)
         pipeline = getattr(source, "pipeline_sha256", None)
         made_by = {"pipeline": None if pipeline is None else pipeline()}  # renderer, decoder
         self.identity = (
-            data_key(rendered=rendered, ids=self.ids.tolist(), **made_by)
+            data_key(rendered=rendered, ids=self.ids.tolist(), rows=self.content_sha256, **made_by)
             if self.digests is None
             else data_key(files=self.content_sha256, **made_by)
         )

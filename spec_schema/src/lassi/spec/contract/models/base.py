@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 # 3: ``DataProvenance.content_hash`` is "per-file" exactly when ``content_sha256`` is recorded
 # (null otherwise; "stream" refused); a similarity spec of images on disk records their
 # ``content_sha256`` (a learned method's record, ``validation``, that of its val images); every
-# ``AttributeInfo`` names each of its vectors (``vector_names``).
+# ``AttributeInfo`` names each of its vectors (``vector_names``); 3dshapes.h5 data records its
+# ``content_sha256`` over the samples' stored rows (``content_hash = "rows"``).
 SCHEMA_VERSION = 3
 
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]

@@ -162,7 +162,7 @@ class RepresentationBundle(ArtifactBase):
     @property
     def per_file_hashes(self) -> bool:
         """Whether the bundle carries each sample's file SHA-256 (tensor ``file_sha256``)."""
-        return self.data is not None and self.data.content_sha256 is not None
+        return self.data is not None and self.data.content_hash == "per-file"
 
     def tensor_specs(self) -> list[TensorSpec]:
         n, k = self.n_samples, self.k

@@ -85,15 +85,18 @@ class DataProvenance(Model):
     options: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     content_sha256: Sha256 | None = Field(
         None,
-        description="files on disk (celeba, folder, fairface): the samples' data identity "
-        "(lassi.spec.contract.data_identity), taken from the bytes the artifact was computed "
-        "from; absent for rendered 3D Shapes (its renderer and factors are the content)",
+        description="files on disk (celeba, folder, fairface) and 3dshapes.h5: the samples' "
+        "data identity (lassi.spec.contract.data_identity), taken from the bytes the artifact "
+        "was computed from; absent for rendered 3D Shapes (its renderer and factors are the "
+        "content)",
     )
-    content_hash: Literal["per-file"] | None = Field(
+    content_hash: Literal["per-file", "rows"] | None = Field(
         None,
-        description="how content_sha256 is computed, present exactly when it is: 'per-file', "
-        "SHA-256 over each sample's length-prefixed relative file name and the SHA-256 of its "
-        "file, in id order (a bundle carries the per-file hashes as tensor 'file_sha256')",
+        description="how content_sha256 is computed, present exactly when it is: 'per-file' "
+        "(image files), SHA-256 over each sample's length-prefixed relative file name and the "
+        "SHA-256 of its file, in id order (a bundle carries the per-file hashes as tensor "
+        "'file_sha256'); 'rows' (shapes3d-h5), SHA-256 over the sample count (8 bytes, little "
+        "endian) and the stored uint8 image rows of the samples, in id order",
     )
 
     @field_validator("content_hash", mode="before")
@@ -110,20 +113,26 @@ class DataProvenance(Model):
     def _hash_described(self) -> DataProvenance:
         if (self.content_sha256 is None) != (self.content_hash is None):
             raise ValueError(
-                "content_hash 'per-file' without a content_sha256"
+                f"content_hash '{self.content_hash}' without a content_sha256"
                 if self.content_sha256 is None
-                else "content_sha256 without content_hash 'per-file' (how it was computed)"
+                else "content_sha256 without content_hash (how it was computed)"
+            )
+        expected = CONTENT_HASH_OF.get(self.dataset)
+        if self.content_hash is not None and self.content_hash != expected:
+            raise ValueError(
+                f"content_hash '{self.content_hash}' does not identify {self.dataset} data"
+                + (f" (its kind is '{expected}')" if expected else " (it records none)")
             )
         return self
 
     def with_content(self, content_sha256: str | None) -> DataProvenance:
-        """This provenance with the samples' per-file ``content_sha256`` (None: rendered data,
-        no hash), validated."""
+        """This provenance with the samples' ``content_sha256`` of its data set's kind (None:
+        rendered data, no hash), validated."""
         return DataProvenance.model_validate(
             {
                 **self.model_dump(),
                 "content_sha256": content_sha256,
-                "content_hash": None if content_sha256 is None else "per-file",
+                "content_hash": None if content_sha256 is None else CONTENT_HASH_OF.get(self.dataset),
             }
         )
 
@@ -134,11 +143,16 @@ class DataProvenance(Model):
             return line + f", content sha256 {self.content_sha256} ({self.content_hash})"
         if self.dataset in IMAGE_FILE_DATASETS:
             return line + ", no content hash recorded (its images cannot be checked)"
-        return line + " (3D Shapes, not image files: no per-file content hash)"
+        if self.dataset == "shapes3d-h5":
+            return line + ", no content hash recorded (its images cannot be checked)"
+        return line + " (3D Shapes rendered here: its renderer and factors are the content)"
 
 
 IMAGE_FILE_DATASETS = ("celeba", "folder", "fairface")
 """Data sets whose samples are image files, identified by their per-file content hash."""
+
+CONTENT_HASH_OF = {name: "per-file" for name in IMAGE_FILE_DATASETS} | {"shapes3d-h5": "rows"}
+"""How each data set's ``content_sha256`` is computed (rendered 3D Shapes records none)."""
 
 
 class GlowTraining(Model):
