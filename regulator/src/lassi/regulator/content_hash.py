@@ -86,7 +86,6 @@ class SampleFiles:
     digests: np.ndarray  # uint8 [N, 32]: SHA-256 of each file; zeros where it could not be read
     kept: dict[int, bytes] = field(default_factory=dict)  # id -> bytes, for the ids kept
     problems: dict[int, str] = field(default_factory=dict)  # id -> why unreadable (tolerant)
-    stream_sha256: str | None = None  # the older whole-stream hash, when asked for
 
     def content_sha256(self, names: Sequence[str]) -> str:
         """The data identity of these samples under the relative file ``names`` (one per id)."""
@@ -99,23 +98,18 @@ def read_samples(
     keep: Iterable[int] = (),
     *,
     tolerant: bool = False,
-    stream: bool = False,
     progress: str | None = None,
 ) -> SampleFiles | None:
     """Hash each sample's image file (and keep the bytes of the ids in ``keep``), one read each.
 
     None for a rendered source. ``tolerant``: a file that cannot be read (missing, not a
     regular file, over the size bound) is recorded in ``problems`` instead of raising
-    :class:`DataError`. ``stream``: also compute the hash files from before per-file hashes
-    recorded (SHA-256 over the length-prefixed names and bytes in ascending id order).
-    ``progress``: the description of a progress bar (None: no bar)."""
+    :class:`DataError`. ``progress``: the description of a progress bar (None: no bar)."""
     if not has_files(source):
         return None
     ids = [int(i) for i in ids]
     wanted = {int(i) for i in keep}
     result = SampleFiles(ids, np.zeros((len(ids), DIGEST_SIZE), np.uint8))
-    ascending = ids == sorted(set(ids))
-    inline = hashlib.sha256() if stream and ascending else None
     bar = tqdm(
         total=len(ids), desc=progress, unit="file", disable=progress is None, dynamic_ncols=True
     )
@@ -132,30 +126,8 @@ def read_samples(
         result.digests[row] = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)
         if i in wanted:
             result.kept[i] = data
-        if inline is not None:
-            _stream_update(inline, source.files[i], data)
     bar.close()
-    if stream and not result.problems:
-        result.stream_sha256 = (
-            inline.hexdigest() if inline is not None else _stream_sha256(source, sorted(set(ids)))
-        )
     return result
-
-
-def _stream_update(digest: Any, name: str, data: bytes) -> None:
-    encoded = os.fsencode(name)
-    digest.update(len(encoded).to_bytes(8, "little") + encoded)
-    digest.update(len(data).to_bytes(8, "little") + data)
-
-
-def _stream_sha256(source: Any, ids: list[int]) -> str:
-    """The hash of files written before per-file hashes: one SHA-256 over, for each sample in
-    ascending id order, the length-prefixed relative name and the length-prefixed bytes.
-    (Reads the files again: only for those older bundles listing their ids out of order.)"""
-    digest = hashlib.sha256()
-    for i in ids:
-        _stream_update(digest, source.files[i], read_image_bytes(sample_path(source, i)))
-    return digest.hexdigest()
 
 
 def decode_sample(source: Any, i: int, data: bytes) -> np.ndarray:
