@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -128,3 +129,82 @@ def test_table2_reuses_an_encoder_only_with_the_same_attack_set(
     assert not target.exists()
     assert run.trained_twin(config, chain["spec"], target, attack)
     assert target.read_bytes() == extended.read_bytes()
+
+
+def _settings_with(tmp_path: Path, line: str, replacement: str) -> Path:
+    """The packaged settings.toml with its one ``line`` replaced."""
+    from lassi.experiments import settings as settings_module
+
+    packaged = (Path(settings_module.__file__).parent / "settings.toml").read_text()
+    assert packaged.count(line) == 1, line
+    path = tmp_path / f"settings-{len(list(tmp_path.glob('settings-*.toml')))}.toml"
+    path.write_text(packaged.replace(line, replacement))
+    return path
+
+
+def _stamps(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_a_run_made_with_other_settings_is_refused_never_reused(
+    chain: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a table2 run, a rerun whose settings.toml changes what the spec, the encoder, the
+    certified test bundle or the report records (none of it in a folder name) stops in one line
+    (exit 2) naming the file and the setting, recorded and requested, and modifies no file; the
+    train bundle and the classifier likewise through the Workspace API; the unchanged rerun still
+    reuses every file and reports the same figures."""
+    from lassi.experiments.cli import main
+    from lassi.spec import LossWeights, UsageError
+
+    out = tmp_path / "experiments"
+    args = ["table2", "--glow", str(chain["glow"]), "--out", str(out), "--seeds", "0",
+            "--methods", "baseline", "--test", "2", "--epochs", "1", "--cert-n", "300",
+            "--verify-n", "1000", "--protocol", "authors", "--threads", "1"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    (results,) = (out / "table2-authors").glob("results*.json")
+    figures = json.loads(results.read_text())["rows"]
+    before = _stamps(out)
+    run = out / "table2-authors" / "baseline-seed0-epochs1-cert300-rs1000"
+    assert {p.name for p in run.glob("*.safetensors")} == {
+        "encoder.safetensors", "train.safetensors", "test.safetensors",
+        "classifier-object_hue-sigma5.0.safetensors", "report-object_hue-sigma5.0.safetensors",
+    }  # fmt: skip
+
+    changes = [  # (settings line, its replacement, the file named, the setting named with its two values)
+        ("[regulator]\n", "[regulator]\nepsilon = 0.5\n", "spec-orientation-pairs.safetensors",
+         "epsilon 1.0, this run asks for 0.5"),
+        ("batch_size = 250", "batch_size = 200", "encoder.safetensors", "batch_size 250, this run asks for 200"),
+        ("[center_smoothing]\n", "[center_smoothing]\ndelta = 0.1\n", "test.safetensors",
+         "center smoothing delta 0.05, this run asks for 0.1"),
+        ("[randomized_smoothing]\n", "[randomized_smoothing]\nalpha = 0.01\n", "report-object_hue-sigma5.0.safetensors",
+         "randomized smoothing alpha 0.001, this run asks for 0.01"),
+    ]  # fmt: skip
+    for line, replacement, name, setting in changes:
+        assert main(["--settings", str(_settings_with(tmp_path, line, replacement)), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), err
+        assert f"/{name}: was made with {setting}; remove its run folder or choose another --out" in err[0]
+        assert _stamps(out) == before, name
+
+    ws = _workspace(out)
+    spec = out / "table2-authors" / "spec-orientation-pairs.safetensors"
+    data = workspace_module.data_config(chain["glow"], "orientation:object_hue:full")
+    loss = ws.settings.methods["baseline"].loss
+    with pytest.raises(UsageError, match=r"train\.safetensors: was made with labels \['object_hue'\], this run asks for \['object_hue', 'shape'\]"):
+        ws.producer_run(spec, data, "baseline", 0, run, 2, loss, 1, ws.settings.cert.replace(n0=300, n=300),
+                        labels=["object_hue", "shape"])  # fmt: skip
+    with pytest.raises(UsageError, match=r"classifier-object_hue-sigma5\.0\.safetensors: was made with seed 0, this run asks for 1;"):
+        ws.consumer_run(spec, run / "train.safetensors", run / "test.safetensors", "object_hue", 5.0, run, 1)
+    other_loss = LossWeights.model_validate(loss.model_dump() | {"attack_points": 3})
+    with pytest.raises(UsageError, match=r"encoder\.safetensors: was made with loss attack_points 20, this run asks for 3;"):
+        ws.producer_run(spec, data, "baseline", 0, run, 2, other_loss, 1)
+    with pytest.raises(UsageError, match=r"test\.safetensors: was made with data samples 2, this run asks for 3;"):
+        ws.producer_run(spec, data, "baseline", 0, run, 3, loss, 1, ws.settings.cert.replace(n0=300, n=300))
+    assert _stamps(out) == before
+
+    assert main(args) == 0  # the unchanged rerun: every file reused, the same figures
+    assert _stamps(out) == before | {results: results.stat().st_mtime_ns}
+    assert json.loads(results.read_text())["rows"] == figures

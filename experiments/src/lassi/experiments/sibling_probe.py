@@ -25,16 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lassi.consumer.classifier import load_classifier, train_consumer_classifier
+from lassi.consumer.classifier import load_classifier
 from lassi.experiments.ground_truth import probe_figures, siblings_of
 from lassi.experiments.workspace import Workspace, data_config
 from lassi.producer.base_function import load_encoder
-from lassi.producer.encode import encode_split, select_ids
+from lassi.producer.encode import select_ids
 from lassi.producer.training import train_encoder
 from lassi.regulator.data_config import make_source
 from lassi.regulator.shapes3d import Shapes3D
 from lassi.regulator.similarity import SimilaritySet
-from lassi.spec import read_artifact
+from lassi.spec import EncoderCard, UsageError, read_artifact
 from lassi.spec.contract.io import atomic_write_bytes
 
 
@@ -64,6 +64,19 @@ def sibling_accuracy(
     return probe_figures(pred, factors)
 
 
+def trained_scale(mark: Path) -> float:
+    """The attack scale a probe folder's encoder was trained with: its mark's, 1 without one."""
+    if not mark.exists():
+        return 1.0
+    try:
+        scale = json.loads(mark.read_text())["attack_scale"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(mark, f"is not a probe's training mark ({error}); remove its folder") from error
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool):
+        raise UsageError(mark, "records no numeric attack_scale; remove its folder")
+    return float(scale)
+
+
 def probe_name(ws: Workspace, args: argparse.Namespace) -> str:
     """The probe's folder name: its protocol, seed and every knob."""
     e = ws.settings.encoder
@@ -90,15 +103,20 @@ def sibling_probe(ws: Workspace, args: argparse.Namespace) -> dict:
     sim = SimilaritySet.load(spec)
     encoder = folder / "encoder.safetensors"
     plain = args.attack_scale == 1.0  # Table 2's own configuration
-    if not plain:  # the card looks like Table 2's: mark the folder so no run reuses its encoder
-        mark = {"attack_scale": args.attack_scale, "variant": None}
-        atomic_write_bytes(folder / ws.VARIANT_MARK, json.dumps(mark).encode())
-    if not encoder.exists():
-        loss = ws.settings.methods["adversarial+contrastive"].loss.model_copy(
-            update={"adv": args.adv, "contr": args.contr}
-        )
-        config = ws.encoder_config(data, loss, args.seed, args.epochs, ws.settings.sibling_probe.keep)
-        config = config.model_copy(update={"hidden": list(args.hidden), "k": args.k})
+    loss = ws.settings.methods["adversarial+contrastive"].loss.model_copy(
+        update={"adv": args.adv, "contr": args.contr}
+    )
+    config = ws.encoder_config(data, loss, args.seed, args.epochs, ws.settings.sibling_probe.keep)
+    config = config.model_copy(update={"hidden": list(args.hidden), "k": args.k})
+    mark = folder / ws.VARIANT_MARK
+    wanted = ws.encoder_wanted(config, spec)
+    scale = ("attack scale", trained_scale(mark), args.attack_scale)
+    if not ws.reused(encoder, EncoderCard, lambda a: [*wanted(a.meta), scale]):
+        # a variant's card looks like Table 2's: its mark keeps every run from reusing it
+        if plain:
+            mark.unlink(missing_ok=True)
+        else:
+            atomic_write_bytes(mark, json.dumps({"attack_scale": args.attack_scale, "variant": None}).encode())
         if not (plain and ws.trained_twin(config, spec, encoder)):
             original = sim.vectors.clone()
             sim.vectors.mul_(args.attack_scale)  # the attack's radius during training only
@@ -106,18 +124,11 @@ def sibling_probe(ws: Workspace, args: argparse.Namespace) -> dict:
                 train_encoder(config, sim, encoder, cache_dir=ws.cache, device=ws.device)
             finally:
                 sim.vectors.copy_(original)
-    train = folder / "train.safetensors"
-    if not train.exists():
-        encode_split(
-            sim, encoder, data, "train", train, cache_dir=ws.cache, progress=False,
-            device=ws.device,
-        )  # fmt: skip
-    classifier = folder / "classifier.safetensors"
-    if not classifier.exists():
-        train_consumer_classifier(
-            train, ws.settings.encoder.task, classifier, ws.settings.sibling_probe.sigma_cls,
-            seed=args.seed, progress=False, device=ws.device,
-        )  # fmt: skip
+    train = ws.bundle_run(spec, encoder, data, "train", folder / "train.safetensors", progress=False)
+    classifier = ws.classifier_run(
+        train, ws.settings.encoder.task, ws.settings.sibling_probe.sigma_cls,
+        folder / "classifier.safetensors", args.seed, epochs=None,
+    )  # fmt: skip
     ids = select_ids(make_source(data), "test", args.test, 1)  # the samples Table 2 certifies
     result = {"name": name, "args": {k: str(v) for k, v in vars(args).items() if k != "func"}}
     result |= sibling_accuracy(sim, encoder, classifier, ids, make_source(data).renderer)

@@ -6,20 +6,43 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lassi.consumer.classifier import train_consumer_classifier
 from lassi.consumer.verification import verify
+from lassi.experiments.reuse import (
+    Setting,
+    bundle_settings,
+    classifier_settings,
+    encoder_settings,
+    first_difference,
+    refuse_other_settings,
+    report_settings,
+    spec_settings,
+)
 from lassi.experiments.settings import Settings
-from lassi.producer.encode import encode_split
+from lassi.producer.encode import encode_split, select_ids
 from lassi.producer.training import EncoderTrainConfig, train_encoder
-from lassi.regulator.data_config import DatasetConfig
+from lassi.regulator.data_config import DatasetConfig, make_source
 from lassi.regulator.similarity import define_spec, load_glow
-from lassi.spec import DataProvenance, LossWeights, UsageError, read_artifact
+from lassi.spec import (
+    Artifact,
+    ClassifierCard,
+    EncoderCard,
+    LossWeights,
+    RepresentationBundle,
+    SimilaritySpec,
+    UsageError,
+    VerificationReport,
+    read_artifact,
+)
 from lassi.spec.contract.binding import read_spec_header
+from lassi.spec.contract.io import read_header
 from lassi.spec.contract.models import CenterSmoothingParams
 
 
@@ -39,22 +62,19 @@ def data_config(glow_path: Path, correlate: str, root: Path | None = None) -> Da
     return regulator_data(glow_path, root).model_copy(update={"correlate": correlate})
 
 
-def same_data(recorded: DataProvenance, wanted: DataProvenance) -> bool:
-    """Whether an artifact's recorded data is the data a configuration names: the same source,
-    split, size, seed and options (how the artifact hashed the content is not part of it)."""
-    fields = ("dataset", "split", "n_samples", "seed", "options")
-    return all(getattr(recorded, f) == getattr(wanted, f) for f in fields)
-
-
 @dataclass(frozen=True)
 class Workspace:
     """The experiments folder ``out`` (runs/experiments by default), the device every step runs
-    on, the settings, and the folder of the Glow's data when it is on disk (``--data-root``)."""
+    on, the settings, and the folder of the Glow's data when it is on disk (``--data-root``).
+
+    A step whose file is already in the folder is reused when the file records what the step
+    would make (:mod:`lassi.experiments.reuse`), and refused in one line (exit 2) otherwise."""
 
     out: Path
     device: torch.device
     settings: Settings
     data_root: Path | None = None
+    _splits: dict = field(default_factory=dict, compare=False, repr=False)  # (data, split) -> ids
 
     # Written next to an encoder that a probe trained with a variant its card cannot show
     # (another attack radius): trained_twin never reuses it.
@@ -65,6 +85,21 @@ class Workspace:
         """The producer's latent cache, shared by every run of the folder."""
         return self.out / ".cache"
 
+    def split_ids(self, data: DatasetConfig, split: str, limit: int | None = None, every: int = 1) -> np.ndarray:
+        """The sample ids ``encode_split`` selects (``select_ids``), each split read once."""
+        if (data, split) not in self._splits:
+            self._splits[data, split] = make_source(data).split_ids(split)
+        return select_ids(_Split(self._splits[data, split]), split, limit, every)
+
+    @staticmethod
+    def reused(path: Path, expect: type, settings: Callable[[Artifact], Iterable[Setting]]) -> bool:
+        """Whether ``path`` is there to be reused; one made with other ``settings`` (recorded,
+        requested) is refused (exit 2) and left as it is."""
+        if not path.exists():
+            return False
+        refuse_other_settings(path, settings(read_artifact(path, expect=expect)))
+        return True
+
     def spec_for(
         self, glow: Path, attributes: list[str], folder: Path, vectors: str = "halves",
         given: str | None = None,
@@ -74,19 +109,18 @@ class Workspace:
         name = "+".join(attributes) + ("" if vectors == "halves" else f"-{vectors}")
         name += "" if given is None else f"-given-{given}"
         out = folder / f"spec-{name}.safetensors"
+        regulator, data = self.settings.regulator, regulator_data(glow, self.data_root)
         if out.exists():  # every run in this folder is bound to this spec: it must be this Glow's
-            made_from = read_spec_header(out)[0].parents.get("glow", "")
-            if made_from != read_artifact(glow).sha256:
-                raise UsageError(
-                    out,
-                    f"made from another Glow (SHA-256 {made_from[:12]}…), not {glow}; "
-                    "give each Glow its own experiments folder with --out",
-                )
+            meta = read_spec_header(out)[0]
+            check_glow(out, meta, glow)
+            n_train = len(self.split_ids(data, "train"))
+            refuse_other_settings(out, spec_settings(
+                meta, attributes, vectors, given, regulator.epsilon, data.provenance("train", n_train)
+            ))  # fmt: skip
         else:
             folder.mkdir(parents=True, exist_ok=True)
-            regulator = self.settings.regulator
             define_spec(
-                glow, attributes, regulator.epsilon, regulator_data(glow, self.data_root), out,
+                glow, attributes, regulator.epsilon, data, out,
                 fidelity_images=regulator.fidelity_images, vectors=vectors, device=self.device,
                 given=given,
             )  # fmt: skip
@@ -97,31 +131,26 @@ class Workspace:
         p = self.settings.protocols[protocol]
         return self.spec_for(glow, ["orientation"], self.out / p.folder, p.vectors, p.given)
 
+    def encoder_wanted(
+        self, config: EncoderTrainConfig, spec: Path, attack_spec: Path | None = None
+    ) -> Callable[[EncoderCard], Iterator[Setting]]:
+        """What an encoder card must record to be the encoder ``config`` trains on ``spec``."""
+        spec_sha = read_header(spec)[2]
+        attack_sha = None if attack_spec is None else read_header(attack_spec)[2]
+        n_train = len(self.split_ids(config.data, "train", config.max_train))
+        return lambda card: encoder_settings(card, config, spec_sha, attack_sha, n_train)
+
     def trained_twin(
         self, config: EncoderTrainConfig, spec: Path, out: Path, attack_spec: Path | None = None
     ) -> bool:
         """Hard-link (or copy) to ``out`` an encoder another experiment of this folder already
         trained with exactly ``config`` on ``spec`` (e.g. the sibling probe's for a Table 2 run),
-        judged by its card: the same spec and attack set, architecture, sizes, task, losses,
-        training schedule, seed and data. Returns whether one was found."""
-        spec_sha = read_artifact(spec).sha256
-        attack_sha = None if attack_spec is None else read_artifact(attack_spec).sha256
+        judged by its card (:func:`encoder_settings`). Returns whether one was found."""
+        wanted = self.encoder_wanted(config, spec, attack_spec)
         for other in sorted(self.out.glob("*/*/encoder.safetensors")):
             if other.resolve() == out.resolve() or (other.parent / self.VARIANT_MARK).exists():
                 continue  # a probe's training variant leaves the card as is: never a twin
-            card = read_artifact(other).meta
-            t = card.training
-            same = (
-                card.parents.get("similarity_spec") == spec_sha
-                and (t.attack_set.spec if t.attack_set is not None else None) == attack_sha
-                and (card.architecture, card.hidden, card.width, card.k, card.task, card.loss)
-                == (config.architecture, list(config.hidden), config.width, config.k, config.task, config.loss)
-                and (t.epochs, t.batch_size, t.lr, t.seed, t.keep, t.augment)
-                == (config.epochs, config.batch_size, config.lr, config.seed, config.keep, config.augment)
-                and config.max_train is None
-                and same_data(card.data, config.data.provenance("train", card.data.n_samples))
-            )
-            if same:
+            if first_difference(wanted(read_artifact(other, expect=EncoderCard).meta)) is None:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 try:
                     os.link(other, out)
@@ -130,6 +159,46 @@ class Workspace:
                 print(f"reusing {other} (trained with the same configuration)", file=sys.stderr)
                 return True
         return False
+
+    def encoder_run(
+        self, config: EncoderTrainConfig, spec: Path, out: Path, attack_spec: Path | None = None
+    ) -> Path:
+        """E_L trained as ``config`` says on ``spec`` at ``out``: the one there (made with
+        ``config``), another experiment's twin, or trained now."""
+        wanted = self.encoder_wanted(config, spec, attack_spec)
+        if not self.reused(out, EncoderCard, lambda a: wanted(a.meta)) and not self.trained_twin(
+            config, spec, out, attack_spec
+        ):
+            train_encoder(
+                config, spec, out, cache_dir=self.cache, device=self.device, attack_spec=attack_spec
+            )
+        return out
+
+    def bundle_run(
+        self, spec: Path, encoder: Path, data: DatasetConfig, split: str, out: Path,
+        limit: int | None = None, every: int = 1, cert: CenterSmoothingParams | None = None,
+        seed: int = 0, labels: list[str] | None = None, endpoints: bool = False,
+        progress: bool = True,
+    ) -> Path:  # fmt: skip
+        """The bundle ``encode_split`` writes with these arguments at ``out``: the one there
+        (made with them) or encoded now."""
+        ids = self.split_ids(data, split, limit, every)
+
+        def wanted(bundle: Artifact) -> Iterator[Setting]:
+            return bundle_settings(
+                bundle.meta, bundle.tensors["ids"].tolist(), encoder_sha=read_header(encoder)[2],
+                spec_sha=read_header(spec)[2], data=data.provenance(split, len(ids)),
+                wanted_ids=ids.tolist(), labels=list(dict.fromkeys(labels or [encoder_task(encoder)])),
+                cert=cert, seed=seed, endpoints=endpoints,
+            )  # fmt: skip
+
+        if not self.reused(out, RepresentationBundle, wanted):
+            encode_split(
+                spec, encoder, data, split, out, limit=limit, every=every, certify=cert, seed=seed,
+                cache_dir=self.cache, labels=labels, device=self.device, endpoints=endpoints,
+                progress=progress,
+            )  # fmt: skip
+        return out
 
     def encoder_config(
         self, data: DatasetConfig, loss: LossWeights, seed: int, epochs: int, keep: str = "best",
@@ -159,43 +228,37 @@ class Workspace:
         attack_spec: Path | None = None,
         endpoints: bool = False,
     ) -> tuple[Path, Path, Path]:
-        """Encoder + plain train bundle + certified test bundle (reused when present); the
-        bundles carry ``labels`` (default: the encoder's task). ``attack_spec``: the encoder's
-        random attack draws over this extension of ``spec`` (``lassi-producer train
-        --attack-spec``). The method's ``augment`` (settings) trains the data-augmentation
-        baseline. ``endpoints``: the test bundle also certifies each sample's segment end points
-        (``lassi-producer encode --certify --endpoints``); a test bundle already there without
-        them is refused rather than reused."""
+        """Encoder + plain train bundle + certified test bundle (reused when present and made
+        with these settings); the bundles carry ``labels`` (default: the encoder's task).
+        ``attack_spec``: the encoder's random attack draws over this extension of ``spec``
+        (``lassi-producer train --attack-spec``). The method's ``augment`` (settings) trains the
+        data-augmentation baseline. ``endpoints``: the test bundle also certifies each sample's
+        segment end points (``lassi-producer encode --certify --endpoints``)."""
         folder.mkdir(parents=True, exist_ok=True)
-        encoder, train, test = (
-            folder / "encoder.safetensors",
-            folder / "train.safetensors",
-            folder / "test.safetensors",
-        )
-        if not encoder.exists():
-            config = self.encoder_config(
-                data, loss or self.settings.methods[method].loss, seed,
-                epochs or self.settings.encoder.epochs, keep, self.settings.methods[method].augment,
-            )  # fmt: skip
-            if not self.trained_twin(config, spec, encoder, attack_spec):
-                train_encoder(
-                    config, spec, encoder, cache_dir=self.cache, device=self.device,
-                    attack_spec=attack_spec,
-                )  # fmt: skip
-        if not train.exists():
-            encode_split(
-                spec, encoder, data, "train", train, cache_dir=self.cache, labels=labels,
-                device=self.device,
-            )  # fmt: skip
-        if not test.exists():
-            encode_split(
-                spec, encoder, data, "test", test, limit=n_test,
-                certify=cert or self.settings.cert, seed=seed, cache_dir=self.cache,
-                labels=labels, device=self.device, endpoints=endpoints,
-            )  # fmt: skip
-        elif endpoints and not read_artifact(test).meta.endpoints:
-            raise UsageError(test, "was certified without its end points; remove its run folder or run without --endpoints")
+        config = self.encoder_config(
+            data, loss or self.settings.methods[method].loss, seed,
+            epochs or self.settings.encoder.epochs, keep, self.settings.methods[method].augment,
+        )  # fmt: skip
+        encoder = self.encoder_run(config, spec, folder / "encoder.safetensors", attack_spec)
+        train = self.bundle_run(spec, encoder, data, "train", folder / "train.safetensors", labels=labels)
+        test = self.bundle_run(
+            spec, encoder, data, "test", folder / "test.safetensors", limit=n_test,
+            cert=cert or self.settings.cert, seed=seed, labels=labels, endpoints=endpoints,
+        )  # fmt: skip
         return encoder, train, test
+
+    def classifier_run(
+        self, train: Path, task: str, sigma: float, out: Path, seed: int, epochs: int | None
+    ) -> Path:
+        """The consumer's C_L trained on ``train`` (``epochs`` None: to convergence) at ``out``:
+        the one there (made with these settings) or trained now."""
+        train_sha = read_header(train)[2]
+        wanted = lambda a: classifier_settings(a.meta, train_sha, task, sigma, epochs, seed)  # noqa: E731
+        if not self.reused(out, ClassifierCard, wanted):
+            train_consumer_classifier(
+                train, task, out, sigma, epochs=epochs, seed=seed, progress=False, device=self.device
+            )
+        return out
 
     def consumer_run(
         self,
@@ -209,20 +272,44 @@ class Workspace:
         epochs: int = 1,
         verify_params: dict | None = None,
     ) -> dict:
-        """Train the consumer's classifier and verify the test bundle bound to ``spec``
-        (cached); the report's summary with the two files' paths."""
+        """Train the consumer's classifier and verify the test bundle bound to ``spec`` (each
+        reused when present and made with these settings); the report's summary with the two
+        files' paths."""
         name = f"{task}-sigma{sigma}" + (f"-epochs{epochs}" if epochs != 1 else "")
-        classifier = folder / f"classifier-{name}.safetensors"
+        classifier = self.classifier_run(train, task, sigma, folder / f"classifier-{name}.safetensors", seed, epochs)
         report = folder / f"report-{name}.safetensors"
-        if not classifier.exists():
-            train_consumer_classifier(
-                train, task, classifier, sigma, epochs=epochs, seed=seed, progress=False,
-                device=self.device,
-            )  # fmt: skip
-        if not report.exists():
+        params = verify_params or self.settings.verify
+        shas = read_header(classifier)[2], read_header(test)[2], read_header(spec)[2]
+        wanted = lambda a: report_settings(a.meta, *shas, params, seed)  # noqa: E731
+        if not self.reused(report, VerificationReport, wanted):
             verify(classifier, test, report, seed=seed, progress=False, device=self.device,
-                   spec_path=spec, **(verify_params or self.settings.verify))  # fmt: skip
+                   spec_path=spec, **params)  # fmt: skip
         return read_artifact(report).meta.summary.model_dump() | {
             "classifier": str(classifier),
             "report": str(report),
         }
+
+
+class _Split:
+    """A split's ids as the one-split source ``select_ids`` reads."""
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = ids
+
+    def split_ids(self, split: str) -> np.ndarray:
+        return self.ids
+
+
+def encoder_task(encoder: Path) -> str:
+    """The task an encoder was trained for (a bundle's default label)."""
+    return read_header(encoder, expect=EncoderCard)[0].task
+
+
+def check_glow(path: Path, meta: SimilaritySpec, glow: Path) -> None:
+    """A spec in an experiments folder was made from ``glow`` (one folder per Glow)."""
+    made_from = meta.parents.get("glow", "")
+    if made_from != read_header(glow)[2]:
+        raise UsageError(
+            path, f"made from another Glow (SHA-256 {made_from[:12]}…), not {glow}; give each "
+            "Glow its own experiments folder with --out",
+        )  # fmt: skip
