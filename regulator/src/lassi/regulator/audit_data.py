@@ -6,10 +6,8 @@ The bundle's recorded data *paths* are never used: data on disk is read from the
 differs is named and left out of the replay (:class:`DataMismatch`), the others are decoded from
 the very bytes hashed (exit 4 where the data cannot be matched). 3D Shapes is rendered from its
 recorded seed and split sizes; a 3dshapes.h5 must hold the very rows encoded (the SHA-256 of the
-bundle's rows, ``content_hash = "rows"``; exit 4 otherwise). A bundle written before content
-hashes audits with a note that its
-data was not checked (one with a single hash over all files, ``content_hash = "stream"``, is no
-longer read). The replay itself is :mod:`lassi.regulator.audit`'s.
+bundle's rows, ``content_hash = "rows"``; exit 4 otherwise). A bundle of stored images always
+records their content hash (the reader refuses one without). The replay itself is :mod:`lassi.regulator.audit`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import numpy as np
 
 from lassi.regulator.content_hash import decode_sample, has_files, read_samples
 from lassi.regulator.data_config import DatasetConfig, make_source
-from lassi.regulator.datasets import DataError, OutsideRootError
+from lassi.regulator.datasets import DataError
 from lassi.regulator.shapes3d import N_IMAGES
 from lassi.spec import IntegrityError, RepresentationBundle, UsageError
 from lassi.spec.contract.models import DataProvenance
@@ -98,9 +96,9 @@ def checked_images(
                 f"(ids are 0–{N_IMAGES - 1})",
             )
         return _stored_rows(meta, source, all_ids, ids, where)
-    if meta.per_file_hashes:
-        return _per_file(meta, tensors, source, ids, where)
-    return _unhashed(source, ids, data_root, where)
+    if not meta.per_file_hashes:  # the reader requires them of image files: a caller's bug
+        raise ValueError(f"{where.name} records no per-file hashes of its images")
+    return _per_file(meta, tensors, source, ids, where)
 
 
 def _per_file(
@@ -166,7 +164,6 @@ def _stored_rows(
     the bundle's samples must hash as recorded: one file holds every image, so a different file
     is refused as a whole (exit 4)."""
     data = meta.data
-    notes = []
     if data is not None and data.content_hash == "rows":
         here = source.rows_sha256(np.asarray(all_ids, dtype=np.int64))
         if here != data.content_sha256:
@@ -176,32 +173,7 @@ def _stored_rows(
                 f"its {len(all_ids)} samples' rows is {here}, the bundle records "
                 f"{data.content_sha256}): pass the producer's 3dshapes.h5",
             )
-    elif data is not None and data.dataset == "shapes3d-h5":
-        notes.append(
-            f"note: {where.name} records no content hash of its 3dshapes.h5 rows (written before "
-            "lassi recorded one): the file could not be checked against the one the producer encoded"
-        )
-    return CheckedData(list(ids), source.images(np.array(ids, dtype=np.int64)), notes=notes)
-
-
-def _unhashed(source: Any, ids: list[int], data_root: Path | None, where: Path) -> CheckedData:
-    """Bundles of data on disk that record no content hash: audited with a note (nothing to
-    check the images against)."""
-    try:
-        read = read_samples(source, ids, keep=ids)
-    except OutsideRootError:
-        raise  # a read outside --data-root is refused (exit 2), not data that differs
-    except DataError as error:
-        raise IntegrityError(
-            error.path, f"{error.problem}: the data under --data-root does not match {where.name}"
-        ) from None
-    note = (
-        f"note: {where.name} records no content hash of its images (written before lassi "
-        f"recorded one): the images under {data_root} could not be checked against those "
-        "the producer encoded"
-    )
-    images = np.stack([decode_sample(source, i, read.kept[i]) for i in ids])
-    return CheckedData(list(ids), images, notes=[note])
+    return CheckedData(list(ids), source.images(np.array(ids, dtype=np.int64)))
 
 
 def open_source(

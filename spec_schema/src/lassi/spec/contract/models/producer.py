@@ -21,7 +21,7 @@ from lassi.spec.contract.models.base import (
     TensorSpec,
 )
 from lassi.spec.contract.models.certificate import CenterSmoothingParams, CenterStatus
-from lassi.spec.contract.models.regulator import DataProvenance
+from lassi.spec.contract.models.regulator import RecordedData
 
 
 class LossWeights(Model):
@@ -103,7 +103,7 @@ class EncoderCard(EncoderArchitecture, ArtifactBase):
     num_classes: int = Field(ge=2, le=MAX_CLASSES)
     loss: LossWeights
     training: EncoderTraining
-    data: DataProvenance
+    data: RecordedData
     weight_prefixes: ClassVar[tuple[str, ...]] = ("encoder.", "aux.", "decoder.")
 
     def check_architecture(self, shapes: dict[str, list[int]]) -> str | None:
@@ -122,7 +122,7 @@ class RepresentationBundle(ArtifactBase):
     certified: bool = False
     certificate: CenterSmoothingParams | None = None
     attributes: list[Name] = Field(default_factory=list)
-    data: DataProvenance | None = None
+    data: RecordedData | None = None
     sensitive_labels: list[Name] = Field(
         default_factory=list,
         description="labels of sensitive attributes (the spec's) exported on explicit request; "

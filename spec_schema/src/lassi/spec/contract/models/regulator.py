@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from lassi.spec.contract.architecture import check_glow
 from lassi.spec.contract.models.base import (
@@ -155,6 +155,20 @@ CONTENT_HASH_OF = {name: "per-file" for name in IMAGE_FILE_DATASETS} | {"shapes3
 """How each data set's ``content_sha256`` is computed (rendered 3D Shapes records none)."""
 
 
+def _content_recorded(data: DataProvenance) -> DataProvenance:
+    if data.content_sha256 is None and data.dataset in CONTENT_HASH_OF:
+        raise ValueError(
+            f"records no content_sha256 of its {data.dataset} images, so they cannot be checked "
+            "(every artifact computed from stored images records one): compute the file again "
+            "with this lassi"
+        )
+    return data
+
+
+RecordedData = Annotated[DataProvenance, AfterValidator(_content_recorded)]
+"""An artifact's data: stored images (files, a 3dshapes.h5) always with their content hash."""
+
+
 class GlowTraining(Model):
     steps: int = Field(ge=0)
     batch_size: int = Field(ge=1)
@@ -185,7 +199,7 @@ class GlowArtifact(ArtifactBase):
     kind: Literal["glow"] = "glow"
     flow: GlowConfig
     preprocessing: Preprocessing
-    data: DataProvenance | None = None
+    data: RecordedData | None = None
     training: GlowTraining | None = None
     imported: GlowImport | None = None
     weight_prefixes: ClassVar[tuple[str, ...]] = ("glow.",)
@@ -441,7 +455,7 @@ class AttributeMethod(Model):
     seed: int = Field(ge=0)
     boundaries: list[LinearBoundary] = Field(min_length=1, max_length=17)
     discover: DiscoverSettings | None = None
-    validation: DataProvenance
+    validation: RecordedData
 
     @model_validator(mode="after")
     def _settings(self) -> AttributeMethod:
@@ -462,7 +476,7 @@ class SimilaritySpec(ArtifactBase):
     kind: Literal["similarity_spec"] = "similarity_spec"
     flow: GlowConfig
     preprocessing: Preprocessing
-    data: DataProvenance
+    data: RecordedData
     attributes: list[AttributeInfo] = Field(min_length=1, max_length=16)
     attribute_method: AttributeMethodName = "average_diff"
     # absent (not even null) for average_diff, so those specs' metadata is what it always was
