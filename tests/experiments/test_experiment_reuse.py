@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from lassi.experiments import load_settings
+from lassi.experiments import table2 as table2_module
 from lassi.experiments import workspace as workspace_module
 from lassi.experiments.workspace import Workspace
 from lassi.producer.training import EncoderTrainConfig
@@ -161,20 +163,20 @@ def test_a_run_made_with_other_settings_is_refused_never_reused(
     out = tmp_path / "experiments"
     args = ["table2", "--glow", str(chain["glow"]), "--out", str(out), "--seeds", "0",
             "--methods", "baseline", "--test", "2", "--epochs", "1", "--cert-n", "300",
-            "--verify-n", "1000", "--protocol", "authors", "--threads", "1"]  # fmt: skip
-    assert main(args) == 0
+            "--verify-n", "1000", "--protocol", "strength0.9", "--threads", "1"]  # fmt: skip
+    assert main(args) == 0  # siblings through PREDICT
     capsys.readouterr()
-    (results,) = (out / "table2-authors").glob("results*.json")
+    (results,) = (out / "table2").glob("results*.json")
     figures = json.loads(results.read_text())["rows"]
     before = _stamps(out)
-    run = out / "table2-authors" / "baseline-seed0-epochs1-cert300-rs1000"
+    run = out / "table2" / "baseline-seed0-epochs1-cert300-rs1000"
     assert {p.name for p in run.glob("*.safetensors")} == {
         "encoder.safetensors", "train.safetensors", "test.safetensors",
         "classifier-object_hue-sigma5.0.safetensors", "report-object_hue-sigma5.0.safetensors",
     }  # fmt: skip
 
     changes = [  # (settings line, its replacement, the file named, the setting named with its two values)
-        ("[regulator]\n", "[regulator]\nepsilon = 0.5\n", "spec-orientation-pairs.safetensors",
+        ("[regulator]\n", "[regulator]\nepsilon = 0.5\n", "spec-orientation.safetensors",
          "epsilon 1.0, this run asks for 0.5"),
         ("batch_size = 250", "batch_size = 200", "encoder.safetensors", "batch_size 250, this run asks for 200"),
         ("[center_smoothing]\n", "[center_smoothing]\ndelta = 0.1\n", "test.safetensors",
@@ -190,8 +192,8 @@ def test_a_run_made_with_other_settings_is_refused_never_reused(
         assert _stamps(out) == before, name
 
     ws = _workspace(out)
-    spec = out / "table2-authors" / "spec-orientation-pairs.safetensors"
-    data = workspace_module.data_config(chain["glow"], "orientation:object_hue:full")
+    spec = out / "table2" / "spec-orientation.safetensors"
+    data = workspace_module.data_config(chain["glow"], "orientation:object_hue:0.9")
     loss = ws.settings.methods["baseline"].loss
     with pytest.raises(UsageError, match=r"train\.safetensors: was made with labels \['object_hue'\], this run asks for \['object_hue', 'shape'\]"):
         ws.producer_run(spec, data, "baseline", 0, run, 2, loss, 1, ws.settings.cert.replace(n0=300, n=300),
@@ -203,6 +205,13 @@ def test_a_run_made_with_other_settings_is_refused_never_reused(
         ws.producer_run(spec, data, "baseline", 0, run, 2, other_loss, 1)
     with pytest.raises(UsageError, match=r"test\.safetensors: was made with data samples 2, this run asks for 3;"):
         ws.producer_run(spec, data, "baseline", 0, run, 3, loss, 1, ws.settings.cert.replace(n0=300, n=300))
+    # the ground truth's cache: the siblings' PREDICT with other draws
+    cert = ws.settings.cert.replace(n0=300, n=300)
+    other = argparse.Namespace(protocol="strength0.9", cert=cert, sibling_n0=200,
+                               verify={"n0": 100, "n": 1000, "alpha": 0.001})  # fmt: skip
+    files = [run / f"{name}.safetensors" for name in ("encoder", "classifier-object_hue-sigma5.0", "test", "report-object_hue-sigma5.0")]
+    with pytest.raises(UsageError, match=r"ground_truth-classifier-object_hue-sigma5\.0\.json: was made with sibling sibling_n0 300, this run asks for 200;"):
+        table2_module.ground_truth(ws, other, spec, *files, 0, run)
     assert _stamps(out) == before
 
     assert main(args) == 0  # the unchanged rerun: every file reused, the same figures

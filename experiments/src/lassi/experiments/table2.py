@@ -26,6 +26,7 @@ from lassi.experiments.ground_truth import (
     siblings_predict,
     summarise,
 )
+from lassi.experiments.reuse import refuse_other_settings
 from lassi.experiments.workspace import Workspace, data_config
 from lassi.regulator.data_config import make_source
 from lassi.regulator.shapes3d import Shapes3D
@@ -40,8 +41,10 @@ def ground_truth(
 ) -> dict:
     """The protocol's ground-truth check of one run and classifier, cached in
     run/ground_truth-<classifier>.json with the classifier's hash (the sibling predictions are
-    the classifier's, so another sigma_cls in the same run folder must not reuse them). The older
-    cache name run/ground_truth.json is reused only where the folder holds this one classifier."""
+    the classifier's, so another sigma_cls in the same run folder must not reuse them), the test
+    bundle's and the report's, recomputed for others; under siblings "predict" a cache written
+    with other PREDICT parameters is refused (exit 2). The older cache name run/ground_truth.json
+    is reused only where the folder holds this one classifier."""
     classifier_sha = read_artifact(classifier).sha256
     gt_file = run / f"ground_truth-{Path(classifier).stem}.json"
     legacy = run / "ground_truth.json"
@@ -57,12 +60,17 @@ def ground_truth(
         else (report_tensors["prediction"], report_tensors["endpoint_prediction"])
     )  # fmt: skip
     cached = json.loads(gt_file.read_text()) if gt_file.exists() else None
-    test_sha = read_artifact(test).sha256
-    if isinstance(cached, dict) and (
-        cached.get("classifier", classifier_sha) != classifier_sha
-        or cached.get("test", test_sha) != test_sha
-    ):
-        cached = None  # written for another classifier or test bundle of the same name: recompute
+    test_sha, report_sha = read_artifact(test).sha256, read_artifact(report).sha256
+    predict = ws.settings.protocols[args.protocol].siblings == "predict"
+    # PREDICT's own parameters (siblings "certify" take the test bundle's and the report's)
+    params = {"seed": seed, "sibling_n0": args.sibling_n0, "n": args.verify["n"], "alpha": args.verify["alpha"],
+              "cert": args.cert.model_dump(mode="json")} if predict else {}  # fmt: skip
+    made_from = {"classifier": classifier_sha, "test": test_sha, "report": report_sha}
+    if isinstance(cached, dict) and any(cached.get(k, v) != v for k, v in made_from.items()):
+        cached = None  # written for another classifier, test bundle or report of the same name: recompute
+    if isinstance(cached, dict) and "params" in cached:  # a file before "params": taken as is
+        recorded = cached["params"] if isinstance(cached["params"], dict) else {}
+        refuse_other_settings(gt_file, ((f"sibling {k}", recorded.get(k), v) for k, v in params.items()))
     if cached is not None:
         if isinstance(cached, list):  # the first protocol's files: one unfair flag per sample
             unfair = np.array(cached, dtype=bool)
@@ -94,7 +102,7 @@ def ground_truth(
             out["factors"] = np.stack(
                 [Shapes3D.siblings(Shapes3D.index_to_factors(np.array([i])))[0] for i in ids]
             )
-        cached = {k: v.tolist() for k, v in out.items()} | {"classifier": classifier_sha, "test": test_sha}
+        cached = {k: v.tolist() for k, v in out.items()} | made_from | {"params": params}
         gt_file = run / f"ground_truth-{Path(classifier).stem}.json"
         atomic_write_bytes(gt_file, json.dumps(cached).encode())
     certified = cached.get("certified")
