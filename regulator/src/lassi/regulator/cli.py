@@ -257,8 +257,8 @@ def define_command(
     "--data-root",
     type=click.Path(path_type=Path),
     default=None,
-    help="Your copy of the spec's data (CelebA/folder); the spec records no path, and one "
-    "recorded by an older version is never followed.",
+    help="Your copy of the spec's data (CelebA, FairFace, an image folder, a 3dshapes.h5); the "
+    "spec records no path: every read is inside this folder.",
 )
 @click.option(
     "--csv",

@@ -274,8 +274,8 @@ def dataset_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--allow-symlinks-outside-root",
             is_flag=True,
             default=False,
-            help="CelebA/folder: read symbolic links that lead out of --data-root (a link farm); "
-            "by default every file is read inside it.",
+            help="CelebA, FairFace, image folder: read symbolic links that lead out of "
+            "--data-root (a link farm); by default every file is read inside it.",
         ),
         click.option(
             "--image-size",
