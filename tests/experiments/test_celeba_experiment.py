@@ -102,6 +102,18 @@ def test_celeba_rows_sweep_and_recorded_methods(
     assert main(["--settings", str(other), *args]) == 2
     assert "spec-Pale_Skin-images32.safetensors" in capsys.readouterr().err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
+    for line, added, name, setting in [  # each run file names the first setting that differs
+        ("[celeba.encoder]\n", "lr = 0.01\n", "encoder.safetensors", "lr 0.001, this run asks for 0.01"),
+        ("[celeba.center_smoothing]\n", "delta = 0.1\n", "test.safetensors", "center smoothing delta 0.05, this run asks for 0.1"),
+        ("[celeba.randomized_smoothing]\n", "alpha = 0.01\n", "report-Smiling-sigma0.25-epochs300.safetensors",
+         "randomized smoothing alpha 0.001, this run asks for 0.01"),
+    ]:  # fmt: skip
+        assert packaged.count(line) == 1
+        other.write_text(packaged.replace(line, line + added))
+        assert main(["--settings", str(other), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error:") and f"/{name}: was made with {setting};" in err[-1], err[-1]
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
 
     # settings whose sensitive sets are the ones run: the sweep figure, from the same runs
     line = 'sensitive_sets = ["Pale_Skin", "Young", "Blond_Hair", "Heavy_Makeup", "Pale_Skin+Young", "Pale_Skin+Young+Blond_Hair"]'
