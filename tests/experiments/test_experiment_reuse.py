@@ -217,3 +217,36 @@ def test_a_run_made_with_other_settings_is_refused_never_reused(
     assert main(args) == 0  # the unchanged rerun: every file reused, the same figures
     assert _stamps(out) == before | {results: results.stat().st_mtime_ns}
     assert json.loads(results.read_text())["rows"] == figures
+
+
+@pytest.mark.slow
+def test_the_sibling_probe_reuses_only_its_own_settings(
+    chain: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The probe's classifier is refused when settings.toml changes its sigma_cls, and its
+    encoder when the same --name asks for another attack scale (which only the folder's mark
+    records); the unchanged rerun reuses every file."""
+    from lassi.experiments.cli import main
+
+    out = tmp_path / "experiments"
+    args = ["sibling-probe", "--glow", str(chain["glow"]), "--out", str(out), "--epochs", "1", "--hidden", "32",
+            "--k", "8", "--test", "2", "--name", "probe"]  # fmt: skip
+    assert main(args) == 0
+    folder = out / "sibling-probe" / "probe"
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("*.safetensors")}
+    assert len(stamps) == 3 and not (folder / _workspace(out).VARIANT_MARK).exists()
+    capsys.readouterr()
+
+    section = '[sibling_probe]\nepochs = 40\nkeep = "last"\nsigma_cls = '
+    other = _settings_with(tmp_path, section + "2.5", section + "1.0")
+    assert main(["--settings", str(other), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "/classifier.safetensors: was made with sigma_cls 2.5, this run asks for 1.0;" in err[-1]
+    assert main([*args, "--attack-scale", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "/encoder.safetensors: was made with attack scale 1.0, this run asks for 0.5;" in err[-1], err[-1]
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*.safetensors")} == stamps
+    assert not (folder / _workspace(out).VARIANT_MARK).exists()
+
+    assert main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in folder.glob("*.safetensors")} == stamps
