@@ -235,9 +235,10 @@ class Workspace:
         data-augmentation baseline. ``endpoints``: the test bundle also certifies each sample's
         segment end points (``lassi-producer encode --certify --endpoints``)."""
         folder.mkdir(parents=True, exist_ok=True)
+        row = self.settings.methods.get(method)  # transfer's producer is no row: its loss given
         config = self.encoder_config(
-            data, loss or self.settings.methods[method].loss, seed,
-            epochs or self.settings.encoder.epochs, keep, self.settings.methods[method].augment,
+            data, loss or row.loss, seed, epochs or self.settings.encoder.epochs, keep,
+            0 if row is None else row.augment,
         )  # fmt: skip
         encoder = self.encoder_run(config, spec, folder / "encoder.safetensors", attack_spec)
         train = self.bundle_run(spec, encoder, data, "train", folder / "train.safetensors", labels=labels)
