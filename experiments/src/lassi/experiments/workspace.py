@@ -29,11 +29,12 @@ from lassi.experiments.settings import Settings
 from lassi.producer.encode import encode_split, select_ids
 from lassi.producer.training import EncoderTrainConfig, train_encoder
 from lassi.regulator.data_config import DatasetConfig, make_source
-from lassi.regulator.similarity import define_spec, load_glow
+from lassi.regulator.similarity import define_spec
 from lassi.spec import (
     Artifact,
     ClassifierCard,
     EncoderCard,
+    GlowArtifact,
     LossWeights,
     RepresentationBundle,
     SimilaritySpec,
@@ -49,10 +50,10 @@ from lassi.spec.contract.models import CenterSmoothingParams
 def regulator_data(glow_path: Path, root: Path | None = None) -> DatasetConfig:
     """The regulator's plain data set (the Glow's, without any correlated split), read from
     ``root`` when it is on disk (the recorded location is never followed)."""
-    _, artifact = load_glow(glow_path)
-    if artifact.meta.data is None:
+    meta = read_header(glow_path, expect=GlowArtifact)[0]
+    if meta.data is None:
         raise UsageError(glow_path, "is an imported Glow (import-glow): it records no data set to run on")
-    return DatasetConfig.from_provenance(artifact.meta.data, glow_path, root=root).model_copy(
+    return DatasetConfig.from_provenance(meta.data, glow_path, root=root).model_copy(
         update={"correlate": None}
     )
 
@@ -74,7 +75,7 @@ class Workspace:
     device: torch.device
     settings: Settings
     data_root: Path | None = None
-    _splits: dict = field(default_factory=dict, compare=False, repr=False)  # (data, split) -> ids
+    _sources: dict = field(default_factory=dict, compare=False, repr=False)  # data -> its source
 
     # Written next to an encoder that a probe trained with a variant its card cannot show
     # (another attack radius): trained_twin never reuses it.
@@ -86,10 +87,10 @@ class Workspace:
         return self.out / ".cache"
 
     def split_ids(self, data: DatasetConfig, split: str, limit: int | None = None, every: int = 1) -> np.ndarray:
-        """The sample ids ``encode_split`` selects (``select_ids``), each split read once."""
-        if (data, split) not in self._splits:
-            self._splits[data, split] = make_source(data).split_ids(split)
-        return select_ids(_Split(self._splits[data, split]), split, limit, every)
+        """The sample ids ``encode_split`` selects (``select_ids``), each data source opened once."""
+        if data not in self._sources:
+            self._sources[data] = make_source(data)
+        return select_ids(self._sources[data], split, limit, every)
 
     @staticmethod
     def reused(path: Path, expect: type, settings: Callable[[Artifact], Iterable[Setting]]) -> bool:
@@ -289,16 +290,6 @@ class Workspace:
             "classifier": str(classifier),
             "report": str(report),
         }
-
-
-class _Split:
-    """A split's ids as the one-split source ``select_ids`` reads."""
-
-    def __init__(self, ids: np.ndarray) -> None:
-        self.ids = ids
-
-    def split_ids(self, split: str) -> np.ndarray:
-        return self.ids
 
 
 def encoder_task(encoder: Path) -> str:
