@@ -10,8 +10,9 @@ subcommand each, and the results page.
 
 Every experiment goes through the same Python API the role CLIs are thin layers over, writes its
 artifacts under the experiments folder (``--out``, default runs/experiments; one per Glow, since
-every run of a folder is bound to its spec; finished runs are reused, and so is an encoder another
-experiment of the folder trained with the same configuration), its results as JSON
+every run of a folder is bound to its spec; a finished run is reused when its files record the
+settings asked for, refused in one line (exit 2) when they record others, and so is an encoder
+another experiment of the folder trained with the same configuration), its results as JSON
 (<out>/<experiment folder>/results*.json, one file per variant) and prints a Markdown table.
 Settings and Table 2's protocols are data: settings.toml and protocols.toml beside this module
 (``--settings``/``--protocols`` read others).
