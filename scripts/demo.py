@@ -4,11 +4,14 @@ Three organisations exchange files in runs/demo/: the regulator's folder holds t
 similarity spec, the producer's the encoder and the representation bundles, the consumer's the
 classifier and the verification report. Sensitive attribute: orientation; task: object hue; the
 train split is correlated with orientation (paper Sec. 5). Finished artifacts are reused on a
-rerun (delete a file to redo its step); an interrupted step resumes from its checkpoint.
+rerun only when it was made by the same command from the same input files (each output's
+``.made`` record beside it: the command and the SHA-256 of every input file it names); another
+output is refused with the file to delete. An interrupted step resumes from its checkpoint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shlex
@@ -89,19 +92,47 @@ SIGMA_CLS = "1.0"
 VERIFY = ["--n0", "2000", "--n", "100000", "--alpha", "0.001"]
 
 
+class StaleOutput(Exception):
+    """An output of the demo folder that this step's command did not make from these inputs."""
+
+
+def made_record(role: str, args: list[str], output: Path) -> str:
+    """What an output is a function of: the command line, and the SHA-256 of each existing input
+    file it names (a redone Glow makes every file made from it stale)."""
+    lines = [f"lassi-{role} {shlex.join(args)}"]
+    for arg in args:
+        path = Path(arg)
+        if path != output and path.is_file():
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 22):
+                    digest.update(chunk)
+            lines.append(f"{digest.hexdigest()}  {arg}")
+    return "\n".join(lines) + "\n"
+
+
 def step(role: str, args: list[str], output: Path, what: str) -> None:
-    """Run one CLI step unless its output exists already."""
+    """Run one CLI step unless its output exists already, made by this very command from these
+    inputs (its ``.made`` record); an output made otherwise is refused (:class:`StaleOutput`)."""
+    record = made_record(role, args, output)
+    made = output.with_name(output.name + ".made")
+    shown = output.relative_to(ROOT) if output.is_relative_to(ROOT) else output
     if output.exists():
-        print(
-            f"[{role}] {what}: reusing {output.relative_to(ROOT) if output.is_relative_to(ROOT) else output} "
-            "(delete it to redo this step)",
-            flush=True,
+        if made.is_file() and made.read_text() == record:
+            print(f"[{role}] {what}: reusing {shown} (delete it to redo this step)", flush=True)
+            return
+        why = "by another command or from other inputs" if made.is_file() else "by an earlier demo"
+        raise StaleOutput(
+            f"{shown} was made {why}: delete it and the files made after it (or all of "
+            f"{RUN.relative_to(ROOT) if RUN.is_relative_to(ROOT) else RUN}) to run this step again"
         )
-        return
     command = [str(BIN / f"lassi-{role}"), *args]
     print(f"\n[{role}] {what}\n  $ lassi-{role} {shlex.join(args)}", flush=True)
     start = time.perf_counter()
     subprocess.run(command, check=True)
+    partial = made.with_name(made.name + ".partial")
+    partial.write_text(record)
+    partial.replace(made)
     print(f"[{role}] done in {time.perf_counter() - start:.0f} s", flush=True)
 
 
@@ -212,6 +243,9 @@ def main() -> int:
             report,
             "verify individual fairness per sample",
         )
+    except StaleOutput as error:
+        print(f"demo stopped: {error}", file=sys.stderr)
+        return 2
     except subprocess.CalledProcessError as error:
         print(
             f"demo stopped: a step failed with exit status {error.returncode}; rerun `make demo` to resume",
