@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lassi.regulator.shapes3d import renderer_sha256
 from lassi.spec import (
     AttributeInfo,
     CenterSmoothingParams,
@@ -41,7 +42,10 @@ from lassi.spec import (
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 FLOW = GlowConfig(image_size=8, n_levels=2, n_steps=1, hidden=4)
-PROVENANCE = DataProvenance(dataset="shapes3d", n_samples=10, seed=1)
+# rendered 3D Shapes at the default image size, as this machine renders it
+PROVENANCE = DataProvenance(
+    dataset="shapes3d", n_samples=10, seed=1, options={"renderer_sha256": renderer_sha256(64)}
+)
 CERT = CenterSmoothingParams(
     sigma=0.65, epsilon=1.0, n0=100, n=100, alpha1=0.005, alpha2=0.005, delta=0.05,
     bounds="hoeffding", seed=0, m=1

@@ -152,6 +152,20 @@ def test_rendered_data_records_no_hash(glow_path, tmp_path) -> None:
     data_meta = read_artifact(out, expect=SimilaritySpec).meta.data
     assert data_meta.content_sha256 is None and data_meta.content_hash is None
     assert "3D Shapes rendered here: its renderer and factors are the content" in result.output
+    from lassi.regulator.shapes3d import renderer_sha256
+
+    assert data_meta.options["renderer_sha256"] == renderer_sha256(8)
+    # a rendered-data artifact without its renderer's identity (stripped, or written before it)
+    # cannot be checked against the images rendered here: refused on read, one line
+    for stripped in ({}, {"renderer_sha256": "not a hash"}):
+        raw = json.loads(read_artifact(out).meta.model_dump_json())
+        raw["data"]["options"] = {k: v for k, v in raw["data"]["options"].items() if k != "renderer_sha256"} | stripped
+        bad = tmp_path / "stripped.safetensors"
+        write_raw(bad, json.dumps(raw), read_artifact(out).tensors)
+        with pytest.raises(InvalidArtifactError, match="records no renderer_sha256") as error:
+            read_artifact(bad, expect=SimilaritySpec)
+        assert "\n" not in str(error.value)
+        bad.unlink()
 
 
 def test_a_file_changed_between_reads_is_refused(faces, tmp_path) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from lassi.spec.contract.architecture import check_glow
+from lassi.spec.contract.data_identity import RENDERER_OPTION
 from lassi.spec.contract.models.base import (
     MAX_CLASSES,
     MAX_VECTORS,
@@ -156,6 +157,14 @@ CONTENT_HASH_OF = {name: "per-file" for name in IMAGE_FILE_DATASETS} | {"shapes3
 
 
 def _content_recorded(data: DataProvenance) -> DataProvenance:
+    if data.dataset == "shapes3d":  # rendered: the renderer's identity is the content's
+        renderer = data.options.get(RENDERER_OPTION)
+        if not (isinstance(renderer, str) and len(renderer) == 64 and set(renderer) <= set("0123456789abcdef")):
+            raise ValueError(
+                f"records no {RENDERER_OPTION} (a SHA-256 in hex) of the renderer its 3D Shapes "
+                "images were rendered with, so they cannot be checked: compute the file again "
+                "with this lassi"
+            )
     if data.content_sha256 is None and data.dataset in CONTENT_HASH_OF:
         raise ValueError(
             f"records no content_sha256 of its {data.dataset} images, so they cannot be checked "
@@ -166,7 +175,8 @@ def _content_recorded(data: DataProvenance) -> DataProvenance:
 
 
 RecordedData = Annotated[DataProvenance, AfterValidator(_content_recorded)]
-"""An artifact's data: stored images (files, a 3dshapes.h5) always with their content hash."""
+"""An artifact's data: stored images (files, a 3dshapes.h5) always with their content hash,
+rendered 3D Shapes with its renderer's identity."""
 
 
 class GlowTraining(Model):
