@@ -7,8 +7,8 @@ An artifact records its data relocatably (:meth:`DatasetConfig.provenance`): the
 kind, its options, for a folder source's CSV its name relative to the data root (or, for a
 CSV kept elsewhere, its SHA-256), never a local path, and for rendered 3D Shapes the renderer's
 identity (``renderer_sha256``: a hash of probe images rendered at run time). Data recorded with
-another renderer identity than this machine's is refused (exit 4), files written before it was
-recorded are read without that check. Whoever reads the data again passes their
+another renderer identity than this machine's is refused (exit 4); an artifact of rendered data
+without it is refused on read (exit 3). Whoever reads the data again passes their
 own ``--data-root`` (:meth:`DatasetConfig.from_provenance`); a recorded CSV that is not a plain
 relative name is never followed (a one-line note).
 """
@@ -175,7 +175,7 @@ class DatasetConfig(BaseModel):
     def check_rendered_as(self, recorded: DataProvenance | None, where: str | Path | None) -> None:
         """Refuse (exit 4) this 3D Shapes data where ``recorded`` (an input artifact's data,
         ``where``) is 3D Shapes at this image size from another renderer identity; nothing to
-        check for other data or for files that predate the identity."""
+        check for other data (or for a provenance built here without the identity)."""
         if recorded is None or not recorded.dataset == self.dataset == "shapes3d":
             return
         renderer = recorded_renderer(recorded, where)

@@ -9,7 +9,7 @@ epsilon is the spec's epsilon (the l2 ball of Eq. 4, paper Sec. 4.1), its attrib
 the spec's (in order), the dimension m of its t-noise is the spec's number of attribute
 vectors, its center-smoothing parameters obey the spec's ``policy`` (paper Sec. 4.3:
 sigma_enc, n, alpha1/alpha2), and rendered data (3D Shapes) comes from the spec's renderer
-(``renderer_sha256``, where both files record it).
+(``renderer_sha256``, which every artifact of rendered data records).
 
 ``read_spec_header`` reads only a spec's metadata (no tensor is parsed, no torch needed) and
 hashes its bytes in the same single pass, so the consumer can bind a bundle to a spec.

@@ -52,8 +52,8 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def recorded_renderer(data: Any, where: Any) -> str | None:
-    """The renderer identity a ``DataProvenance`` records (None: not recorded, a file written
-    before it was); one that is not a SHA-256 in hex is an invalid artifact (exit 3)."""
+    """The renderer identity a ``DataProvenance`` records (None: not recorded, which the reader
+    refuses for an artifact of rendered data); one that is not a SHA-256 in hex is an invalid artifact (exit 3)."""
     from lassi.spec.contract.errors import InvalidArtifactError
 
     value = (getattr(data, "options", None) or {}).get(RENDERER_OPTION)
