@@ -43,13 +43,34 @@ def test_a_key_set_overrides_the_default_it_would_take(tmp_path: Path) -> None:
     assert "epsilon" not in packaged["regulator"] and "epsilon" not in packaged["celeba"]
     custom = tmp_path / "settings.toml"
     custom.write_text(
-        text.replace("[regulator]\n", "[regulator]\nepsilon = 2.5\n").replace(
+        text.replace("[regulator]\n", "[regulator]\nepsilon = 0.25\n").replace(
             "[celeba.encoder]\n", "[celeba.encoder]\nk = 64\n"
         )
     )
     s = load_settings(custom)
-    assert (s.regulator.epsilon, s.regulator.fidelity_images) == (2.5, 32)
+    assert (s.regulator.epsilon, s.regulator.fidelity_images) == (0.25, 32)
     assert (s.celeba.encoder.k, s.celeba.encoder.epochs) == (64, 5)
+
+
+def test_the_certificates_epsilon_is_the_specs(tmp_path: Path) -> None:
+    """Center smoothing certifies at the ε of the specs the settings define ([regulator] and
+    celeba.epsilon); a [center_smoothing] ε that differs is refused in one line."""
+    import lassi.experiments.settings as module
+
+    text = (Path(module.__file__).parent / "settings.toml").read_text()
+    custom = tmp_path / "settings.toml"
+    custom.write_text(text.replace("[regulator]\n", "[regulator]\nepsilon = 0.5\n"))
+    s = load_settings(custom)
+    assert s.cert.epsilon == 0.5 and s.celeba.cert.epsilon == 1.0
+    custom.write_text(text.replace("[center_smoothing]\n", "[center_smoothing]\nepsilon = 0.5\n"))
+    with pytest.raises(UsageError, match="epsilon = 0.5 differs from the spec's epsilon 1: a certificate's") as error:
+        load_settings(custom)
+    assert "center_smoothing" in str(error.value) and "\n" not in str(error.value)
+    # a spec epsilon center smoothing can never certify at (sigma 0.65, n = 10^4): one line
+    custom.write_text(text.replace("[regulator]\n", "[regulator]\nepsilon = 2.5\n"))
+    with pytest.raises(UsageError, match="setting 'center_smoothing': n=10000 can never certify") as error:
+        load_settings(custom)
+    assert "\n" not in str(error.value) and "\\x0a" not in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -104,12 +104,23 @@ class SiblingProbe(Frozen):
 class Certification:
     """What a settings model with ``center_smoothing`` (a mapping, validated here as
     CenterSmoothingParams; a parameter left out is the model's default, the paper's) and
-    ``randomized_smoothing`` fields certifies with."""
+    ``randomized_smoothing`` fields certifies with; ``spec_epsilon``: the ε of the specs it
+    defines, which is the certificates' (a certificate is bound to its spec's ε)."""
+
+    @property
+    def spec_epsilon(self) -> float:
+        raise NotImplementedError
 
     @property
     def cert(self) -> CenterSmoothingParams:
-        """The certified test bundles' center smoothing parameters."""
-        return CenterSmoothingParams(**self.center_smoothing)
+        """The certified test bundles' center smoothing parameters, at the spec's ε."""
+        given = dict(self.center_smoothing)
+        if "epsilon" in given and given["epsilon"] != self.spec_epsilon:
+            raise ValueError(
+                f"epsilon = {given['epsilon']:g} differs from the spec's epsilon "
+                f"{self.spec_epsilon:g}: a certificate's epsilon is its spec's (leave it out)"
+            )
+        return CenterSmoothingParams(**({"epsilon": self.spec_epsilon} | given))
 
     @property
     def verify(self) -> dict:
@@ -162,6 +173,10 @@ class CelebA(Frozen, Certification):
     center_smoothing: dict[str, float | int | str] = Field(default_factory=dict)
     randomized_smoothing: RandomizedSmoothing = Field(default_factory=RandomizedSmoothing)
 
+    @property
+    def spec_epsilon(self) -> float:
+        return self.epsilon
+
 
 class Protocol(Frozen):
     """One of Table 2's protocols (protocols.toml)."""
@@ -189,6 +204,10 @@ class Settings(Frozen, Certification):
     protocols: dict[str, Protocol]
 
     @property
+    def spec_epsilon(self) -> float:
+        return self.regulator.epsilon
+
+    @property
     def pairs_protocols(self) -> list[str]:
         return [name for name, p in self.protocols.items() if p.vectors == "pairs"]
 
@@ -210,14 +229,13 @@ def load_settings(settings: Path | None = None, protocols: Path | None = None) -
         out = Settings.model_validate(data)
     except ValidationError as error:
         raise UsageError(where, validation_message(error, "setting")) from error
-    try:
-        out.cert  # noqa: B018  (center smoothing's own checks)
-    except (TypeError, ValueError) as error:
-        raise UsageError(where, f"setting 'center_smoothing': {error}") from error
-    try:
-        out.celeba.cert  # noqa: B018
-    except (TypeError, ValueError) as error:
-        raise UsageError(where, f"setting 'celeba.center_smoothing': {error}") from error
+    for name, certification in (("center_smoothing", out), ("celeba.center_smoothing", out.celeba)):
+        try:
+            certification.cert  # noqa: B018  (center smoothing's own checks, at the spec's epsilon)
+        except ValidationError as error:
+            raise UsageError(where, f"setting '{name}': {validation_message(error)}") from None
+        except (TypeError, ValueError) as error:
+            raise UsageError(where, f"setting '{name}': {error}") from None
     return out
 
 
