@@ -90,11 +90,12 @@ def test_table2_endpoints_column_agrees_with_the_consumers_report(
 
 @pytest.mark.slow
 def test_the_ablations_augmentation_row_trains_its_own_encoder(
-    chain: dict[str, Path], tmp_path: Path
+    chain: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The baseline and the augmentation rows share their loss weights (task loss only): the
     augmentation row must train with --augment (the encoder card says so), never reuse the
-    baseline's encoder."""
+    baseline's encoder. A rerun reuses every file; one whose verify settings differ (not in
+    any folder name) is refused naming a report, and modifies nothing."""
     settings = resources.files("lassi.experiments").joinpath("settings.toml").read_text()
     settings = settings.replace("sigmas = [0.25, 0.5, 1.0, 2.5, 5.0, 10.0]", "sigmas = [1.0]")
     settings = settings.replace("hidden = [1024, 512]", "hidden = [32]").replace("k = 256", "k = 8")
@@ -113,3 +114,14 @@ def test_the_ablations_augmentation_row_trains_its_own_encoder(
     assert baseline.meta.training.augment == 0
     assert augmented.meta.training.augment == 10 and augmented.sha256 != baseline.sha256
     assert augmented.meta.loss.adv == 0 and augmented.meta.loss.contr == 0
+
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")}
+    other = tmp_path / "other.toml"
+    other.write_text(settings.replace("[randomized_smoothing]\n", "[randomized_smoothing]\nalpha = 0.01\n"))
+    capsys.readouterr()
+    assert main(["--settings", str(other), *args[2:]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "/report-" in err[-1], err[-1]
+    assert "randomized smoothing alpha 0.001, this run asks for 0.01" in err[-1]
+    assert main(args) == 0  # unchanged: every run reused
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.safetensors")} == stamps
