@@ -104,23 +104,18 @@ class SiblingProbe(Frozen):
 class Certification:
     """What a settings model with ``center_smoothing`` (a mapping, validated here as
     CenterSmoothingParams; a parameter left out is the model's default, the paper's) and
-    ``randomized_smoothing`` fields certifies with; ``spec_epsilon``: the ε of the specs it
-    defines, which is the certificates' (a certificate is bound to its spec's ε)."""
+    ``randomized_smoothing`` fields certifies with."""
 
-    @property
-    def spec_epsilon(self) -> float:
-        raise NotImplementedError
-
-    @property
-    def cert(self) -> CenterSmoothingParams:
-        """The certified test bundles' center smoothing parameters, at the spec's ε."""
+    def certificate(self, spec_epsilon: float) -> CenterSmoothingParams:
+        """The certified test bundles' center smoothing parameters at ``spec_epsilon``, the ε of
+        the specs the settings define (a certificate is bound to its spec's ε)."""
         given = dict(self.center_smoothing)
-        if "epsilon" in given and given["epsilon"] != self.spec_epsilon:
+        if "epsilon" in given and given["epsilon"] != spec_epsilon:
             raise ValueError(
                 f"epsilon = {given['epsilon']:g} differs from the spec's epsilon "
-                f"{self.spec_epsilon:g}: a certificate's epsilon is its spec's (leave it out)"
+                f"{spec_epsilon:g}: a certificate's epsilon is its spec's (leave it out)"
             )
-        return CenterSmoothingParams(**({"epsilon": self.spec_epsilon} | given))
+        return CenterSmoothingParams(**({"epsilon": spec_epsilon} | given))
 
     @property
     def verify(self) -> dict:
@@ -174,8 +169,8 @@ class CelebA(Frozen, Certification):
     randomized_smoothing: RandomizedSmoothing = Field(default_factory=RandomizedSmoothing)
 
     @property
-    def spec_epsilon(self) -> float:
-        return self.epsilon
+    def cert(self) -> CenterSmoothingParams:
+        return self.certificate(self.epsilon)
 
 
 class Protocol(Frozen):
@@ -204,8 +199,8 @@ class Settings(Frozen, Certification):
     protocols: dict[str, Protocol]
 
     @property
-    def spec_epsilon(self) -> float:
-        return self.regulator.epsilon
+    def cert(self) -> CenterSmoothingParams:
+        return self.certificate(self.regulator.epsilon)
 
     @property
     def pairs_protocols(self) -> list[str]:

@@ -29,6 +29,7 @@ from lassi.producer.tool import TOOL
 from lassi.regulator.content_hash import (
     decode_sample,
     has_files,
+    pipeline_sha256_of,
     read_samples,
     stored_content_sha256,
 )
@@ -63,18 +64,13 @@ class Latents:
         latents = hashlib.sha256(np.ascontiguousarray(self.z.numpy(), np.float32).tobytes())
         common = {
             "ids": self.ids.tolist(),
-            "pipeline": _pipeline_sha256(source),
+            "pipeline": pipeline_sha256_of(source),
             "labels": labels.hexdigest(),
             "latents": latents.hexdigest(),
         }
         if self.file_sha256 is None:
             return data_key(rendered=generator_parameters(data, source, self.ids), **common)
         return data_key(files=self.content_sha256(source), **common)
-
-
-def _pipeline_sha256(source) -> str | None:
-    method = getattr(source, "pipeline_sha256", None)
-    return None if method is None else method()
 
 
 def generator_parameters(data: DatasetConfig, source=None, ids: np.ndarray | None = None) -> dict:
@@ -85,7 +81,7 @@ def generator_parameters(data: DatasetConfig, source=None, ids: np.ndarray | Non
     the SHA-256 of the stored rows ``ids``."""
     parameters = data.model_dump(mode="json", exclude={"root", "csv"})
     if source is not None:
-        parameters["pipeline_sha256"] = _pipeline_sha256(source)
+        parameters["pipeline_sha256"] = pipeline_sha256_of(source)
     if ids is not None and hasattr(source, "rows_sha256"):
         parameters["rows_sha256"] = source.rows_sha256(ids)
     return parameters

@@ -37,6 +37,11 @@ def audit_table(rows: list[AuditRow]) -> str:
     return "\n".join(lines)
 
 
+def _sample(row: AuditRow) -> str:
+    """``sample ID (FILE)``, or ``sample ID`` for rendered data."""
+    return f"sample {row.sample_id}" + ("" if row.file is None else f" ({row.file})")
+
+
 def audit_failure(rows: list[AuditRow]) -> str:
     """One line on the audit's flagged rows: claims not confirmed, samples not auditable (their
     data differs under --data-root, file named), and how many were confirmed."""
@@ -44,19 +49,15 @@ def audit_failure(rows: list[AuditRow]) -> str:
     unusable = [r for r in rows if r.detail is not None]
     parts = []
     if wrong:
-        first = wrong[0]
-        name = "" if first.file is None else f" ({first.file})"
         parts.append(
             f"{len(wrong)} of {len(rows)} re-checked r_CS claims not confirmed "
-            f"(e.g. sample {first.sample_id}{name}: {first.verdict})"
+            f"(e.g. {_sample(wrong[0])}: {wrong[0].verdict})"
         )
     if unusable:
         first = unusable[0]
-        name = "" if first.file is None else f" ({first.file})"
         parts.append(
             f"{len(unusable)} of {len(rows)} samples not auditable, their data differs under "
-            f"--data-root (e.g. sample {first.sample_id}{name}: "
-            f"{first.verdict.removeprefix('data_')}, {first.detail})"
+            f"--data-root (e.g. {_sample(first)}: {first.verdict.removeprefix('data_')}, {first.detail})"
         )
     confirmed = sum(r.verdict == "confirmed" for r in rows)
     return "; ".join(parts) + f"; {confirmed} of {len(rows)} confirmed"

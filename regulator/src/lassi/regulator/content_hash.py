@@ -165,6 +165,13 @@ def read_images(
     return images, digests
 
 
+def pipeline_sha256_of(source: Any) -> str | None:
+    """The source's ``pipeline_sha256`` (the code that makes its images: renderer, decoder and
+    resize), None for a source without one."""
+    method = getattr(source, "pipeline_sha256", None)
+    return None if method is None else method()
+
+
 def stored_content_sha256(source: Any, ids: Sequence[int], digests: np.ndarray | None) -> str | None:
     """``DataProvenance.content_sha256`` of the samples ``ids`` as stored: their files' list hash
     from the per-file ``digests`` (image files), the SHA-256 of their rows (a 3dshapes.h5, which
@@ -196,8 +203,7 @@ class CheckedImages:
         self.digests = None if files is None else files.digests
         self.row = {int(i): r for r, i in enumerate(self.ids.tolist())}
         self.content_sha256 = stored_content_sha256(source, self.ids, self.digests)
-        pipeline = getattr(source, "pipeline_sha256", None)
-        made_by = {"pipeline": None if pipeline is None else pipeline()}  # renderer, decoder
+        made_by = {"pipeline": pipeline_sha256_of(source)}  # renderer, decoder
         self.identity = (
             data_key(rendered=rendered, ids=self.ids.tolist(), rows=self.content_sha256, **made_by)
             if self.digests is None

@@ -164,8 +164,16 @@ class Shapes3DH5Source(Shapes3DFactors):
         """SHA-256 over the stored image rows ``ids`` (in the order given): the content identity
         that caches and checkpoints over this file are keyed by, so another file at the same path
         (or the same file at another path) is never served a stale latent or resumed into.
-        Reads each row once, IMAGE_CHUNK rows of memory at a time."""
+        Reads each row once, IMAGE_CHUNK rows of memory at a time; computed once per set of ids
+        for this open file (a run's key, checkpoint and provenance all ask for it)."""
         ids = as_ids(ids, N_IMAGES)
+        known = self.__dict__.setdefault("_rows_sha256", {})
+        asked = hashlib.sha256(np.ascontiguousarray(ids, np.int64).tobytes()).digest()
+        if asked not in known:
+            known[asked] = self._hash_rows(ids)
+        return known[asked]
+
+    def _hash_rows(self, ids: np.ndarray) -> str:
         digest = hashlib.sha256(len(ids).to_bytes(8, "little"))
         try:
             for row in ids.tolist():
